@@ -1,0 +1,234 @@
+//! The validated configuration snapshot. Built only by the parser in this module; immutable once
+//! built (the manager shares it behind an `Arc` and swaps the whole value on reload).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A secret string (runner token): never printed by `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(pub String);
+
+impl Secret {
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[MASKED]")
+    }
+}
+
+/// `log_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines (GitLab Runner's `text` and `runner`).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Jobs running at once across all runners.
+    pub concurrent: usize,
+    /// Pause between job requests of one runner when no job came.
+    pub check_interval: Duration,
+    /// How long a forceful shutdown may take.
+    pub shutdown_timeout: Duration,
+    /// Where `/metrics` and the status page listen (`host:port`).
+    pub listen_address: Option<String>,
+    /// `log_level` (tracing filter directive: error, warn, info, debug, trace).
+    pub log_level: String,
+    /// `log_format`.
+    pub log_format: LogFormat,
+    /// Where `manager-id` and `jobs.json` are kept.
+    pub state_dir: PathBuf,
+    /// Overrides the persisted manager id.
+    pub manager_id: Option<String>,
+    /// How often the fleet reconciles with the cloud.
+    pub reconcile_interval: Duration,
+    /// The `[[runners]]` entries (at least one).
+    pub runners: Vec<RunnerConfig>,
+}
+
+/// `executor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutorKind {
+    /// Containers on a Docker engine the manager reaches directly.
+    Docker,
+    /// Containers on one-job GCE VMs.
+    DockerMachine,
+}
+
+impl ExecutorKind {
+    /// The name GitLab Runner uses (`info.executor`, metrics).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutorKind::Docker => "docker",
+            ExecutorKind::DockerMachine => "docker+machine",
+        }
+    }
+}
+
+/// A runner's identity across reloads: its URL and short token (a rename is not a new runner).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RunnerIdentity {
+    /// The coordinator URL as configured (trailing `/` removed).
+    pub url: String,
+    /// The runner's short token.
+    pub short_token: String,
+}
+
+/// One `[[runners]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunnerConfig {
+    /// `name` (a description for people; not the identity).
+    pub name: String,
+    /// `url` of the coordinator.
+    pub url: String,
+    /// `token`: the runner authentication token.
+    pub token: Secret,
+    /// `executor`.
+    pub executor: ExecutorKind,
+    /// `limit`: jobs at once for this runner (0 = no limit but `concurrent`).
+    pub limit: usize,
+    /// `request_concurrency`: job requests in flight at once (default 1).
+    pub request_concurrency: usize,
+    /// `output_limit` in KiB (default 4096).
+    pub output_limit_kib: usize,
+    /// `environment`: `KEY=value` entries added to every job.
+    pub environment: Vec<String>,
+    /// `unhealthy_requests_limit` (default 3).
+    pub unhealthy_requests_limit: u32,
+    /// `unhealthy_interval` (default 1 h).
+    pub unhealthy_interval: Duration,
+    /// `[runners.docker]`.
+    pub docker: DockerConfig,
+}
+
+impl RunnerConfig {
+    /// The short token as GitLab Runner shortens it (`helpers/shorten_token.go`).
+    pub fn short_token(&self) -> String {
+        short_token(self.token.expose())
+    }
+
+    /// The identity used to match runners across reloads.
+    pub fn identity(&self) -> RunnerIdentity {
+        RunnerIdentity {
+            url: self.url.trim_end_matches('/').to_string(),
+            short_token: self.short_token(),
+        }
+    }
+}
+
+/// Shortens a token as GitLab Runner does: strip a known prefix, then keep 9 characters.
+pub fn short_token(token: &str) -> String {
+    let mut rest = token;
+    for prefix in ["glrtr-", "glcbt-"] {
+        if let Some(r) = rest.strip_prefix(prefix) {
+            rest = r;
+        }
+    }
+    if let Some(r) = rest.strip_prefix("glrt-") {
+        rest = r;
+    }
+    for prefix in ["t1_", "t2_", "t3_"] {
+        if let Some(r) = rest.strip_prefix(prefix) {
+            rest = r;
+        }
+    }
+    if rest.len() > 8 && rest.starts_with("GR") && rest[2..9].chars().all(|c| c.is_ascii_hexdigit())
+    {
+        rest = &rest[9..];
+    }
+    rest.chars().take(9).collect()
+}
+
+/// `pull_policy` entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Pull every time.
+    Always,
+    /// Pull when the image is not present.
+    IfNotPresent,
+    /// Never pull; a missing image fails the job.
+    Never,
+}
+
+impl PullPolicy {
+    /// The spelling in config and in job payloads.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "always",
+            PullPolicy::IfNotPresent => "if-not-present",
+            PullPolicy::Never => "never",
+        }
+    }
+
+    /// Parses the config/payload spelling.
+    pub fn parse(s: &str) -> Option<PullPolicy> {
+        match s {
+            "always" => Some(PullPolicy::Always),
+            "if-not-present" => Some(PullPolicy::IfNotPresent),
+            "never" => Some(PullPolicy::Never),
+            _ => None,
+        }
+    }
+}
+
+/// `[runners.docker]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DockerConfig {
+    /// `host`: the Docker endpoint (`unix://…`, `tcp://…`); local defaults when unset.
+    pub host: Option<String>,
+    /// `image`: the default job image.
+    pub image: String,
+    /// `privileged`.
+    pub privileged: bool,
+    /// `pull_policy` (default `["always"]`, as GitLab Runner).
+    pub pull_policy: Vec<PullPolicy>,
+    /// `volumes`: `host:container[:mode]` binds or `container` paths for anonymous volumes.
+    pub volumes: Vec<String>,
+    /// `network_mode` (`host`, `bridge`, a network name); a per-job network when unset.
+    pub network_mode: Option<String>,
+    /// `cpus` as nano-CPUs (e.g. "1.5" → 1_500_000_000).
+    pub nano_cpus: Option<i64>,
+    /// `memory` in bytes (e.g. "512m").
+    pub memory_bytes: Option<i64>,
+    /// `helper_image`.
+    pub helper_image: Option<String>,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig {
+            host: None,
+            image: String::new(),
+            privileged: false,
+            pull_policy: vec![PullPolicy::Always],
+            volumes: Vec::new(),
+            network_mode: None,
+            nano_cpus: None,
+            memory_bytes: None,
+            helper_image: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short_token;
+
+    #[test]
+    fn short_tokens_match_gitlab_runner() {
+        assert_eq!(short_token("glrt-t1_abcdefghijklmnop"), "abcdefghi");
+        assert_eq!(short_token("glrt-abcdefghijklmnop"), "abcdefghi");
+        assert_eq!(short_token("GR1348941abcdefghijkl"), "abcdefghi");
+        assert_eq!(short_token("xyz"), "xyz");
+    }
+}

@@ -1,0 +1,67 @@
+//! Lenient deserializers for what GitLab sends in more than one shape (null, string or array,
+//! string or integer).
+
+use serde::{Deserialize, Deserializer};
+
+/// `null` (or a missing field, with `#[serde(default)]`) becomes `T::default()`.
+pub fn null_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<Option<String>>),
+}
+
+/// A string or an array of strings (`entrypoint`, `command`, `pull_policy`); null is empty.
+pub fn string_or_vec<'de, D>(deserializer: D) -> Result<Vec<String>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    Ok(match Option::<OneOrMany>::deserialize(deserializer)? {
+        None => Vec::new(),
+        Some(OneOrMany::One(s)) => vec![s],
+        Some(OneOrMany::Many(v)) => v.into_iter().flatten().collect(),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StrOrInt {
+    Str(String),
+    Int(i64),
+}
+
+/// A string or an integer (`executor_opts.docker.user`), kept as a string.
+pub fn string_or_int<'de, D>(deserializer: D) -> Result<Option<String>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    Ok(match Option::<StrOrInt>::deserialize(deserializer)? {
+        None => None,
+        Some(StrOrInt::Str(s)) => Some(s),
+        Some(StrOrInt::Int(i)) => Some(i.to_string()),
+    })
+}
+
+/// A number GitLab may send as integer, float or numeric string; anything else is 0.
+pub fn lenient_i64<'de, D>(deserializer: D) -> Result<i64, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let value = Option::<serde_json::Value>::deserialize(deserializer)?;
+    Ok(match value {
+        Some(serde_json::Value::Number(n)) => n
+            .as_i64()
+            .or_else(|| n.as_f64().map(|f| f as i64))
+            .unwrap_or(0),
+        Some(serde_json::Value::String(s)) => s.trim().parse().unwrap_or(0),
+        _ => 0,
+    })
+}

@@ -1,0 +1,485 @@
+//! The job payload of `POST /api/v4/jobs/request` (GitLab Runner's `common/spec/spec.go`).
+//! Decoding is lenient as GitLab's own senders vary: unknown fields are ignored, nulls accepted,
+//! and `entrypoint`/`command`/`pull_policy` may be a string or an array.
+
+use super::de::{lenient_i64, null_default, string_or_int, string_or_vec};
+use super::variables::JobVariable;
+use serde::{Deserialize, Serialize};
+
+/// The two fields without which a 201 is not a job at all ("no job", as GitLab Runner treats an
+/// undecodable answer). Decoded first, so that a job whose full parse fails can still be
+/// acknowledged and failed.
+#[derive(Debug, Clone, Deserialize)]
+pub struct JobHandle {
+    /// The job id.
+    pub id: i64,
+    /// The job token (secret).
+    pub token: String,
+}
+
+/// Why a payload that has an id and a token cannot be run.
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadError {
+    /// The JSON does not have the shape of a job.
+    #[error("the job payload could not be decoded: {0}")]
+    Decode(#[from] serde_json::Error),
+    /// The job asks for what Flotilla does not support.
+    #[error("the job asks for what this runner does not support: {0}")]
+    Unsupported(String),
+}
+
+/// A job as GitLab hands it to a runner.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct JobPayload {
+    pub id: i64,
+    pub token: String,
+    #[serde(deserialize_with = "null_default")]
+    pub allow_git_fetch: bool,
+    #[serde(deserialize_with = "null_default")]
+    pub job_info: JobInfo,
+    #[serde(deserialize_with = "null_default")]
+    pub git_info: GitInfo,
+    #[serde(deserialize_with = "null_default")]
+    pub runner_info: RunnerInfo,
+    #[serde(deserialize_with = "null_default")]
+    pub variables: Vec<JobVariable>,
+    #[serde(deserialize_with = "null_default")]
+    pub steps: Vec<Step>,
+    #[serde(deserialize_with = "null_default")]
+    pub image: Option<Image>,
+    #[serde(deserialize_with = "null_default")]
+    pub services: Vec<Image>,
+    #[serde(deserialize_with = "null_default")]
+    pub artifacts: Vec<Artifact>,
+    #[serde(deserialize_with = "null_default")]
+    pub cache: Vec<Cache>,
+    #[serde(deserialize_with = "null_default")]
+    pub credentials: Vec<Credential>,
+    #[serde(deserialize_with = "null_default")]
+    pub dependencies: Vec<Dependency>,
+    #[serde(deserialize_with = "null_default")]
+    pub features: JobFeatures,
+    #[serde(deserialize_with = "null_default")]
+    pub hooks: Vec<Hook>,
+    /// Step-runner steps as a JSON string; Flotilla does not run native steps.
+    #[serde(deserialize_with = "null_default")]
+    pub run: Option<String>,
+    /// Secrets from external managers; Flotilla does not resolve them.
+    #[serde(deserialize_with = "null_default")]
+    pub secrets: Option<serde_json::Value>,
+}
+
+impl JobPayload {
+    /// Decodes a full payload and checks it asks for nothing Flotilla cannot do.
+    pub fn parse(value: serde_json::Value) -> Result<JobPayload, PayloadError> {
+        let job: JobPayload = serde_json::from_value(value)?;
+        job.check_supported()?;
+        Ok(job)
+    }
+
+    /// Rejects what GitLab Runner also rejects (unknown `executor_opts`) and what Flotilla does
+    /// not implement (native `run` steps, external secrets).
+    pub fn check_supported(&self) -> Result<(), PayloadError> {
+        if self.run.as_deref().is_some_and(|r| !r.trim().is_empty()) {
+            return Err(PayloadError::Unsupported(
+                "native step-runner steps (`run:`) are not supported".into(),
+            ));
+        }
+        if let Some(secrets) = &self.secrets {
+            if secrets.as_object().is_some_and(|m| !m.is_empty()) {
+                return Err(PayloadError::Unsupported(
+                    "external secrets (`secrets:`) are not supported".into(),
+                ));
+            }
+        }
+        if let Some(image) = &self.image {
+            image.check_executor_opts("image")?;
+        }
+        for service in &self.services {
+            service.check_executor_opts("service")?;
+        }
+        Ok(())
+    }
+
+    /// The job timeout in seconds (`runner_info.timeout`; 7200 when unset, as GitLab Runner).
+    pub fn timeout_secs(&self) -> u64 {
+        if self.runner_info.timeout > 0 {
+            self.runner_info.timeout as u64
+        } else {
+            7200
+        }
+    }
+
+    /// The steps named `script`, `release`, … in order (everything but `after_script`).
+    pub fn user_steps(&self) -> impl Iterator<Item = &Step> {
+        self.steps.iter().filter(|s| s.name != "after_script")
+    }
+
+    /// The `after_script` step, if the job has one with lines in it.
+    pub fn after_script(&self) -> Option<&Step> {
+        self.steps
+            .iter()
+            .find(|s| s.name == "after_script" && !s.script.is_empty())
+    }
+}
+
+/// `job_info`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct JobInfo {
+    #[serde(deserialize_with = "null_default")]
+    pub name: String,
+    #[serde(deserialize_with = "null_default")]
+    pub stage: String,
+    #[serde(deserialize_with = "lenient_i64")]
+    pub project_id: i64,
+    #[serde(deserialize_with = "null_default")]
+    pub project_name: String,
+    #[serde(deserialize_with = "null_default")]
+    pub project_full_path: String,
+    #[serde(deserialize_with = "lenient_i64")]
+    pub pipeline_id: i64,
+    #[serde(deserialize_with = "null_default")]
+    pub time_in_queue_seconds: f64,
+    /// Pending jobs this runner could take, as GitLab counted when it handed this one out.
+    #[serde(deserialize_with = "lenient_i64")]
+    pub queue_size: i64,
+    /// How deep in that queue this job was.
+    #[serde(deserialize_with = "lenient_i64")]
+    pub queue_depth: i64,
+}
+
+/// `git_info`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct GitInfo {
+    /// The clone URL; carries the job token as `gitlab-ci-token:<token>@` (secret).
+    #[serde(deserialize_with = "null_default")]
+    pub repo_url: String,
+    #[serde(deserialize_with = "null_default")]
+    pub repo_object_format: String,
+    #[serde(rename = "ref", deserialize_with = "null_default")]
+    pub git_ref: String,
+    #[serde(deserialize_with = "null_default")]
+    pub sha: String,
+    #[serde(deserialize_with = "null_default")]
+    pub before_sha: String,
+    #[serde(deserialize_with = "null_default")]
+    pub ref_type: String,
+    #[serde(deserialize_with = "null_default")]
+    pub refspecs: Vec<String>,
+    #[serde(deserialize_with = "lenient_i64")]
+    pub depth: i64,
+    #[serde(deserialize_with = "null_default")]
+    pub protected: Option<bool>,
+}
+
+/// `runner_info`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct RunnerInfo {
+    /// The job timeout in seconds.
+    #[serde(deserialize_with = "lenient_i64")]
+    pub timeout: i64,
+}
+
+/// When a step runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepWhen {
+    #[default]
+    OnSuccess,
+    OnFailure,
+    Always,
+}
+
+/// One of `steps`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Step {
+    #[serde(deserialize_with = "null_default")]
+    pub name: String,
+    #[serde(deserialize_with = "null_default")]
+    pub script: Vec<String>,
+    #[serde(deserialize_with = "lenient_i64")]
+    pub timeout: i64,
+    #[serde(deserialize_with = "null_default")]
+    pub when: StepWhen,
+    #[serde(deserialize_with = "null_default")]
+    pub allow_failure: bool,
+}
+
+/// A port a service exposes.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Port {
+    #[serde(deserialize_with = "lenient_i64")]
+    pub number: i64,
+    #[serde(deserialize_with = "null_default")]
+    pub protocol: String,
+    #[serde(deserialize_with = "null_default")]
+    pub name: String,
+}
+
+/// The job `image`, or one of `services`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Image {
+    #[serde(deserialize_with = "null_default")]
+    pub name: String,
+    /// One alias, or several separated by commas or spaces (services).
+    #[serde(deserialize_with = "null_default")]
+    pub alias: String,
+    #[serde(deserialize_with = "string_or_vec")]
+    pub command: Vec<String>,
+    #[serde(deserialize_with = "string_or_vec")]
+    pub entrypoint: Vec<String>,
+    #[serde(deserialize_with = "null_default")]
+    pub ports: Vec<Port>,
+    #[serde(deserialize_with = "null_default")]
+    pub variables: Vec<JobVariable>,
+    #[serde(deserialize_with = "string_or_vec")]
+    pub pull_policy: Vec<String>,
+    #[serde(deserialize_with = "null_default")]
+    pub executor_opts: serde_json::Value,
+}
+
+impl Image {
+    /// The aliases of a service, split as GitLab Runner splits them.
+    pub fn aliases(&self) -> Vec<String> {
+        self.alias
+            .split([',', ' '])
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// `executor_opts.docker.platform`.
+    pub fn docker_platform(&self) -> Option<String> {
+        self.executor_opts
+            .pointer("/docker/platform")
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    }
+
+    /// `executor_opts.docker.user` (string or integer).
+    pub fn docker_user(&self) -> Option<String> {
+        let v = self.executor_opts.pointer("/docker/user")?;
+        string_or_int(v.clone()).ok().flatten()
+    }
+
+    /// Unknown `executor_opts` keys fail the job, as in GitLab Runner.
+    fn check_executor_opts(&self, what: &str) -> Result<(), PayloadError> {
+        let Some(opts) = self.executor_opts.as_object() else {
+            return Ok(());
+        };
+        for (executor, inner) in opts {
+            let known: &[&str] = match executor.as_str() {
+                "docker" => &["platform", "user"],
+                "kubernetes" => &["user"],
+                _ => {
+                    return Err(PayloadError::Unsupported(format!(
+                        "{what} {:?}: unknown executor_opts section {executor:?}",
+                        self.name
+                    )))
+                }
+            };
+            if let Some(fields) = inner.as_object() {
+                if let Some(bad) = fields.keys().find(|k| !known.contains(&k.as_str())) {
+                    return Err(PayloadError::Unsupported(format!(
+                        "{what} {:?}: unsupported executor_opts.{executor}.{bad}",
+                        self.name
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One of `artifacts`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Artifact {
+    #[serde(deserialize_with = "null_default")]
+    pub name: String,
+    #[serde(deserialize_with = "null_default")]
+    pub untracked: bool,
+    #[serde(deserialize_with = "null_default")]
+    pub paths: Vec<String>,
+    #[serde(deserialize_with = "null_default")]
+    pub exclude: Vec<String>,
+    #[serde(deserialize_with = "null_default")]
+    pub when: String,
+    #[serde(deserialize_with = "null_default")]
+    pub artifact_type: String,
+    #[serde(deserialize_with = "null_default")]
+    pub artifact_format: String,
+    #[serde(deserialize_with = "null_default")]
+    pub expire_in: String,
+}
+
+/// One of `cache`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Cache {
+    #[serde(deserialize_with = "null_default")]
+    pub key: String,
+    #[serde(deserialize_with = "null_default")]
+    pub untracked: bool,
+    #[serde(deserialize_with = "null_default")]
+    pub policy: String,
+    #[serde(deserialize_with = "null_default")]
+    pub paths: Vec<String>,
+    #[serde(deserialize_with = "null_default")]
+    pub when: String,
+    #[serde(deserialize_with = "null_default")]
+    pub fallback_keys: Vec<String>,
+}
+
+/// One of `credentials`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Credential {
+    #[serde(rename = "type", deserialize_with = "null_default")]
+    pub kind: String,
+    #[serde(deserialize_with = "null_default")]
+    pub url: String,
+    #[serde(deserialize_with = "null_default")]
+    pub username: String,
+    #[serde(deserialize_with = "null_default")]
+    pub password: String,
+}
+
+/// `dependencies[].artifacts_file`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct ArtifactsFile {
+    #[serde(deserialize_with = "null_default")]
+    pub filename: String,
+    #[serde(deserialize_with = "lenient_i64")]
+    pub size: i64,
+}
+
+/// One of `dependencies`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Dependency {
+    #[serde(deserialize_with = "lenient_i64")]
+    pub id: i64,
+    #[serde(deserialize_with = "null_default")]
+    pub token: String,
+    #[serde(deserialize_with = "null_default")]
+    pub name: String,
+    #[serde(deserialize_with = "null_default")]
+    pub artifacts_file: Option<ArtifactsFile>,
+}
+
+/// `features` of the job (what GitLab tells the runner about this job).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct JobFeatures {
+    #[serde(deserialize_with = "null_default")]
+    pub trace_sections: bool,
+    #[serde(deserialize_with = "null_default")]
+    pub token_mask_prefixes: Vec<String>,
+    #[serde(deserialize_with = "null_default")]
+    pub failure_reasons: Vec<String>,
+}
+
+/// One of `hooks`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Hook {
+    #[serde(deserialize_with = "null_default")]
+    pub name: String,
+    #[serde(deserialize_with = "null_default")]
+    pub script: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> serde_json::Value {
+        let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_full_upstream_fixture_parses() {
+        let job = JobPayload::parse(fixture("job_response_full_valid.json")).unwrap();
+        assert_eq!(job.id, 10);
+        assert_eq!(job.token, "job-token");
+        assert_eq!(job.git_info.git_ref, "main");
+        assert_eq!(job.timeout_secs(), 3600);
+        assert_eq!(job.steps.len(), 2);
+        assert_eq!(job.after_script().unwrap().script, vec!["ls -ls"]);
+        let image = job.image.as_ref().unwrap();
+        assert_eq!(image.entrypoint, vec!["/bin/sh"]);
+        assert_eq!(image.docker_platform().as_deref(), Some("arm64/v8"));
+        assert_eq!(job.services[0].aliases(), vec!["db-pg"]);
+        assert_eq!(
+            job.dependencies[0].artifacts_file.as_ref().unwrap().size,
+            13631488
+        );
+        assert!(job.variables[0].file);
+    }
+
+    #[test]
+    fn unknown_executor_opts_are_unsupported() {
+        let value = fixture("job_response_full_unsupported_executor_opts.json");
+        let handle: JobHandle = serde_json::from_value(value.clone()).unwrap();
+        assert_eq!(handle.id, 10);
+        let err = JobPayload::parse(value).unwrap_err();
+        assert!(matches!(err, PayloadError::Unsupported(_)), "{err}");
+    }
+
+    #[test]
+    fn step_runner_fixtures_decode_and_are_refused() {
+        for name in [
+            "job_response_run_native_steps_after_validate.json",
+            "job_response_run_native_steps_input.json",
+            "job_response_run_steps_shim_after_validate.json",
+            "job_response_run_steps_shim_input.json",
+        ] {
+            let mut value = fixture(name);
+            value["id"] = 5.into();
+            value["token"] = "t".into();
+            let job: JobPayload =
+                serde_json::from_value(value.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            if job.run.is_some() {
+                let err = JobPayload::parse(value).unwrap_err();
+                assert!(matches!(err, PayloadError::Unsupported(_)), "{name}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn nulls_strings_and_numbers_in_odd_shapes_are_accepted() {
+        let job = JobPayload::parse(serde_json::json!({
+            "id": 1, "token": "t", "variables": null, "services": null,
+            "image": {"name": "alpine", "entrypoint": null, "command": "sleep 1",
+                      "pull_policy": "if-not-present", "executor_opts": {"docker": {"user": 1000}}},
+            "job_info": {"project_id": "77", "queue_size": 3, "unknown": true},
+            "runner_info": {"timeout": null},
+            "something_new": {"x": 1}
+        }))
+        .unwrap();
+        let image = job.image.clone().unwrap();
+        assert!(image.entrypoint.is_empty());
+        assert_eq!(image.command, vec!["sleep 1"]);
+        assert_eq!(image.pull_policy, vec!["if-not-present"]);
+        assert_eq!(image.docker_user().as_deref(), Some("1000"));
+        assert_eq!(job.job_info.project_id, 77);
+        assert_eq!(job.timeout_secs(), 7200);
+    }
+
+    #[test]
+    fn a_payload_of_the_wrong_shape_is_a_decode_error() {
+        let err = JobPayload::parse(serde_json::json!({"id": 1, "token": "t", "steps": "x"}));
+        assert!(matches!(err, Err(PayloadError::Decode(_))));
+    }
+}

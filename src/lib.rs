@@ -1,0 +1,20 @@
+//! Flotilla: an autoscaling CI runner manager for GitLab on Google Compute Engine.
+//!
+//! `main.rs` parses flags and loads the configuration, then calls [`run`]; tests call the same
+//! function with the test kit's fakes. See `ARCHITECTURE.md` for the map of the code.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod coordinator;
+pub mod docker;
+pub mod executor;
+pub mod job;
+pub mod lifecycle;
+pub mod manager;
+pub mod state;
+pub mod trace;
+
+pub use manager::run;
+
+/// Flotilla's version, as sent to GitLab in `info.version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

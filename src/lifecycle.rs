@@ -1,0 +1,1 @@
+//! Signals have one owner: SIGQUIT, SIGTERM, SIGINT and SIGHUP become [`Control`] messages.
