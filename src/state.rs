@@ -1,1 +1,252 @@
-//! The little that is persisted in `state_dir`: `manager-id` and `jobs.json`.
+//! The little that is persisted in `state_dir`: `manager-id` (made once; sent to GitLab as
+//! `system_id` and used as the VMs' owner label) and `jobs.json` (the jobs this process has
+//! received and not yet finished, so the next start can fail them at once after a crash).
+//! Both files are written atomically (temp file + rename) with mode 0600. Nothing else is kept:
+//! the coordinator is the truth about jobs and the cloud about VMs.
+
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Why the state directory could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// A file could not be read, written or created.
+    #[error("state directory {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `jobs.json` is not what this program writes.
+    #[error("{path} is corrupt ({source}); move it away to start")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The decode error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// `manager-id` holds something that cannot be an id.
+    #[error("{path} holds an invalid manager id {value:?}: use [a-z0-9_-], at most 63 characters")]
+    InvalidManagerId {
+        /// The file.
+        path: PathBuf,
+        /// What it holds.
+        value: String,
+    },
+}
+
+/// One job received and not yet finished (an entry of `jobs.json`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningJob {
+    /// The job id.
+    pub id: i64,
+    /// The coordinator URL of the runner that took it.
+    pub url: String,
+    /// The job token (needed to fail the job after a crash).
+    pub token: String,
+    /// Whether the job was acknowledged (`PUT state=running` answered).
+    #[serde(default)]
+    pub acknowledged: bool,
+}
+
+impl std::fmt::Debug for RunningJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningJob")
+            .field("id", &self.id)
+            .field("url", &self.url)
+            .field("acknowledged", &self.acknowledged)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The opened state directory. Created once at start; shared by the job tasks.
+#[derive(Clone)]
+pub struct StateDir {
+    dir: PathBuf,
+    /// The in-memory copy of `jobs.json`; a std mutex because it is held only across a small
+    /// synchronous write, never across an await.
+    jobs: Arc<Mutex<Vec<RunningJob>>>,
+}
+
+impl StateDir {
+    /// Opens (creating with mode 0700 if needed) the state directory, and reads `jobs.json`.
+    pub fn open(dir: &Path) -> Result<StateDir, StateError> {
+        let io = |source| StateError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+        let state = StateDir {
+            dir: dir.to_path_buf(),
+            jobs: Arc::default(),
+        };
+        let jobs = state.read_jobs()?;
+        *state.lock() = jobs;
+        Ok(state)
+    }
+
+    /// The manager id: `configured` when given, else the persisted one, else a new one made and
+    /// persisted now (`s_` and 12 hex digits, like GitLab Runner's `system_id`).
+    pub fn manager_id(&self, configured: Option<&str>) -> Result<String, StateError> {
+        if let Some(id) = configured {
+            return Ok(id.to_string());
+        }
+        let path = self.dir.join("manager-id");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let value = text.trim().to_string();
+                let valid = !value.is_empty()
+                    && value.len() <= 63
+                    && value
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+                if valid {
+                    Ok(value)
+                } else {
+                    Err(StateError::InvalidManagerId { path, value })
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let id = format!("s_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+                write_atomically(&path, format!("{id}\n").as_bytes())?;
+                Ok(id)
+            }
+            Err(source) => Err(StateError::Io { path, source }),
+        }
+    }
+
+    /// The jobs the previous process left unfinished (read at open).
+    pub fn leftover_jobs(&self) -> Vec<RunningJob> {
+        self.lock().clone()
+    }
+
+    /// Records a job as received (before it is acknowledged).
+    pub fn add_job(&self, job: RunningJob) -> Result<(), StateError> {
+        let mut jobs = self.lock();
+        jobs.retain(|j| !(j.id == job.id && j.url == job.url));
+        jobs.push(job);
+        self.write_jobs(&jobs)
+    }
+
+    /// Marks a recorded job as acknowledged.
+    pub fn mark_acknowledged(&self, id: i64, url: &str) -> Result<(), StateError> {
+        let mut jobs = self.lock();
+        for job in jobs.iter_mut().filter(|j| j.id == id && j.url == url) {
+            job.acknowledged = true;
+        }
+        self.write_jobs(&jobs)
+    }
+
+    /// Forgets a job (its final state was sent, or it was dropped).
+    pub fn remove_job(&self, id: i64, url: &str) -> Result<(), StateError> {
+        let mut jobs = self.lock();
+        jobs.retain(|j| !(j.id == id && j.url == url));
+        self.write_jobs(&jobs)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<RunningJob>> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn jobs_path(&self) -> PathBuf {
+        self.dir.join("jobs.json")
+    }
+
+    fn read_jobs(&self) -> Result<Vec<RunningJob>, StateError> {
+        let path = self.jobs_path();
+        match std::fs::read(&path) {
+            Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => Ok(Vec::new()),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt { path, source })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(source) => Err(StateError::Io { path, source }),
+        }
+    }
+
+    fn write_jobs(&self, jobs: &[RunningJob]) -> Result<(), StateError> {
+        let bytes = serde_json::to_vec_pretty(jobs).unwrap_or_else(|_| b"[]".to_vec());
+        write_atomically(&self.jobs_path(), &bytes)
+    }
+}
+
+/// Writes `bytes` to `path` through a temp file in the same directory, fsynced, then renamed, so
+/// a crash leaves either the old or the new content. Mode 0600.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    let tmp = path.with_extension("tmp");
+    let io = |source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
+    file.write_all(bytes).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: i64) -> RunningJob {
+        RunningJob {
+            id,
+            url: "http://gitlab".into(),
+            token: format!("tok{id}"),
+            acknowledged: false,
+        }
+    }
+
+    #[test]
+    fn jobs_survive_a_restart_until_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        state.add_job(job(1)).unwrap();
+        state.add_job(job(2)).unwrap();
+        state.mark_acknowledged(2, "http://gitlab").unwrap();
+        state.remove_job(1, "http://gitlab").unwrap();
+        let again = StateDir::open(dir.path()).unwrap();
+        let left = again.leftover_jobs();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].id, 2);
+        assert!(left[0].acknowledged);
+        let mode = std::fs::metadata(dir.path().join("jobs.json")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn the_manager_id_is_made_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let id = state.manager_id(None).unwrap();
+        assert!(id.starts_with("s_") && id.len() == 14, "{id}");
+        assert_eq!(StateDir::open(dir.path()).unwrap().manager_id(None).unwrap(), id);
+        assert_eq!(state.manager_id(Some("fixed")).unwrap(), "fixed");
+    }
+
+    #[test]
+    fn a_corrupt_jobs_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("jobs.json"), "{not json").unwrap();
+        let err = StateDir::open(dir.path()).err().unwrap();
+        assert!(err.to_string().contains("corrupt"), "{err}");
+    }
+
+    #[test]
+    fn debug_hides_the_job_token() {
+        assert!(!format!("{:?}", job(7)).contains("tok7"));
+    }
+}

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite: test images, then every test of the workspace (unit and integration),
+# then lint of the shell scripts. Needs a running Docker engine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/build-test-images.sh
+cargo test --workspace --locked
+if command -v shellcheck >/dev/null 2>&1; then
+  shellcheck scripts/*.sh .ci/run
+fi

@@ -1,0 +1,261 @@
+//! One job from receipt to final update: record it in `jobs.json`, acknowledge it (two-phase
+//! commit), start the trace upload, run it through the executor, map the outcome onto GitLab's
+//! final state, send it, forget the job. A payload that cannot be run is acknowledged and failed
+//! with `runner_system_failure` and a trace line saying why.
+
+use super::Shared;
+use crate::config::RunnerConfig;
+use crate::coordinator::{AckOutcome, FinalState, JobCredentials, JobState};
+use crate::executor::{self, ContainerLabels, JobOutcome, JobRun};
+use crate::job::{FailureReason, JobHandle, JobPayload, RunnerEnvironment};
+use crate::state::RunningJob;
+use crate::trace::{JobTrace, TraceSettings};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// A job handed over by the coordinator, about to run.
+pub(super) struct JobTask {
+    pub shared: Arc<Shared>,
+    pub runner: Arc<RunnerConfig>,
+    pub handle: JobHandle,
+    pub payload: serde_json::Value,
+    pub received_at: tokio::time::Instant,
+    pub concurrent_id: u32,
+}
+
+/// Decrements the active-job count however the task ends.
+struct ActiveGuard<'a>(&'a Shared);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.active_jobs.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl JobTask {
+    /// Runs the job to its final update. Never panics on what the coordinator sent.
+    pub async fn run(self) {
+        let shared = self.shared.clone();
+        shared.active_jobs.fetch_add(1, Ordering::Relaxed);
+        let _active = ActiveGuard(&shared);
+        let job_id = self.handle.id;
+        let url = self.runner.url.clone();
+        let record = RunningJob {
+            id: job_id,
+            url: url.clone(),
+            token: self.handle.token.clone(),
+            acknowledged: false,
+        };
+        if let Err(e) = shared.state.add_job(record) {
+            tracing::error!(job = job_id, error = %e, "cannot record the job in the state directory");
+        }
+        let parsed = JobPayload::parse(self.payload.clone());
+        let trace = match JobTrace::new(self.trace_settings(parsed.as_ref().ok())) {
+            Ok(trace) => trace,
+            Err(e) => {
+                tracing::error!(job = job_id, error = %e, "cannot create the job's trace buffer");
+                return;
+            }
+        };
+        if let Some(hook) = &shared.hooks.on_job_trace {
+            hook(job_id, &trace);
+        }
+        let credentials = JobCredentials {
+            id: job_id,
+            token: self.handle.token.clone(),
+        };
+        let ack = shared.coordinator.acknowledge(&url, &credentials).await;
+        match ack {
+            Ok(AckOutcome::Accepted) => {
+                let _ = shared.state.mark_acknowledged(job_id, &url);
+                tracing::info!(job = job_id, runner = %self.runner.short_token(), pickup_ms = self.received_at.elapsed().as_millis() as u64, "job received");
+            }
+            Ok(AckOutcome::Abort) => {
+                tracing::warn!(job = job_id, "coordinator refused the acknowledgement; dropping the job");
+                let _ = shared.state.remove_job(job_id, &url);
+                return;
+            }
+            Ok(AckOutcome::Canceling) => {
+                tracing::info!(job = job_id, "job canceled before it started");
+            }
+            Err(e) => {
+                tracing::warn!(job = job_id, error = %e, "acknowledgement failed; trying to run the job anyway");
+            }
+        }
+        let debug_trace = parsed
+            .as_ref()
+            .ok()
+            .and_then(|j| j.variables.iter().rev().find(|v| v.key == "CI_DEBUG_TRACE"))
+            .is_some_and(|v| v.value == "true");
+        let session = shared.coordinator.start_trace(
+            &url,
+            credentials,
+            trace.clone(),
+            debug_trace,
+            &shared.tracker,
+        );
+        let final_state = match (parsed, ack) {
+            (Err(e), _) => {
+                trace.runner_line(&format!("\x1b[31;1mERROR: Job failed (system failure): {e}\x1b[0;m"));
+                tracing::warn!(job = job_id, error = %e, "malformed or unsupported job payload");
+                FinalState::failed(FailureReason::RunnerSystemFailure, None)
+            }
+            (Ok(job), Ok(AckOutcome::Canceling)) => {
+                trace.runner_line("\x1b[31;1mERROR: Job failed: canceled\x1b[0;m");
+                FinalState::failed(
+                    FailureReason::JobCanceled.for_job(&job.features.failure_reasons),
+                    None,
+                )
+            }
+            (Ok(job), _) => {
+                let cancel = session.cancel_requested.clone();
+                let coordinator_abort = session.abort.clone();
+                self.execute(Arc::new(job), &trace, cancel, coordinator_abort).await
+            }
+        };
+        trace.finish();
+        let result = session.finish(final_state.clone()).await;
+        match result {
+            Ok(()) => tracing::info!(job = job_id, state = ?final_state.state, reason = ?final_state.failure_reason.map(|r| r.as_str()), "job finished"),
+            Err(e) => tracing::error!(job = job_id, error = %e, "final job update failed"),
+        }
+        let _ = shared.state.remove_job(job_id, &url);
+    }
+
+    fn trace_settings(&self, job: Option<&JobPayload>) -> TraceSettings {
+        let mut masked = vec![self.handle.token.clone()];
+        let mut prefixes = Vec::new();
+        if let Some(job) = job {
+            masked.extend(
+                job.variables
+                    .iter()
+                    .filter(|v| v.masked && !v.value.is_empty())
+                    .map(|v| v.value.clone()),
+            );
+            prefixes = job.features.token_mask_prefixes.clone();
+        }
+        masked.retain(|m| !m.is_empty());
+        TraceSettings {
+            limit_bytes: self.runner.output_limit_kib.saturating_mul(1024),
+            masked_phrases: masked,
+            token_prefixes: prefixes,
+            timestamps: true,
+        }
+    }
+
+    /// Runs the job on its executor and maps the outcome onto the final state.
+    async fn execute(
+        &self,
+        job: Arc<JobPayload>,
+        trace: &JobTrace,
+        cancel: CancellationToken,
+        coordinator_abort: CancellationToken,
+    ) -> FinalState {
+        let shared = &self.shared;
+        trace.runner_line(&format!(
+            "\x1b[0KRunning with flotilla {} ({})\x1b[0;m",
+            crate::VERSION,
+            env!("CARGO_PKG_NAME")
+        ));
+        trace.runner_line(&format!(
+            "\x1b[0K  on {} {}, system ID: {}\x1b[0;m",
+            self.runner.name,
+            self.runner.short_token(),
+            shared.system_id
+        ));
+        let env = RunnerEnvironment {
+            short_token: self.runner.short_token(),
+            environment: self.runner.environment.clone(),
+            builds_dir: "/builds".into(),
+            concurrent_id: self.concurrent_id,
+            version: crate::VERSION.into(),
+            revision: option_env!("FLOTILLA_REVISION").unwrap_or("unknown").into(),
+        };
+        let variables = env.job_variables(&job);
+        let abort = CancellationToken::new();
+        let interrupted = shared.abort_jobs.clone();
+        let abort_on = {
+            let abort = abort.clone();
+            let coordinator_abort = coordinator_abort.clone();
+            let interrupted = interrupted.clone();
+            async move {
+                tokio::select! {
+                    _ = coordinator_abort.cancelled() => {}
+                    _ = interrupted.cancelled() => {}
+                }
+                abort.cancel();
+            }
+        };
+        let docker = match crate::docker::connect(self.runner.docker.host.as_deref()).await {
+            Ok(docker) => docker,
+            Err(e) => {
+                trace.runner_line(&format!("\x1b[31;1mERROR: Job failed (system failure): {e}\x1b[0;m"));
+                return FinalState::failed(FailureReason::RunnerSystemFailure, None);
+            }
+        };
+        let run = JobRun {
+            job: job.clone(),
+            variables,
+            trace: trace.clone(),
+            labels: ContainerLabels {
+                job_id: job.id,
+                runner: self.runner.short_token(),
+                vm: String::new(),
+            },
+            cancel,
+            abort: abort.clone(),
+        };
+        let outcome = tokio::select! {
+            outcome = executor::run_job(&docker, &self.runner.docker, run) => outcome,
+            never = never_after(abort_on) => match never {},
+        };
+        let supported = &job.features.failure_reasons;
+        let final_state = match outcome {
+            JobOutcome::Succeeded => FinalState::success(),
+            JobOutcome::ScriptFailed(code) => {
+                FinalState::failed(FailureReason::ScriptFailure, Some(code))
+            }
+            JobOutcome::TimedOut => FinalState::failed(FailureReason::JobExecutionTimeout, None),
+            JobOutcome::Canceled if interrupted.is_cancelled() => {
+                FinalState::failed(FailureReason::RunnerInterrupted.for_job(supported), None)
+            }
+            JobOutcome::Canceled => {
+                FinalState::failed(FailureReason::JobCanceled.for_job(supported), None)
+            }
+            JobOutcome::HostLost(message) => {
+                trace.runner_line(&format!("\x1b[31;1mERROR: the Docker host was lost: {message}\x1b[0;m"));
+                let reason = if interrupted.is_cancelled() {
+                    FailureReason::RunnerInterrupted
+                } else {
+                    FailureReason::RunnerSystemFailure
+                };
+                FinalState::failed(reason.for_job(supported), None)
+            }
+            JobOutcome::SystemFailure { reason, message } => {
+                tracing::warn!(job = job.id, %message, "job failed in the runner");
+                FinalState::failed(reason.for_job(supported), None)
+            }
+        };
+        trace.runner_line(&final_line(&final_state));
+        final_state
+    }
+}
+
+/// Runs `f`, then waits forever: lets a side task live exactly as long as the `select!` it is in.
+async fn never_after(f: impl std::future::Future<Output = ()>) -> std::convert::Infallible {
+    f.await;
+    std::future::pending().await
+}
+
+/// The last line GitLab Runner writes.
+fn final_line(state: &FinalState) -> String {
+    match (&state.state, state.failure_reason, state.exit_code) {
+        (JobState::Success, _, _) => "\x1b[32;1mJob succeeded\x1b[0;m".to_string(),
+        (_, Some(FailureReason::ScriptFailure), Some(code)) => {
+            format!("\x1b[31;1mERROR: Job failed: exit code {code}\x1b[0;m")
+        }
+        (_, Some(reason), _) => format!("\x1b[31;1mERROR: Job failed: {reason}\x1b[0;m"),
+        _ => "\x1b[31;1mERROR: Job failed\x1b[0;m".to_string(),
+    }
+}

@@ -1,0 +1,171 @@
+//! The manager wires everything together: one runner loop per `[[runners]]` entry requests jobs
+//! from the coordinator, each job runs in its own task through the executor, and one `select!`
+//! loop turns operator controls into the shutdown phases. This is the only module that joins the
+//! coordinator, the executor and the persisted state.
+//!
+//! Invariant: every task is spawned on the one `TaskTracker`; shutdown is decide (a control
+//! arrives), tell (cancel the request token, and for an abort the jobs' token), wait (the
+//! tracker, bounded by `shutdown_timeout` for an abort).
+
+mod job_task;
+mod recovery;
+mod runner_loop;
+
+use crate::config::Config;
+use crate::coordinator::{ClientSettings, Coordinator, CoordinatorError};
+use crate::job::FeaturesInfo;
+use crate::lifecycle::Control;
+use crate::state::{StateDir, StateError};
+use crate::trace::JobTrace;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Why the manager could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The state directory cannot be used.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The coordinator client cannot be built.
+    #[error(transparent)]
+    Coordinator(#[from] CoordinatorError),
+}
+
+/// Observation points for tests and benchmarks; production passes `Hooks::default()`.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// Called with each job's trace as soon as the job is received (before the ack).
+    pub on_job_trace: Option<Arc<dyn Fn(i64, &JobTrace) + Send + Sync>>,
+    /// Replaces the advertised features. Only for coordinators that refuse honest runners (the
+    /// `gitlab-runner-mock` stub serves only runners advertising `refspecs`).
+    pub features_override: Option<FeaturesInfo>,
+}
+
+/// What every runner loop and job task shares. Created once by [`run_with`].
+pub(crate) struct Shared {
+    pub coordinator: Coordinator,
+    pub state: StateDir,
+    pub system_id: String,
+    pub hooks: Hooks,
+    pub config: Arc<Config>,
+    /// The global `concurrent` slots: a job holds one from its request to its final update.
+    pub concurrent: Arc<Semaphore>,
+    /// Cancelled when the operator asks to stop taking jobs (drain or abort).
+    pub stop_requesting: CancellationToken,
+    /// Cancelled on abort: running jobs stop and are reported interrupted.
+    pub abort_jobs: CancellationToken,
+    pub tracker: TaskTracker,
+    /// Jobs between receipt and final update, for progress logs.
+    pub active_jobs: AtomicUsize,
+}
+
+/// Runs the manager until a drain completes or an abort ends it.
+pub async fn run(config: Config, controls: mpsc::Receiver<Control>) -> Result<(), RunError> {
+    run_with(config, controls, Hooks::default()).await
+}
+
+/// [`run`] with observation hooks.
+pub async fn run_with(
+    config: Config,
+    mut controls: mpsc::Receiver<Control>,
+    hooks: Hooks,
+) -> Result<(), RunError> {
+    let state = StateDir::open(&config.state_dir)?;
+    let system_id = state.manager_id(config.manager_id.as_deref())?;
+    let registry = prometheus::Registry::new();
+    let coordinator = Coordinator::new(ClientSettings::new(
+        "docker",
+        hooks.features_override.unwrap_or_else(FeaturesInfo::implemented),
+        registry,
+    ))?;
+    let shared = Arc::new(Shared {
+        coordinator,
+        state,
+        system_id,
+        hooks,
+        concurrent: Arc::new(Semaphore::new(config.concurrent.max(1))),
+        config: Arc::new(config),
+        stop_requesting: CancellationToken::new(),
+        abort_jobs: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+        active_jobs: AtomicUsize::new(0),
+    });
+    tracing::info!(
+        version = crate::VERSION,
+        system_id = %shared.system_id,
+        runners = shared.config.runners.len(),
+        concurrent = shared.config.concurrent,
+        "flotilla starting"
+    );
+    recovery::fail_leftover_jobs(&shared).await;
+    for runner in &shared.config.runners {
+        runner_loop::spawn(&shared, Arc::new(runner.clone()));
+    }
+    shared.tracker.close();
+    supervise(&shared, &mut controls).await;
+    Ok(())
+}
+
+/// The one `select!` loop: waits for every task to end, acting on controls meanwhile.
+async fn supervise(shared: &Shared, controls: &mut mpsc::Receiver<Control>) {
+    let mut draining = false;
+    let mut abort_deadline: Option<tokio::time::Instant> = None;
+    let mut controls_open = true;
+    let mut progress = tokio::time::interval(Duration::from_secs(10));
+    progress.tick().await;
+    loop {
+        tokio::select! {
+            _ = shared.tracker.wait() => {
+                tracing::info!(phase = if abort_deadline.is_some() { "abort" } else { "drain" }, "all jobs finished; exiting");
+                return;
+            }
+            control = controls.recv(), if controls_open => match control {
+                None => controls_open = false,
+                Some(Control::Drain) if draining || abort_deadline.is_some() => {
+                    tracing::warn!("SIGQUIT again: already shutting down, ignored");
+                }
+                Some(Control::Drain) => {
+                    draining = true;
+                    tracing::info!(jobs_left = running_jobs(shared), "graceful shutdown: no new jobs; waiting for running ones");
+                    shared.stop_requesting.cancel();
+                }
+                Some(Control::Abort) if abort_deadline.is_some() => {
+                    tracing::warn!("second stop signal: exiting at once");
+                    return;
+                }
+                Some(Control::Abort) => {
+                    let timeout = shared.config.shutdown_timeout;
+                    tracing::warn!(jobs_left = running_jobs(shared), timeout_secs = timeout.as_secs(), "forceful shutdown: stopping running jobs");
+                    abort_deadline = Some(tokio::time::Instant::now() + timeout);
+                    shared.stop_requesting.cancel();
+                    shared.abort_jobs.cancel();
+                }
+                Some(Control::Reload) => {
+                    tracing::warn!("configuration reload is not supported yet: restart to apply changes");
+                }
+            },
+            _ = sleep_until_opt(abort_deadline) => {
+                tracing::error!(jobs_left = running_jobs(shared), "shutdown_timeout reached: exiting with jobs unconfirmed");
+                return;
+            }
+            _ = progress.tick(), if draining => {
+                tracing::info!(jobs_left = running_jobs(shared), "draining");
+            }
+        }
+    }
+}
+
+fn running_jobs(shared: &Shared) -> usize {
+    shared.active_jobs.load(Ordering::Relaxed)
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,169 @@
+//! Shared set-up for the integration tests: the test image, a fake GitLab, a configuration
+//! pointing at it, and the manager run in-process (through `flotilla::manager::run_with`, the
+//! same function `main` calls) or as the real binary.
+
+use flotilla::config::Config;
+use flotilla::lifecycle::Control;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+use testkit::{FakeGitlab, FakeGitlabOptions};
+use tokio::sync::mpsc;
+
+/// The image every test job runs in (built by `scripts/build-test-images.sh`).
+pub const TEST_IMAGE: &str = "flotilla-test/busybox:latest";
+
+/// A generous bound for anything a test waits on (CI is a noisy 2-core machine).
+pub const DEADLINE: Duration = Duration::from_secs(90);
+
+/// Builds the test images once per test process.
+pub fn ensure_test_image() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-test-images.sh");
+        let status = std::process::Command::new("bash")
+            .arg(&script)
+            .status()
+            .expect("run scripts/build-test-images.sh");
+        assert!(status.success(), "building the test images failed");
+    });
+}
+
+/// Installs the rustls provider the way `main` does.
+pub fn init_crypto() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// A unique fake runner token (generated, not a real one).
+pub fn runner_token() -> String {
+    format!("glrt-t1_test{}", &uuid_like()[..16])
+}
+
+fn uuid_like() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+    format!("{:x}{:08x}{:04x}", t, std::process::id(), n)
+}
+
+/// Starts a fake GitLab with one runner token registered.
+pub async fn fake_gitlab(opts: FakeGitlabOptions) -> (FakeGitlab, String) {
+    init_crypto();
+    let gitlab = FakeGitlab::start(opts).await.expect("start the fake GitLab");
+    let token = runner_token();
+    gitlab.add_runner(&token);
+    (gitlab, token)
+}
+
+/// The text of a config.toml for one docker runner against `url`, plus `extra` runner keys.
+pub fn config_text(url: &str, token: &str, state_dir: &Path, extra_global: &str, extra_runner: &str) -> String {
+    format!(
+        r#"
+concurrent = 4
+check_interval = 1
+shutdown_timeout = 20
+log_level = "debug"
+state_dir = "{state}"
+{extra_global}
+
+[[runners]]
+name = "it-runner"
+url = "{url}"
+token = "{token}"
+executor = "docker"
+{extra_runner}
+[runners.docker]
+image = "{TEST_IMAGE}"
+pull_policy = ["if-not-present"]
+network_mode = "host"
+"#,
+        state = state_dir.display()
+    )
+}
+
+/// Parses a config text as `flotilla run` would.
+pub fn config(text: &str) -> Config {
+    Config::from_toml_str(text, "test-config.toml")
+        .unwrap_or_else(|e| panic!("test config invalid:\n{e}"))
+        .config
+}
+
+/// A job payload for the fake: busybox image, no sources, the given script and after_script.
+pub fn job(script: &[&str], after_script: &[&str]) -> Value {
+    let mut steps = vec![json!({"name": "script", "script": script, "timeout": 3600, "when": "on_success", "allow_failure": false})];
+    if !after_script.is_empty() {
+        steps.push(json!({"name": "after_script", "script": after_script, "timeout": 3600, "when": "always", "allow_failure": true}));
+    }
+    json!({
+        "image": {"name": TEST_IMAGE},
+        "steps": steps,
+        "variables": [{"key": "GIT_STRATEGY", "value": "none", "public": true}],
+    })
+}
+
+/// Adds a variable to a job payload.
+pub fn with_variable(mut job: Value, key: &str, value: &str, masked: bool) -> Value {
+    if let Some(vars) = job["variables"].as_array_mut() {
+        vars.push(json!({"key": key, "value": value, "public": !masked, "masked": masked}));
+    }
+    job
+}
+
+/// The manager running in-process; aborted (SIGTERM-equivalent) when dropped.
+pub struct InProcessManager {
+    /// Sends operator controls, as signals would.
+    pub controls: mpsc::Sender<Control>,
+    /// The manager task.
+    pub task: tokio::task::JoinHandle<Result<(), flotilla::manager::RunError>>,
+    /// Keeps the state directory alive.
+    pub state_dir: tempfile::TempDir,
+}
+
+impl InProcessManager {
+    /// Starts the manager with `config_text(…)` built from the fake.
+    pub fn start(gitlab: &FakeGitlab, token: &str, extra_global: &str, extra_runner: &str) -> Self {
+        let state_dir = tempfile::tempdir().expect("tempdir");
+        let text = config_text(&gitlab.url(), token, state_dir.path(), extra_global, extra_runner);
+        Self::start_with(config(&text), state_dir, flotilla::manager::Hooks::default())
+    }
+
+    /// Starts the manager with a ready configuration.
+    pub fn start_with(config: Config, state_dir: tempfile::TempDir, hooks: flotilla::manager::Hooks) -> Self {
+        let (controls, rx) = mpsc::channel(4);
+        let task = tokio::spawn(flotilla::manager::run_with(config, rx, hooks));
+        InProcessManager { controls, task, state_dir }
+    }
+
+    /// Sends a drain and waits for the manager to exit.
+    pub async fn drain(self) {
+        let _ = self.controls.send(Control::Drain).await;
+        let result = tokio::time::timeout(DEADLINE, self.task).await;
+        let joined = result.expect("manager did not exit after a drain in time");
+        joined.expect("manager task panicked").expect("manager returned an error");
+    }
+}
+
+/// Containers on the local engine carrying the job-id label `job_id`.
+pub fn containers_of_job(job_id: i64) -> Vec<String> {
+    let out = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=com.flotilla.job-id={job_id}")])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect()
+}
+
+/// Waits until `check` holds or the deadline passes (polling a cheap local check every 100 ms).
+pub async fn eventually(what: &str, deadline: Duration, mut check: impl FnMut() -> bool) {
+    let end = tokio::time::Instant::now() + deadline;
+    while !check() {
+        assert!(tokio::time::Instant::now() < end, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The path of the built `flotilla` binary.
+pub fn flotilla_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_flotilla"))
+}
