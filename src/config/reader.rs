@@ -131,7 +131,7 @@ fn read_runner(d: &mut Diagnostics, s: Scope<'_>) -> RawRunner {
         d.error(
             s.key_line(d, "gce"),
             &s.child_path("gce"),
-            "[runners.gce] requires executor docker+machine, which is not supported yet",
+            "[runners.gce] requires executor docker+machine, not supported yet",
         );
     }
     if let Some(machine) = s.sub_table(d, "machine") {
