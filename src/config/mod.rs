@@ -1,7 +1,81 @@
 //! The configuration: `config.toml` in GitLab Runner's spelling, parsed into an immutable snapshot
 //! ([`Config`]) that the manager swaps on reload. Owns parsing, validation and the compatibility
 //! policy; knows nothing of what the rest of the program does with the values.
+//!
+//! Loading runs in two stages: `reader` walks the TOML document (keeping each key's line) into
+//! raw structs in GitLab Runner's spelling, checking keys against the compatibility table in
+//! `known_keys`; `validate` turns them into a [`Config`]. Both record every problem and go on, so
+//! one run reports them all.
 
+mod diag;
+mod diff;
+mod error;
+mod known_keys;
 mod model;
+mod raw;
+mod reader;
+mod units;
+mod validate;
 
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+
+pub use diff::{diff, restart_required};
+pub use error::{ConfigError, ConfigWarning, Problem, WarningKind};
 pub use model::*;
+pub use validate::DEFAULT_STATE_DIR;
+
+/// A configuration that loaded, and the warnings about keys it ignored.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The validated configuration.
+    pub config: Config,
+    /// Keys accepted without effect (GitLab Runner keys Flotilla does not implement, …).
+    pub warnings: Vec<ConfigWarning>,
+}
+
+impl Config {
+    /// Parses and validates `text`; `origin` names it in messages (usually the file path).
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Loaded, ConfigError> {
+        let mut d = diag::Diagnostics::new(origin, text);
+        let doc = match toml_edit::Document::parse(text) {
+            Ok(doc) => doc,
+            Err(e) => {
+                let line = d.line_of(e.span(), 1);
+                d.error(
+                    line,
+                    "",
+                    format!("invalid TOML: {}", e.message().trim_end()),
+                );
+                return Err(ConfigError::Invalid(d.problems));
+            }
+        };
+        let raw = reader::read(&mut d, doc.as_table());
+        let config = validate::build(&mut d, raw);
+        if d.problems.is_empty() {
+            Ok(Loaded {
+                config,
+                warnings: d.warnings,
+            })
+        } else {
+            d.problems.sort_by_key(|p| p.line);
+            Err(ConfigError::Invalid(d.problems))
+        }
+    }
+
+    /// Reads, parses and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml_str(&text, &path.display().to_string())
+    }
+}
+
+/// Validates a file for `flotilla config check FILE`: its warnings, or every problem found.
+pub fn check_file(path: &Path) -> Result<Vec<ConfigWarning>, ConfigError> {
+    Config::load(path).map(|loaded| loaded.warnings)
+}

@@ -1,0 +1,117 @@
+//! Errors and warnings of loading `config.toml`. Every problem carries the file it came from, its
+//! line and the key path (`runners[0].docker.image`), so `flotilla config check` and a failed
+//! reload can print them all at once, one per line.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// One problem found in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where the text came from (a file path or a label such as `config.toml`).
+    pub origin: String,
+    /// 1-based line of the offending key or value.
+    pub line: usize,
+    /// Key path such as `runners[0].docker.image`; empty for a TOML syntax error.
+    pub path: String,
+    /// What is wrong, and what to do about it.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}:{}: {}", self.origin, self.line, self.message)
+        } else {
+            write!(
+                f,
+                "{}:{}: {}: {}",
+                self.origin, self.line, self.path, self.message
+            )
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{}: cannot read the configuration file: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file was read but is not a valid configuration; every problem found is listed.
+    #[error("{}", ProblemList(.0))]
+    Invalid(Vec<Problem>),
+}
+
+impl ConfigError {
+    /// A short label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ConfigError::Read { .. } => "read",
+            ConfigError::Invalid(_) => "invalid",
+        }
+    }
+
+    /// The problems found (empty for a read error).
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Read { .. } => &[],
+            ConfigError::Invalid(problems) => problems,
+        }
+    }
+}
+
+/// Displays problems one per line.
+struct ProblemList<'a>(&'a [Problem]);
+
+impl fmt::Display for ProblemList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, problem) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{problem}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What a warning is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WarningKind {
+    /// A key GitLab Runner documents that Flotilla does not implement.
+    NotSupported,
+    /// `helper_image` names GitLab's helper image, which has no Flotilla inside.
+    GitlabHelperImage,
+}
+
+/// A key that was accepted but has no effect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    /// Where the text came from.
+    pub origin: String,
+    /// 1-based line of the key.
+    pub line: usize,
+    /// Key path such as `runners[0].docker.tls_verify`.
+    pub path: String,
+    /// What the warning is about.
+    pub kind: WarningKind,
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}: ", self.origin, self.line, self.path)?;
+        match self.kind {
+            WarningKind::NotSupported => f.write_str("ignored: not supported"),
+            WarningKind::GitlabHelperImage => f.write_str(
+                "ignored: GitLab Runner's helper image has no Flotilla inside; \
+                 Flotilla uses its own helper",
+            ),
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! The compatibility table: for each section of `config.toml`, the keys Flotilla reads and the keys
+//! GitLab Runner documents that Flotilla accepts but ignores (with one warning each). A key in
+//! neither list is an error. This is the one place to edit when Flotilla learns a key.
+//!
+//! Sources: GitLab Runner's `docs/configuration/advanced-configuration.md` and the `toml:` tags of
+//! `common/config.go`.
+
+/// The keys of one section.
+pub(super) struct Section {
+    /// Keys Flotilla reads (including sub-tables it descends into).
+    pub supported: &'static [&'static str],
+    /// Keys GitLab Runner documents that Flotilla ignores with a warning.
+    pub ignored: &'static [&'static str],
+}
+
+impl Section {
+    /// Whether `key` is read by Flotilla.
+    pub fn is_supported(&self, key: &str) -> bool {
+        self.supported.contains(&key)
+    }
+
+    /// Whether `key` is a GitLab Runner key that Flotilla ignores.
+    pub fn is_ignored(&self, key: &str) -> bool {
+        self.ignored.contains(&key)
+    }
+
+    /// Every key this section knows, for "did you mean" suggestions.
+    pub fn all(&self) -> impl Iterator<Item = &'static str> {
+        self.supported.iter().chain(self.ignored.iter()).copied()
+    }
+}
+
+/// The global (top-level) section.
+pub(super) const GLOBAL: Section = Section {
+    supported: &[
+        "concurrent",
+        "check_interval",
+        "shutdown_timeout",
+        "listen_address",
+        "log_level",
+        "log_format",
+        "runners",
+        // Flotilla's own keys.
+        "state_dir",
+        "manager_id",
+        "reconcile_interval",
+    ],
+    ignored: &[
+        "sentry_dsn",
+        "connection_max_age",
+        "user",
+        "labels",
+        "session_server",
+        "machine",
+    ],
+};
+
+/// One `[[runners]]` entry.
+pub(super) const RUNNER: Section = Section {
+    supported: &[
+        "name",
+        "url",
+        "token",
+        "executor",
+        "limit",
+        "request_concurrency",
+        "output_limit",
+        "environment",
+        "unhealthy_requests_limit",
+        "unhealthy_interval",
+        "docker",
+        // Flotilla's own table (rejected with a clear error until docker+machine lands).
+        "gce",
+    ],
+    ignored: &[
+        "id",
+        "token_obtained_at",
+        "token_expires_at",
+        "tls-ca-file",
+        "tls-cert-file",
+        "tls-key-file",
+        "shell",
+        "builds_dir",
+        "cache_dir",
+        "clone_url",
+        "pre_clone_script",
+        "post_clone_script",
+        "pre_get_sources_script",
+        "post_get_sources_script",
+        "pre_build_script",
+        "post_build_script",
+        "debug_trace_disabled",
+        "safe_directory_checkout",
+        "clean_git_config",
+        "feature_flags",
+        "strict_check_interval",
+        "job_status_final_update_retry_limit",
+        "prepare_timeout",
+        "get_sources_timeout",
+        "labels",
+        "custom_build_dir",
+        "referees",
+        "cache",
+        "artifact",
+        "machine",
+        "autoscaler",
+        "instance",
+        "kubernetes",
+        "custom",
+        "ssh",
+        "parallels",
+        "virtualbox",
+    ],
+};
+
+/// `[runners.docker]`.
+pub(super) const DOCKER: Section = Section {
+    supported: &[
+        "host",
+        "image",
+        "privileged",
+        "pull_policy",
+        "volumes",
+        "network_mode",
+        "cpus",
+        "memory",
+        "helper_image",
+    ],
+    ignored: &[
+        "hostname",
+        "tls_verify",
+        "tls_cert_path",
+        "runtime",
+        "memory_swap",
+        "memory_reservation",
+        "cpuset_cpus",
+        "cpuset_mems",
+        "cpu_shares",
+        "dns",
+        "dns_search",
+        "services_privileged",
+        "disable_entrypoint_overwrite",
+        "user",
+        "allowed_users",
+        "group_add",
+        "userns_mode",
+        "cap_add",
+        "cap_drop",
+        "oom_kill_disable",
+        "oom_score_adjust",
+        "security_opt",
+        "services_security_opt",
+        "devices",
+        "device_cgroup_rules",
+        "services_devices",
+        "gpus",
+        "disable_cache",
+        "volume_driver",
+        "volume_driver_ops",
+        "cache_dir",
+        "extra_hosts",
+        "volumes_from",
+        "ipcmode",
+        "mac_address",
+        "links",
+        "services",
+        "services_limit",
+        "service_cpuset_cpus",
+        "service_cpu_shares",
+        "service_cpus",
+        "service_gpus",
+        "service_memory",
+        "service_memory_swap",
+        "service_memory_reservation",
+        "wait_for_services_timeout",
+        "allowed_images",
+        "allowed_privileged_images",
+        "allowed_privileged_services",
+        "allowed_pull_policies",
+        "allowed_services",
+        "isolation",
+        "shm_size",
+        "tmpfs",
+        "services_tmpfs",
+        "sysctls",
+        "helper_image_flavor",
+        "helper_image_autoset_arch_and_os",
+        "container_labels",
+        "log_options",
+        "enable_ipv6",
+        "ulimit",
+        "network_mtu",
+    ],
+};
+
+/// `[runners.machine]`: checked for typos, then ignored as a whole (one warning) until the
+/// docker+machine executor lands.
+pub(super) const MACHINE: Section = Section {
+    supported: &[
+        "IdleCount",
+        "IdleCountMin",
+        "IdleScaleFactor",
+        "IdleTime",
+        "MaxBuilds",
+        "MaxGrowthRate",
+        "MachineDriver",
+        "MachineName",
+        "MachineOptions",
+        "MachineOptionsWithName",
+        "MaxRemovalAttempts",
+        "OffPeakPeriods",
+        "OffPeakTimezone",
+        "OffPeakIdleCount",
+        "OffPeakIdleTime",
+        "autoscaling",
+    ],
+    ignored: &[],
+};
+
+/// `[[runners.machine.autoscaling]]`.
+pub(super) const MACHINE_AUTOSCALING: Section = Section {
+    supported: &[
+        "Periods",
+        "Timezone",
+        "IdleCount",
+        "IdleCountMin",
+        "IdleScaleFactor",
+        "IdleTime",
+    ],
+    ignored: &[],
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_key_is_both_supported_and_ignored() {
+        for section in [&GLOBAL, &RUNNER, &DOCKER, &MACHINE, &MACHINE_AUTOSCALING] {
+            for key in section.supported {
+                assert!(!section.is_ignored(key), "{key} is in both lists");
+            }
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! Loading whole files: GitLab Runner's own output, typos, many errors at once, value syntaxes,
+//! the example file, and reload diffs.
+
+use std::time::Duration;
+
+use super::*;
+
+const REGISTER: &str = include_str!("../../tests/fixtures/config_gitlab_runner_register.toml");
+const EXAMPLE: &str = include_str!("../../config.example.toml");
+
+/// A minimal valid file with `extra` appended inside `[[runners]]` (before `[runners.docker]`)
+/// and `docker` inside `[runners.docker]`.
+fn with_runner(extra: &str, docker: &str) -> String {
+    format!(
+        "concurrent = 2\n\
+         [[runners]]\n\
+         name = \"r\"\n\
+         url = \"https://gitlab.example.com/\"\n\
+         token = \"glrt-t1_FAKEFAKEFAKEFAKEFAKE\"\n\
+         executor = \"docker\"\n\
+         {extra}\n\
+         [runners.docker]\n\
+         {docker}\n"
+    )
+}
+
+fn load(text: &str) -> Loaded {
+    match Config::from_toml_str(text, "config.toml") {
+        Ok(loaded) => loaded,
+        Err(e) => panic!("expected the file to load, got:\n{e}"),
+    }
+}
+
+fn errors(text: &str) -> Vec<String> {
+    match Config::from_toml_str(text, "config.toml") {
+        Ok(_) => panic!("expected errors"),
+        Err(e) => e.to_string().lines().map(str::to_string).collect(),
+    }
+}
+
+#[test]
+fn gitlab_runner_register_output_loads_with_warnings_only() {
+    let loaded = load(REGISTER);
+    let c = &loaded.config;
+    assert_eq!(c.concurrent, 1);
+    assert_eq!(
+        c.check_interval,
+        Duration::from_secs(3),
+        "0 means the default"
+    );
+    assert_eq!(
+        c.shutdown_timeout,
+        Duration::from_secs(30),
+        "0 means the default"
+    );
+    assert_eq!(c.runners.len(), 1);
+    let r = &c.runners[0];
+    assert_eq!(r.name, "docker-runner-1");
+    assert_eq!(r.executor, ExecutorKind::Docker);
+    assert_eq!(r.docker.image, "alpine:latest");
+    assert_eq!(r.docker.volumes, vec!["/cache".to_string()]);
+    assert_eq!(r.docker.pull_policy, vec![PullPolicy::Always]);
+    assert_eq!(r.output_limit_kib, 4096);
+    assert_eq!(r.request_concurrency, 1);
+    assert_eq!(r.unhealthy_requests_limit, 3);
+    assert_eq!(r.unhealthy_interval, Duration::from_secs(3600));
+
+    let warnings: Vec<String> = loaded.warnings.iter().map(|w| w.to_string()).collect();
+    for expected in [
+        "config.toml:3: connection_max_age: ignored: not supported",
+        "config.toml:6: session_server: ignored: not supported",
+        "config.toml:12: runners[0].id: ignored: not supported",
+        "config.toml:14: runners[0].token_obtained_at: ignored: not supported",
+        "config.toml:18: runners[0].cache: ignored: not supported",
+        "config.toml:24: runners[0].docker.tls_verify: ignored: not supported",
+        "config.toml:32: runners[0].docker.network_mtu: ignored: not supported",
+    ] {
+        assert!(
+            warnings.iter().any(|w| w == expected),
+            "missing {expected:?} in {warnings:#?}"
+        );
+    }
+    assert!(
+        !warnings.iter().any(|w| w.contains("custom_build_dir")),
+        "an empty table earns no warning: {warnings:#?}"
+    );
+    assert!(
+        !warnings.iter().any(|w| w.contains("FAKE")),
+        "no token in warnings"
+    );
+}
+
+#[test]
+fn typo_is_an_error_with_line_and_suggestion() {
+    let text = with_runner("", "imagee = \"alpine\"");
+    assert_eq!(
+        errors(&text),
+        vec!["config.toml:9: runners[0].docker.imagee: unknown key; did you mean \"image\"?"]
+    );
+}
+
+#[test]
+fn unknown_key_without_neighbour_has_no_suggestion() {
+    let text = format!("frobnicate = 1\n{}", with_runner("", ""));
+    assert_eq!(
+        errors(&text),
+        vec!["config.toml:1: frobnicate: unknown key"]
+    );
+}
+
+#[test]
+fn every_error_is_reported() {
+    let text = "concurrent = 0\n\
+                log_level = \"loud\"\n\
+                [[runners]]\n\
+                url = \"ftp://gitlab.example.com\"\n\
+                token = \"\"\n\
+                executor = \"shell\"\n\
+                limit = \"many\"\n\
+                [runners.docker]\n\
+                memory = \"lots\"\n\
+                privilegd = true\n\
+                pull_policy = [\"sometimes\"]\n";
+    let errors = errors(text);
+    let expected = [
+        "config.toml:1: concurrent: must be at least 1",
+        "config.toml:2: log_level: unknown log level \"loud\"",
+        "config.toml:4: runners[0].url: invalid URL \"ftp://gitlab.example.com\"",
+        "config.toml:5: runners[0].token: must not be empty",
+        "config.toml:6: runners[0].executor: executor \"shell\" is not supported",
+        "config.toml:7: runners[0].limit: expected an integer, found string",
+        "config.toml:9: runners[0].docker.memory: invalid memory size \"lots\"",
+        "config.toml:10: runners[0].docker.privilegd: unknown key; did you mean \"privileged\"?",
+        "config.toml:11: runners[0].docker.pull_policy: unknown pull policy \"sometimes\"",
+    ];
+    for e in expected {
+        assert!(
+            errors.iter().any(|line| line.starts_with(e)),
+            "missing {e:?} in {errors:#?}"
+        );
+    }
+    assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+}
+
+#[test]
+fn pull_policy_is_a_string_or_an_array() {
+    let one = load(&with_runner("", "pull_policy = \"if-not-present\""));
+    assert_eq!(
+        one.config.runners[0].docker.pull_policy,
+        vec![PullPolicy::IfNotPresent]
+    );
+    let many = load(&with_runner("", "pull_policy = [\"never\", \"always\"]"));
+    assert_eq!(
+        many.config.runners[0].docker.pull_policy,
+        vec![PullPolicy::Never, PullPolicy::Always]
+    );
+    let wrong = errors(&with_runner("", "pull_policy = 3"));
+    assert_eq!(
+        wrong,
+        vec!["config.toml:9: runners[0].docker.pull_policy: expected a string or an array of strings, found integer"]
+    );
+}
+
+#[test]
+fn memory_and_cpus_are_parsed() {
+    let loaded = load(&with_runner("", "memory = \"512m\"\ncpus = \"1.5\""));
+    let docker = &loaded.config.runners[0].docker;
+    assert_eq!(docker.memory_bytes, Some(512 * 1024 * 1024));
+    assert_eq!(docker.nano_cpus, Some(1_500_000_000));
+    let bad = errors(&with_runner("", "cpus = \"fast\""));
+    assert!(bad[0].starts_with("config.toml:9: runners[0].docker.cpus: invalid cpus \"fast\""));
+}
+
+#[test]
+fn zero_runners_is_an_error() {
+    let errors = errors("concurrent = 1\n");
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].contains("runners: no [[runners]] entry"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn bad_url_is_an_error() {
+    let text = with_runner("", "").replace("https://gitlab.example.com/", "gitlab.example.com");
+    let errors = errors(&text);
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].starts_with("config.toml:4: runners[0].url: invalid URL"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn docker_machine_and_gce_are_not_supported_yet() {
+    let text = with_runner("[runners.gce]\nproject = \"p\"", "")
+        .replace("executor = \"docker\"", "executor = \"docker+machine\"");
+    let errors = errors(&text);
+    assert!(
+        errors.iter().any(|e| e
+            .ends_with("runners[0].executor: executor \"docker+machine\" is not supported yet")),
+        "{errors:#?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("runners[0].gce: [runners.gce] requires executor docker+machine")),
+        "{errors:#?}"
+    );
+}
+
+#[test]
+fn machine_keys_are_checked_then_ignored() {
+    let ok = load(&with_runner("[runners.machine]\nIdleCount = 2\n[[runners.machine.autoscaling]]\nPeriods = [\"* * * * * * *\"]", ""));
+    let warnings: Vec<String> = ok.warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(
+        warnings,
+        vec!["config.toml:7: runners[0].machine: ignored: not supported"]
+    );
+    let typo = errors(&with_runner("[runners.machine]\nIdleCont = 2", ""));
+    assert_eq!(
+        typo,
+        vec![
+            "config.toml:8: runners[0].machine.IdleCont: unknown key; did you mean \"IdleCount\"?"
+        ]
+    );
+}
+
+#[test]
+fn global_values_and_defaults() {
+    let text = format!(
+        "log_level = \"fatal\"\nlog_format = \"runner\"\nlisten_address = \"0.0.0.0\"\n\
+         manager_id = \"mgr-1\"\nreconcile_interval = 30\n{}",
+        with_runner(
+            "unhealthy_interval = \"1h30m\"\nrequest_concurrency = 0",
+            ""
+        )
+    );
+    let c = load(&text).config;
+    assert_eq!(c.log_level, "error");
+    assert_eq!(c.log_format, LogFormat::Text);
+    assert_eq!(c.listen_address.as_deref(), Some("0.0.0.0:9252"));
+    assert_eq!(c.manager_id.as_deref(), Some("mgr-1"));
+    assert_eq!(c.reconcile_interval, Duration::from_secs(30));
+    assert_eq!(c.state_dir, std::path::PathBuf::from(DEFAULT_STATE_DIR));
+    assert_eq!(c.runners[0].unhealthy_interval, Duration::from_secs(5400));
+    assert_eq!(c.runners[0].request_concurrency, 1);
+}
+
+#[test]
+fn gitlab_helper_image_is_ignored_with_a_warning() {
+    let loaded = load(&with_runner(
+        "",
+        "helper_image = \"registry.gitlab.com/gitlab-org/gitlab-runner/gitlab-runner-helper:x86_64-latest\"",
+    ));
+    assert_eq!(loaded.config.runners[0].docker.helper_image, None);
+    assert_eq!(loaded.warnings.len(), 1);
+    assert!(loaded.warnings[0]
+        .to_string()
+        .starts_with("config.toml:9: runners[0].docker.helper_image: ignored"));
+}
+
+#[test]
+fn syntax_error_has_a_line() {
+    let errors = errors("concurrent = 1\n[[runners]\n");
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].starts_with("config.toml:2: invalid TOML"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn example_file_loads_cleanly() {
+    let loaded = load(EXAMPLE);
+    assert!(loaded.warnings.is_empty(), "{:#?}", loaded.warnings);
+}
+
+#[test]
+fn diff_names_changes_without_tokens() {
+    let old = load(&with_runner("", "image = \"alpine\"")).config;
+    let renamed =
+        with_runner("limit = 3", "image = \"debian\"").replace("name = \"r\"", "name = \"s\"");
+    let new = load(&format!("listen_address = \":9000\"\n{renamed}")).config;
+    let lines = diff(&old, &new);
+    let all = lines.join("\n");
+    assert!(
+        all.contains(
+            "runner \"s\" (https://gitlab.example.com, token FAKEFAKEF): name: \"r\" → \"s\""
+        ),
+        "{all}"
+    );
+    assert!(all.contains("limit: 0 → 3"), "{all}");
+    assert!(
+        all.contains("docker.image: \"alpine\" → \"debian\""),
+        "{all}"
+    );
+    assert!(
+        all.contains("listen_address: None → Some(\":9000\")"),
+        "{all}"
+    );
+    assert!(
+        !all.contains("added") && !all.contains("removed"),
+        "a rename is not a new runner: {all}"
+    );
+    assert!(!all.contains("glrt-"), "no full token: {all}");
+    assert_eq!(restart_required(&old, &new), vec!["listen_address"]);
+
+    let other_token = with_runner("", "").replace("FAKEFAKEFAKEFAKEFAKE", "OTHEROTHEROTHEROTHER");
+    let swapped = diff(&old, &load(&other_token).config).join("\n");
+    assert!(swapped.contains("token FAKEFAKEF): removed"), "{swapped}");
+    assert!(swapped.contains("token OTHEROTHE): added"), "{swapped}");
+    assert!(!swapped.contains("OTHEROTHEROTHEROTHER"), "{swapped}");
+    assert!(diff(&old, &old).is_empty());
+}
+
+#[test]
+fn check_file_reads_from_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, REGISTER).expect("write");
+    let warnings = check_file(&path).expect("valid file");
+    assert!(!warnings.is_empty());
+    let missing = check_file(&dir.path().join("nope.toml")).expect_err("missing file");
+    assert_eq!(missing.kind(), "read");
+}

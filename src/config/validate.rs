@@ -1,0 +1,309 @@
+//! The second stage of loading: raw values → the validated [`Config`], applying GitLab Runner's
+//! defaults and rules. Every problem is recorded (with its key's line) and validation goes on, so
+//! one run reports them all; the caller discards the result if any problem was found.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::diag::Diagnostics;
+use super::error::WarningKind;
+use super::model::{
+    Config, DockerConfig, ExecutorKind, LogFormat, PullPolicy, RunnerConfig, Secret,
+};
+use super::raw::{Field, RawConfig, RawDocker, RawRunner};
+use super::units;
+
+/// Default `state_dir`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/flotilla";
+
+/// Builds the configuration; problems go to `d`.
+pub(super) fn build(d: &mut Diagnostics, raw: RawConfig) -> Config {
+    let concurrent = match raw.concurrent {
+        None => 1,
+        Some(f) if f.value >= 1 => to_usize(f.value),
+        Some(f) => {
+            d.error(f.line, "concurrent", "must be at least 1");
+            1
+        }
+    };
+    if raw.runners.is_empty() {
+        d.error(
+            1,
+            "runners",
+            "no [[runners]] entry: at least one runner is required",
+        );
+    }
+    Config {
+        concurrent,
+        check_interval: positive_secs(raw.check_interval, 3),
+        shutdown_timeout: positive_secs(raw.shutdown_timeout, 30),
+        listen_address: raw
+            .listen_address
+            .map(|f| f.value.trim().to_string())
+            .filter(|a| !a.is_empty())
+            .map(|a| units::with_default_port(&a)),
+        log_level: log_level(d, raw.log_level),
+        log_format: log_format(d, raw.log_format),
+        state_dir: state_dir(d, raw.state_dir),
+        manager_id: manager_id(d, raw.manager_id),
+        reconcile_interval: match raw.reconcile_interval {
+            None => Duration::from_secs(60),
+            Some(f) if f.value >= 1 => Duration::from_secs(f.value.unsigned_abs()),
+            Some(f) => {
+                d.error(f.line, "reconcile_interval", "must be at least 1 (seconds)");
+                Duration::from_secs(60)
+            }
+        },
+        runners: raw.runners.into_iter().map(|r| runner(d, r)).collect(),
+    }
+}
+
+fn runner(d: &mut Diagnostics, r: RawRunner) -> RunnerConfig {
+    let p = |key: &str| format!("{}.{key}", r.path);
+    let url = match r.url {
+        None => {
+            d.error(r.line, &p("url"), "required: the GitLab instance URL");
+            String::new()
+        }
+        Some(f) => {
+            let ok = ["http://", "https://"]
+                .iter()
+                .any(|s| f.value.strip_prefix(s).is_some_and(|host| !host.is_empty()));
+            if !ok {
+                let message = format!(
+                    "invalid URL {:?}: must start with http:// or https://",
+                    f.value
+                );
+                d.error(f.line, &p("url"), message);
+            }
+            f.value
+        }
+    };
+    let token = match r.token {
+        Some(f) if !f.value.trim().is_empty() => Secret(f.value.trim().to_string()),
+        Some(f) => {
+            d.error(f.line, &p("token"), "must not be empty");
+            Secret::default()
+        }
+        None => {
+            d.error(
+                r.line,
+                &p("token"),
+                "required: the runner authentication token",
+            );
+            Secret::default()
+        }
+    };
+    let limit = match r.limit {
+        Some(f) if f.value < 0 => {
+            d.error(
+                f.line,
+                &p("limit"),
+                "must not be negative (0 means no limit)",
+            );
+            0
+        }
+        Some(f) => to_usize(f.value),
+        None => 0,
+    };
+    let (environment, environment_line) = match r.environment {
+        Some(f) => (f.value, f.line),
+        None => (Vec::new(), r.line),
+    };
+    for entry in environment.iter().filter(|e| !e.contains('=')) {
+        let message = format!("invalid entry {entry:?}: expected KEY=value");
+        d.error(environment_line, &p("environment"), message);
+    }
+    RunnerConfig {
+        name: r.name.map(|f| f.value).unwrap_or_default(),
+        url,
+        token,
+        executor: executor(d, r.executor, r.line, &p("executor")),
+        limit,
+        request_concurrency: r
+            .request_concurrency
+            .map_or(1, |f| to_usize(f.value.max(1))),
+        output_limit_kib: match r.output_limit {
+            Some(f) if f.value > 0 => to_usize(f.value),
+            _ => 4096,
+        },
+        environment,
+        unhealthy_requests_limit: match r.unhealthy_requests_limit {
+            Some(f) if f.value > 0 => u32::try_from(f.value).unwrap_or(u32::MAX),
+            _ => 3,
+        },
+        unhealthy_interval: unhealthy_interval(d, r.unhealthy_interval, &p("unhealthy_interval")),
+        docker: docker(d, r.docker, &p("docker")),
+    }
+}
+
+fn executor(
+    d: &mut Diagnostics,
+    f: Option<Field<String>>,
+    line: usize,
+    path: &str,
+) -> ExecutorKind {
+    let Some(f) = f else {
+        d.error(line, path, "required: supported executors: docker");
+        return ExecutorKind::Docker;
+    };
+    match f.value.as_str() {
+        "docker" => {}
+        "docker+machine" => d.error(
+            f.line,
+            path,
+            "executor \"docker+machine\" is not supported yet",
+        ),
+        other => d.error(
+            f.line,
+            path,
+            format!("executor {other:?} is not supported; supported executors: docker"),
+        ),
+    }
+    ExecutorKind::Docker
+}
+
+fn unhealthy_interval(d: &mut Diagnostics, f: Option<Field<String>>, path: &str) -> Duration {
+    const DEFAULT: Duration = Duration::from_secs(3600);
+    let Some(f) = f else { return DEFAULT };
+    match units::parse_go_duration(&f.value) {
+        Ok(d) if d.is_zero() => DEFAULT,
+        Ok(d) => d,
+        Err(message) => {
+            d.error(f.line, path, message);
+            DEFAULT
+        }
+    }
+}
+
+fn docker(d: &mut Diagnostics, raw: RawDocker, path: &str) -> DockerConfig {
+    let p = |key: &str| format!("{path}.{key}");
+    let defaults = DockerConfig::default();
+    let mut pull_policy = Vec::new();
+    if let Some(f) = raw.pull_policy {
+        for name in &f.value {
+            match PullPolicy::parse(name) {
+                Some(policy) => pull_policy.push(policy),
+                None => d.error(
+                    f.line,
+                    &p("pull_policy"),
+                    format!("unknown pull policy {name:?}: use always, if-not-present or never"),
+                ),
+            }
+        }
+    }
+    let helper_image = non_empty(raw.helper_image).and_then(|f| {
+        if f.value.contains("gitlab-runner-helper") {
+            d.warn(f.line, &p("helper_image"), WarningKind::GitlabHelperImage);
+            None
+        } else {
+            Some(f.value)
+        }
+    });
+    DockerConfig {
+        host: non_empty(raw.host).map(|f| f.value),
+        image: raw.image.map(|f| f.value).unwrap_or_default(),
+        privileged: raw.privileged.is_some_and(|f| f.value),
+        pull_policy: if pull_policy.is_empty() {
+            defaults.pull_policy
+        } else {
+            pull_policy
+        },
+        volumes: raw.volumes.map(|f| f.value).unwrap_or_default(),
+        network_mode: non_empty(raw.network_mode).map(|f| f.value),
+        nano_cpus: parsed(d, non_empty(raw.cpus), &p("cpus"), units::parse_cpus),
+        memory_bytes: parsed(d, non_empty(raw.memory), &p("memory"), units::parse_memory),
+        helper_image,
+    }
+}
+
+fn log_level(d: &mut Diagnostics, f: Option<Field<String>>) -> String {
+    let Some(f) = f else {
+        return "info".to_string();
+    };
+    let level = match f.value.to_ascii_lowercase().as_str() {
+        "trace" => "trace",
+        "debug" => "debug",
+        "info" => "info",
+        "warn" | "warning" => "warn",
+        "error" | "fatal" | "panic" => "error",
+        _ => {
+            let message = format!(
+                "unknown log level {:?}: use debug, info, warn, error, fatal or panic",
+                f.value
+            );
+            d.error(f.line, "log_level", message);
+            "info"
+        }
+    };
+    level.to_string()
+}
+
+fn log_format(d: &mut Diagnostics, f: Option<Field<String>>) -> LogFormat {
+    let Some(f) = f else { return LogFormat::Text };
+    match f.value.as_str() {
+        "runner" | "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            let message = format!("unknown log format {other:?}: use runner, text or json");
+            d.error(f.line, "log_format", message);
+            LogFormat::Text
+        }
+    }
+}
+
+fn state_dir(d: &mut Diagnostics, f: Option<Field<String>>) -> PathBuf {
+    match f {
+        None => PathBuf::from(DEFAULT_STATE_DIR),
+        Some(f) if f.value.trim().is_empty() => {
+            d.error(f.line, "state_dir", "must not be empty");
+            PathBuf::from(DEFAULT_STATE_DIR)
+        }
+        Some(f) => PathBuf::from(f.value),
+    }
+}
+
+/// The manager id ends up in GCE label values: lowercase letters, digits, `-` and `_`, ≤ 63.
+fn manager_id(d: &mut Diagnostics, f: Option<Field<String>>) -> Option<String> {
+    let f = f?;
+    let valid = !f.value.is_empty()
+        && f.value.len() <= 63
+        && f.value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !valid {
+        let message = format!(
+            "invalid manager id {:?}: use 1 to 63 lowercase letters, digits, '-' or '_'",
+            f.value
+        );
+        d.error(f.line, "manager_id", message);
+    }
+    Some(f.value)
+}
+
+fn positive_secs(f: Option<Field<i64>>, default: u64) -> Duration {
+    match f {
+        Some(f) if f.value > 0 => Duration::from_secs(f.value.unsigned_abs()),
+        _ => Duration::from_secs(default),
+    }
+}
+
+fn parsed<T>(
+    d: &mut Diagnostics,
+    f: Option<Field<String>>,
+    path: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Option<T> {
+    let f = f?;
+    parse(&f.value)
+        .map_err(|message| d.error(f.line, path, message))
+        .ok()
+}
+
+fn non_empty(f: Option<Field<String>>) -> Option<Field<String>> {
+    f.filter(|f| !f.value.trim().is_empty())
+}
+
+fn to_usize(value: i64) -> usize {
+    usize::try_from(value).unwrap_or(usize::MAX)
+}
