@@ -30,7 +30,10 @@ const IMAGE: &str = "flotilla-test/busybox:latest";
 const MARKER: &str = "BENCH-FIRST-BYTE";
 
 fn env_usize(key: &str, default: usize) -> usize {
-    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -116,7 +119,9 @@ async fn wait_for_marker(trace: &JobTrace, marker: &str) -> Instant {
         let len = trace.len();
         if len > scanned {
             let from = scanned.saturating_sub(marker.len() as u64);
-            let bytes = trace.read_at(from, (len - from) as usize).unwrap_or_default();
+            let bytes = trace
+                .read_at(from, (len - from) as usize)
+                .unwrap_or_default();
             if bytes.windows(marker.len()).any(|w| w == marker.as_bytes()) {
                 return Instant::now();
             }
@@ -152,47 +157,82 @@ async fn bare_docker_first_byte(docker: &bollard::Docker) -> f64 {
     let attach = docker
         .attach_container(
             &created.id,
-            Some(AttachContainerOptionsBuilder::default().stdout(true).stderr(true).stream(true).build()),
+            Some(
+                AttachContainerOptionsBuilder::default()
+                    .stdout(true)
+                    .stderr(true)
+                    .stream(true)
+                    .build(),
+            ),
         )
         .await
         .expect("attach");
-    docker.start_container(&created.id, None::<bollard::query_parameters::StartContainerOptions>).await.expect("start");
+    docker
+        .start_container(
+            &created.id,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
+        .await
+        .expect("start");
     let mut output = attach.output;
     let _ = output.next().await;
     let elapsed = start.elapsed().as_secs_f64() * 1000.0;
     let _ = docker
-        .remove_container(&created.id, Some(RemoveContainerOptionsBuilder::default().force(true).build()))
+        .remove_container(
+            &created.id,
+            Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+        )
         .await;
     elapsed
 }
 
 async fn pickup(jobs: usize) {
-    let opts = FakeGitlabOptions { long_poll: Duration::from_secs(50), ..Default::default() };
+    let opts = FakeGitlabOptions {
+        long_poll: Duration::from_secs(50),
+        ..Default::default()
+    };
     let gitlab = FakeGitlab::start(opts).await.expect("fake gitlab");
     let token = "glrt-t1_benchbenchbenchbench".to_string();
     gitlab.add_runner(&token);
     let state = tempfile::tempdir().unwrap();
-    let config = Config::from_toml_str(&config_text(&gitlab.url(), &token, state.path(), 4096), "bench")
-        .expect("config")
-        .config;
+    let config = Config::from_toml_str(
+        &config_text(&gitlab.url(), &token, state.path(), 4096),
+        "bench",
+    )
+    .expect("config")
+    .config;
     let traces: Traces = Arc::default();
     let (controls, rx) = mpsc::channel(2);
     let manager = tokio::spawn(flotilla::manager::run_with(config, rx, hooks(&traces)));
 
     // Warm-up job (image cache, first connection).
     let warm = gitlab.enqueue(&token, job(&[&format!("echo {MARKER}")]));
-    gitlab.wait_job(warm, Duration::from_secs(120), |j| j.is_final()).await.expect("warm-up");
+    gitlab
+        .wait_job(warm, Duration::from_secs(120), |j| j.is_final())
+        .await
+        .expect("warm-up");
 
     let mut acked = Vec::new();
     let mut first_byte = Vec::new();
     for _ in 0..jobs {
-        gitlab.wait_for_held_poll(&token, Duration::from_secs(60)).await.expect("a held poll");
+        gitlab
+            .wait_for_held_poll(&token, Duration::from_secs(60))
+            .await
+            .expect("a held poll");
         let enqueued = Instant::now();
         let id = gitlab.enqueue(&token, job(&[&format!("echo {MARKER}")]));
         let trace = wait_for_trace(&traces, id).await;
         let first = wait_for_marker(&trace, MARKER).await;
-        let record = gitlab.wait_job(id, Duration::from_secs(120), |j| j.is_final()).await.expect("job");
-        assert_eq!(record.state, "success", "{}", String::from_utf8_lossy(&record.trace));
+        let record = gitlab
+            .wait_job(id, Duration::from_secs(120), |j| j.is_final())
+            .await
+            .expect("job");
+        assert_eq!(
+            record.state,
+            "success",
+            "{}",
+            String::from_utf8_lossy(&record.trace)
+        );
         let ack = record.acknowledged_at.expect("acknowledged");
         acked.push(ack.duration_since(enqueued).as_secs_f64() * 1000.0);
         first_byte.push(first.duration_since(enqueued).as_secs_f64() * 1000.0);
@@ -210,7 +250,10 @@ async fn pickup(jobs: usize) {
     let ack_p50 = summary("enqueue -> acknowledged (PUT running)", acked);
     let first_p50 = summary("enqueue -> first script byte in trace", first_byte);
     let bare_p50 = summary("bare docker create+start+attach -> 1st byte", bare);
-    println!("target: acknowledged p50 <= 20 ms: {}", verdict(ack_p50 <= 20.0));
+    println!(
+        "target: acknowledged p50 <= 20 ms: {}",
+        verdict(ack_p50 <= 20.0)
+    );
     println!(
         "target: first byte p50 <= 1.5 x bare ({:.2} ms): ratio {:.2}: {}",
         1.5 * bare_p50,
@@ -236,14 +279,20 @@ fn intake_script(megabytes: usize) -> String {
 }
 
 async fn intake(megabytes: usize) {
-    let opts = FakeGitlabOptions { trace_limit_bytes: 2 << 30, ..Default::default() };
+    let opts = FakeGitlabOptions {
+        trace_limit_bytes: 2 << 30,
+        ..Default::default()
+    };
     let gitlab = FakeGitlab::start(opts).await.expect("fake gitlab");
     let token = "glrt-t1_benchintakeintakeint".to_string();
     gitlab.add_runner(&token);
     let state = tempfile::tempdir().unwrap();
-    let config = Config::from_toml_str(&config_text(&gitlab.url(), &token, state.path(), 512 * 1024), "bench")
-        .expect("config")
-        .config;
+    let config = Config::from_toml_str(
+        &config_text(&gitlab.url(), &token, state.path(), 512 * 1024),
+        "bench",
+    )
+    .expect("config")
+    .config;
     let traces: Traces = Arc::default();
     let (controls, rx) = mpsc::channel(2);
     let manager = tokio::spawn(flotilla::manager::run_with(config, rx, hooks(&traces)));
@@ -258,7 +307,10 @@ async fn intake(megabytes: usize) {
     let end = wait_for_marker(&trace, &format!("{MARKER}-END")).await;
     let stored = trace.len() - start_len;
     let secs = end.duration_since(started).as_secs_f64();
-    let record = gitlab.wait_job(id, Duration::from_secs(900), |j| j.is_final()).await.expect("job");
+    let record = gitlab
+        .wait_job(id, Duration::from_secs(900), |j| j.is_final())
+        .await
+        .expect("job");
     assert_eq!(record.state, "success");
     let _ = controls.send(Control::Drain).await;
     let _ = manager.await;
@@ -271,24 +323,39 @@ async fn intake(megabytes: usize) {
         megabytes as f64 / secs,
         stored as f64 / 1e6 / secs
     );
-    println!("target: intake >= 100 MB/s: {}", verdict(megabytes as f64 / secs >= 100.0));
-    println!("uploaded to the fake: {} bytes (paced PATCHes, then the final flush)", record.trace.len());
+    println!(
+        "target: intake >= 100 MB/s: {}",
+        verdict(megabytes as f64 / secs >= 100.0)
+    );
+    println!(
+        "uploaded to the fake: {} bytes (paced PATCHes, then the final flush)",
+        record.trace.len()
+    );
 }
 
 /// Peak RSS of the real binary while it runs the intake job.
 async fn peak_rss(megabytes: usize) {
     let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/flotilla");
     if !bin.exists() {
-        println!("== peak RSS: skipped, build target/release/flotilla first (cargo build --release)");
+        println!(
+            "== peak RSS: skipped, build target/release/flotilla first (cargo build --release)"
+        );
         return;
     }
-    let opts = FakeGitlabOptions { trace_limit_bytes: 2 << 30, ..Default::default() };
+    let opts = FakeGitlabOptions {
+        trace_limit_bytes: 2 << 30,
+        ..Default::default()
+    };
     let gitlab = FakeGitlab::start(opts).await.expect("fake gitlab");
     let token = "glrt-t1_benchrssrssrssrssrs".to_string();
     gitlab.add_runner(&token);
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("config.toml");
-    std::fs::write(&config_path, config_text(&gitlab.url(), &token, &dir.path().join("state"), 512 * 1024)).unwrap();
+    std::fs::write(
+        &config_path,
+        config_text(&gitlab.url(), &token, &dir.path().join("state"), 512 * 1024),
+    )
+    .unwrap();
     let mut child = std::process::Command::new(&bin)
         .args(["run", "-c"])
         .arg(&config_path)
@@ -313,10 +380,18 @@ async fn peak_rss(megabytes: usize) {
             }
         }
     }
-    let _ = std::process::Command::new("kill").args(["-QUIT", &pid.to_string()]).status();
+    let _ = std::process::Command::new("kill")
+        .args(["-QUIT", &pid.to_string()])
+        .status();
     let _ = child.wait();
-    println!("== manager peak RSS while running the {megabytes} MB job: {:.1} MB (VmHWM)", peak_kb as f64 / 1024.0);
-    println!("target: RSS <= 40 MB: {}", verdict((peak_kb as f64 / 1024.0) <= 40.0));
+    println!(
+        "== manager peak RSS while running the {megabytes} MB job: {:.1} MB (VmHWM)",
+        peak_kb as f64 / 1024.0
+    );
+    println!(
+        "target: RSS <= 40 MB: {}",
+        verdict((peak_kb as f64 / 1024.0) <= 40.0)
+    );
 }
 
 #[tokio::main]

@@ -10,7 +10,11 @@ use tracing_subscriber::EnvFilter;
 const EXIT_BAD_CONFIG: u8 = 64;
 
 #[derive(Parser)]
-#[command(name = "flotilla", version, about = "Autoscaling GitLab CI runner manager for Google Compute Engine")]
+#[command(
+    name = "flotilla",
+    version,
+    about = "Autoscaling GitLab CI runner manager for Google Compute Engine"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -21,7 +25,12 @@ enum Command {
     /// Run the manager: poll the coordinator and run jobs until stopped.
     Run {
         /// The configuration file.
-        #[arg(short, long, env = "FLOTILLA_CONFIG", default_value = "/etc/flotilla/config.toml")]
+        #[arg(
+            short,
+            long,
+            env = "FLOTILLA_CONFIG",
+            default_value = "/etc/flotilla/config.toml"
+        )]
         config: PathBuf,
     },
     /// Work with configuration files.
@@ -79,7 +88,10 @@ fn run(path: &std::path::Path) -> ExitCode {
     for warning in &loaded.warnings {
         tracing::warn!(%warning, "configuration");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -104,9 +104,9 @@ impl StateDir {
                 let value = text.trim().to_string();
                 let valid = !value.is_empty()
                     && value.len() <= 63
-                    && value
-                        .chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+                    && value.chars().all(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-'
+                    });
                 if valid {
                     Ok(value)
                 } else {
@@ -163,9 +163,8 @@ impl StateDir {
         let path = self.jobs_path();
         match std::fs::read(&path) {
             Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => Ok(Vec::new()),
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt { path, source })
-            }
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|source| StateError::Corrupt { path, source }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(source) => Err(StateError::Io { path, source }),
         }
@@ -223,7 +222,10 @@ mod tests {
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].id, 2);
         assert!(left[0].acknowledged);
-        let mode = std::fs::metadata(dir.path().join("jobs.json")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("jobs.json"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 
@@ -233,7 +235,13 @@ mod tests {
         let state = StateDir::open(dir.path()).unwrap();
         let id = state.manager_id(None).unwrap();
         assert!(id.starts_with("s_") && id.len() == 14, "{id}");
-        assert_eq!(StateDir::open(dir.path()).unwrap().manager_id(None).unwrap(), id);
+        assert_eq!(
+            StateDir::open(dir.path())
+                .unwrap()
+                .manager_id(None)
+                .unwrap(),
+            id
+        );
         assert_eq!(state.manager_id(Some("fixed")).unwrap(), "fixed");
     }
 

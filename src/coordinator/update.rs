@@ -33,6 +33,27 @@ pub struct FinalState {
     pub exit_code: Option<i32>,
 }
 
+impl FinalState {
+    /// A success.
+    pub fn success() -> FinalState {
+        FinalState {
+            state: JobState::Success,
+            failure_reason: None,
+            exit_code: None,
+        }
+    }
+
+    /// A failure for `reason` (already mapped onto what the job accepts), with the script's exit
+    /// code when there is one.
+    pub fn failed(reason: FailureReason, exit_code: Option<i32>) -> FinalState {
+        FinalState {
+            state: JobState::Failed,
+            failure_reason: Some(reason),
+            exit_code,
+        }
+    }
+}
+
 /// What the acknowledgement came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AckOutcome {
@@ -127,6 +148,50 @@ impl Coordinator {
             UpdateResult::Failed(e) => Err(e),
             _ if response.remote.cancel_requested => Ok(AckOutcome::Canceling),
             _ => Ok(AckOutcome::Accepted),
+        }
+    }
+
+    /// Fails a job whose trace this process does not hold (a job left running by an earlier
+    /// process): a final `PUT state=failed` without a checksum, so GitLab keeps the trace it has.
+    /// Done when the coordinator accepted it or no longer wants it (403, 404, canceled); a
+    /// server or transport error is returned so the job can be tried again at the next start.
+    pub async fn fail_job(
+        &self,
+        runner: &RunnerEndpoint,
+        job: &JobCredentials,
+        reason: FailureReason,
+    ) -> Result<(), CoordinatorError> {
+        let target = JobTarget::new(runner, job.clone())?;
+        let fin = FinalState {
+            state: JobState::Failed,
+            failure_reason: Some(reason),
+            exit_code: None,
+        };
+        let mut attempts = 0;
+        loop {
+            let response = self
+                .update_job(
+                    &target,
+                    WireState::Final(JobState::Failed),
+                    None,
+                    Some(&fin),
+                )
+                .await;
+            match response.result {
+                UpdateResult::Succeeded | UpdateResult::Abort => return Ok(()),
+                UpdateResult::Failed(e) => return Err(e),
+                UpdateResult::Accepted | UpdateResult::TraceValidationFailed if attempts < 10 => {
+                    attempts += 1;
+                    tokio::time::sleep(
+                        response
+                            .remote
+                            .interval
+                            .unwrap_or(std::time::Duration::from_secs(1)),
+                    )
+                    .await;
+                }
+                UpdateResult::Accepted | UpdateResult::TraceValidationFailed => return Ok(()),
+            }
         }
     }
 

@@ -5,7 +5,7 @@
 
 use super::Shared;
 use crate::config::RunnerConfig;
-use crate::coordinator::{AckOutcome, FinalState, JobCredentials, JobState};
+use crate::coordinator::{AckOutcome, FinalState, JobCredentials, JobState, RunnerEndpoint};
 use crate::executor::{self, ContainerLabels, JobOutcome, JobRun};
 use crate::job::{FailureReason, JobHandle, JobPayload, RunnerEnvironment};
 use crate::state::RunningJob;
@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 pub(super) struct JobTask {
     pub shared: Arc<Shared>,
     pub runner: Arc<RunnerConfig>,
+    pub endpoint: RunnerEndpoint,
     pub handle: JobHandle,
     pub payload: serde_json::Value,
     pub received_at: tokio::time::Instant,
@@ -65,22 +66,33 @@ impl JobTask {
             id: job_id,
             token: self.handle.token.clone(),
         };
-        let ack = shared.coordinator.acknowledge(&url, &credentials).await;
-        match ack {
-            Ok(AckOutcome::Accepted) => {
-                let _ = shared.state.mark_acknowledged(job_id, &url);
-                tracing::info!(job = job_id, runner = %self.runner.short_token(), pickup_ms = self.received_at.elapsed().as_millis() as u64, "job received");
-            }
-            Ok(AckOutcome::Abort) => {
-                tracing::warn!(job = job_id, "coordinator refused the acknowledgement; dropping the job");
+        let ack = match shared
+            .coordinator
+            .acknowledge(&self.endpoint, &credentials)
+            .await
+        {
+            Ok(ack) => ack,
+            Err(e) => {
+                tracing::error!(job = job_id, error = %e, "acknowledgement failed; dropping the job (GitLab hands it out again after its acknowledgement timeout)");
                 let _ = shared.state.remove_job(job_id, &url);
                 return;
             }
-            Ok(AckOutcome::Canceling) => {
-                tracing::info!(job = job_id, "job canceled before it started");
+        };
+        match ack {
+            AckOutcome::Accepted => {
+                let _ = shared.state.mark_acknowledged(job_id, &url);
+                tracing::info!(job = job_id, runner = %self.runner.short_token(), pickup_ms = self.received_at.elapsed().as_millis() as u64, "job received");
             }
-            Err(e) => {
-                tracing::warn!(job = job_id, error = %e, "acknowledgement failed; trying to run the job anyway");
+            AckOutcome::Abort => {
+                tracing::warn!(
+                    job = job_id,
+                    "coordinator refused the acknowledgement; dropping the job"
+                );
+                let _ = shared.state.remove_job(job_id, &url);
+                return;
+            }
+            AckOutcome::Canceling => {
+                tracing::info!(job = job_id, "job canceled before it started");
             }
         }
         let debug_trace = parsed
@@ -88,20 +100,29 @@ impl JobTask {
             .ok()
             .and_then(|j| j.variables.iter().rev().find(|v| v.key == "CI_DEBUG_TRACE"))
             .is_some_and(|v| v.value == "true");
-        let session = shared.coordinator.start_trace(
-            &url,
+        let session = match shared.coordinator.start_trace(
+            &self.endpoint,
             credentials,
             trace.clone(),
             debug_trace,
             &shared.tracker,
-        );
+        ) {
+            Ok(session) => session,
+            Err(e) => {
+                tracing::error!(job = job_id, error = %e, "cannot start the trace upload");
+                let _ = shared.state.remove_job(job_id, &url);
+                return;
+            }
+        };
         let final_state = match (parsed, ack) {
             (Err(e), _) => {
-                trace.runner_line(&format!("\x1b[31;1mERROR: Job failed (system failure): {e}\x1b[0;m"));
+                trace.runner_line(&format!(
+                    "\x1b[31;1mERROR: Job failed (system failure): {e}\x1b[0;m"
+                ));
                 tracing::warn!(job = job_id, error = %e, "malformed or unsupported job payload");
                 FinalState::failed(FailureReason::RunnerSystemFailure, None)
             }
-            (Ok(job), Ok(AckOutcome::Canceling)) => {
+            (Ok(job), AckOutcome::Canceling) => {
                 trace.runner_line("\x1b[31;1mERROR: Job failed: canceled\x1b[0;m");
                 FinalState::failed(
                     FailureReason::JobCanceled.for_job(&job.features.failure_reasons),
@@ -111,13 +132,16 @@ impl JobTask {
             (Ok(job), _) => {
                 let cancel = session.cancel_requested.clone();
                 let coordinator_abort = session.abort.clone();
-                self.execute(Arc::new(job), &trace, cancel, coordinator_abort).await
+                self.execute(Arc::new(job), &trace, cancel, coordinator_abort)
+                    .await
             }
         };
         trace.finish();
         let result = session.finish(final_state.clone()).await;
         match result {
-            Ok(()) => tracing::info!(job = job_id, state = ?final_state.state, reason = ?final_state.failure_reason.map(|r| r.as_str()), "job finished"),
+            Ok(()) => {
+                tracing::info!(job = job_id, state = ?final_state.state, reason = ?final_state.failure_reason.map(|r| r.as_str()), "job finished")
+            }
             Err(e) => tracing::error!(job = job_id, error = %e, "final job update failed"),
         }
         let _ = shared.state.remove_job(job_id, &url);
@@ -190,7 +214,9 @@ impl JobTask {
         let docker = match crate::docker::connect(self.runner.docker.host.as_deref()).await {
             Ok(docker) => docker,
             Err(e) => {
-                trace.runner_line(&format!("\x1b[31;1mERROR: Job failed (system failure): {e}\x1b[0;m"));
+                trace.runner_line(&format!(
+                    "\x1b[31;1mERROR: Job failed (system failure): {e}\x1b[0;m"
+                ));
                 return FinalState::failed(FailureReason::RunnerSystemFailure, None);
             }
         };
@@ -224,7 +250,9 @@ impl JobTask {
                 FinalState::failed(FailureReason::JobCanceled.for_job(supported), None)
             }
             JobOutcome::HostLost(message) => {
-                trace.runner_line(&format!("\x1b[31;1mERROR: the Docker host was lost: {message}\x1b[0;m"));
+                trace.runner_line(&format!(
+                    "\x1b[31;1mERROR: the Docker host was lost: {message}\x1b[0;m"
+                ));
                 let reason = if interrupted.is_cancelled() {
                     FailureReason::RunnerInterrupted
                 } else {

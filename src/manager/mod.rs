@@ -77,11 +77,14 @@ pub async fn run_with(
     let state = StateDir::open(&config.state_dir)?;
     let system_id = state.manager_id(config.manager_id.as_deref())?;
     let registry = prometheus::Registry::new();
-    let coordinator = Coordinator::new(ClientSettings::new(
-        "docker",
-        hooks.features_override.unwrap_or_else(FeaturesInfo::implemented),
+    let coordinator = Coordinator::new(ClientSettings {
+        executor: "docker".into(),
+        features: hooks
+            .features_override
+            .unwrap_or_else(FeaturesInfo::implemented),
         registry,
-    ))?;
+        ..ClientSettings::default()
+    })?;
     let shared = Arc::new(Shared {
         coordinator,
         state,

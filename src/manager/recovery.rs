@@ -3,7 +3,7 @@
 //! than after its stuck-job timeout), then forgotten.
 
 use super::Shared;
-use crate::coordinator::JobCredentials;
+use crate::coordinator::{JobCredentials, RunnerEndpoint};
 use crate::job::FailureReason;
 
 /// Fails every job left in `jobs.json` by an earlier process. Errors are logged; a job whose
@@ -14,10 +14,11 @@ pub(super) async fn fail_leftover_jobs(shared: &Shared) {
             id: job.id,
             token: job.token.clone(),
         };
+        let endpoint = endpoint_for(shared, &job.url);
         tracing::warn!(job = job.id, url = %job.url, acknowledged = job.acknowledged, "failing a job left running by an earlier process");
         match shared
             .coordinator
-            .fail_job(&job.url, &credentials, FailureReason::RunnerSystemFailure)
+            .fail_job(&endpoint, &credentials, FailureReason::RunnerSystemFailure)
             .await
         {
             Ok(()) => {
@@ -27,5 +28,20 @@ pub(super) async fn fail_leftover_jobs(shared: &Shared) {
                 tracing::error!(job = job.id, error = %e, "could not fail the leftover job; will retry at the next start");
             }
         }
+    }
+}
+
+/// The endpoint to report a leftover job through: the configured runner of that URL when there is
+/// one (for the metric labels), else the URL alone (a runner removed from the config since).
+fn endpoint_for(shared: &Shared, url: &str) -> RunnerEndpoint {
+    let runner = shared
+        .config
+        .runners
+        .iter()
+        .find(|r| r.url.trim_end_matches('/') == url.trim_end_matches('/'));
+    RunnerEndpoint {
+        url: url.to_string(),
+        token: runner.map(|r| r.token.clone()).unwrap_or_default(),
+        system_id: shared.system_id.clone(),
     }
 }

@@ -41,7 +41,10 @@ pub(super) fn spawn(shared: &Arc<Shared>, runner: Arc<RunnerConfig>) {
     for _ in 0..state.runner.request_concurrency.max(1) {
         let shared = shared.clone();
         let state = state.clone();
-        shared.tracker.clone().spawn(async move { requester(shared, state).await });
+        shared
+            .tracker
+            .clone()
+            .spawn(async move { requester(shared, state).await });
     }
 }
 
@@ -72,13 +75,18 @@ async fn requester(shared: Arc<Shared>, state: Arc<RunnerState>) {
             outcome = shared.coordinator.request_job(&state.endpoint, &mut poll) => outcome,
         };
         let pause = match outcome {
-            RequestOutcome::Job { handle, payload, time } => {
+            RequestOutcome::Job {
+                handle,
+                payload,
+                time,
+            } => {
                 state.unhealthy.store(0, Ordering::Relaxed);
                 let concurrent_id = take_slot(&state.slots);
                 let slots = state.slots.clone();
                 let task = job_task::JobTask {
                     shared: shared.clone(),
                     runner: state.runner.clone(),
+                    endpoint: state.endpoint.clone(),
                     handle,
                     payload,
                     received_at: time,
@@ -86,7 +94,10 @@ async fn requester(shared: Arc<Shared>, state: Arc<RunnerState>) {
                 };
                 shared.tracker.spawn(async move {
                     task.run().await;
-                    slots.lock().unwrap_or_else(|p| p.into_inner()).remove(&concurrent_id);
+                    slots
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&concurrent_id);
                     drop((global, local));
                 });
                 None

@@ -44,21 +44,32 @@ fn uuid_like() -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
     format!("{:x}{:08x}{:04x}", t, std::process::id(), n)
 }
 
 /// Starts a fake GitLab with one runner token registered.
 pub async fn fake_gitlab(opts: FakeGitlabOptions) -> (FakeGitlab, String) {
     init_crypto();
-    let gitlab = FakeGitlab::start(opts).await.expect("start the fake GitLab");
+    let gitlab = FakeGitlab::start(opts)
+        .await
+        .expect("start the fake GitLab");
     let token = runner_token();
     gitlab.add_runner(&token);
     (gitlab, token)
 }
 
 /// The text of a config.toml for one docker runner against `url`, plus `extra` runner keys.
-pub fn config_text(url: &str, token: &str, state_dir: &Path, extra_global: &str, extra_runner: &str) -> String {
+pub fn config_text(
+    url: &str,
+    token: &str,
+    state_dir: &Path,
+    extra_global: &str,
+    extra_runner: &str,
+) -> String {
     format!(
         r#"
 concurrent = 4
@@ -92,7 +103,9 @@ pub fn config(text: &str) -> Config {
 
 /// A job payload for the fake: busybox image, no sources, the given script and after_script.
 pub fn job(script: &[&str], after_script: &[&str]) -> Value {
-    let mut steps = vec![json!({"name": "script", "script": script, "timeout": 3600, "when": "on_success", "allow_failure": false})];
+    let mut steps = vec![
+        json!({"name": "script", "script": script, "timeout": 3600, "when": "on_success", "allow_failure": false}),
+    ];
     if !after_script.is_empty() {
         steps.push(json!({"name": "after_script", "script": after_script, "timeout": 3600, "when": "always", "allow_failure": true}));
     }
@@ -125,15 +138,33 @@ impl InProcessManager {
     /// Starts the manager with `config_text(…)` built from the fake.
     pub fn start(gitlab: &FakeGitlab, token: &str, extra_global: &str, extra_runner: &str) -> Self {
         let state_dir = tempfile::tempdir().expect("tempdir");
-        let text = config_text(&gitlab.url(), token, state_dir.path(), extra_global, extra_runner);
-        Self::start_with(config(&text), state_dir, flotilla::manager::Hooks::default())
+        let text = config_text(
+            &gitlab.url(),
+            token,
+            state_dir.path(),
+            extra_global,
+            extra_runner,
+        );
+        Self::start_with(
+            config(&text),
+            state_dir,
+            flotilla::manager::Hooks::default(),
+        )
     }
 
     /// Starts the manager with a ready configuration.
-    pub fn start_with(config: Config, state_dir: tempfile::TempDir, hooks: flotilla::manager::Hooks) -> Self {
+    pub fn start_with(
+        config: Config,
+        state_dir: tempfile::TempDir,
+        hooks: flotilla::manager::Hooks,
+    ) -> Self {
         let (controls, rx) = mpsc::channel(4);
         let task = tokio::spawn(flotilla::manager::run_with(config, rx, hooks));
-        InProcessManager { controls, task, state_dir }
+        InProcessManager {
+            controls,
+            task,
+            state_dir,
+        }
     }
 
     /// Sends a drain and waits for the manager to exit.
@@ -141,24 +172,37 @@ impl InProcessManager {
         let _ = self.controls.send(Control::Drain).await;
         let result = tokio::time::timeout(DEADLINE, self.task).await;
         let joined = result.expect("manager did not exit after a drain in time");
-        joined.expect("manager task panicked").expect("manager returned an error");
+        joined
+            .expect("manager task panicked")
+            .expect("manager returned an error");
     }
 }
 
 /// Containers on the local engine carrying the job-id label `job_id`.
 pub fn containers_of_job(job_id: i64) -> Vec<String> {
     let out = std::process::Command::new("docker")
-        .args(["ps", "-aq", "--filter", &format!("label=com.flotilla.job-id={job_id}")])
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=com.flotilla.job-id={job_id}"),
+        ])
         .output()
         .expect("docker ps");
-    String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect()
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
 }
 
 /// Waits until `check` holds or the deadline passes (polling a cheap local check every 100 ms).
 pub async fn eventually(what: &str, deadline: Duration, mut check: impl FnMut() -> bool) {
     let end = tokio::time::Instant::now() + deadline;
     while !check() {
-        assert!(tokio::time::Instant::now() < end, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < end,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::harness::*;
 use std::time::Duration;
-use testkit::{Fault, FakeGitlabOptions};
+use testkit::{FakeGitlabOptions, Fault};
 
 fn is_final(state: &str) -> bool {
     state == "success" || state == "failed" || state == "canceled"
@@ -14,8 +14,14 @@ async fn a_job_succeeds_and_its_trace_arrives() {
     ensure_test_image();
     let (gitlab, token) = fake_gitlab(FakeGitlabOptions::default()).await;
     let manager = InProcessManager::start(&gitlab, &token, "", "");
-    let id = gitlab.enqueue(&token, job(&["echo hello from the job", "echo second line"], &[]));
-    let record = gitlab.wait_job(id, DEADLINE, |j| is_final(&j.state)).await.unwrap();
+    let id = gitlab.enqueue(
+        &token,
+        job(&["echo hello from the job", "echo second line"], &[]),
+    );
+    let record = gitlab
+        .wait_job(id, DEADLINE, |j| is_final(&j.state))
+        .await
+        .unwrap();
     let trace = String::from_utf8_lossy(&record.trace).to_string();
     assert_eq!(record.state, "success", "trace:\n{trace}");
     assert!(trace.contains("hello from the job"), "trace:\n{trace}");
@@ -32,16 +38,25 @@ async fn exit_7_fails_with_script_failure_and_runs_after_script() {
     let manager = InProcessManager::start(&gitlab, &token, "", "");
     let id = gitlab.enqueue(
         &token,
-        job(&["echo before the failure", "exit 7", "echo never printed"], &["echo after script ran with $CI_JOB_STATUS"]),
+        job(
+            &["echo before the failure", "exit 7", "echo never printed"],
+            &["echo after script ran with $CI_JOB_STATUS"],
+        ),
     );
-    let record = gitlab.wait_job(id, DEADLINE, |j| is_final(&j.state)).await.unwrap();
+    let record = gitlab
+        .wait_job(id, DEADLINE, |j| is_final(&j.state))
+        .await
+        .unwrap();
     let trace = String::from_utf8_lossy(&record.trace).to_string();
     assert_eq!(record.state, "failed", "trace:\n{trace}");
     assert_eq!(record.failure_reason.as_deref(), Some("script_failure"));
     assert_eq!(record.exit_code, Some(7));
     assert!(trace.contains("before the failure"), "trace:\n{trace}");
     assert!(!trace.contains("\nnever printed"), "trace:\n{trace}");
-    assert!(trace.contains("after script ran with failed"), "trace:\n{trace}");
+    assert!(
+        trace.contains("after script ran with failed"),
+        "trace:\n{trace}"
+    );
     manager.drain().await;
 }
 
@@ -50,54 +65,101 @@ async fn a_job_past_its_timeout_fails_and_leaves_no_container() {
     ensure_test_image();
     let (gitlab, token) = fake_gitlab(FakeGitlabOptions::default()).await;
     let manager = InProcessManager::start(&gitlab, &token, "", "");
-    let mut payload = job(&["echo started", "sleep 60"], &["echo cleanup after $CI_JOB_STATUS"]);
+    let mut payload = job(
+        &["echo started", "sleep 60"],
+        &["echo cleanup after $CI_JOB_STATUS"],
+    );
     payload["runner_info"] = serde_json::json!({"timeout": 3});
     let id = gitlab.enqueue(&token, payload);
-    let record = gitlab.wait_job(id, DEADLINE, |j| is_final(&j.state)).await.unwrap();
+    let record = gitlab
+        .wait_job(id, DEADLINE, |j| is_final(&j.state))
+        .await
+        .unwrap();
     let trace = String::from_utf8_lossy(&record.trace).to_string();
     assert_eq!(record.state, "failed", "trace:\n{trace}");
-    assert_eq!(record.failure_reason.as_deref(), Some("job_execution_timeout"), "trace:\n{trace}");
+    assert_eq!(
+        record.failure_reason.as_deref(),
+        Some("job_execution_timeout"),
+        "trace:\n{trace}"
+    );
     assert!(trace.contains("cleanup after timedout"), "trace:\n{trace}");
-    assert!(containers_of_job(id).is_empty(), "containers left: {:?}", containers_of_job(id));
+    assert!(
+        containers_of_job(id).is_empty(),
+        "containers left: {:?}",
+        containers_of_job(id)
+    );
     manager.drain().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canceled_job_runs_after_script_and_leaves_no_container() {
     ensure_test_image();
-    let opts = FakeGitlabOptions { trace_update_interval_secs: Some(1), ..Default::default() };
+    let opts = FakeGitlabOptions {
+        trace_update_interval_secs: Some(1),
+        ..Default::default()
+    };
     let (gitlab, token) = fake_gitlab(opts).await;
     let manager = InProcessManager::start(&gitlab, &token, "", "");
-    let id = gitlab.enqueue(&token, job(&["echo waiting-for-cancel", "sleep 120"], &["echo after-cancel-$CI_JOB_STATUS"]));
+    let id = gitlab.enqueue(
+        &token,
+        job(
+            &["echo waiting-for-cancel", "sleep 120"],
+            &["echo after-cancel-$CI_JOB_STATUS"],
+        ),
+    );
     gitlab
-        .wait_job(id, DEADLINE, |j| String::from_utf8_lossy(&j.trace).contains("waiting-for-cancel"))
+        .wait_job(id, DEADLINE, |j| {
+            String::from_utf8_lossy(&j.trace).contains("waiting-for-cancel")
+        })
         .await
         .unwrap();
     gitlab.cancel(id);
-    let record = gitlab.wait_job(id, DEADLINE, |j| is_final(&j.state)).await.unwrap();
+    let record = gitlab
+        .wait_job(id, DEADLINE, |j| is_final(&j.state))
+        .await
+        .unwrap();
     let trace = String::from_utf8_lossy(&record.trace).to_string();
     assert!(trace.contains("after-cancel-canceled"), "trace:\n{trace}");
     assert_eq!(record.state, "canceled", "trace:\n{trace}");
-    eventually("job containers removed", DEADLINE, || containers_of_job(id).is_empty()).await;
+    eventually("job containers removed", DEADLINE, || {
+        containers_of_job(id).is_empty()
+    })
+    .await;
     manager.drain().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_range_mismatch_resyncs_the_trace() {
     ensure_test_image();
-    let opts = FakeGitlabOptions { trace_update_interval_secs: Some(1), ..Default::default() };
+    let opts = FakeGitlabOptions {
+        trace_update_interval_secs: Some(1),
+        ..Default::default()
+    };
     let (gitlab, token) = fake_gitlab(opts).await;
     let manager = InProcessManager::start(&gitlab, &token, "", "");
     let id = gitlab.enqueue(
         &token,
-        job(&["for i in 1 2 3 4 5 6; do echo line-$i; sleep 1; done"], &[]),
+        job(
+            &["for i in 1 2 3 4 5 6; do echo line-$i; sleep 1; done"],
+            &[],
+        ),
     );
-    gitlab.inject(Fault::TraceRangeMismatchAt { job: id, offset: 10 });
-    let record = gitlab.wait_job(id, DEADLINE, |j| is_final(&j.state)).await.unwrap();
+    gitlab.inject(Fault::TraceRangeMismatchAt {
+        job: id,
+        offset: 10,
+    });
+    let record = gitlab
+        .wait_job(id, DEADLINE, |j| is_final(&j.state))
+        .await
+        .unwrap();
     let trace = String::from_utf8_lossy(&record.trace).to_string();
     assert_eq!(record.state, "success", "trace:\n{trace}");
     for i in 1..=6 {
-        assert_eq!(trace.matches(&format!("line-{i}\n")).count(), 1, "line-{i} once in:\n{trace}");
+        assert_eq!(
+            trace.matches(&format!("line-{i}\n")).count(),
+            1,
+            "line-{i} once in:\n{trace}"
+        );
     }
     assert_eq!(record.output_bytesize, Some(record.trace.len() as u64));
     manager.drain().await;
@@ -110,10 +172,17 @@ async fn a_412_on_the_final_update_resends_the_trace() {
     let manager = InProcessManager::start(&gitlab, &token, "", "");
     let id = gitlab.enqueue(&token, job(&["echo resend-me"], &[]));
     gitlab.inject(Fault::FinalUpdate412 { job: id, times: 1 });
-    let record = gitlab.wait_job(id, DEADLINE, |j| is_final(&j.state)).await.unwrap();
+    let record = gitlab
+        .wait_job(id, DEADLINE, |j| is_final(&j.state))
+        .await
+        .unwrap();
     let trace = String::from_utf8_lossy(&record.trace).to_string();
     assert_eq!(record.state, "success", "trace:\n{trace}");
-    assert_eq!(trace.matches("resend-me\n").count(), 2, "command echo and output once each:\n{trace}");
+    assert_eq!(
+        trace.matches("resend-me\n").count(),
+        2,
+        "command echo and output once each:\n{trace}"
+    );
     manager.drain().await;
 }
 
@@ -137,7 +206,10 @@ async fn masked_values_never_reach_the_trace() {
         true,
     );
     let id = gitlab.enqueue(&token, payload);
-    let record = gitlab.wait_job(id, DEADLINE, |j| is_final(&j.state)).await.unwrap();
+    let record = gitlab
+        .wait_job(id, DEADLINE, |j| is_final(&j.state))
+        .await
+        .unwrap();
     let trace = String::from_utf8_lossy(&record.trace).to_string();
     assert_eq!(record.state, "success", "trace:\n{trace}");
     assert!(!trace.contains(secret), "secret leaked:\n{trace}");
@@ -151,19 +223,37 @@ async fn masked_values_never_reach_the_trace() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_errors_on_request_and_trace_are_retried() {
     ensure_test_image();
-    let opts = FakeGitlabOptions { trace_update_interval_secs: Some(1), ..Default::default() };
+    let opts = FakeGitlabOptions {
+        trace_update_interval_secs: Some(1),
+        ..Default::default()
+    };
     let (gitlab, token) = fake_gitlab(opts).await;
-    gitlab.inject(Fault::RequestStatus { status: 500, times: 2 });
-    gitlab.inject(Fault::TraceStatus { status: 502, times: 2 });
+    gitlab.inject(Fault::RequestStatus {
+        status: 500,
+        times: 2,
+    });
+    gitlab.inject(Fault::TraceStatus {
+        status: 502,
+        times: 2,
+    });
     let manager = InProcessManager::start(&gitlab, &token, "", "");
     let id = gitlab.enqueue(&token, job(&["echo survived-the-errors", "sleep 2"], &[]));
-    let record = gitlab.wait_job(id, DEADLINE, |j| is_final(&j.state)).await.unwrap();
+    let record = gitlab
+        .wait_job(id, DEADLINE, |j| is_final(&j.state))
+        .await
+        .unwrap();
     let trace = String::from_utf8_lossy(&record.trace).to_string();
     assert_eq!(record.state, "success", "trace:\n{trace}");
     assert!(trace.contains("survived-the-errors"));
     let statuses: Vec<u16> = gitlab.requests().iter().map(|r| r.status).collect();
-    assert!(statuses.iter().filter(|s| **s == 500).count() >= 2, "{statuses:?}");
-    assert!(statuses.iter().filter(|s| **s == 502).count() >= 2, "{statuses:?}");
+    assert!(
+        statuses.iter().filter(|s| **s == 500).count() >= 2,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().filter(|s| **s == 502).count() >= 2,
+        "{statuses:?}"
+    );
     manager.drain().await;
 }
 
@@ -176,12 +266,21 @@ async fn a_malformed_payload_fails_that_job_and_the_runner_goes_on() {
     let bad_id = gitlab.enqueue(&token, bad);
     let good_id = gitlab.enqueue(&token, job(&["echo the-next-job"], &[]));
     let manager = InProcessManager::start(&gitlab, &token, "", "");
-    let bad = gitlab.wait_job(bad_id, DEADLINE, |j| is_final(&j.state)).await.unwrap();
+    let bad = gitlab
+        .wait_job(bad_id, DEADLINE, |j| is_final(&j.state))
+        .await
+        .unwrap();
     assert_eq!(bad.state, "failed");
     assert_eq!(bad.failure_reason.as_deref(), Some("runner_system_failure"));
     let bad_trace = String::from_utf8_lossy(&bad.trace).to_string();
-    assert!(bad_trace.contains("could not be decoded"), "trace:\n{bad_trace}");
-    let good = gitlab.wait_job(good_id, DEADLINE, |j| is_final(&j.state)).await.unwrap();
+    assert!(
+        bad_trace.contains("could not be decoded"),
+        "trace:\n{bad_trace}"
+    );
+    let good = gitlab
+        .wait_job(good_id, DEADLINE, |j| is_final(&j.state))
+        .await
+        .unwrap();
     assert_eq!(good.state, "success");
     manager.drain().await;
 }
@@ -189,19 +288,39 @@ async fn a_malformed_payload_fails_that_job_and_the_runner_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abort_reports_running_jobs_and_removes_their_containers() {
     ensure_test_image();
-    let opts = FakeGitlabOptions { trace_update_interval_secs: Some(1), ..Default::default() };
+    let opts = FakeGitlabOptions {
+        trace_update_interval_secs: Some(1),
+        ..Default::default()
+    };
     let (gitlab, token) = fake_gitlab(opts).await;
     let manager = InProcessManager::start(&gitlab, &token, "", "");
     let id = gitlab.enqueue(&token, job(&["echo long-running", "sleep 300"], &[]));
     gitlab
-        .wait_job(id, DEADLINE, |j| String::from_utf8_lossy(&j.trace).contains("long-running"))
+        .wait_job(id, DEADLINE, |j| {
+            String::from_utf8_lossy(&j.trace).contains("long-running")
+        })
         .await
         .unwrap();
-    manager.controls.send(flotilla::lifecycle::Control::Abort).await.unwrap();
+    manager
+        .controls
+        .send(flotilla::lifecycle::Control::Abort)
+        .await
+        .unwrap();
     let exited = tokio::time::timeout(Duration::from_secs(30), manager.task).await;
-    assert!(exited.is_ok(), "manager did not exit within shutdown_timeout");
+    assert!(
+        exited.is_ok(),
+        "manager did not exit within shutdown_timeout"
+    );
     let record = gitlab.job(id).unwrap();
     assert_eq!(record.state, "failed");
-    assert_eq!(record.failure_reason.as_deref(), Some("runner_system_failure"), "runner_interrupted is not listed by the job, so runner_system_failure");
-    assert!(containers_of_job(id).is_empty(), "containers left: {:?}", containers_of_job(id));
+    assert_eq!(
+        record.failure_reason.as_deref(),
+        Some("runner_system_failure"),
+        "runner_interrupted is not listed by the job, so runner_system_failure"
+    );
+    assert!(
+        containers_of_job(id).is_empty(),
+        "containers left: {:?}",
+        containers_of_job(id)
+    );
 }

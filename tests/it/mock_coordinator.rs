@@ -26,9 +26,18 @@ async fn a_job_from_gitlab_runner_mock_runs_to_success() {
 
     let state_dir = tempfile::tempdir().unwrap();
     let url = mock.uri().to_string();
-    let text = config_text(url.trim_end_matches('/'), mock.runner_token(), state_dir.path(), "", "");
+    let text = config_text(
+        url.trim_end_matches('/'),
+        mock.runner_token(),
+        state_dir.path(),
+        "",
+        "",
+    );
     let hooks = flotilla::manager::Hooks {
-        features_override: Some(FeaturesInfo { refspecs: true, ..FeaturesInfo::implemented() }),
+        features_override: Some(FeaturesInfo {
+            refspecs: true,
+            ..FeaturesInfo::implemented()
+        }),
         ..Default::default()
     };
     let manager = InProcessManager::start_with(config(&text), state_dir, hooks);

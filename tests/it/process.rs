@@ -41,14 +41,20 @@ impl Running {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(tokio::time::Instant::now() < end, "flotilla did not exit in time");
+            assert!(
+                tokio::time::Instant::now() < end,
+                "flotilla did not exit in time"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     fn log(&self) -> String {
         let mut text = String::new();
-        std::fs::File::open(&self.log_path).unwrap().read_to_string(&mut text).unwrap();
+        std::fs::File::open(&self.log_path)
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
         text
     }
 }
@@ -63,37 +69,58 @@ impl Drop for Running {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_left_by_a_killed_process_is_failed_at_the_next_start() {
     ensure_test_image();
-    let opts = FakeGitlabOptions { trace_update_interval_secs: Some(1), ..Default::default() };
+    let opts = FakeGitlabOptions {
+        trace_update_interval_secs: Some(1),
+        ..Default::default()
+    };
     let (gitlab, token) = fake_gitlab(opts).await;
     let dir = tempfile::tempdir().unwrap();
     let state_dir = dir.path().join("state");
     let config_path = dir.path().join("config.toml");
-    std::fs::write(&config_path, config_text(&gitlab.url(), &token, &state_dir, "", "")).unwrap();
+    std::fs::write(
+        &config_path,
+        config_text(&gitlab.url(), &token, &state_dir, "", ""),
+    )
+    .unwrap();
 
     let mut first = Running::start(&config_path, dir.path(), "first");
     let id = gitlab.enqueue(&token, job(&["echo crash-marker", "sleep 300"], &[]));
     gitlab
-        .wait_job(id, DEADLINE, |j| String::from_utf8_lossy(&j.trace).contains("crash-marker"))
+        .wait_job(id, DEADLINE, |j| {
+            String::from_utf8_lossy(&j.trace).contains("crash-marker")
+        })
         .await
         .unwrap();
     first.signal("KILL");
     first.wait_exit(DEADLINE).await;
     let recorded = std::fs::read_to_string(state_dir.join("jobs.json")).unwrap();
-    assert!(recorded.contains(&format!("\"id\": {id}")), "jobs.json: {recorded}");
+    assert!(
+        recorded.contains(&format!("\"id\": {id}")),
+        "jobs.json: {recorded}"
+    );
     assert_eq!(gitlab.job(id).unwrap().state, "running");
 
     let mut second = Running::start(&config_path, dir.path(), "second");
-    let record = gitlab.wait_job(id, DEADLINE, |j| j.state == "failed").await.unwrap();
-    assert_eq!(record.failure_reason.as_deref(), Some("runner_system_failure"));
+    let record = gitlab
+        .wait_job(id, DEADLINE, |j| j.state == "failed")
+        .await
+        .unwrap();
+    assert_eq!(
+        record.failure_reason.as_deref(),
+        Some("runner_system_failure")
+    );
     eventually("jobs.json cleared", DEADLINE, || {
-        std::fs::read_to_string(state_dir.join("jobs.json")).is_ok_and(|t| !t.contains(&format!("\"id\": {id}")))
+        std::fs::read_to_string(state_dir.join("jobs.json"))
+            .is_ok_and(|t| !t.contains(&format!("\"id\": {id}")))
     })
     .await;
     second.signal("TERM");
     let status = second.wait_exit(DEADLINE).await;
     assert!(status.success(), "{status:?}\n{}", second.log());
     for container in containers_of_job(id) {
-        let _ = Command::new("docker").args(["rm", "-f", &container]).output();
+        let _ = Command::new("docker")
+            .args(["rm", "-f", &container])
+            .output();
     }
 }
 
@@ -103,23 +130,49 @@ async fn no_secret_reaches_the_log_at_debug_level() {
     let (gitlab, token) = fake_gitlab(FakeGitlabOptions::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("config.toml");
-    std::fs::write(&config_path, config_text(&gitlab.url(), &token, &dir.path().join("state"), "", "")).unwrap();
+    std::fs::write(
+        &config_path,
+        config_text(&gitlab.url(), &token, &dir.path().join("state"), "", ""),
+    )
+    .unwrap();
     let mut manager = Running::start(&config_path, dir.path(), "debug");
     let secret = "masked-Value-9876zz";
     let id = gitlab.enqueue(
         &token,
-        with_variable(job(&["echo $MASKED_ONE", "echo $CI_JOB_TOKEN"], &[]), "MASKED_ONE", secret, true),
+        with_variable(
+            job(&["echo $MASKED_ONE", "echo $CI_JOB_TOKEN"], &[]),
+            "MASKED_ONE",
+            secret,
+            true,
+        ),
     );
-    let record = gitlab.wait_job(id, DEADLINE, |j| j.state == "success" || j.state == "failed").await.unwrap();
-    assert_eq!(record.state, "success", "{}", String::from_utf8_lossy(&record.trace));
+    let record = gitlab
+        .wait_job(id, DEADLINE, |j| {
+            j.state == "success" || j.state == "failed"
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        record.state,
+        "success",
+        "{}",
+        String::from_utf8_lossy(&record.trace)
+    );
     manager.signal("QUIT");
     let status = manager.wait_exit(DEADLINE).await;
     assert!(status.success());
     let log = manager.log();
     assert!(log.contains("DEBUG"), "the log is at debug level:\n{log}");
-    assert!(log.contains(&format!("{id}")), "the log mentions the job:\n{log}");
+    assert!(
+        log.contains(&format!("{id}")),
+        "the log mentions the job:\n{log}"
+    );
     let job_token = gitlab.job_token(id).unwrap();
-    for (what, value) in [("runner token", token.as_str()), ("job token", job_token.as_str()), ("masked variable", secret)] {
+    for (what, value) in [
+        ("runner token", token.as_str()),
+        ("job token", job_token.as_str()),
+        ("masked variable", secret),
+    ] {
         assert!(!log.contains(value), "{what} found in the log:\n{log}");
     }
 }
@@ -133,7 +186,11 @@ fn config_check_rejects_a_bad_file_with_path_and_line() {
         "concurrent = 2\n\n[[runners]]\nname = \"r\"\nurl = \"https://gitlab.example.com\"\ntoken = \"x\"\nexecutor = \"docker\"\n[runners.docker]\nimagee = \"alpine\"\n",
     )
     .unwrap();
-    let out = Command::new(flotilla_bin()).args(["config", "check"]).arg(&path).output().unwrap();
+    let out = Command::new(flotilla_bin())
+        .args(["config", "check"])
+        .arg(&path)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("imagee"), "{stderr}");
@@ -143,8 +200,13 @@ fn config_check_rejects_a_bad_file_with_path_and_line() {
 
 #[test]
 fn config_check_accepts_a_gitlab_runner_register_file_with_warnings() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config_gitlab_runner_register.toml");
-    let out = Command::new(flotilla_bin()).args(["config", "check"]).arg(&path).output().unwrap();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/config_gitlab_runner_register.toml");
+    let out = Command::new(flotilla_bin())
+        .args(["config", "check"])
+        .arg(&path)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("warning"), "{stderr}");
