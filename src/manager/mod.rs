@@ -35,11 +35,14 @@ pub enum RunError {
     Coordinator(#[from] CoordinatorError),
 }
 
+/// Called with each job's id and trace as soon as the job is received.
+pub type TraceHook = Arc<dyn Fn(i64, &JobTrace) + Send + Sync>;
+
 /// Observation points for tests and benchmarks; production passes `Hooks::default()`.
 #[derive(Clone, Default)]
 pub struct Hooks {
     /// Called with each job's trace as soon as the job is received (before the ack).
-    pub on_job_trace: Option<Arc<dyn Fn(i64, &JobTrace) + Send + Sync>>,
+    pub on_job_trace: Option<TraceHook>,
     /// Replaces the advertised features. Only for coordinators that refuse honest runners (the
     /// `gitlab-runner-mock` stub serves only runners advertising `refspecs`).
     pub features_override: Option<FeaturesInfo>,
