@@ -38,9 +38,7 @@ pub async fn connect(host: Option<&str>) -> Result<Docker, ConnectError> {
         Some(h) if h.starts_with("tcp://") || h.starts_with("http://") => {
             Docker::connect_with_http(h, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
         }
-        Some(h) => Err(bollard::errors::Error::UnsupportedURISchemeError {
-            uri: h.to_string(),
-        }),
+        Some(h) => Err(bollard::errors::Error::UnsupportedURISchemeError { uri: h.to_string() }),
     }
     .map_err(fail)?;
     docker.negotiate_version().await.map_err(fail)

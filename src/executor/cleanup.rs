@@ -8,9 +8,15 @@ use super::error::is_not_found;
 use super::ContainerLabels;
 use bollard::query_parameters::{
     ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptions,
+    WaitContainerOptionsBuilder,
 };
 use bollard::Docker;
+use futures_util::StreamExt;
 use std::collections::HashMap;
+use std::time::Duration;
+
+/// How long cleanup waits for objects another party is removing (or still holds).
+const CONFLICT_WAIT: Duration = Duration::from_secs(10);
 
 /// Label with the job id.
 pub const LABEL_JOB_ID: &str = "com.flotilla.job-id";
@@ -56,7 +62,11 @@ impl Names {
                 }
             })
             .collect();
-        let runner = if runner.is_empty() { "local".into() } else { runner };
+        let runner = if runner.is_empty() {
+            "local".into()
+        } else {
+            runner
+        };
         let base = format!("flotilla-{runner}-{}", l.job_id);
         Names {
             build_container: format!("{base}-build"),
@@ -87,27 +97,70 @@ pub(super) async fn remove_job_objects(docker: &Docker, names: &Names, l: &Conta
         Ok(found) => containers.extend(found.into_iter().filter_map(|c| c.id)),
         Err(e) => tracing::warn!(job_id = l.job_id, error = %e, "listing the job's containers"),
     }
-    let force = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+    let force = RemoveContainerOptionsBuilder::new()
+        .force(true)
+        .v(true)
+        .build();
     for name in &containers {
         match docker.remove_container(name, Some(force.clone())).await {
             Ok(()) => {}
             Err(e) if is_not_found(&e) => {}
+            // Someone else is removing it (409): wait until it is gone, or the volume stays busy.
+            Err(e) if is_conflict(&e) => wait_removed(docker, name).await,
             Err(e) => tracing::warn!(job_id = l.job_id, container = %name, error = %e,
                 "removing a job container"),
         }
     }
-    match docker.remove_volume(&names.builds_volume, None::<RemoveVolumeOptions>).await {
-        Ok(()) => {}
-        Err(e) if is_not_found(&e) => {}
-        Err(e) => tracing::warn!(job_id = l.job_id, volume = %names.builds_volume, error = %e,
-            "removing the builds volume"),
-    }
+    remove_volume(docker, &names.builds_volume, l.job_id).await;
     match docker.remove_network(&names.network).await {
         Ok(()) => {}
         Err(e) if is_not_found(&e) => {}
         Err(e) => tracing::warn!(job_id = l.job_id, network = %names.network, error = %e,
             "removing the job network"),
     }
+}
+
+/// Waits (bounded) until container `name` is removed.
+async fn wait_removed(docker: &Docker, name: &str) {
+    let options = WaitContainerOptionsBuilder::new()
+        .condition("removed")
+        .build();
+    let mut wait = docker.wait_container(name, Some(options));
+    // Any answer (removed, 404, an error) ends the wait; only the bound matters here.
+    let _ = tokio::time::timeout(CONFLICT_WAIT, wait.next()).await;
+}
+
+/// Removes the builds volume, retrying briefly while a container being removed still holds it.
+async fn remove_volume(docker: &Docker, name: &str, job_id: i64) {
+    let mut delay = Duration::from_millis(100);
+    let give_up = tokio::time::Instant::now() + CONFLICT_WAIT;
+    loop {
+        match docker
+            .remove_volume(name, None::<RemoveVolumeOptions>)
+            .await
+        {
+            Ok(()) => return,
+            Err(e) if is_not_found(&e) => return,
+            Err(e) if is_conflict(&e) && tokio::time::Instant::now() + delay < give_up => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => {
+                tracing::warn!(job_id, volume = %name, error = %e, "removing the builds volume");
+                return;
+            }
+        }
+    }
+}
+
+fn is_conflict(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 409,
+            ..
+        }
+    )
 }
 
 /// Removes the job's objects if it is dropped while still armed. Created at the start of
@@ -151,7 +204,10 @@ impl Drop for CleanupGuard {
             let docker = self.docker.clone();
             let names = self.names.clone();
             let labels = self.labels.clone();
-            tracing::warn!(job_id = labels.job_id, "job dropped before cleanup; cleaning up");
+            tracing::warn!(
+                job_id = labels.job_id,
+                "job dropped before cleanup; cleaning up"
+            );
             handle.spawn(async move { remove_job_objects(&docker, &names, &labels).await });
         }
     }

@@ -12,8 +12,8 @@ use crate::config::DockerConfig;
 use crate::trace::{JobTrace, StreamKind, TraceStream, WORK_STREAM};
 use bollard::container::{AttachContainerResults, LogOutput};
 use bollard::models::{
-    ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType, MountVolumeOptions,
-    NetworkCreateRequest, VolumeCreateRequest,
+    ContainerCreateBody, ContainerStateStatusEnum, HostConfig, HostConfigLogConfig, Mount,
+    MountType, MountVolumeOptions, NetworkCreateRequest, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
@@ -221,11 +221,21 @@ pub(super) async fn run_script(
         ExecError::HostLost(format!("reading the build container's output failed: {e}"))
     })?;
     let code = wait_exit(docker, id).await?;
+    // A container removed under the job (`docker rm -f`, a VM being torn down) also "exits":
+    // the engine marks it removing before it kills it, so its state tells the two apart.
+    let removed =
+        || ExecError::HostLost("the build container was removed while the job ran".into());
     match docker.inspect_container(id, None).await {
-        Ok(_) => Ok(code),
-        Err(e) if is_not_found(&e) => Err(ExecError::HostLost(
-            "the build container was removed while the job ran".into(),
-        )),
+        Ok(found) => {
+            let status = found.state.and_then(|s| s.status);
+            match status {
+                Some(ContainerStateStatusEnum::REMOVING | ContainerStateStatusEnum::DEAD) => {
+                    Err(removed())
+                }
+                _ => Ok(code),
+            }
+        }
+        Err(e) if is_not_found(&e) => Err(removed()),
         Err(e) => Err(ExecError::docker("inspecting the build container", e)),
     }
 }

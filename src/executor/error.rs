@@ -125,11 +125,17 @@ mod tests {
     fn pull_and_configuration_failures_keep_their_reason() {
         assert!(matches!(
             ExecError::ImagePull("x".into()).outcome(Phase::Prepare),
-            JobOutcome::SystemFailure { reason: FailureReason::ImagePullFailure, .. }
+            JobOutcome::SystemFailure {
+                reason: FailureReason::ImagePullFailure,
+                ..
+            }
         ));
         assert!(matches!(
             ExecError::Configuration("x".into()).outcome(Phase::Prepare),
-            JobOutcome::SystemFailure { reason: FailureReason::RunnerConfigurationError, .. }
+            JobOutcome::SystemFailure {
+                reason: FailureReason::RunnerConfigurationError,
+                ..
+            }
         ));
         assert!(is_not_found(&server(404)));
         assert!(!is_not_found(&server(409)));

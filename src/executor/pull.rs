@@ -133,7 +133,9 @@ async fn inspect(docker: &Docker, image: &str) -> Result<Option<String>, ExecErr
                 .and_then(|d| d.into_iter().next())
                 .map(|d| format!(" with digest {d}"))
                 .unwrap_or_default();
-            Ok(Some(format!("Using docker image {id} for {image}{digest} ...")))
+            Ok(Some(format!(
+                "Using docker image {id} for {image}{digest} ..."
+            )))
         }
         Err(e) if is_not_found(&e) => Ok(None),
         Err(e) => Err(ExecError::docker(format!("inspecting image {image:?}"), e)),
@@ -198,7 +200,10 @@ fn registry_credentials(image: &str, credentials: &[Credential]) -> Option<Docke
         .iter()
         .filter(|c| c.kind == "registry")
         .find(|c| {
-            let url = c.url.trim_start_matches("https://").trim_start_matches("http://");
+            let url = c
+                .url
+                .trim_start_matches("https://")
+                .trim_start_matches("http://");
             let url = url.split('/').next().unwrap_or(url);
             url == host || (hub.contains(&url) && hub.contains(&host))
         })

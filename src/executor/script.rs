@@ -171,14 +171,20 @@ mod tests {
         let body = script.body();
         assert!(body.contains("export A='1'\n"), "{body}");
         assert!(body.contains(r"export B='x1'\''y'"), "{body}");
-        assert!(body.contains("export R='$A'\n"), "raw stays unexpanded: {body}");
+        assert!(
+            body.contains("export R='$A'\n"),
+            "raw stays unexpanded: {body}"
+        );
         assert!(!body.contains("bad-key"), "{body}");
         assert!(body.contains("mkdir -p '/builds/g/p.tmp'\n"), "{body}");
         assert!(
             body.contains("printf '%s' 'pem 1' > '/builds/g/p.tmp/CERT'\n"),
             "{body}"
         );
-        assert!(body.contains("export CERT='/builds/g/p.tmp/CERT'\n"), "{body}");
+        assert!(
+            body.contains("export CERT='/builds/g/p.tmp/CERT'\n"),
+            "{body}"
+        );
         assert!(body.contains("cd '/builds/g/p'\n"), "{body}");
         assert!(
             body.contains("'\x1b[32;1m$ echo hi\x1b[0;m'\necho hi\n"),

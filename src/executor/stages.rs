@@ -335,7 +335,8 @@ async fn after_script(
     vars.push(JobVariable::plain("CI_JOB_STATUS", status));
     let limit = timeouts::after_script_timeout(&vars);
     let stage = Stage::AfterScript(step);
-    ctx.log.start(&stage.name(), &stage_description(&stage.name()));
+    ctx.log
+        .start(&stage.name(), &stage_description(&stage.name()));
     let result = tokio::time::timeout(limit, ctx.run_stage(stage, container_id, &vars)).await;
     ctx.log.end(&stage.name());
     match result {

@@ -101,9 +101,15 @@ mod tests {
     fn after_script_timeout_defaults_and_overrides() {
         let none = Variables::default();
         assert_eq!(after_script_timeout(&none), DEFAULT_AFTER_SCRIPT_TIMEOUT);
-        let set = Variables::new(vec![JobVariable::plain("RUNNER_AFTER_SCRIPT_TIMEOUT", "3s")]);
+        let set = Variables::new(vec![JobVariable::plain(
+            "RUNNER_AFTER_SCRIPT_TIMEOUT",
+            "3s",
+        )]);
         assert_eq!(after_script_timeout(&set), Duration::from_secs(3));
-        let bad = Variables::new(vec![JobVariable::plain("RUNNER_AFTER_SCRIPT_TIMEOUT", "soon")]);
+        let bad = Variables::new(vec![JobVariable::plain(
+            "RUNNER_AFTER_SCRIPT_TIMEOUT",
+            "soon",
+        )]);
         assert_eq!(after_script_timeout(&bad), DEFAULT_AFTER_SCRIPT_TIMEOUT);
         assert_eq!(script_timeout(&none), None);
     }
