@@ -3,17 +3,15 @@
 //! output streamed into the trace, `after_script`, file variables, variables kept out of the
 //! container's `Env`, and that nothing with the job's labels is left behind.
 
-use crate::support::{docker, ensure_test_images, plain_trace, trace_text, wait_for_text, BUSYBOX};
-use bollard::query_parameters::{
-    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
+use crate::support::{
+    assert_nothing_left, docker, ensure_test_images, inspect_build_container, plain_trace,
+    trace_text, wait_for_text, wait_until_nothing_left, BUSYBOX,
 };
-use bollard::Docker;
 use flotilla::config::{DockerConfig, PullPolicy};
-use flotilla::executor::{run_job, ContainerLabels, JobOutcome, JobRun, LABEL_JOB_ID};
+use flotilla::executor::{run_job, ContainerLabels, JobOutcome, JobRun};
 use flotilla::job::{FailureReason, JobPayload, RunnerEnvironment};
 use flotilla::trace::JobTrace;
 use serde_json::{json, Value};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -127,62 +125,6 @@ async fn run_to_end(job: JobPayload, settings: DockerConfig) -> (JobOutcome, Str
     let text = trace_text(&started.trace);
     assert_nothing_left(&docker, started.job_id).await;
     (outcome, text, started.job_id)
-}
-
-fn job_filter(job_id: i64) -> HashMap<&'static str, Vec<String>> {
-    HashMap::from([("label", vec![format!("{LABEL_JOB_ID}={job_id}")])])
-}
-
-/// No container, volume or network with the job's label remains.
-async fn assert_nothing_left(docker: &Docker, job_id: i64) {
-    let filter = job_filter(job_id);
-    let containers = docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::new()
-                .all(true)
-                .filters(&filter)
-                .build(),
-        ))
-        .await
-        .expect("listing containers");
-    assert!(containers.is_empty(), "containers left: {containers:?}");
-    let volumes = docker
-        .list_volumes(Some(
-            ListVolumesOptionsBuilder::new().filters(&filter).build(),
-        ))
-        .await
-        .expect("listing volumes");
-    let volumes = volumes.volumes.unwrap_or_default();
-    assert!(volumes.is_empty(), "volumes left: {volumes:?}");
-    let networks = docker
-        .list_networks(Some(
-            ListNetworksOptionsBuilder::new().filters(&filter).build(),
-        ))
-        .await
-        .expect("listing networks");
-    assert!(networks.is_empty(), "networks left: {networks:?}");
-}
-
-/// The job's build container while it runs.
-async fn inspect_build_container(
-    docker: &Docker,
-    job_id: i64,
-) -> bollard::models::ContainerInspectResponse {
-    let found = docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::new()
-                .all(true)
-                .filters(&job_filter(job_id))
-                .build(),
-        ))
-        .await
-        .expect("listing containers");
-    assert_eq!(found.len(), 1, "one build container: {found:?}");
-    let id = found[0].id.clone().expect("a container id");
-    docker
-        .inspect_container(&id, None)
-        .await
-        .expect("inspecting the build container")
 }
 
 #[tokio::test]
@@ -437,31 +379,6 @@ async fn variables_stay_out_of_the_container_env_on_a_per_job_network() {
         trace_text(&started.trace)
     );
     assert_nothing_left(&docker, started.job_id).await;
-}
-
-/// Lists the job's containers until none is left, at most `within`.
-async fn wait_until_nothing_left(docker: &Docker, job_id: i64, within: Duration) {
-    let deadline = tokio::time::Instant::now() + within;
-    let filter = job_filter(job_id);
-    let list = ListContainersOptionsBuilder::new()
-        .all(true)
-        .filters(&filter)
-        .build();
-    loop {
-        let left = docker
-            .list_containers(Some(list.clone()))
-            .await
-            .expect("listing containers");
-        if left.is_empty() {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "containers still there after {within:?}: {left:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_nothing_left(docker, job_id).await;
 }
 
 #[tokio::test]
