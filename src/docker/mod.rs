@@ -1,7 +1,13 @@
-//! Reaching a Docker engine: the local socket or `[runners.docker] host`, with the API version
-//! negotiated (engines here speak 1.41). Later: a VM's dockerd over mTLS verified by VM name.
-//!
-//! PLACEHOLDER API (skeleton): the real implementation keeps these signatures.
+//! Reaching a Docker engine: the local socket or `[runners.docker] host` (`unix://…`, or
+//! `tcp://host:port` in plain HTTP), with the API version negotiated (engines here speak 1.41,
+//! bollard defaults newer). Owns nothing else: what runs on the engine is the executor's business.
+//! Later: a VM's dockerd over mTLS verified by VM name.
+
+use bollard::{Docker, API_DEFAULT_VERSION};
+
+/// Seconds bollard waits for the response headers of one request. Long streams (wait, attach,
+/// pull) answer their headers at once, so this bounds only an unresponsive engine.
+const REQUEST_TIMEOUT_SECS: u64 = 120;
 
 /// Why a Docker engine could not be reached.
 #[derive(Debug, thiserror::Error)]
@@ -14,15 +20,52 @@ pub struct ConnectError {
     pub source: bollard::errors::Error,
 }
 
-/// Connects to `host` (or the local defaults) and negotiates the API version.
-pub async fn connect(host: Option<&str>) -> Result<bollard::Docker, ConnectError> {
+/// Connects to `host` (`unix:///path`, `tcp://host:port`, `http://host:port`), or to the local
+/// defaults (`DOCKER_HOST`, else `/var/run/docker.sock`) when `None`, and negotiates the API
+/// version with the engine. The engine is contacted once (`GET /version`), so an unreachable
+/// engine fails here.
+pub async fn connect(host: Option<&str>) -> Result<Docker, ConnectError> {
     let endpoint = host.unwrap_or("local defaults").to_string();
-    let docker = bollard::Docker::connect_with_local_defaults().map_err(|source| ConnectError {
+    let fail = |source| ConnectError {
         endpoint: endpoint.clone(),
         source,
-    })?;
-    docker
-        .negotiate_version()
-        .await
-        .map_err(|source| ConnectError { endpoint, source })
+    };
+    let docker = match host {
+        None => Docker::connect_with_local_defaults(),
+        Some(h) if h.starts_with("unix://") => {
+            Docker::connect_with_unix(h, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
+        }
+        Some(h) if h.starts_with("tcp://") || h.starts_with("http://") => {
+            Docker::connect_with_http(h, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
+        }
+        Some(h) => Err(bollard::errors::Error::UnsupportedURISchemeError { uri: h.to_string() }),
+    }
+    .map_err(fail)?;
+    docker.negotiate_version().await.map_err(fail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::connect;
+
+    #[tokio::test]
+    async fn unsupported_schemes_are_refused_with_the_endpoint() {
+        let err = connect(Some("ssh://somewhere")).await.unwrap_err();
+        assert_eq!(err.endpoint, "ssh://somewhere");
+        assert!(err.to_string().contains("ssh://somewhere"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_missing_socket_fails_before_any_request() {
+        let err = connect(Some("unix:///nonexistent/docker.sock"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err.source,
+                bollard::errors::Error::SocketNotFoundError(ref p) if p == "/nonexistent/docker.sock"
+            ),
+            "{err:?}"
+        );
+    }
 }

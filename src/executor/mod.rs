@@ -1,14 +1,36 @@
 //! Runs one job's stages in containers through the Docker API (bollard) and says how it ended.
 //! Knows nothing of clouds or of the coordinator: it is handed a Docker connection, the job, its
-//! variables and a trace to write into.
+//! variables and a trace to write into, and returns a [`JobOutcome`].
 //!
-//! PLACEHOLDER API (skeleton): the real implementation keeps these signatures.
+//! Files: `stages` (order, timeouts, cancel), `container` (volume, network, build container,
+//! running a script), `script` (the shell text), `pull` (image and pull policies), `section`
+//! (trace sections and runner lines), `timeouts`, `cleanup` (names, labels, removal), `error`.
+//!
+//! Invariants: variables reach containers only inside the script written to stdin (never as
+//! `Env`); every container, volume and network a job makes carries the `com.flotilla.*` labels
+//! and is removed when the job ends, however it ends.
+
+mod cleanup;
+mod container;
+mod error;
+mod pull;
+mod script;
+mod section;
+mod stages;
+mod timeouts;
+
+pub use cleanup::{LABEL_JOB_ID, LABEL_MANAGED, LABEL_RUNNER, LABEL_VM};
 
 use crate::config::DockerConfig;
 use crate::job::{FailureReason, JobPayload, Variables};
 use crate::trace::JobTrace;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// How long the removal of a job's objects may take before the rest is left to the drop guard's
+/// detached cleanup (an engine that stopped answering would otherwise hold the job's slot).
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How a job ended, as far as the executor can tell.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,15 +81,30 @@ pub struct JobRun {
     pub abort: CancellationToken,
 }
 
-/// Runs the job to its end and removes every container it made.
-pub async fn run_job(
-    _docker: &bollard::Docker,
-    _settings: &DockerConfig,
-    run: JobRun,
-) -> JobOutcome {
-    run.trace.runner_line("executor not implemented yet");
-    JobOutcome::SystemFailure {
-        reason: FailureReason::RunnerSystemFailure,
-        message: "not implemented".into(),
+/// Runs the job to its end and removes every container, volume and network it made.
+///
+/// `abort` stops the job at once (no `after_script`) and still cleans up before returning. If
+/// this future is dropped instead, a guard starts the same cleanup on the current runtime.
+pub async fn run_job(docker: &bollard::Docker, settings: &DockerConfig, run: JobRun) -> JobOutcome {
+    let names = cleanup::Names::new(&run.labels);
+    let guard = cleanup::CleanupGuard::new(docker.clone(), names.clone(), run.labels.clone());
+    let ctx = stages::JobCtx::new(docker, settings, &run, &names);
+    let outcome = tokio::select! {
+        biased;
+        _ = run.abort.cancelled() => {
+            ctx.log.warning("job aborted: stopping its containers at once");
+            JobOutcome::Canceled
+        }
+        outcome = stages::run(&ctx) => outcome,
+    };
+    if tokio::time::timeout(CLEANUP_TIMEOUT, guard.run())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            job_id = run.labels.job_id,
+            "cleanup of the job's containers did not finish in time; continuing in the background"
+        );
     }
+    outcome
 }

@@ -6,7 +6,6 @@ use flotilla::config::Config;
 use flotilla::lifecycle::Control;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::Duration;
 use testkit::{FakeGitlab, FakeGitlabOptions};
 use tokio::sync::mpsc;
@@ -17,18 +16,7 @@ pub const TEST_IMAGE: &str = "flotilla-test/busybox:latest";
 /// A generous bound for anything a test waits on (CI is a noisy 2-core machine).
 pub const DEADLINE: Duration = Duration::from_secs(90);
 
-/// Builds the test images once per test process.
-pub fn ensure_test_image() {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-test-images.sh");
-        let status = std::process::Command::new("bash")
-            .arg(&script)
-            .status()
-            .expect("run scripts/build-test-images.sh");
-        assert!(status.success(), "building the test images failed");
-    });
-}
+pub use crate::support::ensure_test_images as ensure_test_image;
 
 /// Installs the rustls provider the way `main` does.
 pub fn init_crypto() {

@@ -1,7 +1,16 @@
-//! Flotilla's integration tests: one binary, modules inside. They use the real Docker engine and
-//! the test kit's fakes over real HTTP on 127.0.0.1.
+//! Flotilla's integration tests: one binary, one module per subsystem, run against the real
+//! local Docker engine and the test kit's fakes over real HTTP on 127.0.0.1.
+//!
+//! - `support`: shared helpers (test images, Docker connection, waiting on a trace).
+//! - `harness`: a fake GitLab, a config pointing at it, the manager in-process or as a binary.
+//! - `executor`: job stages in containers on the local engine.
+//! - `jobs`: whole jobs from the fake GitLab through the manager.
+//! - `process`: the real `flotilla` binary (crash recovery, log secrecy, `config check`).
+//! - `mock_coordinator`: the happy path against `gitlab-runner-mock`.
 
+mod executor;
 mod harness;
 mod jobs;
 mod mock_coordinator;
 mod process;
+mod support;

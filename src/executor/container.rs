@@ -1,0 +1,330 @@
+//! The job's objects on the engine and running a script in a container: the builds volume, the
+//! per-job network, the build container (created once, started once per stage, as GitLab
+//! Runner's docker executor does), and one stage's run — attach, start, write the script to
+//! stdin, stream stdout/stderr into the trace as produced, wait for the exit code.
+//!
+//! Containers use the `none` log driver: output travels only through attach, so dockerd does not
+//! store every byte a second time. Variables reach the container only inside the script.
+
+use super::error::{is_not_found, ExecError};
+use super::script;
+use crate::config::DockerConfig;
+use crate::trace::{JobTrace, StreamKind, TraceStream, WORK_STREAM};
+use bollard::container::{AttachContainerResults, LogOutput};
+use bollard::models::{
+    ContainerCreateBody, ContainerStateStatusEnum, HostConfig, HostConfigLogConfig, Mount,
+    MountType, MountVolumeOptions, NetworkCreateRequest, VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
+    StartContainerOptions, WaitContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+/// Where the builds volume is mounted in job containers.
+pub(super) const BUILDS_DIR: &str = "/builds";
+
+/// How long a killed container may take to be reported stopped.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Creates the job's builds volume.
+pub(super) async fn create_volume(
+    docker: &Docker,
+    name: &str,
+    labels: &HashMap<String, String>,
+) -> Result<(), ExecError> {
+    let request = VolumeCreateRequest {
+        name: Some(name.to_string()),
+        labels: Some(labels.clone()),
+        ..Default::default()
+    };
+    docker
+        .create_volume(request)
+        .await
+        .map(|_| ())
+        .map_err(|e| ExecError::docker(format!("creating the builds volume {name}"), e))
+}
+
+/// Creates the job's own bridge network.
+pub(super) async fn create_network(
+    docker: &Docker,
+    name: &str,
+    labels: &HashMap<String, String>,
+) -> Result<(), ExecError> {
+    let request = NetworkCreateRequest {
+        name: name.to_string(),
+        driver: Some("bridge".into()),
+        labels: Some(labels.clone()),
+        ..Default::default()
+    };
+    docker
+        .create_network(request)
+        .await
+        .map(|_| ())
+        .map_err(|e| ExecError::docker(format!("creating the job network {name}"), e))
+}
+
+/// What the build container is made of.
+pub(super) struct BuildContainer<'a> {
+    /// Its name (fixed in advance, so cleanup finds it).
+    pub name: &'a str,
+    /// The job image.
+    pub image: &'a str,
+    /// The job's `image.entrypoint`, when it gives one (`[""]` clears the image's).
+    pub entrypoint: Option<Vec<String>>,
+    /// The job's `executor_opts.docker.user`.
+    pub user: Option<String>,
+    /// `[runners.docker]`.
+    pub settings: &'a DockerConfig,
+    /// The job's builds volume, mounted at [`BUILDS_DIR`].
+    pub builds_volume: &'a str,
+    /// `host`, a network name, or the per-job network.
+    pub network_mode: Option<String>,
+    /// The job's labels.
+    pub labels: &'a HashMap<String, String>,
+}
+
+impl BuildContainer<'_> {
+    /// The create request: `sh -c <bash detection>` reading its script from stdin.
+    fn body(&self) -> ContainerCreateBody {
+        let mut mounts = vec![Mount {
+            target: Some(BUILDS_DIR.into()),
+            source: Some(self.builds_volume.into()),
+            typ: Some(MountType::VOLUME),
+            ..Default::default()
+        }];
+        let mut binds = Vec::new();
+        for volume in &self.settings.volumes {
+            if volume.contains(':') {
+                binds.push(volume.clone());
+            } else {
+                mounts.push(Mount {
+                    target: Some(volume.clone()),
+                    typ: Some(MountType::VOLUME),
+                    volume_options: Some(MountVolumeOptions {
+                        labels: Some(self.labels.clone()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+            }
+        }
+        ContainerCreateBody {
+            image: Some(self.image.to_string()),
+            cmd: Some(script::container_command()),
+            entrypoint: self.entrypoint.clone(),
+            user: self.user.clone(),
+            labels: Some(self.labels.clone()),
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            open_stdin: Some(true),
+            stdin_once: Some(true),
+            tty: Some(false),
+            host_config: Some(HostConfig {
+                privileged: Some(self.settings.privileged),
+                nano_cpus: self.settings.nano_cpus,
+                memory: self.settings.memory_bytes,
+                network_mode: self.network_mode.clone(),
+                log_config: Some(HostConfigLogConfig {
+                    typ: Some("none".into()),
+                    config: None,
+                }),
+                mounts: Some(mounts),
+                binds: (!binds.is_empty()).then_some(binds),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Creates the container; its id.
+    pub(super) async fn create(&self, docker: &Docker) -> Result<String, ExecError> {
+        let options = CreateContainerOptionsBuilder::new().name(self.name).build();
+        docker
+            .create_container(Some(options), self.body())
+            .await
+            .map(|created| created.id)
+            .map_err(|e| ExecError::docker("creating the build container", e))
+    }
+}
+
+/// A trace stream flushed when dropped, so output held back before a kill is not lost.
+struct FlushOnDrop(TraceStream);
+
+impl Drop for FlushOnDrop {
+    fn drop(&mut self) {
+        self.0.flush();
+    }
+}
+
+/// Runs `script` in the (stopped) container `id`: attach, start, feed stdin, stream output into
+/// the trace as produced, then the container's exit code. Dropping the future leaves the
+/// container running: the caller kills it.
+pub(super) async fn run_script(
+    docker: &Docker,
+    id: &str,
+    script: &str,
+    trace: &JobTrace,
+) -> Result<i64, ExecError> {
+    let attach = AttachContainerOptionsBuilder::new()
+        .stdin(true)
+        .stdout(true)
+        .stderr(true)
+        .stream(true)
+        .build();
+    let AttachContainerResults {
+        mut output,
+        mut input,
+    } = docker
+        .attach_container(id, Some(attach))
+        .await
+        .map_err(|e| ExecError::docker("attaching to the build container", e))?;
+    docker
+        .start_container(id, None::<StartContainerOptions>)
+        .await
+        .map_err(|e| ExecError::docker("starting the build container", e))?;
+
+    let mut stdout = FlushOnDrop(trace.stream(WORK_STREAM, StreamKind::Stdout));
+    let mut stderr = FlushOnDrop(trace.stream(WORK_STREAM, StreamKind::Stderr));
+    let feed = async {
+        let written = async {
+            input.write_all(script.as_bytes()).await?;
+            input.flush().await?;
+            input.shutdown().await
+        }
+        .await;
+        // A script that exits early stops reading; its exit code tells the story.
+        if let Err(e) = written {
+            tracing::debug!(error = %e, "writing the script to the container's stdin");
+        }
+    };
+    let pump = async {
+        while let Some(item) = output.next().await {
+            match item? {
+                LogOutput::StdErr { message } => stderr.0.write(&message),
+                LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                    stdout.0.write(&message)
+                }
+                LogOutput::StdIn { .. } => {}
+            }
+        }
+        Ok::<(), bollard::errors::Error>(())
+    };
+    let ((), pumped) = tokio::join!(feed, pump);
+    drop((stdout, stderr));
+    pumped.map_err(|e| {
+        ExecError::HostLost(format!("reading the build container's output failed: {e}"))
+    })?;
+    let code = wait_exit(docker, id).await?;
+    // A container removed under the job (`docker rm -f`, a VM being torn down) also "exits":
+    // the engine marks it removing before it kills it, so its state tells the two apart.
+    let removed =
+        || ExecError::HostLost("the build container was removed while the job ran".into());
+    match docker.inspect_container(id, None).await {
+        Ok(found) => {
+            let status = found.state.and_then(|s| s.status);
+            match status {
+                Some(ContainerStateStatusEnum::REMOVING | ContainerStateStatusEnum::DEAD) => {
+                    Err(removed())
+                }
+                _ => Ok(code),
+            }
+        }
+        Err(e) if is_not_found(&e) => Err(removed()),
+        Err(e) => Err(ExecError::docker("inspecting the build container", e)),
+    }
+}
+
+/// The exit code of container `id` once it is not running.
+async fn wait_exit(docker: &Docker, id: &str) -> Result<i64, ExecError> {
+    let options = WaitContainerOptionsBuilder::new()
+        .condition("not-running")
+        .build();
+    match docker.wait_container(id, Some(options)).next().await {
+        Some(Ok(done)) => Ok(done.status_code),
+        // bollard reports non-zero exits as errors; an empty message is a plain exit.
+        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, error }))
+            if error.is_empty() =>
+        {
+            Ok(code)
+        }
+        Some(Err(bollard::errors::Error::DockerContainerWaitError { error, .. })) => Err(
+            ExecError::HostLost(format!("waiting for the build container failed: {error}")),
+        ),
+        Some(Err(e)) if is_not_found(&e) => Err(ExecError::HostLost(
+            "the build container was removed while the job ran".into(),
+        )),
+        Some(Err(e)) => Err(ExecError::docker("waiting for the build container", e)),
+        None => Err(ExecError::HostLost(
+            "the engine ended the wait for the build container without an exit code".into(),
+        )),
+    }
+}
+
+/// Kills container `id` (SIGKILL) and waits until it is reported stopped, so that it can be
+/// started again for `after_script`. A container already stopped is fine.
+pub(super) async fn kill(docker: &Docker, id: &str) -> Result<(), ExecError> {
+    let options = KillContainerOptionsBuilder::new().signal("SIGKILL").build();
+    match docker.kill_container(id, Some(options)).await {
+        Ok(()) => {}
+        // 409: not running.
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409, ..
+        }) => {}
+        Err(e) => return Err(ExecError::docker("killing the build container", e)),
+    }
+    match tokio::time::timeout(STOP_TIMEOUT, wait_exit(docker, id)).await {
+        Ok(result) => result.map(|_| ()),
+        Err(_) => Err(ExecError::HostLost(format!(
+            "the build container did not stop within {}s of being killed",
+            STOP_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_container_reads_stdin_logs_nothing_and_carries_no_env() {
+        let settings = DockerConfig {
+            volumes: vec!["/cache".into(), "/srv/data:/data:ro".into()],
+            privileged: true,
+            memory_bytes: Some(1 << 30),
+            ..DockerConfig::default()
+        };
+        let labels = HashMap::from([("com.flotilla.job-id".to_string(), "1".to_string())]);
+        let spec = BuildContainer {
+            name: "c",
+            image: "img",
+            entrypoint: None,
+            user: None,
+            settings: &settings,
+            builds_volume: "vol",
+            network_mode: Some("host".into()),
+            labels: &labels,
+        };
+        let body = spec.body();
+        assert_eq!(body.env, None);
+        assert_eq!(body.open_stdin, Some(true));
+        assert_eq!(body.stdin_once, Some(true));
+        assert_eq!(body.cmd.as_ref().unwrap()[..2], ["sh", "-c"]);
+        let host = body.host_config.unwrap();
+        assert_eq!(host.log_config.unwrap().typ.as_deref(), Some("none"));
+        assert_eq!(host.binds, Some(vec!["/srv/data:/data:ro".to_string()]));
+        let mounts = host.mounts.unwrap();
+        assert_eq!(mounts.len(), 2);
+        assert_eq!(mounts[0].source.as_deref(), Some("vol"));
+        assert_eq!(mounts[0].target.as_deref(), Some(BUILDS_DIR));
+        assert_eq!(mounts[1].target.as_deref(), Some("/cache"));
+        assert_eq!(host.network_mode.as_deref(), Some("host"));
+        assert_eq!(host.privileged, Some(true));
+        assert_eq!(host.memory, Some(1 << 30));
+    }
+}
