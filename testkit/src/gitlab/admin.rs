@@ -19,20 +19,35 @@ use super::{Fault, GitlabHandle};
 /// milliseconds after `enqueued_at`.
 #[derive(Debug, Serialize)]
 pub struct AdminJob {
+    /// Job id.
     pub id: i64,
+    /// Current state.
     pub state: JobState,
+    /// Failure reason of a failed job.
     pub failure_reason: Option<String>,
+    /// Exit code sent with the final update.
     pub exit_code: Option<i64>,
+    /// The trace as lossy UTF-8.
     pub trace: String,
+    /// Stored trace length in bytes.
     pub trace_bytes: usize,
+    /// Whether the trace was sent with `debug_trace=true`.
     pub debug_trace: bool,
+    /// Last reported `output.checksum`.
     pub reported_checksum: Option<String>,
+    /// Last reported `output.bytesize`.
     pub reported_bytesize: Option<u64>,
+    /// Whether the final update disagreed with the stored trace.
     pub checksum_mismatch: bool,
+    /// Hand-out time, ms after enqueue.
     pub handed_out_after_ms: Option<f64>,
+    /// Start of running (ack), ms after enqueue.
     pub acknowledged_after_ms: Option<f64>,
+    /// Finish time, ms after enqueue.
     pub finished_after_ms: Option<f64>,
+    /// Trace PATCH requests received.
     pub patch_calls: u32,
+    /// PUT requests received.
     pub put_calls: u32,
 }
 

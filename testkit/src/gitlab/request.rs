@@ -130,6 +130,11 @@ impl Drop for HeldPoll<'_> {
 
 /// Rails' part: queue version check, then the first pending job the runner supports (jobs it
 /// does not support are failed as `runner_unsupported`, as `Ci::RegisterJobService` does).
+///
+/// `job_info.queue_size` and `queue_depth` follow `Ci::RegisterJobService#process_queue` (via
+/// `BuildRunnerPresenter#set_queue_metrics`): the size is the number of candidate jobs for this
+/// runner when the request was processed, the handed-out one included; the depth is the 1-based
+/// position of the handed-out job among them (jobs failed as unsupported before it count).
 fn assign(app: &Shared, token: &str, last_update: Option<&str>, features: &Value) -> Response {
     let check = app.opts.feature_check;
     let mut st = app.state.lock();
