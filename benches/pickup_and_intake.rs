@@ -23,7 +23,7 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use testkit::{FakeGitlab, FakeGitlabOptions};
+use testkit::{FakeGitlab, FakeGitlabOptions, JobState};
 use tokio::sync::mpsc;
 
 const IMAGE: &str = "flotilla-test/busybox:latest";
@@ -208,7 +208,7 @@ async fn pickup(jobs: usize) {
     // Warm-up job (image cache, first connection).
     let warm = gitlab.enqueue(&token, job(&[&format!("echo {MARKER}")]));
     gitlab
-        .wait_job(warm, Duration::from_secs(120), |j| j.is_final())
+        .wait_job(warm, Duration::from_secs(120), |j| j.state.is_finished())
         .await
         .expect("warm-up");
 
@@ -216,7 +216,7 @@ async fn pickup(jobs: usize) {
     let mut first_byte = Vec::new();
     for _ in 0..jobs {
         gitlab
-            .wait_for_held_poll(&token, Duration::from_secs(60))
+            .wait_held_polls(1, Duration::from_secs(60))
             .await
             .expect("a held poll");
         let enqueued = Instant::now();
@@ -224,12 +224,12 @@ async fn pickup(jobs: usize) {
         let trace = wait_for_trace(&traces, id).await;
         let first = wait_for_marker(&trace, MARKER).await;
         let record = gitlab
-            .wait_job(id, Duration::from_secs(120), |j| j.is_final())
+            .wait_job(id, Duration::from_secs(120), |j| j.state.is_finished())
             .await
             .expect("job");
         assert_eq!(
             record.state,
-            "success",
+            JobState::Success,
             "{}",
             String::from_utf8_lossy(&record.trace)
         );
@@ -308,10 +308,10 @@ async fn intake(megabytes: usize) {
     let stored = trace.len() - start_len;
     let secs = end.duration_since(started).as_secs_f64();
     let record = gitlab
-        .wait_job(id, Duration::from_secs(900), |j| j.is_final())
+        .wait_job(id, Duration::from_secs(900), |j| j.state.is_finished())
         .await
         .expect("job");
-    assert_eq!(record.state, "success");
+    assert_eq!(record.state, JobState::Success);
     let _ = controls.send(Control::Drain).await;
     let _ = manager.await;
     println!("== trace intake ({megabytes} MB in 100-byte lines, timestamps + masking on)");
@@ -365,7 +365,7 @@ async fn peak_rss(megabytes: usize) {
     let id = gitlab.enqueue(&token, job(&[&intake_script(megabytes)]));
     let pid = child.id();
     let mut peak_kb = 0u64;
-    let done = gitlab.wait_job(id, Duration::from_secs(900), |j| j.is_final());
+    let done = gitlab.wait_job(id, Duration::from_secs(900), |j| j.state.is_finished());
     tokio::pin!(done);
     loop {
         tokio::select! {

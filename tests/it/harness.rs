@@ -119,7 +119,7 @@ pub struct InProcessManager {
     /// The manager task.
     pub task: tokio::task::JoinHandle<Result<(), flotilla::manager::RunError>>,
     /// Keeps the state directory alive.
-    pub state_dir: tempfile::TempDir,
+    pub _state_dir: tempfile::TempDir,
 }
 
 impl InProcessManager {

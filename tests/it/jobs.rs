@@ -3,11 +3,8 @@
 
 use crate::harness::*;
 use std::time::Duration;
-use testkit::{FakeGitlabOptions, Fault};
+use testkit::{FakeGitlabOptions, Fault, JobState};
 
-fn is_final(state: &str) -> bool {
-    state == "success" || state == "failed" || state == "canceled"
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_succeeds_and_its_trace_arrives() {
@@ -19,11 +16,11 @@ async fn a_job_succeeds_and_its_trace_arrives() {
         job(&["echo hello from the job", "echo second line"], &[]),
     );
     let record = gitlab
-        .wait_job(id, DEADLINE, |j| is_final(&j.state))
+        .wait_job(id, DEADLINE, |j| j.state.is_finished())
         .await
         .unwrap();
     let trace = String::from_utf8_lossy(&record.trace).to_string();
-    assert_eq!(record.state, "success", "trace:\n{trace}");
+    assert_eq!(record.state, JobState::Success, "trace:\n{trace}");
     assert!(trace.contains("hello from the job"), "trace:\n{trace}");
     assert!(trace.contains("second line"), "trace:\n{trace}");
     assert!(trace.contains("Job succeeded"), "trace:\n{trace}");
@@ -44,11 +41,11 @@ async fn exit_7_fails_with_script_failure_and_runs_after_script() {
         ),
     );
     let record = gitlab
-        .wait_job(id, DEADLINE, |j| is_final(&j.state))
+        .wait_job(id, DEADLINE, |j| j.state.is_finished())
         .await
         .unwrap();
     let trace = String::from_utf8_lossy(&record.trace).to_string();
-    assert_eq!(record.state, "failed", "trace:\n{trace}");
+    assert_eq!(record.state, JobState::Failed, "trace:\n{trace}");
     assert_eq!(record.failure_reason.as_deref(), Some("script_failure"));
     assert_eq!(record.exit_code, Some(7));
     assert!(trace.contains("before the failure"), "trace:\n{trace}");
@@ -72,11 +69,11 @@ async fn a_job_past_its_timeout_fails_and_leaves_no_container() {
     payload["runner_info"] = serde_json::json!({"timeout": 3});
     let id = gitlab.enqueue(&token, payload);
     let record = gitlab
-        .wait_job(id, DEADLINE, |j| is_final(&j.state))
+        .wait_job(id, DEADLINE, |j| j.state.is_finished())
         .await
         .unwrap();
     let trace = String::from_utf8_lossy(&record.trace).to_string();
-    assert_eq!(record.state, "failed", "trace:\n{trace}");
+    assert_eq!(record.state, JobState::Failed, "trace:\n{trace}");
     assert_eq!(
         record.failure_reason.as_deref(),
         Some("job_execution_timeout"),
@@ -115,12 +112,12 @@ async fn a_canceled_job_runs_after_script_and_leaves_no_container() {
         .unwrap();
     gitlab.cancel(id);
     let record = gitlab
-        .wait_job(id, DEADLINE, |j| is_final(&j.state))
+        .wait_job(id, DEADLINE, |j| j.state.is_finished())
         .await
         .unwrap();
     let trace = String::from_utf8_lossy(&record.trace).to_string();
     assert!(trace.contains("after-cancel-canceled"), "trace:\n{trace}");
-    assert_eq!(record.state, "canceled", "trace:\n{trace}");
+    assert_eq!(record.state, JobState::Canceled, "trace:\n{trace}");
     eventually("job containers removed", DEADLINE, || {
         containers_of_job(id).is_empty()
     })
@@ -149,11 +146,11 @@ async fn a_range_mismatch_resyncs_the_trace() {
         offset: 10,
     });
     let record = gitlab
-        .wait_job(id, DEADLINE, |j| is_final(&j.state))
+        .wait_job(id, DEADLINE, |j| j.state.is_finished())
         .await
         .unwrap();
     let trace = String::from_utf8_lossy(&record.trace).to_string();
-    assert_eq!(record.state, "success", "trace:\n{trace}");
+    assert_eq!(record.state, JobState::Success, "trace:\n{trace}");
     for i in 1..=6 {
         assert_eq!(
             trace.matches(&format!("line-{i}\n")).count(),
@@ -161,7 +158,7 @@ async fn a_range_mismatch_resyncs_the_trace() {
             "line-{i} once in:\n{trace}"
         );
     }
-    assert_eq!(record.output_bytesize, Some(record.trace.len() as u64));
+    assert_eq!(record.reported_bytesize, Some(record.trace.len() as u64));
     manager.drain().await;
 }
 
@@ -173,11 +170,11 @@ async fn a_412_on_the_final_update_resends_the_trace() {
     let id = gitlab.enqueue(&token, job(&["echo resend-me"], &[]));
     gitlab.inject(Fault::FinalUpdate412 { job: id, times: 1 });
     let record = gitlab
-        .wait_job(id, DEADLINE, |j| is_final(&j.state))
+        .wait_job(id, DEADLINE, |j| j.state.is_finished())
         .await
         .unwrap();
     let trace = String::from_utf8_lossy(&record.trace).to_string();
-    assert_eq!(record.state, "success", "trace:\n{trace}");
+    assert_eq!(record.state, JobState::Success, "trace:\n{trace}");
     assert_eq!(
         trace.matches("resend-me\n").count(),
         2,
@@ -207,14 +204,14 @@ async fn masked_values_never_reach_the_trace() {
     );
     let id = gitlab.enqueue(&token, payload);
     let record = gitlab
-        .wait_job(id, DEADLINE, |j| is_final(&j.state))
+        .wait_job(id, DEADLINE, |j| j.state.is_finished())
         .await
         .unwrap();
     let trace = String::from_utf8_lossy(&record.trace).to_string();
-    assert_eq!(record.state, "success", "trace:\n{trace}");
+    assert_eq!(record.state, JobState::Success, "trace:\n{trace}");
     assert!(!trace.contains(secret), "secret leaked:\n{trace}");
     assert!(trace.contains("whole:[MASKED]"), "trace:\n{trace}");
-    let job_token = gitlab.job_token(id).unwrap();
+    let job_token = gitlab.job(id).unwrap().token;
     assert!(!trace.contains(&job_token), "job token leaked:\n{trace}");
     assert!(trace.matches("[MASKED]").count() >= 3, "trace:\n{trace}");
     manager.drain().await;
@@ -239,11 +236,11 @@ async fn server_errors_on_request_and_trace_are_retried() {
     let manager = InProcessManager::start(&gitlab, &token, "", "");
     let id = gitlab.enqueue(&token, job(&["echo survived-the-errors", "sleep 2"], &[]));
     let record = gitlab
-        .wait_job(id, DEADLINE, |j| is_final(&j.state))
+        .wait_job(id, DEADLINE, |j| j.state.is_finished())
         .await
         .unwrap();
     let trace = String::from_utf8_lossy(&record.trace).to_string();
-    assert_eq!(record.state, "success", "trace:\n{trace}");
+    assert_eq!(record.state, JobState::Success, "trace:\n{trace}");
     assert!(trace.contains("survived-the-errors"));
     let statuses: Vec<u16> = gitlab.requests().iter().map(|r| r.status).collect();
     assert!(
@@ -267,10 +264,10 @@ async fn a_malformed_payload_fails_that_job_and_the_runner_goes_on() {
     let good_id = gitlab.enqueue(&token, job(&["echo the-next-job"], &[]));
     let manager = InProcessManager::start(&gitlab, &token, "", "");
     let bad = gitlab
-        .wait_job(bad_id, DEADLINE, |j| is_final(&j.state))
+        .wait_job(bad_id, DEADLINE, |j| j.state.is_finished())
         .await
         .unwrap();
-    assert_eq!(bad.state, "failed");
+    assert_eq!(bad.state, JobState::Failed);
     assert_eq!(bad.failure_reason.as_deref(), Some("runner_system_failure"));
     let bad_trace = String::from_utf8_lossy(&bad.trace).to_string();
     assert!(
@@ -278,10 +275,10 @@ async fn a_malformed_payload_fails_that_job_and_the_runner_goes_on() {
         "trace:\n{bad_trace}"
     );
     let good = gitlab
-        .wait_job(good_id, DEADLINE, |j| is_final(&j.state))
+        .wait_job(good_id, DEADLINE, |j| j.state.is_finished())
         .await
         .unwrap();
-    assert_eq!(good.state, "success");
+    assert_eq!(good.state, JobState::Success);
     manager.drain().await;
 }
 
@@ -312,7 +309,7 @@ async fn an_abort_reports_running_jobs_and_removes_their_containers() {
         "manager did not exit within shutdown_timeout"
     );
     let record = gitlab.job(id).unwrap();
-    assert_eq!(record.state, "failed");
+    assert_eq!(record.state, JobState::Failed);
     assert_eq!(
         record.failure_reason.as_deref(),
         Some("runner_system_failure"),

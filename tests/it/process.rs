@@ -5,7 +5,7 @@ use crate::harness::*;
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use testkit::FakeGitlabOptions;
+use testkit::{FakeGitlabOptions, JobState};
 
 /// A `flotilla run` child process whose stderr (the log) is collected in a file.
 struct Running {
@@ -98,11 +98,11 @@ async fn a_job_left_by_a_killed_process_is_failed_at_the_next_start() {
         recorded.contains(&format!("\"id\": {id}")),
         "jobs.json: {recorded}"
     );
-    assert_eq!(gitlab.job(id).unwrap().state, "running");
+    assert_eq!(gitlab.job(id).unwrap().state, JobState::Running);
 
     let mut second = Running::start(&config_path, dir.path(), "second");
     let record = gitlab
-        .wait_job(id, DEADLINE, |j| j.state == "failed")
+        .wait_job(id, DEADLINE, |j| j.state == JobState::Failed)
         .await
         .unwrap();
     assert_eq!(
@@ -148,13 +148,13 @@ async fn no_secret_reaches_the_log_at_debug_level() {
     );
     let record = gitlab
         .wait_job(id, DEADLINE, |j| {
-            j.state == "success" || j.state == "failed"
+            j.state == JobState::Success || j.state == JobState::Failed
         })
         .await
         .unwrap();
     assert_eq!(
         record.state,
-        "success",
+        JobState::Success,
         "{}",
         String::from_utf8_lossy(&record.trace)
     );
@@ -167,7 +167,7 @@ async fn no_secret_reaches_the_log_at_debug_level() {
         log.contains(&format!("{id}")),
         "the log mentions the job:\n{log}"
     );
-    let job_token = gitlab.job_token(id).unwrap();
+    let job_token = gitlab.job(id).unwrap().token;
     for (what, value) in [
         ("runner token", token.as_str()),
         ("job token", job_token.as_str()),

@@ -47,7 +47,13 @@ async fn record(State(app): State<Arc<Shared>>, req: Request, next: Next) -> Res
         body: bytes[..cut].to_vec(),
         body_truncated: cut < bytes.len(),
         at,
+        status: 0,
     };
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    let mut recorded = recorded;
+    recorded.status = response.status().as_u16();
     {
         let mut st = app.state.lock();
         if st.requests.len() >= MAX_RECORDED_REQUESTS {
@@ -55,8 +61,7 @@ async fn record(State(app): State<Arc<Shared>>, req: Request, next: Next) -> Res
         }
         st.requests.push_back(recorded);
     }
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
+    response
 }
 
 /// The whole router: runner API, admin API and `extra` (extension routes, e.g. git smart HTTP

@@ -173,6 +173,9 @@ pub struct RecordedRequest {
     pub body_truncated: bool,
     /// When the request arrived.
     pub at: Instant,
+    /// The status the fake answered with (recorded once the handler returned; a long poll is
+    /// recorded when it ends).
+    pub status: u16,
 }
 
 impl RecordedRequest {
