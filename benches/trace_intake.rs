@@ -31,6 +31,8 @@ fn main() {
 
     for round in 1..=3 {
         let trace = JobTrace::new(settings.clone()).expect("trace");
+        // Like the uploader: a subscriber exists, so every append wakes the watch.
+        let _uploader = trace.subscribe();
         let mut stream = trace.stream(WORK_STREAM, StreamKind::Stdout);
         let start = Instant::now();
         for _ in 0..lines {

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use aho_corasick::{AhoCorasick, BuildError, MatchKind};
+use aho_corasick::{AhoCorasick, BuildError, Input, MatchKind};
 
 use super::pipeline::Stage;
 
@@ -56,6 +56,24 @@ impl PhraseSet {
         }))
     }
 
+    /// The end of the union of an occurrence ending at `end` with every complete occurrence
+    /// that starts in `from..end` (and, transitively, before the union's end).
+    pub(crate) fn union_end(&self, buf: &[u8], from: usize, mut end: usize) -> usize {
+        let mut p = from;
+        while p < end {
+            if self.first_bytes[usize::from(buf[p])] {
+                let rest = &buf[p..];
+                for ph in &self.phrases {
+                    if rest.starts_with(ph) {
+                        end = end.max(p + ph.len());
+                    }
+                }
+            }
+            p += 1;
+        }
+        end
+    }
+
     /// The earliest position `>= from` at which the rest of `buf` is a proper prefix of some
     /// phrase (so more bytes could still complete it); `buf.len()` when there is none.
     pub(crate) fn partial_start(&self, buf: &[u8], from: usize) -> usize {
@@ -87,19 +105,16 @@ pub(crate) struct PhraseMasker {
     covered: usize,
     /// Scratch: `held` followed by the new input.
     joined: Vec<u8>,
-    /// Scratch: occurrence spans of one run.
-    spans: Vec<(usize, usize)>,
 }
 
 impl PhraseMasker {
-    /// A masker for one stream, over a set built with [`MatchKind::Standard`].
+    /// A masker for one stream, over a set built with [`MatchKind::LeftmostLongest`].
     pub(crate) fn new(set: Arc<PhraseSet>) -> PhraseMasker {
         PhraseMasker {
             set,
             held: Vec::new(),
             covered: 0,
             joined: Vec::new(),
-            spans: Vec::new(),
         }
     }
 
@@ -112,30 +127,21 @@ impl PhraseMasker {
         } else {
             self.set.partial_start(buf, 0)
         };
-        self.spans.clear();
-        if covered_in > 0 {
-            self.spans.push((0, covered_in));
-        }
-        self.spans.extend(
-            self.set
-                .ac
-                .find_overlapping_iter(buf)
-                .map(|m| (m.start(), m.end())),
-        );
-        if self.spans.len() > 1 {
-            self.spans.sort_unstable();
-        }
         let mut cursor = 0;
-        let mut i = 0;
-        while i < self.spans.len() {
-            let (s, mut e) = self.spans[i];
-            let already_masked = covered_in > 0 && s == 0;
-            i += 1;
-            // Strictly overlapping occurrences are masked as one.
-            while i < self.spans.len() && self.spans[i].0 < e {
-                e = e.max(self.spans[i].1);
-                i += 1;
-            }
+        // The occurrence reaching into `buf` from the last run, whose mask is already out.
+        let mut carried = (covered_in > 0).then(|| (0, self.set.union_end(buf, 0, covered_in)));
+        loop {
+            let (s, e, already_masked) = match carried.take() {
+                Some((s, e)) => (s, e, true),
+                None => match self.set.ac.find(Input::new(buf).span(cursor..buf.len())) {
+                    Some(m) => (
+                        m.start(),
+                        self.set.union_end(buf, m.start() + 1, m.end()),
+                        false,
+                    ),
+                    None => break,
+                },
+            };
             if s >= t {
                 if already_masked {
                     self.covered = covered_in;
@@ -189,7 +195,7 @@ mod tests {
     use super::*;
 
     fn masker(phrases: &[&str]) -> PhraseMasker {
-        let set = PhraseSet::new(phrases, MatchKind::Standard)
+        let set = PhraseSet::new(phrases, MatchKind::LeftmostLongest)
             .expect("build")
             .expect("non-empty");
         PhraseMasker::new(Arc::new(set))
@@ -263,7 +269,7 @@ mod tests {
 
     #[test]
     fn partial_start_finds_earliest_proper_prefix() {
-        let set = PhraseSet::new(["abcd", "cdx"], MatchKind::Standard)
+        let set = PhraseSet::new(["abcd", "cdx"], MatchKind::LeftmostLongest)
             .expect("build")
             .expect("non-empty");
         assert_eq!(set.partial_start(b"zzabc", 0), 2);
@@ -272,5 +278,75 @@ mod tests {
         assert_eq!(set.partial_start(b"zzzzz", 0), 5);
         assert_eq!(set.partial_start(b"abc", 1), 2);
         assert_eq!(set.partial_start(b"abc", 3), 3);
+    }
+
+    /// Masks the union of every occurrence, computed naively on the whole input.
+    fn reference(phrases: &[&str], input: &[u8]) -> Vec<u8> {
+        let mut covered: Vec<(usize, usize)> = Vec::new();
+        for p in 0..input.len() {
+            for ph in phrases {
+                if !ph.is_empty() && input[p..].starts_with(ph.as_bytes()) {
+                    covered.push((p, p + ph.len()));
+                }
+            }
+        }
+        covered.sort_unstable();
+        let mut out = Vec::new();
+        let mut cursor = 0;
+        let mut i = 0;
+        while i < covered.len() {
+            let (s, mut e) = covered[i];
+            i += 1;
+            while i < covered.len() && covered[i].0 < e {
+                e = e.max(covered[i].1);
+                i += 1;
+            }
+            out.extend_from_slice(&input[cursor..s]);
+            out.extend_from_slice(MASK);
+            cursor = e;
+        }
+        out.extend_from_slice(&input[cursor..]);
+        out
+    }
+
+    #[test]
+    fn random_inputs_and_chunkings_match_reference() {
+        let phrase_sets: &[&[&str]] = &[
+            &["aba"],
+            &["bb", "abab"],
+            &["a", "aab"],
+            &["abba", "ba", "bab"],
+        ];
+        let mut seed: u64 = 0x5eed;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize
+        };
+        for phrases in phrase_sets {
+            for _ in 0..300 {
+                let len = next() % 24;
+                let input: Vec<u8> = (0..len)
+                    .map(|_| if next() % 2 == 0 { b'a' } else { b'b' })
+                    .collect();
+                let want = reference(phrases, &input);
+                let mut chunks = Vec::new();
+                let mut rest: &[u8] = &input;
+                while !rest.is_empty() {
+                    let n = 1 + next() % rest.len();
+                    let (a, b) = rest.split_at(n);
+                    chunks.push(a);
+                    rest = b;
+                }
+                let got = run_chunks(phrases, &chunks);
+                assert_eq!(
+                    got.as_bytes(),
+                    &want[..],
+                    "{phrases:?} {:?} in {chunks:?}",
+                    String::from_utf8_lossy(&input)
+                );
+            }
+        }
     }
 }

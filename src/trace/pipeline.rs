@@ -37,7 +37,8 @@ pub(crate) struct Rules {
 impl Rules {
     /// Compiles `settings`; `clock` stamps the lines.
     pub(crate) fn new(settings: &TraceSettings, clock: Clock) -> Result<Rules, BuildError> {
-        let phrases = PhraseSet::new(&settings.masked_phrases, MatchKind::Standard)?.map(Arc::new);
+        let phrases =
+            PhraseSet::new(&settings.masked_phrases, MatchKind::LeftmostLongest)?.map(Arc::new);
         let prefixes = settings
             .token_prefixes
             .iter()
