@@ -18,9 +18,14 @@ pub const DEADLINE: Duration = Duration::from_secs(90);
 
 pub use crate::support::ensure_test_images as ensure_test_image;
 
-/// Installs the rustls provider the way `main` does.
+/// Installs the rustls provider the way `main` does, and logs to the test's captured output (shown
+/// when a test fails).
 pub fn init_crypto() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("info,flotilla=debug")
+        .try_init();
 }
 
 /// A unique fake runner token (generated, not a real one).
@@ -151,7 +156,7 @@ impl InProcessManager {
         InProcessManager {
             controls,
             task,
-            state_dir,
+            _state_dir: state_dir,
         }
     }
 

@@ -1,0 +1,254 @@
+//! Storage of a job's trace: the bytes GitLab will receive, in an anonymous temp file behind a
+//! small write buffer, with the `output_limit` cut-off and a running CRC32. Memory use is bounded
+//! whatever the job prints. Knows nothing of streams, masking or timestamps.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+
+/// Bytes gathered in memory before they go to the file.
+const WRITE_BUF: usize = 64 * 1024;
+
+/// The trace's stored bytes. Owned by `JobTrace` behind a mutex.
+pub(crate) struct TraceBuffer {
+    file: File,
+    /// Stored bytes not yet in the file; they follow the first `flushed` bytes.
+    pending: Vec<u8>,
+    flushed: u64,
+    len: u64,
+    /// `output_limit` in bytes; 0 means no limit.
+    limit: u64,
+    crc: crc32fast::Hasher,
+    /// The limit notice is written; everything else is dropped.
+    full: bool,
+    /// `finish` was called; everything is dropped.
+    finished: bool,
+    /// Writing the file failed once; everything after is dropped (logged once).
+    broken: bool,
+}
+
+impl TraceBuffer {
+    /// An empty trace in a new anonymous temp file (removed when dropped).
+    pub(crate) fn new(limit_bytes: usize) -> io::Result<TraceBuffer> {
+        Ok(TraceBuffer {
+            file: tempfile::tempfile()?,
+            pending: Vec::with_capacity(WRITE_BUF),
+            flushed: 0,
+            len: 0,
+            limit: u64::try_from(limit_bytes).unwrap_or(u64::MAX),
+            crc: crc32fast::Hasher::new(),
+            full: false,
+            finished: false,
+            broken: false,
+        })
+    }
+
+    /// Stored length.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Drops every later write.
+    pub(crate) fn finish(&mut self) {
+        self.finished = true;
+    }
+
+    /// Appends `bytes` (whole UTF-8 characters), applying the limit. Returns the new length.
+    pub(crate) fn append(&mut self, bytes: &[u8]) -> u64 {
+        if bytes.is_empty() || self.full || self.finished || self.broken {
+            return self.len;
+        }
+        if self.limit == 0 {
+            self.store(bytes);
+            return self.len;
+        }
+        let capacity = self.limit.saturating_sub(self.len);
+        if (bytes.len() as u64) < capacity {
+            self.store(bytes);
+            return self.len;
+        }
+        // Like GitLab Runner: reaching the limit stores what fits (whole characters only) and
+        // the notice, once.
+        let mut cut = usize::try_from(capacity).unwrap_or(bytes.len());
+        for _ in 0..4 {
+            if cut == 0 || cut >= bytes.len() || !is_continuation(bytes[cut]) {
+                break;
+            }
+            cut -= 1;
+        }
+        self.store(&bytes[..cut]);
+        let notice = format!(
+            "\n\x1b[33;1mJob's log exceeded limit of {} bytes.\n\
+             Job execution will continue but no more output will be collected.\x1b[0;m\n",
+            self.limit
+        );
+        self.store(notice.as_bytes());
+        self.full = true;
+        self.len
+    }
+
+    fn store(&mut self, bytes: &[u8]) {
+        if self.broken {
+            return;
+        }
+        if self.pending.len() + bytes.len() > WRITE_BUF {
+            if let Err(err) = self.flush_pending() {
+                self.fail(&err);
+                return;
+            }
+        }
+        if bytes.len() > WRITE_BUF {
+            if let Err(err) = (&self.file).write_all(bytes) {
+                self.fail(&err);
+                return;
+            }
+            self.flushed += bytes.len() as u64;
+        } else {
+            self.pending.extend_from_slice(bytes);
+        }
+        self.crc.update(bytes);
+        self.len += bytes.len() as u64;
+    }
+
+    fn flush_pending(&mut self) -> io::Result<()> {
+        (&self.file).write_all(&self.pending)?;
+        self.flushed += self.pending.len() as u64;
+        self.pending.clear();
+        Ok(())
+    }
+
+    fn fail(&mut self, err: &io::Error) {
+        self.broken = true;
+        tracing::warn!(error = %err, stored = self.len, "job trace file write failed; further output is dropped");
+    }
+
+    /// Up to `max` stored bytes from `offset` (fewer at the end).
+    pub(crate) fn read_at(&self, offset: u64, max: usize) -> io::Result<Vec<u8>> {
+        let end = self.len.min(offset.saturating_add(max as u64));
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let want = usize::try_from(end - offset).unwrap_or(max);
+        let mut out = vec![0u8; want];
+        let from_file = if offset < self.flushed {
+            let n = usize::try_from((self.flushed - offset).min(want as u64)).unwrap_or(want);
+            self.file.read_exact_at(&mut out[..n], offset)?;
+            n
+        } else {
+            0
+        };
+        if from_file < want {
+            let start = usize::try_from(offset + from_file as u64 - self.flushed).unwrap_or(0);
+            let rest = want - from_file;
+            out[from_file..].copy_from_slice(&self.pending[start..start + rest]);
+        }
+        Ok(out)
+    }
+
+    /// `crc32:%08x` of every stored byte, and their count.
+    pub(crate) fn checksum(&self) -> (String, u64) {
+        (
+            format!("crc32:{:08x}", self.crc.clone().finalize()),
+            self.len,
+        )
+    }
+
+    /// The in-memory write buffer's capacity (tests check memory stays bounded).
+    #[cfg(test)]
+    pub(crate) fn memory_capacity(&self) -> usize {
+        self.pending.capacity()
+    }
+}
+
+fn is_continuation(b: u8) -> bool {
+    b & 0xc0 == 0x80
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notice(limit: usize) -> String {
+        format!(
+            "\n\x1b[33;1mJob's log exceeded limit of {limit} bytes.\nJob execution will continue but no more output will be collected.\x1b[0;m\n"
+        )
+    }
+
+    fn all(b: &TraceBuffer) -> Vec<u8> {
+        b.read_at(0, usize::MAX).expect("read")
+    }
+
+    #[test]
+    fn limit_truncates_at_char_boundary_and_notice_once() {
+        let cases: &[(usize, &[&str], &str)] = &[
+            (10, &["12345", "67890", "abc"], "1234567890"),
+            (10, &["1234567890"], "1234567890"),
+            (10, &["123456789", "é"], "123456789"),
+            (10, &["12345678é", "x"], "12345678é"),
+            (10, &["123456789", "more"], "123456789m"),
+            (4, &["€€"], "€"),
+        ];
+        for (limit, writes, kept) in cases {
+            let mut b = TraceBuffer::new(*limit).expect("buffer");
+            for w in *writes {
+                b.append(w.as_bytes());
+            }
+            b.append(b"dropped");
+            let got = String::from_utf8(all(&b)).expect("utf8");
+            let want = format!("{kept}{}", notice(*limit));
+            assert_eq!(got, want, "limit {limit} writes {writes:?}");
+            let (sum, size) = b.checksum();
+            assert_eq!(size, got.len() as u64);
+            assert_eq!(
+                sum,
+                format!("crc32:{:08x}", crc32fast::hash(got.as_bytes()))
+            );
+        }
+    }
+
+    #[test]
+    fn read_at_ranges_span_file_and_memory() {
+        let mut b = TraceBuffer::new(0).expect("buffer");
+        let mut expect = Vec::new();
+        for i in 0..20_000u32 {
+            let line = format!("line {i}\n");
+            b.append(line.as_bytes());
+            expect.extend_from_slice(line.as_bytes());
+        }
+        b.append(&vec![b'z'; WRITE_BUF + 7]);
+        expect.extend(std::iter::repeat_n(b'z', WRITE_BUF + 7));
+        b.append(b"tail");
+        expect.extend_from_slice(b"tail");
+        assert!(b.flushed > 0 && !b.pending.is_empty());
+        let len = expect.len() as u64;
+        assert_eq!(b.len(), len);
+        let ranges = [
+            (0, 10),
+            (5, 1 << 20),
+            (b.flushed - 3, 10),
+            (b.flushed, 4),
+            (len - 2, 100),
+            (len, 5),
+            (len + 10, 5),
+            (0, 0),
+        ];
+        for (off, max) in ranges {
+            let s = usize::try_from(off.min(len)).expect("fits");
+            let e = (s + max).min(expect.len());
+            assert_eq!(
+                b.read_at(off, max).expect("read"),
+                &expect[s..e],
+                "{off} {max}"
+            );
+        }
+    }
+
+    #[test]
+    fn finish_drops_later_writes() {
+        let mut b = TraceBuffer::new(0).expect("buffer");
+        b.append(b"kept");
+        b.finish();
+        b.append(b"dropped");
+        assert_eq!(all(&b), b"kept");
+    }
+}

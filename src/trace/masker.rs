@@ -1,0 +1,352 @@
+//! Masking of secret phrases (masked variable values, the job token) in one stream's output,
+//! also when a phrase is split across writes. Owns the compiled phrase sets that the token-prefix
+//! sanitizer reuses; knows nothing of URLs, timestamps or storage.
+//!
+//! Occurrences that overlap (one phrase a prefix of another, or two phrases sharing bytes) are
+//! masked as their union, so no byte of any occurrence reaches the trace. Only the bytes that could
+//! still become the start of a phrase are held back between writes (fewer than the longest phrase).
+
+use std::sync::Arc;
+
+use aho_corasick::{AhoCorasick, BuildError, Input, MatchKind};
+
+use super::pipeline::Stage;
+
+/// What replaces a secret.
+pub(crate) const MASK: &[u8] = b"[MASKED]";
+
+/// A compiled set of non-empty byte strings plus what streaming matchers need to decide how many
+/// trailing bytes to hold back. Built once per job, shared by every stream (`Arc`).
+pub(crate) struct PhraseSet {
+    /// The automaton over `phrases`.
+    pub(crate) ac: AhoCorasick,
+    phrases: Vec<Vec<u8>>,
+    first_bytes: [bool; 256],
+    max_len: usize,
+}
+
+impl PhraseSet {
+    /// Compiles `phrases` (empty ones and duplicates dropped); `None` when nothing is left.
+    pub(crate) fn new<I, P>(phrases: I, kind: MatchKind) -> Result<Option<PhraseSet>, BuildError>
+    where
+        I: IntoIterator<Item = P>,
+        P: AsRef<[u8]>,
+    {
+        let mut list: Vec<Vec<u8>> = Vec::new();
+        for p in phrases {
+            let p = p.as_ref();
+            if !p.is_empty() && !list.iter().any(|q| q == p) {
+                list.push(p.to_vec());
+            }
+        }
+        if list.is_empty() {
+            return Ok(None);
+        }
+        let ac = AhoCorasick::builder().match_kind(kind).build(&list)?;
+        let mut first_bytes = [false; 256];
+        for p in &list {
+            first_bytes[usize::from(p[0])] = true;
+        }
+        let max_len = list.iter().map(Vec::len).max().unwrap_or(1);
+        Ok(Some(PhraseSet {
+            ac,
+            phrases: list,
+            first_bytes,
+            max_len,
+        }))
+    }
+
+    /// The end of the union of an occurrence ending at `end` with every complete occurrence
+    /// that starts in `from..end` (and, transitively, before the union's end).
+    pub(crate) fn union_end(&self, buf: &[u8], from: usize, mut end: usize) -> usize {
+        let mut p = from;
+        while p < end {
+            if self.first_bytes[usize::from(buf[p])] {
+                let rest = &buf[p..];
+                for ph in &self.phrases {
+                    if rest.starts_with(ph) {
+                        end = end.max(p + ph.len());
+                    }
+                }
+            }
+            p += 1;
+        }
+        end
+    }
+
+    /// The earliest position `>= from` at which the rest of `buf` is a proper prefix of some
+    /// phrase (so more bytes could still complete it); `buf.len()` when there is none.
+    pub(crate) fn partial_start(&self, buf: &[u8], from: usize) -> usize {
+        let len = buf.len();
+        let lo = from.max(len.saturating_sub(self.max_len.saturating_sub(1)));
+        for p in lo..len {
+            if !self.first_bytes[usize::from(buf[p])] {
+                continue;
+            }
+            let tail = &buf[p..];
+            if self
+                .phrases
+                .iter()
+                .any(|ph| ph.len() > tail.len() && ph.starts_with(tail))
+            {
+                return p;
+            }
+        }
+        len
+    }
+}
+
+/// The masking stage of one stream: replaces every phrase occurrence by [`MASK`].
+pub(crate) struct PhraseMasker {
+    set: Arc<PhraseSet>,
+    /// Bytes held back from earlier writes (a possible phrase start).
+    held: Vec<u8>,
+    /// How many leading bytes of `held` belong to an occurrence whose mask is already emitted.
+    covered: usize,
+    /// Scratch: `held` followed by the new input.
+    joined: Vec<u8>,
+}
+
+impl PhraseMasker {
+    /// A masker for one stream, over a set built with [`MatchKind::LeftmostLongest`].
+    pub(crate) fn new(set: Arc<PhraseSet>) -> PhraseMasker {
+        PhraseMasker {
+            set,
+            held: Vec::new(),
+            covered: 0,
+            joined: Vec::new(),
+        }
+    }
+
+    /// Emits what is final in `buf` into `out`; returns where the bytes to hold back start.
+    fn run(&mut self, buf: &[u8], out: &mut Vec<u8>, last: bool) -> usize {
+        let covered_in = self.covered;
+        self.covered = 0;
+        let t = if last {
+            buf.len()
+        } else {
+            self.set.partial_start(buf, 0)
+        };
+        let mut cursor = 0;
+        // The occurrence reaching into `buf` from the last run, whose mask is already out.
+        let mut carried = (covered_in > 0).then(|| (0, self.set.union_end(buf, 0, covered_in)));
+        loop {
+            let (s, e, already_masked) = match carried.take() {
+                Some((s, e)) => (s, e, true),
+                None => match self.set.ac.find(Input::new(buf).span(cursor..buf.len())) {
+                    Some(m) => (
+                        m.start(),
+                        self.set.union_end(buf, m.start() + 1, m.end()),
+                        false,
+                    ),
+                    None => break,
+                },
+            };
+            if s >= t {
+                if already_masked {
+                    self.covered = covered_in;
+                }
+                break;
+            }
+            out.extend_from_slice(&buf[cursor..s]);
+            if !already_masked {
+                out.extend_from_slice(MASK);
+            }
+            if e > t {
+                // The occurrence reaches into the held bytes: remember they are masked already.
+                self.covered = e - t;
+                return t;
+            }
+            cursor = e;
+        }
+        out.extend_from_slice(&buf[cursor..t]);
+        t
+    }
+}
+
+impl Stage for PhraseMasker {
+    fn process(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        if self.held.is_empty() {
+            let t = self.run(input, out, false);
+            self.held.extend_from_slice(&input[t..]);
+        } else {
+            let mut joined = std::mem::take(&mut self.joined);
+            joined.clear();
+            joined.extend_from_slice(&self.held);
+            joined.extend_from_slice(input);
+            let t = self.run(&joined, out, false);
+            self.held.clear();
+            self.held.extend_from_slice(&joined[t..]);
+            self.joined = joined;
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        let held = std::mem::take(&mut self.held);
+        self.run(&held, out, true);
+        self.covered = 0;
+        self.held = held;
+        self.held.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn masker(phrases: &[&str]) -> PhraseMasker {
+        let set = PhraseSet::new(phrases, MatchKind::LeftmostLongest)
+            .expect("build")
+            .expect("non-empty");
+        PhraseMasker::new(Arc::new(set))
+    }
+
+    fn run_chunks(phrases: &[&str], chunks: &[&[u8]]) -> String {
+        let mut m = masker(phrases);
+        let mut out = Vec::new();
+        for c in chunks {
+            m.process(c, &mut out);
+        }
+        m.finish(&mut out);
+        String::from_utf8(out).expect("utf8")
+    }
+
+    #[test]
+    fn masks_whole_phrases() {
+        let cases: &[(&[&str], &str, &str)] = &[
+            (&["secret"], "a secret b", "a [MASKED] b"),
+            (&["secret"], "secretsecret", "[MASKED][MASKED]"),
+            (&["secret"], "secre t", "secre t"),
+            (&["abc", "abcdef"], "xabcdefx", "x[MASKED]x"),
+            (&["abc", "abcdef"], "xabcdex", "x[MASKED]dex"),
+            (&["abc", "bcdef"], "abcdef!", "[MASKED]!"),
+            (&["aa"], "aaaaa b", "[MASKED] b"),
+            (&["sss"], "ssssx", "[MASKED]x"),
+            (&["é€"], "xé€y", "x[MASKED]y"),
+            (&["", "k"], "kk", "[MASKED][MASKED]"),
+        ];
+        for (phrases, input, want) in cases {
+            assert_eq!(&run_chunks(phrases, &[input.as_bytes()]), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn secret_split_at_every_position_never_appears() {
+        let phrases = ["token-123456", "token-123456-extended", "456-ext"];
+        let inputs = [
+            "pre token-123456 post\n",
+            "pre token-123456-extended post\n",
+            "token-123456token-123456\n",
+            "ttoken-12345token-123456-extende\n",
+        ];
+        for input in inputs {
+            let whole = run_chunks(&phrases, &[input.as_bytes()]);
+            for cut in 0..=input.len() {
+                let (a, b) = input.as_bytes().split_at(cut);
+                let got = run_chunks(&phrases, &[a, b]);
+                assert_eq!(got, whole, "cut at {cut} of {input:?}");
+                assert!(!got.contains("token-123456"), "{got:?}");
+                assert!(!got.contains("456-ext"), "{got:?}");
+            }
+            // Byte by byte, too.
+            let bytes: Vec<&[u8]> = input.as_bytes().chunks(1).collect();
+            assert_eq!(run_chunks(&phrases, &bytes), whole);
+        }
+    }
+
+    #[test]
+    fn holds_back_only_possible_phrase_starts() {
+        let mut m = masker(&["secret"]);
+        let mut out = Vec::new();
+        m.process(b"hello sec", &mut out);
+        assert_eq!(out, b"hello ");
+        m.process(b"ond", &mut out);
+        assert_eq!(out, b"hello second");
+        m.process(b"x sec", &mut out);
+        m.finish(&mut out);
+        assert_eq!(out, b"hello secondx sec");
+    }
+
+    #[test]
+    fn partial_start_finds_earliest_proper_prefix() {
+        let set = PhraseSet::new(["abcd", "cdx"], MatchKind::LeftmostLongest)
+            .expect("build")
+            .expect("non-empty");
+        assert_eq!(set.partial_start(b"zzabc", 0), 2);
+        assert_eq!(set.partial_start(b"zzzcd", 0), 3);
+        assert_eq!(set.partial_start(b"zzabcd", 0), 4);
+        assert_eq!(set.partial_start(b"zzzzz", 0), 5);
+        assert_eq!(set.partial_start(b"abc", 1), 2);
+        assert_eq!(set.partial_start(b"abc", 3), 3);
+    }
+
+    /// Masks the union of every occurrence, computed naively on the whole input.
+    fn reference(phrases: &[&str], input: &[u8]) -> Vec<u8> {
+        let mut covered: Vec<(usize, usize)> = Vec::new();
+        for p in 0..input.len() {
+            for ph in phrases {
+                if !ph.is_empty() && input[p..].starts_with(ph.as_bytes()) {
+                    covered.push((p, p + ph.len()));
+                }
+            }
+        }
+        covered.sort_unstable();
+        let mut out = Vec::new();
+        let mut cursor = 0;
+        let mut i = 0;
+        while i < covered.len() {
+            let (s, mut e) = covered[i];
+            i += 1;
+            while i < covered.len() && covered[i].0 < e {
+                e = e.max(covered[i].1);
+                i += 1;
+            }
+            out.extend_from_slice(&input[cursor..s]);
+            out.extend_from_slice(MASK);
+            cursor = e;
+        }
+        out.extend_from_slice(&input[cursor..]);
+        out
+    }
+
+    #[test]
+    fn random_inputs_and_chunkings_match_reference() {
+        let phrase_sets: &[&[&str]] = &[
+            &["aba"],
+            &["bb", "abab"],
+            &["a", "aab"],
+            &["abba", "ba", "bab"],
+        ];
+        let mut seed: u64 = 0x5eed;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize
+        };
+        for phrases in phrase_sets {
+            for _ in 0..300 {
+                let len = next() % 24;
+                let input: Vec<u8> = (0..len)
+                    .map(|_| if next() % 2 == 0 { b'a' } else { b'b' })
+                    .collect();
+                let want = reference(phrases, &input);
+                let mut chunks = Vec::new();
+                let mut rest: &[u8] = &input;
+                while !rest.is_empty() {
+                    let n = 1 + next() % rest.len();
+                    let (a, b) = rest.split_at(n);
+                    chunks.push(a);
+                    rest = b;
+                }
+                let got = run_chunks(phrases, &chunks);
+                assert_eq!(
+                    got.as_bytes(),
+                    &want[..],
+                    "{phrases:?} {:?} in {chunks:?}",
+                    String::from_utf8_lossy(&input)
+                );
+            }
+        }
+    }
+}
