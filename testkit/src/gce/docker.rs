@@ -69,7 +69,9 @@ impl DockerOps {
             };
             match docker.remove_container(&id, Some(opts)).await {
                 Ok(()) => removed += 1,
-                Err(e) => tracing::warn!(vm, container = %id, error = %e, "fake gce: remove failed"),
+                Err(e) => {
+                    tracing::warn!(vm, container = %id, error = %e, "fake gce: remove failed")
+                }
             }
         }
         Ok(removed)

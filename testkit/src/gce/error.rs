@@ -183,7 +183,10 @@ impl QuotaSpec {
                 "Quota '{}' exceeded.  Limit: {:.1} in region {r}.",
                 self.quota, self.limit
             ),
-            None => format!("Quota '{}' exceeded.  Limit: {:.1} globally.", self.quota, self.limit),
+            None => format!(
+                "Quota '{}' exceeded.  Limit: {:.1} globally.",
+                self.quota, self.limit
+            ),
         }
     }
 

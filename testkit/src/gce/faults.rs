@@ -130,8 +130,17 @@ impl Faults {
             GceFault::Stockout { zone, with_details } => {
                 self.stockout.insert(zone.clone(), *with_details);
             }
-            GceFault::QuotaExceeded { region, quota, limit, sync } => {
-                let default = if region.is_some() { "CPUS" } else { "CPUS_ALL_REGIONS" };
+            GceFault::QuotaExceeded {
+                region,
+                quota,
+                limit,
+                sync,
+            } => {
+                let default = if region.is_some() {
+                    "CPUS"
+                } else {
+                    "CPUS_ALL_REGIONS"
+                };
                 let spec = QuotaSpec {
                     quota: quota.clone().unwrap_or_else(|| default.to_owned()),
                     region: region.clone(),
@@ -140,7 +149,10 @@ impl Faults {
                 self.quotas.push((spec, *sync));
             }
             GceFault::RateLimitPerMinute { limit } => self.per_minute = Some(*limit),
-            GceFault::RateLimitNext { calls, resource_exhausted } => {
+            GceFault::RateLimitNext {
+                calls,
+                resource_exhausted,
+            } => {
                 self.rate_next = *calls;
                 self.rate_next_429 = *resource_exhausted;
             }
@@ -198,7 +210,9 @@ impl Faults {
             return InsertFate::Quota(q.clone());
         }
         if let Some(with_details) = self.stockout.get(zone) {
-            return InsertFate::Stockout { with_details: *with_details };
+            return InsertFate::Stockout {
+                with_details: *with_details,
+            };
         }
         if self.never_running.contains(zone) {
             return InsertFate::Hang;
@@ -222,7 +236,10 @@ mod tests {
     fn counted_faults_wear_off() {
         let mut f = Faults::default();
         f.add(&GceFault::UnavailableNext { calls: 1 });
-        f.add(&GceFault::RateLimitNext { calls: 1, resource_exhausted: true });
+        f.add(&GceFault::RateLimitNext {
+            calls: 1,
+            resource_exhausted: true,
+        });
         assert_eq!(f.on_call("r").map_err(|e| e.status().as_u16()), Err(503));
         assert_eq!(f.on_call("r").map_err(|e| e.status().as_u16()), Err(429));
         assert!(f.on_call("r").is_ok());
@@ -234,15 +251,26 @@ mod tests {
         f.add(&GceFault::RateLimitPerMinute { limit: 2 });
         let results: Vec<bool> = (0..3).map(|_| f.on_call("r").is_ok()).collect();
         // A minute boundary may fall between the calls; then all three pass.
-        assert!(results == [true, true, false] || results == [true, true, true], "{results:?}");
+        assert!(
+            results == [true, true, false] || results == [true, true, true],
+            "{results:?}"
+        );
     }
 
     #[test]
     fn json_form() {
         let f: GceFault =
-            serde_json::from_str(r#"{"kind":"stockout","zone":"z","with_details":true}"#).unwrap_or(GceFault::Clear);
-        assert_eq!(f, GceFault::Stockout { zone: "z".into(), with_details: true });
-        let q: GceFault = serde_json::from_str(r#"{"kind":"quota_exceeded","region":"r"}"#).unwrap_or(GceFault::Clear);
+            serde_json::from_str(r#"{"kind":"stockout","zone":"z","with_details":true}"#)
+                .unwrap_or(GceFault::Clear);
+        assert_eq!(
+            f,
+            GceFault::Stockout {
+                zone: "z".into(),
+                with_details: true
+            }
+        );
+        let q: GceFault = serde_json::from_str(r#"{"kind":"quota_exceeded","region":"r"}"#)
+            .unwrap_or(GceFault::Clear);
         let mut faults = Faults::default();
         faults.add(&q);
         assert!(matches!(faults.insert_fate("z", "r"), InsertFate::Quota(_)));

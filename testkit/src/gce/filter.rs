@@ -13,8 +13,16 @@ pub(crate) enum Filter {
     And(Vec<Filter>),
     Or(Vec<Filter>),
     Not(Box<Filter>),
-    Cmp { field: String, op: Op, value: String },
-    Regex { field: String, negate: bool, re: Regex },
+    Cmp {
+        field: String,
+        op: Op,
+        value: String,
+    },
+    Regex {
+        field: String,
+        negate: bool,
+        re: Regex,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,7 +194,11 @@ impl Parser {
                 _ => terms.push(self.or()?),
             }
         }
-        Ok(if terms.len() == 1 { terms.remove(0) } else { Filter::And(terms) })
+        Ok(if terms.len() == 1 {
+            terms.remove(0)
+        } else {
+            Filter::And(terms)
+        })
     }
 
     fn or(&mut self) -> Result<Filter, FilterError> {
@@ -195,7 +207,11 @@ impl Parser {
             self.pos += 1;
             terms.push(self.unary()?);
         }
-        Ok(if terms.len() == 1 { terms.remove(0) } else { Filter::Or(terms) })
+        Ok(if terms.len() == 1 {
+            terms.remove(0)
+        } else {
+            Filter::Or(terms)
+        })
     }
 
     fn unary(&mut self) -> Result<Filter, FilterError> {
@@ -227,9 +243,17 @@ impl Parser {
                 let pattern = self.value()?;
                 let re = Regex::new(&format!("^(?:{pattern})$"))
                     .map_err(|e| FilterError(format!("bad regular expression {pattern:?}: {e}")))?;
-                return Ok(Filter::Regex { field, negate: w == "ne", re });
+                return Ok(Filter::Regex {
+                    field,
+                    negate: w == "ne",
+                    re,
+                });
             }
-            other => return Err(FilterError(format!("expected an operator after {field}, got {other:?}"))),
+            other => {
+                return Err(FilterError(format!(
+                    "expected an operator after {field}, got {other:?}"
+                )))
+            }
         };
         let value = self.value()?;
         Ok(Filter::Cmp { field, op, value })
@@ -255,7 +279,9 @@ mod tests {
     }
 
     fn check(filter: &str) -> bool {
-        Filter::parse(filter).map(|f| f.matches(&vm())).unwrap_or_else(|e| panic!("{filter}: {e}"))
+        Filter::parse(filter)
+            .map(|f| f.matches(&vm()))
+            .unwrap_or_else(|e| panic!("{filter}: {e}"))
     }
 
     #[test]

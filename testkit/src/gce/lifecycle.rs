@@ -71,7 +71,8 @@ pub(crate) fn insert(
     let mut st = shared.lock();
     if let Some(rid) = &request_id {
         let existing = st.request_ids.get(&(zone.name.clone(), rid.clone()));
-        if let Some(op) = existing.and_then(|n| st.operations.get(&(zone.name.clone(), n.clone()))) {
+        if let Some(op) = existing.and_then(|n| st.operations.get(&(zone.name.clone(), n.clone())))
+        {
             return Ok(op.to_json(project));
         }
     }
@@ -80,11 +81,20 @@ pub(crate) fn insert(
     }
     let key = (zone.name.clone(), spec.name.clone());
     if st.instances.contains_key(&key) {
-        return Err(ApiError::already_exists(&resource(project, &zone.name, &spec.name)));
+        return Err(ApiError::already_exists(&resource(
+            project, &zone.name, &spec.name,
+        )));
     }
     let fate = st.faults.insert_fate(&zone.name, &zone.region);
     let id = new_id();
-    let op = st.add_operation(&zone.name, "insert", &spec.name, id, API_USER, OpStatus::Pending);
+    let op = st.add_operation(
+        &zone.name,
+        "insert",
+        &spec.name,
+        id,
+        API_USER,
+        OpStatus::Pending,
+    );
     if let Some(rid) = request_id {
         st.request_ids.insert((zone.name.clone(), rid), op.clone());
     }
@@ -99,8 +109,14 @@ pub(crate) fn insert(
         wants_nat: spec.wants_nat,
         life: life.clone(),
     };
-    st.instances.insert(key, new_instance(id, &zone.name, spec, Some(op.clone()), life));
-    let reply = st.operations.get(&(zone.name.clone(), op)).map(|o| o.to_json(project));
+    st.instances.insert(
+        key,
+        new_instance(id, &zone.name, spec, Some(op.clone()), life),
+    );
+    let reply = st
+        .operations
+        .get(&(zone.name.clone(), op))
+        .map(|o| o.to_json(project));
     drop(st);
     shared.changed.notify_waiters();
     shared.tracker.spawn(boot.run(shared.clone()));
@@ -207,7 +223,13 @@ impl Boot {
         if let (true, Some(config)) = (up, net.tls) {
             for listener in net.listeners {
                 let socket = shared.opts.docker_socket.clone();
-                proxy::spawn(&shared.tracker, self.life.clone(), listener, config.clone(), socket);
+                proxy::spawn(
+                    &shared.tracker,
+                    self.life.clone(),
+                    listener,
+                    config.clone(),
+                    socket,
+                );
             }
         }
     }
@@ -222,7 +244,12 @@ struct Network {
     listeners: Vec<TcpListener>,
 }
 
-async fn bring_up(shared: &Shared, name: &str, metadata: &[(String, String)], wants_nat: bool) -> Network {
+async fn bring_up(
+    shared: &Shared,
+    name: &str,
+    metadata: &[(String, String)],
+    wants_nat: bool,
+) -> Network {
     let tls = proxy::server_config(metadata).unwrap_or_else(|e| {
         tracing::warn!(vm = name, error = %e, "fake gce: no docker proxy for this instance");
         None
@@ -235,11 +262,21 @@ async fn bring_up(shared: &Shared, name: &str, metadata: &[(String, String)], wa
     } else {
         None
     };
-    Network { network_ip, nat_ip, tls, listeners }
+    Network {
+        network_ip,
+        nat_ip,
+        tls,
+        listeners,
+    }
 }
 
 /// One address for a VM; with `proxied`, bound on the Docker port (listener pushed to `out`).
-async fn address(shared: &Shared, name: &str, proxied: bool, out: &mut Vec<TcpListener>) -> Ipv4Addr {
+async fn address(
+    shared: &Shared,
+    name: &str,
+    proxied: bool,
+    out: &mut Vec<TcpListener>,
+) -> Ipv4Addr {
     if proxied {
         match proxy::bind(&shared.addresses, shared.opts.docker_port).await {
             Ok((ip, l)) => {
@@ -275,13 +312,20 @@ pub(crate) fn delete(
     inst.status = Status::Stopping;
     inst.life.cancel();
     if let Some(pending) = inst.pending_insert.take() {
-        st.finish_op(z, &pending, Some(OpError::deleted_while_creating(&resource(project, z, name))));
+        st.finish_op(
+            z,
+            &pending,
+            Some(OpError::deleted_while_creating(&resource(project, z, name))),
+        );
     }
     let op = st.add_operation(z, "delete", name, id, API_USER, OpStatus::Pending);
     if let Some(rid) = request_id {
         st.request_ids.insert((z.to_owned(), rid), op.clone());
     }
-    let reply = st.operations.get(&(z.to_owned(), op.clone())).map(|o| o.to_json(project));
+    let reply = st
+        .operations
+        .get(&(z.to_owned(), op.clone()))
+        .map(|o| o.to_json(project));
     drop(st);
     shared.changed.notify_waiters();
     let (shared2, zone, name) = (shared.clone(), z.to_owned(), name.to_owned());
@@ -310,17 +354,30 @@ pub(crate) fn delete(
 pub(crate) fn preempt(shared: &Arc<Shared>, zone: &str, name: &str) -> Result<(), FakeGceError> {
     let mut st = shared.lock();
     let Some(inst) = st.instances.get_mut(&(zone.to_owned(), name.to_owned())) else {
-        return Err(FakeGceError::NotFound { zone: zone.to_owned(), name: name.to_owned() });
+        return Err(FakeGceError::NotFound {
+            zone: zone.to_owned(),
+            name: name.to_owned(),
+        });
     };
     if inst.status != Status::Running {
         let status = inst.status.as_str().to_owned();
-        return Err(FakeGceError::NotRunning { name: name.to_owned(), status });
+        return Err(FakeGceError::NotRunning {
+            name: name.to_owned(),
+            status,
+        });
     }
     let id = inst.id;
     let deletes = inst.spec.scheduling.deletes_on_termination();
     inst.status = Status::Stopping;
     inst.life.cancel();
-    let op = st.add_operation(zone, "compute.instances.preempted", name, id, "system", OpStatus::Done);
+    let op = st.add_operation(
+        zone,
+        "compute.instances.preempted",
+        name,
+        id,
+        "system",
+        OpStatus::Done,
+    );
     if let Some(o) = st.op_mut(zone, &op) {
         o.status_message = Some("Instance was preempted.".to_owned());
     }
@@ -358,7 +415,10 @@ pub(crate) fn vanish(shared: &Arc<Shared>, zone: &str, name: &str) -> Result<(),
         Some(inst)
     });
     if removed.is_none() {
-        return Err(FakeGceError::NotFound { zone: zone.to_owned(), name: name.to_owned() });
+        return Err(FakeGceError::NotFound {
+            zone: zone.to_owned(),
+            name: name.to_owned(),
+        });
     }
     let (shared2, name) = (shared.clone(), name.to_owned());
     shared.tracker.spawn(async move {
@@ -393,7 +453,10 @@ pub(crate) fn create_foreign(
     shared.update(|st| {
         let key = (zone.to_owned(), name.to_owned());
         if st.instances.contains_key(&key) {
-            return Err(FakeGceError::AlreadyExists { zone: zone.to_owned(), name: name.to_owned() });
+            return Err(FakeGceError::AlreadyExists {
+                zone: zone.to_owned(),
+                name: name.to_owned(),
+            });
         }
         let mut inst = new_instance(new_id(), zone, spec, None, shared.cancel.child_token());
         inst.status = Status::Running;

@@ -105,11 +105,16 @@ pub struct FakeGce {
 impl FakeGce {
     /// Starts the API server on `127.0.0.1:0`.
     pub async fn start(opts: FakeGceOptions) -> anyhow::Result<FakeGce> {
-        anyhow::ensure!(!opts.zones.is_empty(), "the fake gce needs at least one zone");
+        anyhow::ensure!(
+            !opts.zones.is_empty(),
+            "the fake gce needs at least one zone"
+        );
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
             .await
             .context("binding the fake gce api on 127.0.0.1")?;
-        let addr = listener.local_addr().context("reading the fake gce address")?;
+        let addr = listener
+            .local_addr()
+            .context("reading the fake gce address")?;
         let shared = Arc::new(Shared::new(opts));
         let app = routes::router(shared.clone());
         let stop = shared.cancel.clone();
@@ -135,7 +140,12 @@ impl FakeGce {
 
     /// Every instance, sorted by zone then name.
     pub fn instances(&self) -> Vec<InstanceView> {
-        self.shared.lock().instances.values().map(|i| i.view()).collect()
+        self.shared
+            .lock()
+            .instances
+            .values()
+            .map(|i| i.view())
+            .collect()
     }
 
     /// How many instances are in each status.
@@ -187,7 +197,11 @@ impl FakeGce {
 
     /// Waits until `pred` holds for the instances, or `timeout` passes; returns whether it held.
     /// Wakes on state changes, not on a timer.
-    pub async fn wait_until(&self, timeout: Duration, mut pred: impl FnMut(&[InstanceView]) -> bool) -> bool {
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&[InstanceView]) -> bool,
+    ) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
             let changed = self.shared.changed.notified();
@@ -206,7 +220,13 @@ impl FakeGce {
     /// Stops the server, every proxy and lifecycle task, and removes the Docker containers of the
     /// instances still alive.
     pub async fn shutdown(self) {
-        let names: Vec<String> = self.shared.lock().instances.values().map(|i| i.spec.name.clone()).collect();
+        let names: Vec<String> = self
+            .shared
+            .lock()
+            .instances
+            .values()
+            .map(|i| i.spec.name.clone())
+            .collect();
         self.shared.cancel.cancel();
         self.shared.tracker.close();
         self.shared.tracker.wait().await;
@@ -231,9 +251,9 @@ fn apply_fault(shared: &Arc<Shared>, fault: GceFault) -> Result<(), FakeGceError
     match &fault {
         GceFault::Preempt { zone, name } => return lifecycle::preempt(shared, zone, name),
         GceFault::Vanish { zone, name } => return lifecycle::vanish(shared, zone, name),
-        GceFault::Stockout { zone, .. } | GceFault::ZoneUnreachable { zone } | GceFault::NeverRunning { zone } => {
-            known(zone)?
-        }
+        GceFault::Stockout { zone, .. }
+        | GceFault::ZoneUnreachable { zone }
+        | GceFault::NeverRunning { zone } => known(zone)?,
         _ => {}
     }
     shared.update(|st| st.faults.add(&fault));

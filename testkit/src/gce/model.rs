@@ -76,10 +76,16 @@ impl Scheduling {
                 _ => None,
             })
         };
-        let model = field("provisioningModel").and_then(Value::as_str).unwrap_or("STANDARD");
+        let model = field("provisioningModel")
+            .and_then(Value::as_str)
+            .unwrap_or("STANDARD");
         if model != "STANDARD" && model != "SPOT" {
             let f = "resource.scheduling.provisioningModel";
-            return Err(ApiError::invalid_field(f, model, "Unknown provisioning model."));
+            return Err(ApiError::invalid_field(
+                f,
+                model,
+                "Unknown provisioning model.",
+            ));
         }
         let preemptible = flag("preemptible").unwrap_or(false);
         let spot_like = model == "SPOT" || preemptible;
@@ -195,7 +201,13 @@ impl Instance {
         if let Some(t) = &self.last_stop {
             v["lastStopTimestamp"] = json!(t);
         }
-        for key in ["tags", "serviceAccounts", "description", "hostname", "guestAccelerators"] {
+        for key in [
+            "tags",
+            "serviceAccounts",
+            "description",
+            "hostname",
+            "guestAccelerators",
+        ] {
             if let Some(x) = body.get(key).filter(|x| !x.is_null()) {
                 v[key] = x.clone();
             }
@@ -216,7 +228,10 @@ impl Instance {
             "stackType": "IPV4_ONLY",
             "fingerprint": fingerprint(self.id ^ 3),
         });
-        if let Some(sub) = req.and_then(|n| n.get("subnetwork")).and_then(Value::as_str) {
+        if let Some(sub) = req
+            .and_then(|n| n.get("subnetwork"))
+            .and_then(Value::as_str)
+        {
             nic["subnetwork"] = json!(absolute(project, sub));
         }
         if let Some(ip) = self.network_ip {
@@ -224,7 +239,9 @@ impl Instance {
         }
         if self.spec.wants_nat {
             let requested = req.and_then(|n| n.pointer("/accessConfigs/0"));
-            let name = requested.and_then(|a| a.get("name")).and_then(Value::as_str);
+            let name = requested
+                .and_then(|a| a.get("name"))
+                .and_then(Value::as_str);
             let mut ac = json!({
                 "kind": "compute#accessConfig",
                 "type": "ONE_TO_ONE_NAT",
@@ -242,12 +259,20 @@ impl Instance {
     fn disks(&self, project: &str) -> Value {
         let requested = self.spec.body.get("disks").and_then(Value::as_array);
         let zl = zone_link(project, &self.zone);
-        let disks = requested.map(Vec::as_slice).unwrap_or_default().iter().enumerate();
+        let disks = requested
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .enumerate();
         let out: Vec<Value> = disks
             .map(|(i, d)| {
                 let boot = d.get("boot").and_then(Value::as_bool).unwrap_or(i == 0);
                 let size = d.pointer("/initializeParams/diskSizeGb").map(int_string);
-                let disk_name = if i == 0 { self.spec.name.clone() } else { format!("{}-{i}", self.spec.name) };
+                let disk_name = if i == 0 {
+                    self.spec.name.clone()
+                } else {
+                    format!("{}-{i}", self.spec.name)
+                };
                 json!({
                     "kind": "compute#attachedDisk",
                     "type": "PERSISTENT",
@@ -328,9 +353,15 @@ impl OpError {
              to fulfill the request."
         );
         let (code, message) = if with_details {
-            ("ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS", format!("{base}  '(resource type:compute)'."))
+            (
+                "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS",
+                format!("{base}  '(resource type:compute)'."),
+            )
         } else {
-            ("ZONE_RESOURCE_POOL_EXHAUSTED", format!("{base}  Try a different zone, or try again later."))
+            (
+                "ZONE_RESOURCE_POOL_EXHAUSTED",
+                format!("{base}  Try a different zone, or try again later."),
+            )
         };
         let details = json!([
             {"help": {"links": [{"description": "Troubleshooting documentation",
@@ -354,7 +385,9 @@ impl OpError {
         Self {
             http_status: 403,
             http_message: "FORBIDDEN",
-            errors: vec![json!({"code": "QUOTA_EXCEEDED", "message": message, "errorDetails": details})],
+            errors: vec![
+                json!({"code": "QUOTA_EXCEEDED", "message": message, "errorDetails": details}),
+            ],
         }
     }
 
@@ -407,7 +440,10 @@ impl Operation {
         put("name", json!(self.name));
         put("zone", json!(zl));
         put("operationType", json!(self.op_type));
-        put("targetLink", json!(format!("{zl}/instances/{}", self.target)));
+        put(
+            "targetLink",
+            json!(format!("{zl}/instances/{}", self.target)),
+        );
         put("targetId", json!(self.target_id.to_string()));
         put("status", json!(status));
         put("progress", json!(progress));

@@ -60,7 +60,10 @@ pub(crate) struct AddressPool {
 impl AddressPool {
     /// A pool on a freshly picked random /24.
     pub(crate) fn new() -> Self {
-        let mut p = Self { net: [0, 0], next: 1 };
+        let mut p = Self {
+            net: [0, 0],
+            next: 1,
+        };
         p.reroll();
         p
     }
@@ -107,7 +110,8 @@ pub(crate) async fn bind(
 }
 
 fn lock(pool: &std::sync::Mutex<AddressPool>) -> std::sync::MutexGuard<'_, AddressPool> {
-    pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    pool.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Builds the TLS server config from an instance's metadata; `Ok(None)` when any of the three
@@ -115,7 +119,12 @@ fn lock(pool: &std::sync::Mutex<AddressPool>) -> std::sync::MutexGuard<'_, Addre
 pub(crate) fn server_config(
     metadata: &[(String, String)],
 ) -> Result<Option<Arc<ServerConfig>>, ProxyError> {
-    let get = |k: &str| metadata.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_bytes());
+    let get = |k: &str| {
+        metadata
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_bytes())
+    };
     let (Some(ca), Some(cert), Some(key)) = (get(META_CA), get(META_CERT), get(META_KEY)) else {
         return Ok(None);
     };
@@ -192,7 +201,9 @@ pub(crate) fn spawn(
 async fn serve(acceptor: TlsAcceptor, tcp: TcpStream, socket: PathBuf) -> std::io::Result<()> {
     let mut tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
         .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "tls handshake timed out"))??;
+        .map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "tls handshake timed out")
+        })??;
     let mut docker = UnixStream::connect(&socket).await?;
     tokio::io::copy_bidirectional(&mut tls, &mut docker).await?;
     Ok(())
@@ -210,7 +221,9 @@ mod tests {
         assert!((16..=250).contains(&first.octets()[1]));
         assert_eq!(first.octets()[3], 1);
         let all: Vec<_> = (0..300).map(|_| p.allocate()).collect();
-        assert!(all.iter().all(|ip| ip.is_loopback() && ip.octets()[3] != 0 && ip.octets()[3] != 255));
+        assert!(all
+            .iter()
+            .all(|ip| ip.is_loopback() && ip.octets()[3] != 0 && ip.octets()[3] != 255));
     }
 
     #[test]

@@ -32,11 +32,20 @@ const ZONE: &str = "/compute/v1/projects/{project}/zones/{zone}";
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let api = Router::new()
         .route(&format!("{ZONE}/instances"), get(list).post(insert))
-        .route(&format!("{ZONE}/instances/{{name}}"), get(get_instance).delete(delete))
-        .route("/compute/v1/projects/{project}/aggregated/instances", get(aggregated))
+        .route(
+            &format!("{ZONE}/instances/{{name}}"),
+            get(get_instance).delete(delete),
+        )
+        .route(
+            "/compute/v1/projects/{project}/aggregated/instances",
+            get(aggregated),
+        )
         .route(&format!("{ZONE}/operations"), get(list_operations))
         .route(&format!("{ZONE}/operations/{{op}}"), get(get_operation))
-        .route(&format!("{ZONE}/operations/{{op}}/wait"), post(wait_operation))
+        .route(
+            &format!("{ZONE}/operations/{{op}}/wait"),
+            post(wait_operation),
+        )
         .route_layer(from_fn_with_state(shared.clone(), per_call));
     let admin = Router::new()
         .route("/admin/faults", post(admin_fault))
@@ -47,7 +56,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 
 /// Compute method name of a matched route.
 fn api_name(method: &Method, route: &str) -> &'static str {
-    let tail = route.rsplit_once("/zones/{zone}/").map(|(_, t)| t).unwrap_or(route);
+    let tail = route
+        .rsplit_once("/zones/{zone}/")
+        .map(|(_, t)| t)
+        .unwrap_or(route);
     match (method.as_str(), tail) {
         ("POST", "instances") => "instances.insert",
         ("GET", "instances") => "instances.list",
@@ -62,11 +74,19 @@ fn api_name(method: &Method, route: &str) -> &'static str {
 }
 
 /// Per-call middleware: injected latency, 503s and rate limits, then the call log.
-async fn per_call(State(shared): State<Arc<Shared>>, matched: MatchedPath, req: Request, next: Next) -> Response {
+async fn per_call(
+    State(shared): State<Arc<Shared>>,
+    matched: MatchedPath,
+    req: Request,
+    next: Next,
+) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let api = api_name(&method, matched.as_str());
-    let zone = path.split("/zones/").nth(1).and_then(|t| t.split('/').next());
+    let zone = path
+        .split("/zones/")
+        .nth(1)
+        .and_then(|t| t.split('/').next());
     let region = zone
         .and_then(|z| shared.zone(z))
         .or(shared.opts.zones.first())
@@ -87,7 +107,12 @@ async fn per_call(State(shared): State<Arc<Shared>>, matched: MatchedPath, req: 
         Err(e) => e.into_response(),
     };
     let status = response.status().as_u16();
-    let record = CallRecord { api: api.to_owned(), method: method.to_string(), path, status };
+    let record = CallRecord {
+        api: api.to_owned(),
+        method: method.to_string(),
+        path,
+        status,
+    };
     shared.lock().calls.push(record);
     response
 }
@@ -120,18 +145,27 @@ async fn insert(
     body: Bytes,
 ) -> ApiResult {
     let zone = zone_of(&s, &project, &zone)?;
-    let body: Value = serde_json::from_slice(&body).map_err(|e| ApiError::parse_error(&e.to_string()))?;
+    let body: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::parse_error(&e.to_string()))?;
     let spec = validate::insert_spec(&project, &zone.name, body)?;
     lifecycle::insert(&s, &zone, request_id(&q), spec).map(Json)
 }
 
-async fn get_instance(State(s): State<Arc<Shared>>, Path((project, zone, name)): Path<(String, String, String)>) -> ApiResult {
+async fn get_instance(
+    State(s): State<Arc<Shared>>,
+    Path((project, zone, name)): Path<(String, String, String)>,
+) -> ApiResult {
     let zone = zone_of(&s, &project, &zone)?;
     let st = s.lock();
     st.instances
         .get(&(zone.name.clone(), name.clone()))
         .map(|i| Json(i.to_json(&project)))
-        .ok_or_else(|| ApiError::not_found(&format!("projects/{project}/zones/{}/instances/{name}", zone.name)))
+        .ok_or_else(|| {
+            ApiError::not_found(&format!(
+                "projects/{project}/zones/{}/instances/{name}",
+                zone.name
+            ))
+        })
 }
 
 async fn delete(
@@ -153,19 +187,37 @@ struct Listing {
 impl Listing {
     fn parse(q: &HashMap<String, String>) -> Result<Self, ApiError> {
         let raw = q.get("filter").map(String::as_str).unwrap_or_default();
-        let filter = Filter::parse(raw).map_err(|e| ApiError::invalid_field("filter", raw, &e.to_string()))?;
-        let max = match q.get("maxResults").map(String::as_str).filter(|m| !m.is_empty()) {
+        let filter = Filter::parse(raw)
+            .map_err(|e| ApiError::invalid_field("filter", raw, &e.to_string()))?;
+        let max = match q
+            .get("maxResults")
+            .map(String::as_str)
+            .filter(|m| !m.is_empty())
+        {
             None => 500,
             Some(m) => match m.parse::<usize>() {
                 Ok(0) => 500,
                 Ok(n) if n <= 500 => n,
-                _ => return Err(ApiError::invalid_field("maxResults", m, "Must be between 0 and 500.")),
+                _ => {
+                    return Err(ApiError::invalid_field(
+                        "maxResults",
+                        m,
+                        "Must be between 0 and 500.",
+                    ))
+                }
             },
         };
-        let after = match q.get("pageToken").map(String::as_str).filter(|t| !t.is_empty()) {
-            None => None,
-            Some(t) => Some(decode_token(t).ok_or_else(|| ApiError::invalid_field("pageToken", t, "Invalid page token."))?),
-        };
+        let after =
+            match q
+                .get("pageToken")
+                .map(String::as_str)
+                .filter(|t| !t.is_empty())
+            {
+                None => None,
+                Some(t) => Some(decode_token(t).ok_or_else(|| {
+                    ApiError::invalid_field("pageToken", t, "Invalid page token.")
+                })?),
+            };
         Ok(Self { filter, max, after })
     }
 
@@ -188,18 +240,23 @@ fn encode_token(key: &str) -> String {
 
 fn decode_token(token: &str) -> Option<String> {
     let bytes = token.as_bytes();
-    if bytes.len() % 2 != 0 {
+    if bytes.len() & 1 == 1 {
         return None;
     }
     let raw: Option<Vec<u8>> = bytes
         .chunks(2)
-        .map(|c| std::str::from_utf8(c).ok().and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .map(|c| {
+            std::str::from_utf8(c)
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
         .collect();
     String::from_utf8(raw?).ok()
 }
 
 fn list_reply(kind: &str, self_link: String, items: Vec<Value>, next: Option<String>) -> Value {
-    let mut v = json!({"kind": kind, "id": self_link.trim_start_matches(LINK_BASE), "selfLink": self_link});
+    let mut v =
+        json!({"kind": kind, "id": self_link.trim_start_matches(LINK_BASE), "selfLink": self_link});
     if !items.is_empty() {
         v["items"] = Value::Array(items);
     }
@@ -209,13 +266,19 @@ fn list_reply(kind: &str, self_link: String, items: Vec<Value>, next: Option<Str
     v
 }
 
-async fn list(State(s): State<Arc<Shared>>, Path((project, zone)): Path<(String, String)>, Query(q): Params) -> ApiResult {
+async fn list(
+    State(s): State<Arc<Shared>>,
+    Path((project, zone)): Path<(String, String)>,
+    Query(q): Params,
+) -> ApiResult {
     let zone = zone_of(&s, &project, &zone)?;
     let listing = Listing::parse(&q)?;
     let items: Vec<(String, Value)> = {
         let st = s.lock();
         let in_zone = st.instances.iter().filter(|((z, _), _)| *z == zone.name);
-        in_zone.map(|((_, n), i)| (n.clone(), i.to_json(&project))).collect()
+        in_zone
+            .map(|((_, n), i)| (n.clone(), i.to_json(&project)))
+            .collect()
     };
     let (page, next) = listing.page(items);
     let link = format!("{}/instances", zone_link(&project, &zone.name));
@@ -223,7 +286,11 @@ async fn list(State(s): State<Arc<Shared>>, Path((project, zone)): Path<(String,
     Ok(Json(list_reply("compute#instanceList", link, items, next)))
 }
 
-async fn aggregated(State(s): State<Arc<Shared>>, Path(project): Path<String>, Query(q): Params) -> ApiResult {
+async fn aggregated(
+    State(s): State<Arc<Shared>>,
+    Path(project): Path<String>,
+    Query(q): Params,
+) -> ApiResult {
     check_project(&s, &project)?;
     let listing = Listing::parse(&q)?;
     let partial = q.get("returnPartialSuccess").is_some_and(|v| v == "true");
@@ -246,7 +313,9 @@ async fn aggregated(State(s): State<Arc<Shared>>, Path(project): Path<String>, Q
     let mut scopes: Map<String, Value> = Map::new();
     for (key, inst) in page {
         let zone = key.split('/').next().unwrap_or_default();
-        let scope = scopes.entry(format!("zones/{zone}")).or_insert_with(|| json!({"instances": []}));
+        let scope = scopes
+            .entry(format!("zones/{zone}"))
+            .or_insert_with(|| json!({"instances": []}));
         if let Some(list) = scope["instances"].as_array_mut() {
             list.push(inst);
         }
@@ -258,19 +327,32 @@ async fn aggregated(State(s): State<Arc<Shared>>, Path(project): Path<String>, Q
         reply["nextPageToken"] = json!(t);
     }
     if !unreachable.is_empty() {
-        reply["unreachables"] = json!(unreachable.iter().map(|z| format!("zones/{z}")).collect::<Vec<_>>());
+        reply["unreachables"] = json!(unreachable
+            .iter()
+            .map(|z| format!("zones/{z}"))
+            .collect::<Vec<_>>());
     }
     Ok(Json(reply))
 }
 
-async fn list_operations(State(s): State<Arc<Shared>>, Path((project, zone)): Path<(String, String)>, Query(q): Params) -> ApiResult {
+async fn list_operations(
+    State(s): State<Arc<Shared>>,
+    Path((project, zone)): Path<(String, String)>,
+    Query(q): Params,
+) -> ApiResult {
     let zone = zone_of(&s, &project, &zone)?;
     let listing = Listing::parse(&q)?;
     let items: Vec<(String, Value)> = {
         let st = s.lock();
-        let mut ops: Vec<_> = st.operations.values().filter(|o| o.zone == zone.name).collect();
+        let mut ops: Vec<_> = st
+            .operations
+            .values()
+            .filter(|o| o.zone == zone.name)
+            .collect();
         ops.sort_by_key(|o| o.seq);
-        ops.into_iter().map(|o| (format!("{:020}", o.seq), o.to_json(&project))).collect()
+        ops.into_iter()
+            .map(|o| (format!("{:020}", o.seq), o.to_json(&project)))
+            .collect()
     };
     let (page, next) = listing.page(items);
     let link = format!("{}/operations", zone_link(&project, &zone.name));
@@ -278,22 +360,35 @@ async fn list_operations(State(s): State<Arc<Shared>>, Path((project, zone)): Pa
     Ok(Json(list_reply("compute#operationList", link, items, next)))
 }
 
-fn operation_json(s: &Shared, project: &str, zone: &str, op: &str) -> Result<(Value, bool), ApiError> {
+fn operation_json(
+    s: &Shared,
+    project: &str,
+    zone: &str,
+    op: &str,
+) -> Result<(Value, bool), ApiError> {
     let st = s.lock();
     st.operations
         .get(&(zone.to_owned(), op.to_owned()))
         .map(|o| (o.to_json(project), o.status == OpStatus::Done))
-        .ok_or_else(|| ApiError::not_found(&format!("projects/{project}/zones/{zone}/operations/{op}")))
+        .ok_or_else(|| {
+            ApiError::not_found(&format!("projects/{project}/zones/{zone}/operations/{op}"))
+        })
 }
 
-async fn get_operation(State(s): State<Arc<Shared>>, Path((project, zone, op)): Path<(String, String, String)>) -> ApiResult {
+async fn get_operation(
+    State(s): State<Arc<Shared>>,
+    Path((project, zone, op)): Path<(String, String, String)>,
+) -> ApiResult {
     let zone = zone_of(&s, &project, &zone)?;
     operation_json(&s, &project, &zone.name, &op).map(|(v, _)| Json(v))
 }
 
 /// `zoneOperations.wait`: returns when the operation is DONE, or at the wait cap (not DONE), or
 /// at shutdown. Wakes on state changes only.
-async fn wait_operation(State(s): State<Arc<Shared>>, Path((project, zone, op)): Path<(String, String, String)>) -> ApiResult {
+async fn wait_operation(
+    State(s): State<Arc<Shared>>,
+    Path((project, zone, op)): Path<(String, String, String)>,
+) -> ApiResult {
     let zone = zone_of(&s, &project, &zone)?;
     let deadline = Instant::now() + s.opts.wait_cap;
     loop {

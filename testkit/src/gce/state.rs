@@ -71,7 +71,10 @@ impl Shared {
 
     /// The next loopback address, without binding anything on it.
     pub(crate) fn allocate_address(&self) -> std::net::Ipv4Addr {
-        self.addresses.lock().unwrap_or_else(PoisonError::into_inner).allocate()
+        self.addresses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .allocate()
     }
 }
 
@@ -152,7 +155,12 @@ impl State {
     }
 
     /// Marks an operation DONE, with an error if it failed. A DONE operation is never changed.
-    pub(crate) fn finish_op(&mut self, zone: &str, name: &str, error: Option<super::model::OpError>) {
+    pub(crate) fn finish_op(
+        &mut self,
+        zone: &str,
+        name: &str,
+        error: Option<super::model::OpError>,
+    ) {
         if let Some(op) = self.op_mut(zone, name) {
             if op.status != OpStatus::Done {
                 let now = timestamp();

@@ -45,7 +45,9 @@ pub(crate) struct InsertSpec {
 /// would answer.
 pub(crate) fn insert_spec(project: &str, zone: &str, body: Value) -> Result<InsertSpec, ApiError> {
     if !body.is_object() {
-        return Err(ApiError::parse_error("the request body must be a JSON object"));
+        return Err(ApiError::parse_error(
+            "the request body must be a JSON object",
+        ));
     }
     let name = match body.get("name") {
         None | Some(Value::Null) => return Err(ApiError::required("resource.name")),
@@ -98,7 +100,11 @@ fn machine_type(project: &str, zone: &str, body: &Value) -> Result<String, ApiEr
         Some(Value::String(s)) if s.is_empty() => return Err(ApiError::required(FIELD)),
         Some(Value::String(s)) => s.as_str(),
         Some(other) => {
-            return Err(ApiError::invalid_field(FIELD, &other.to_string(), "Must be a string"))
+            return Err(ApiError::invalid_field(
+                FIELD,
+                &other.to_string(),
+                "Must be a string",
+            ))
         }
     };
     let Some(caps) = MACHINE_TYPE_RE.captures(raw) else {
@@ -117,7 +123,10 @@ fn machine_type(project: &str, zone: &str, body: &Value) -> Result<String, ApiEr
             "Machine type specified is in a different scope than the instance.",
         ));
     }
-    Ok(caps.get(3).map(|m| m.as_str().to_owned()).unwrap_or_default())
+    Ok(caps
+        .get(3)
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_default())
 }
 
 fn labels(body: &Value) -> Result<BTreeMap<String, String>, ApiError> {
@@ -127,11 +136,19 @@ fn labels(body: &Value) -> Result<BTreeMap<String, String>, ApiError> {
         None | Some(Value::Null) => return Ok(out),
         Some(Value::Object(m)) => m,
         Some(other) => {
-            return Err(ApiError::invalid_field(FIELD, &other.to_string(), "Must be a map"))
+            return Err(ApiError::invalid_field(
+                FIELD,
+                &other.to_string(),
+                "Must be a map",
+            ))
         }
     };
     if map.len() > 64 {
-        return Err(ApiError::invalid_field(FIELD, "", "At most 64 labels are allowed."));
+        return Err(ApiError::invalid_field(
+            FIELD,
+            "",
+            "At most 64 labels are allowed.",
+        ));
     }
     for (key, value) in map {
         if !LABEL_KEY_RE.is_match(key) {
@@ -179,7 +196,10 @@ fn metadata(body: &Value) -> Result<Vec<(String, String)>, ApiError> {
                 "Duplicate metadata key.",
             ));
         }
-        let value = item.get("value").and_then(Value::as_str).unwrap_or_default();
+        let value = item
+            .get("value")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         out.push((key.to_owned(), value.to_owned()));
     }
     Ok(out)
@@ -207,8 +227,14 @@ mod tests {
     #[test]
     fn machine_types() {
         let zone_form = body("vm", "zones/z1/machineTypes/e2-small");
-        assert_eq!(insert_spec("p", "z1", zone_form).map(|s| s.machine_type).ok(), Some("e2-small".into()));
-        let url = "https://www.googleapis.com/compute/v1/projects/p/zones/z1/machineTypes/n2-standard-2";
+        assert_eq!(
+            insert_spec("p", "z1", zone_form)
+                .map(|s| s.machine_type)
+                .ok(),
+            Some("e2-small".into())
+        );
+        let url =
+            "https://www.googleapis.com/compute/v1/projects/p/zones/z1/machineTypes/n2-standard-2";
         assert!(insert_spec("p", "z1", body("vm", url)).is_ok());
         assert!(insert_spec("p", "z2", body("vm", "zones/z1/machineTypes/e2-small")).is_err());
         assert!(insert_spec("q", "z1", body("vm", url)).is_err());
@@ -220,7 +246,12 @@ mod tests {
     fn labels_checked() {
         let mut b = body("vm", "zones/z/machineTypes/t");
         b["labels"] = json!({"ok-key_1": "v_a-1", "empty": ""});
-        assert_eq!(insert_spec("p", "z", b.clone()).map(|s| s.labels.len()).ok(), Some(2));
+        assert_eq!(
+            insert_spec("p", "z", b.clone())
+                .map(|s| s.labels.len())
+                .ok(),
+            Some(2)
+        );
         b["labels"] = json!({"Bad": "v"});
         assert!(insert_spec("p", "z", b.clone()).is_err());
         b["labels"] = json!({"k": "UPPER"});
