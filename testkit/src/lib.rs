@@ -1,1 +1,2 @@
 pub mod gce;
+pub use gce::{FakeGce, FakeGceError, FakeGceOptions, GceFault, ZoneSpec};
