@@ -1,11 +1,14 @@
 //! Flotilla's test kit: faithful fakes of the services Flotilla talks to, served on loopback for
-//! integration tests, the demo and benchmarks. Today: the fake GitLab (Runner API v4, see
-//! [`gitlab`]). Nothing here is used by the `flotilla` binary itself.
+//! integration tests, the demo and benchmarks: the fake GitLab (Runner API v4, see [`gitlab`]) and
+//! the fake Compute Engine (Compute v1 REST with a TLS proxy per VM to the local Docker engine,
+//! see [`gce`]). Nothing here is used by the `flotilla` binary itself.
 
 #![forbid(unsafe_code)]
 
+pub mod gce;
 pub mod gitlab;
 
+pub use gce::{FakeGce, FakeGceError, FakeGceOptions, GceFault, ZoneSpec};
 pub use gitlab::{
     AdminJob, FakeGitlab, FakeGitlabOptions, Fault, FeatureCheck, GitlabHandle, JobRecord,
     JobState, RecordedRequest,
