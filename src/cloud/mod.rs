@@ -134,22 +134,38 @@ pub struct Listing {
 pub enum CloudError {
     /// 403 `rateLimitExceeded` / 429: wait (until `retry_after`, by default the next minute).
     #[error("cloud API rate limit exceeded ({method}); retry after {retry_after:?}")]
-    RateLimited { method: &'static str, retry_after: Duration },
+    RateLimited {
+        method: &'static str,
+        retry_after: Duration,
+    },
     /// A synchronous 403 `quotaExceeded`.
     #[error("quota exceeded ({method}): {message}")]
-    QuotaExceeded { method: &'static str, scope: QuotaScope, message: String },
+    QuotaExceeded {
+        method: &'static str,
+        scope: QuotaScope,
+        message: String,
+    },
     /// 404.
     #[error("not found ({method}): {what}")]
     NotFound { method: &'static str, what: String },
     /// 409 `alreadyExists` or a conflicting operation.
     #[error("conflict ({method}): {message}")]
-    Conflict { method: &'static str, message: String },
+    Conflict {
+        method: &'static str,
+        message: String,
+    },
     /// A 5xx or transport error after the client's retries.
     #[error("cloud API unavailable ({method}): {message}")]
-    Unavailable { method: &'static str, message: String },
+    Unavailable {
+        method: &'static str,
+        message: String,
+    },
     /// Anything else (bad request, permission denied, …): not retried.
     #[error("cloud API call {method} failed: {message}")]
-    Failed { method: &'static str, message: String },
+    Failed {
+        method: &'static str,
+        message: String,
+    },
 }
 
 impl CloudError {
@@ -172,7 +188,11 @@ impl CloudError {
 pub trait Cloud: Send + Sync + 'static {
     /// Starts creating a VM. `request_id` (a UUID) makes a retried insert return the same
     /// operation instead of a second VM; use a new one (and a new name) after a failed operation.
-    async fn insert(&self, spec: &InstanceSpec, request_id: &str) -> Result<OperationRef, CloudError>;
+    async fn insert(
+        &self,
+        spec: &InstanceSpec,
+        request_id: &str,
+    ) -> Result<OperationRef, CloudError>;
 
     /// One `zoneOperations.wait` call (it blocks up to about two minutes and may return before
     /// the operation is done: loop on [`OperationStatus::Pending`]).
@@ -182,7 +202,11 @@ pub trait Cloud: Send + Sync + 'static {
     async fn get(&self, zone: &str, name: &str) -> Result<Option<Instance>, CloudError>;
 
     /// VMs carrying every label of `labels`, across pages.
-    async fn list(&self, scope: &ListScope, labels: &BTreeMap<String, String>) -> Result<Listing, CloudError>;
+    async fn list(
+        &self,
+        scope: &ListScope,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Listing, CloudError>;
 
     /// Starts deleting a VM (`NotFound` when it is already gone).
     async fn delete(&self, zone: &str, name: &str) -> Result<OperationRef, CloudError>;

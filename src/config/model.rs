@@ -1,6 +1,7 @@
 //! The validated configuration snapshot. Built only by the parser in this module; immutable once
 //! built (the manager shares it behind an `Arc` and swaps the whole value on reload).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -109,6 +110,11 @@ pub struct RunnerConfig {
     pub unhealthy_interval: Duration,
     /// `[runners.docker]`.
     pub docker: DockerConfig,
+    /// `[runners.machine]` (docker+machine only).
+    pub machine: Option<MachineConfig>,
+    /// `[runners.gce]`, merged with a carried-over `MachineDriver = "google"` + `MachineOptions`
+    /// (docker+machine only).
+    pub gce: Option<GceConfig>,
 }
 
 impl RunnerConfig {
@@ -231,4 +237,91 @@ mod tests {
         assert_eq!(short_token("GR1348941abcdefghijkl"), "abcdefghi");
         assert_eq!(short_token("xyz"), "xyz");
     }
+}
+
+/// `[runners.machine]`: the warm-pool policy, in GitLab Runner's spelling and defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MachineConfig {
+    /// `IdleCount`: idle VMs to keep ready.
+    pub idle_count: u32,
+    /// `IdleCountMin`: the floor when `IdleScaleFactor` is used.
+    pub idle_count_min: u32,
+    /// `IdleScaleFactor`: idle VMs as a multiple of VMs in use (0 = off).
+    pub idle_scale_factor: f64,
+    /// `IdleTime`: how long an idle VM above the idle count is kept.
+    pub idle_time: Duration,
+    /// `MaxBuilds`: jobs per VM before it is removed (0 = no limit).
+    pub max_builds: u32,
+    /// `MaxGrowthRate`: VMs being created at once (0 = no limit).
+    pub max_growth_rate: u32,
+    /// `MachineName` with `%s` (a unique lowercase id goes there).
+    pub machine_name: String,
+    /// `[[runners.machine.autoscaling]]` periods; the last matching one wins.
+    pub autoscaling: Vec<AutoscalingPeriod>,
+}
+
+/// One `[[runners.machine.autoscaling]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AutoscalingPeriod {
+    /// `Periods`: GitLab Runner's 7-field cron expressions (seconds … year; Sunday = 0).
+    pub periods: Vec<String>,
+    /// `Timezone` (IANA name; UTC when empty).
+    pub timezone: String,
+    /// `IdleCount` while the period is active.
+    pub idle_count: u32,
+    /// `IdleCountMin` while the period is active.
+    pub idle_count_min: u32,
+    /// `IdleScaleFactor` while the period is active.
+    pub idle_scale_factor: f64,
+    /// `IdleTime` while the period is active.
+    pub idle_time: Duration,
+}
+
+/// `[runners.gce]`: how VMs are made on Compute Engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GceConfig {
+    /// `project`.
+    pub project: String,
+    /// `zones`: tried in order; a cooling zone is skipped.
+    pub zones: Vec<String>,
+    /// `machine_type` (default `e2-standard-2`).
+    pub machine_type: String,
+    /// `image` (default `projects/cos-cloud/global/images/family/cos-stable`).
+    pub image: String,
+    /// `disk_size_gb` (default 50).
+    pub disk_size_gb: u64,
+    /// `disk_type` (default `pd-balanced`).
+    pub disk_type: String,
+    /// `network` (default `default`).
+    pub network: String,
+    /// `subnetwork` (regional).
+    pub subnetwork: Option<String>,
+    /// `use_internal_ip` (default true): connect to the VM's internal IP.
+    pub use_internal_ip: bool,
+    /// `internal_ip_only` (default false): no external IP at all.
+    pub internal_ip_only: bool,
+    /// `tags` (the `flotilla-runner` tag is always added).
+    pub tags: Vec<String>,
+    /// `labels` added to every VM (besides the ownership labels).
+    pub labels: BTreeMap<String, String>,
+    /// `service_account` email (none attached when unset).
+    pub service_account: Option<String>,
+    /// `scopes` for that service account.
+    pub scopes: Vec<String>,
+    /// `spot`: Spot VMs (deleted on preemption).
+    pub spot: bool,
+    /// `endpoint`: the Compute API base (tests); anonymous credentials when set.
+    pub endpoint: Option<String>,
+    /// `credentials_file`: a service-account JSON key (else Application Default Credentials).
+    pub credentials_file: Option<PathBuf>,
+    /// `create_timeout` (default 600 s): insert to dockerd answering.
+    pub create_timeout: Duration,
+    /// `docker_port` (default 2376).
+    pub docker_port: u16,
+    /// `api_rate_per_minute` (default 600).
+    pub api_rate_per_minute: u32,
+    /// `zone_cooldown` (default 300 s, doubling up to 1 h).
+    pub zone_cooldown: Duration,
+    /// Also tag VMs `docker-machine` (a config carried over from MachineOptions).
+    pub docker_machine_tag: bool,
 }

@@ -134,6 +134,8 @@ fn runner(d: &mut Diagnostics, r: RawRunner) -> RunnerConfig {
         },
         unhealthy_interval: unhealthy_interval(d, r.unhealthy_interval, &p("unhealthy_interval")),
         docker: docker(d, r.docker, &p("docker")),
+        machine: None,
+        gce: None,
     }
 }
 

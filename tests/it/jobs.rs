@@ -5,7 +5,6 @@ use crate::harness::*;
 use std::time::Duration;
 use testkit::{FakeGitlabOptions, Fault, JobState};
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_succeeds_and_its_trace_arrives() {
     ensure_test_image();
@@ -175,7 +174,11 @@ async fn a_412_on_the_final_update_resends_the_trace() {
         .unwrap();
     let trace = String::from_utf8_lossy(&record.trace).to_string();
     assert_eq!(record.state, JobState::Success, "trace:\n{trace}");
-    assert_eq!(trace.matches("\nresend-me\n").count(), 1, "the output once:\n{trace}");
+    assert_eq!(
+        trace.matches("\nresend-me\n").count(),
+        1,
+        "the output once:\n{trace}"
+    );
     let path = format!("/api/v4/jobs/{id}");
     let requests = gitlab.requests();
     let rejected = requests
@@ -183,7 +186,9 @@ async fn a_412_on_the_final_update_resends_the_trace() {
         .position(|r| r.method == "PUT" && r.path == path && r.status == 412)
         .expect("a final update answered 412");
     let resent = requests[rejected..].iter().any(|r| {
-        r.method == "PATCH" && r.header("content-range").is_some_and(|c| c.starts_with("0-"))
+        r.method == "PATCH"
+            && r.header("content-range")
+                .is_some_and(|c| c.starts_with("0-"))
     });
     assert!(resent, "the trace was resent from offset 0 after the 412");
     manager.drain().await;
