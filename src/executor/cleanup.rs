@@ -67,7 +67,13 @@ impl Names {
         } else {
             runner
         };
-        let base = format!("flotilla-{runner}-{}", l.job_id);
+        // A random suffix: two coordinators may hand out the same job id to runners with the
+        // same short token on one engine; names must never collide.
+        let base = format!(
+            "flotilla-{runner}-{}-{:06x}",
+            l.job_id,
+            rand::random::<u32>() & 0xff_ffff
+        );
         Names {
             build_container: format!("{base}-build"),
             builds_volume: format!("{base}-builds"),

@@ -28,20 +28,10 @@ pub fn init_crypto() {
         .try_init();
 }
 
-/// A unique fake runner token (generated, not a real one).
+/// A unique fake runner token (generated, not a real one); its short token (9 characters after
+/// `glrt-t1_`) is random, so tests running at once never share container names or labels.
 pub fn runner_token() -> String {
-    format!("glrt-t1_test{}", &uuid_like()[..16])
-}
-
-fn uuid_like() -> String {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    format!("{:x}{:08x}{:04x}", t, std::process::id(), n)
+    format!("glrt-t1_{:016x}{:08x}", rand::random::<u64>(), rand::random::<u32>())
 }
 
 /// Starts a fake GitLab with one runner token registered.
@@ -171,14 +161,17 @@ impl InProcessManager {
     }
 }
 
-/// Containers on the local engine carrying the job-id label `job_id`.
-pub fn containers_of_job(job_id: i64) -> Vec<String> {
+/// Containers on the local engine of job `job_id` of the runner with token `token`.
+pub fn containers_of_job(token: &str, job_id: i64) -> Vec<String> {
+    let runner = flotilla::config::short_token(token);
     let out = std::process::Command::new("docker")
         .args([
             "ps",
             "-aq",
             "--filter",
             &format!("label=com.flotilla.job-id={job_id}"),
+            "--filter",
+            &format!("label=com.flotilla.runner={runner}"),
         ])
         .output()
         .expect("docker ps");

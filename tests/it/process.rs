@@ -117,7 +117,7 @@ async fn a_job_left_by_a_killed_process_is_failed_at_the_next_start() {
     second.signal("TERM");
     let status = second.wait_exit(DEADLINE).await;
     assert!(status.success(), "{status:?}\n{}", second.log());
-    for container in containers_of_job(id) {
+    for container in containers_of_job(&token, id) {
         let _ = Command::new("docker")
             .args(["rm", "-f", &container])
             .output();
