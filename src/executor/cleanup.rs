@@ -231,9 +231,18 @@ mod tests {
             vm: String::new(),
         };
         let n = Names::new(&l);
-        assert_eq!(n.build_container, "flotilla-ab-c-d-42-build");
-        assert_eq!(n.builds_volume, "flotilla-ab-c-d-42-builds");
-        assert_eq!(n.network, "flotilla-ab-c-d-42-network");
+        let pattern =
+            regex::Regex::new(r"^flotilla-ab-c-d-42-[0-9a-f]{6}-(build|builds|network)$").unwrap();
+        for name in [&n.build_container, &n.builds_volume, &n.network] {
+            assert!(pattern.is_match(name), "{name}");
+        }
+        assert!(n.build_container.ends_with("-build"));
+        assert!(n.builds_volume.ends_with("-builds"));
+        assert_ne!(
+            Names::new(&l).build_container,
+            n.build_container,
+            "unique per run"
+        );
         let labels = labels(&l);
         assert_eq!(labels[LABEL_JOB_ID], "42");
         assert_eq!(labels[LABEL_MANAGED], "true");

@@ -31,7 +31,11 @@ pub fn init_crypto() {
 /// A unique fake runner token (generated, not a real one); its short token (9 characters after
 /// `glrt-t1_`) is random, so tests running at once never share container names or labels.
 pub fn runner_token() -> String {
-    format!("glrt-t1_{:016x}{:08x}", rand::random::<u64>(), rand::random::<u32>())
+    format!(
+        "glrt-t1_{:016x}{:08x}",
+        rand::random::<u64>(),
+        rand::random::<u32>()
+    )
 }
 
 /// Starts a fake GitLab with one runner token registered.
