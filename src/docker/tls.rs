@@ -173,10 +173,11 @@ impl DockerCa {
     /// key and the CA certificate: what goes into the VM's metadata.
     pub fn server_material(&self, vm_name: &str) -> Result<VmTlsMaterial, TlsError> {
         server_name(vm_name)?;
-        let leaf = certs::server_leaf(&self.ca, vm_name).map_err(|source| TlsError::ServerCert {
-            vm: vm_name.to_owned(),
-            source,
-        })?;
+        let leaf =
+            certs::server_leaf(&self.ca, vm_name).map_err(|source| TlsError::ServerCert {
+                vm: vm_name.to_owned(),
+                source,
+            })?;
         Ok(VmTlsMaterial {
             ca_pem: self.ca_pem.clone(),
             cert_pem: leaf.cert_pem,
@@ -277,10 +278,7 @@ mod tests {
         assert_eq!(m.ca_pem, ca.ca_pem());
         verify(ca.ca_pem(), &m, "runner-abc-1").expect("valid for its name");
         let wrong = verify(ca.ca_pem(), &m, "runner-abc-2").unwrap_err();
-        assert!(
-            wrong.to_string().contains("not valid for name"),
-            "{wrong}"
-        );
+        assert!(wrong.to_string().contains("not valid for name"), "{wrong}");
         let other = DockerCa::new().expect("other ca");
         assert!(verify(other.ca_pem(), &m, "runner-abc-1").is_err());
         PrivateKeyDer::from_pem_slice(m.key_pem.as_bytes()).expect("key pem parses");
@@ -296,7 +294,11 @@ mod tests {
         let keys: Vec<_> = m.metadata_items().iter().map(|(k, _)| *k).collect();
         assert_eq!(
             keys,
-            ["flotilla-docker-ca", "flotilla-docker-cert", "flotilla-docker-key"]
+            [
+                "flotilla-docker-ca",
+                "flotilla-docker-cert",
+                "flotilla-docker-key"
+            ]
         );
         assert!(m.metadata_items()[2].1.contains("PRIVATE KEY"));
     }

@@ -1,0 +1,1 @@
+//! The VM startup script (placeholder, filled next).
