@@ -27,6 +27,11 @@ pub const META_CERT: &str = "flotilla-docker-cert";
 pub const META_KEY: &str = "flotilla-docker-key";
 /// Metadata key of the port dockerd listens on (the startup script defaults to 2376).
 pub const META_PORT: &str = "flotilla-docker-port";
+/// Metadata key GCE runs as the VM's startup script on every boot.
+pub const META_STARTUP_SCRIPT: &str = "startup-script";
+/// The VM startup script (`scripts/vm-startup.sh`): installs the TLS material from metadata and
+/// makes dockerd serve it; the value of [`META_STARTUP_SCRIPT`].
+pub const STARTUP_SCRIPT: &str = include_str!("../../scripts/vm-startup.sh");
 
 /// Seconds bollard waits for the response headers of one request (as for the local engine).
 const REQUEST_TIMEOUT_SECS: u64 = 120;
@@ -301,6 +306,14 @@ mod tests {
             ]
         );
         assert!(m.metadata_items()[2].1.contains("PRIVATE KEY"));
+    }
+
+    #[test]
+    fn the_startup_script_is_embedded_and_reads_the_same_keys() {
+        assert!(STARTUP_SCRIPT.starts_with("#!/usr/bin/env bash"));
+        for key in [META_CA, META_CERT, META_KEY, META_PORT] {
+            assert!(STARTUP_SCRIPT.contains(key), "{key}");
+        }
     }
 
     #[test]
