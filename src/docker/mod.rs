@@ -3,6 +3,12 @@
 //! bollard defaults newer). Owns nothing else: what runs on the engine is the executor's business.
 //! Later: a VM's dockerd over mTLS verified by VM name.
 
+mod certs;
+pub mod tls;
+mod transport;
+
+pub use tls::{DockerCa, TlsError, VmTlsMaterial};
+
 use bollard::{Docker, API_DEFAULT_VERSION};
 
 /// Seconds bollard waits for the response headers of one request. Long streams (wait, attach,

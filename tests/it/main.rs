@@ -7,10 +7,14 @@
 //! - `jobs`: whole jobs from the fake GitLab through the manager.
 //! - `process`: the real `flotilla` binary (crash recovery, log secrecy, `config check`).
 //! - `mock_coordinator`: the happy path against `gitlab-runner-mock`.
+//! - `docker_tls`: a fake GCE VM's dockerd over mutual TLS, verified by VM name.
+//! - `vm_startup`: the VM startup script against a fake metadata server, in a scratch root.
 
+mod docker_tls;
 mod executor;
 mod harness;
 mod jobs;
 mod mock_coordinator;
 mod process;
 mod support;
+mod vm_startup;
