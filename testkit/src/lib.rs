@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod demo;
 pub mod gce;
 pub mod gitlab;
 

@@ -42,6 +42,12 @@ enum Command {
         #[arg(long)]
         trace_update_interval_secs: Option<u64>,
     },
+    /// The README's demo: sample jobs on a fake GitLab, run by the real `flotilla run`.
+    Demo {
+        /// The `flotilla` binary to run.
+        #[arg(long, default_value = "target/release/flotilla")]
+        flotilla: std::path::PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -55,6 +61,13 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
+        Command::Demo { flotilla } => {
+            if !testkit::demo::run(&flotilla).await? {
+                anyhow::bail!("some demo job did not end as expected");
+            }
+            println!("demo: every job ended as expected");
+            Ok(())
+        }
         Command::FakeGitlab {
             listen,
             long_poll_secs,

@@ -1,0 +1,149 @@
+//! `testkit demo`: the README's demo. Starts the fake GitLab with a few sample jobs, writes a
+//! config.toml for the local docker executor, runs the real `flotilla run` as a child process,
+//! prints each job's trace and final state as GitLab would show them, drains flotilla with
+//! SIGQUIT and exits 0 when every job reached the state it was meant to.
+
+use crate::{FakeGitlab, FakeGitlabOptions, JobState};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::Duration;
+
+const IMAGE: &str = "flotilla-test/busybox:latest";
+
+/// A sample job: a name, its payload, and the state it should end in.
+struct Sample {
+    name: &'static str,
+    payload: Value,
+    expect: JobState,
+}
+
+fn job(name: &str, script: &[&str], after: &[&str], extra_vars: Value) -> Value {
+    let mut variables = vec![json!({"key": "GIT_STRATEGY", "value": "none", "public": true})];
+    if let Some(more) = extra_vars.as_array() {
+        variables.extend(more.iter().cloned());
+    }
+    let mut steps = vec![json!({"name": "script", "script": script, "timeout": 600, "when": "on_success"})];
+    if !after.is_empty() {
+        steps.push(json!({"name": "after_script", "script": after, "timeout": 300, "when": "always"}));
+    }
+    json!({
+        "job_info": {"name": name, "stage": "test", "project_full_path": "demo/app"},
+        "image": {"name": IMAGE},
+        "steps": steps,
+        "variables": variables,
+    })
+}
+
+fn samples() -> Vec<Sample> {
+    vec![
+        Sample {
+            name: "hello",
+            payload: job(
+                "hello",
+                &["echo \"Hello from job $CI_JOB_ID on $CI_RUNNER_SHORT_TOKEN\"", "uname -a", "ls $CI_PROJECT_DIR/.. "],
+                &[],
+                json!([]),
+            ),
+            expect: JobState::Success,
+        },
+        Sample {
+            name: "secrets",
+            payload: job(
+                "secrets",
+                &["echo \"the password is $DEMO_PASSWORD\"", "echo \"and the job token is $CI_JOB_TOKEN\""],
+                &[],
+                json!([{"key": "DEMO_PASSWORD", "value": "hunter2-hunter2", "masked": true, "public": false}]),
+            ),
+            expect: JobState::Success,
+        },
+        Sample {
+            name: "failing",
+            payload: job(
+                "failing",
+                &["echo about to fail", "exit 3"],
+                &["echo \"after_script sees CI_JOB_STATUS=$CI_JOB_STATUS\""],
+                json!([]),
+            ),
+            expect: JobState::Failed,
+        },
+    ]
+}
+
+fn config(url: &str, token: &str, state_dir: &Path) -> String {
+    format!(
+        r#"concurrent = 2
+check_interval = 1
+log_level = "info"
+state_dir = "{}"
+
+[[runners]]
+name = "demo"
+url = "{url}"
+token = "{token}"
+executor = "docker"
+[runners.docker]
+image = "{IMAGE}"
+pull_policy = ["if-not-present"]
+"#,
+        state_dir.display()
+    )
+}
+
+/// Runs the demo with the `flotilla` binary at `flotilla`.
+pub async fn run(flotilla: &Path) -> anyhow::Result<bool> {
+    let gitlab = FakeGitlab::start(FakeGitlabOptions {
+        trace_update_interval_secs: Some(1),
+        ..FakeGitlabOptions::default()
+    })
+    .await?;
+    let token = format!("glrt-t1_demo{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
+    gitlab.add_runner(&token);
+    let dir = tempfile_dir()?;
+    let config_path = dir.join("config.toml");
+    std::fs::write(&config_path, config(&gitlab.url(), &token, &dir.join("state")))?;
+    println!("fake GitLab at {}; config at {}", gitlab.url(), config_path.display());
+
+    let samples = samples();
+    let ids: Vec<i64> = samples.iter().map(|s| gitlab.enqueue(&token, s.payload.clone())).collect();
+    println!("enqueued {} jobs; starting `flotilla run -c {}`\n", ids.len(), config_path.display());
+    let mut child = tokio::process::Command::new(flotilla)
+        .arg("run")
+        .arg("-c")
+        .arg(&config_path)
+        .spawn()?;
+
+    let mut all_as_expected = true;
+    for (sample, id) in samples.iter().zip(&ids) {
+        let record = gitlab
+            .wait_job(*id, Duration::from_secs(300), |j| j.state.is_finished())
+            .await?;
+        println!("──────── job {id} ({}) ────────", sample.name);
+        print!("{}", record.trace_text());
+        let reason = record.failure_reason.clone().unwrap_or_default();
+        let exit = record.exit_code.map(|c| format!(" exit_code={c}")).unwrap_or_default();
+        let ok = record.state == sample.expect;
+        all_as_expected &= ok;
+        println!(
+            "──────── final state: {}{}{} (expected {}: {}) ────────\n",
+            record.state.gitlab_status(),
+            if reason.is_empty() { String::new() } else { format!(" failure_reason={reason}") },
+            exit,
+            sample.expect.gitlab_status(),
+            if ok { "ok" } else { "UNEXPECTED" }
+        );
+    }
+
+    if let Some(pid) = child.id() {
+        let _ = std::process::Command::new("kill").args(["-QUIT", &pid.to_string()]).status();
+    }
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait()).await??;
+    println!("flotilla exited after SIGQUIT: {status}");
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(all_as_expected && status.success())
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("flotilla-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
