@@ -69,6 +69,7 @@ impl Coordinator {
             not_found: false,
             cancel_requested: CancellationToken::new(),
             abort: CancellationToken::new(),
+            finishing: false,
         };
         let stop = CancellationToken::new();
         let spare = uploader.clone();
@@ -120,6 +121,8 @@ struct Uploader {
     not_found: bool,
     cancel_requested: CancellationToken,
     abort: CancellationToken,
+    /// The final state is being sent: a `Job-Status: failed|canceled` now only confirms it.
+    finishing: bool,
 }
 
 impl Uploader {
@@ -223,7 +226,11 @@ impl Uploader {
     /// Applies what a response's headers said.
     fn apply(&mut self, remote: &RemoteState) {
         if remote.abort && !self.abort.is_cancelled() {
-            tracing::warn!(job_id = self.target.job.id, "coordinator aborted the job");
+            if self.finishing {
+                tracing::debug!(job_id = self.target.job.id, "coordinator confirmed the job's end");
+            } else {
+                tracing::warn!(job_id = self.target.job.id, "coordinator aborted the job");
+            }
             self.abort.cancel();
         }
         if remote.cancel_requested && !self.cancel_requested.is_cancelled() {
@@ -240,6 +247,7 @@ impl Uploader {
 
     /// The final update with its retries.
     async fn final_update(&mut self, fin: &FinalState) -> Result<(), CoordinatorError> {
+        self.finishing = true;
         self.interval = self.client.inner.trace_interval;
         let attempts = self.client.inner.final_update_attempts;
         let mut backoff = ExponentialBuilder::new()

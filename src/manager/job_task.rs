@@ -180,7 +180,7 @@ impl JobTask {
         trace.runner_line(&format!(
             "\x1b[0KRunning with flotilla {} ({})\x1b[0;m",
             crate::VERSION,
-            env!("CARGO_PKG_NAME")
+            crate::coordinator::REVISION
         ));
         trace.runner_line(&format!(
             "\x1b[0K  on {} {}, system ID: {}\x1b[0;m",
@@ -194,7 +194,7 @@ impl JobTask {
             builds_dir: "/builds".into(),
             concurrent_id: self.concurrent_id,
             version: crate::VERSION.into(),
-            revision: option_env!("FLOTILLA_REVISION").unwrap_or("unknown").into(),
+            revision: crate::coordinator::REVISION.into(),
         };
         let variables = env.job_variables(&job);
         let abort = CancellationToken::new();
