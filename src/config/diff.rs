@@ -1,12 +1,13 @@
 //! What changed between two configurations, for the reload log line, and which changes need a
 //! restart. Runners are matched by [`RunnerConfig::identity`] (URL + short token), so a rename is
-//! a change of name, not a new runner. Tokens are never printed: only short tokens.
+//! a change of name, not a new runner. Tokens are never printed: only short tokens. The machine
+//! and GCE settings hold no secrets (a credentials file is named by its path only).
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::time::Duration;
 
-use super::model::{Config, DockerConfig, RunnerConfig, RunnerIdentity};
+use super::model::{Config, DockerConfig, GceConfig, MachineConfig, RunnerConfig, RunnerIdentity};
 
 /// Human-readable lines saying what changed from `old` to `new` (empty when nothing did).
 pub fn diff(old: &Config, new: &Config) -> Vec<String> {
@@ -114,6 +115,14 @@ fn runner_diff(old: &RunnerConfig, new: &RunnerConfig, out: &mut Vec<String>) {
         secs(new.unhealthy_interval),
     );
     docker_diff(&old.docker, &new.docker, &mut field);
+    match (&old.machine, &new.machine) {
+        (Some(a), Some(b)) => machine_diff(a, b, &mut field),
+        (a, b) => field("machine", presence(a), presence(b)),
+    }
+    match (&old.gce, &new.gce) {
+        (Some(a), Some(b)) => gce_diff(a, b, &mut field),
+        (a, b) => field("gce", presence(a), presence(b)),
+    }
     let changed = changed_variables(&old.environment, &new.environment);
     if !changed.is_empty() {
         out.push(format!(
@@ -166,6 +175,126 @@ fn docker_diff(
         show(&old.helper_image),
         show(&new.helper_image),
     );
+}
+
+fn machine_diff(
+    old: &MachineConfig,
+    new: &MachineConfig,
+    field: &mut impl FnMut(&str, String, String),
+) {
+    field(
+        "machine.IdleCount",
+        show(&old.idle_count),
+        show(&new.idle_count),
+    );
+    field(
+        "machine.IdleCountMin",
+        show(&old.idle_count_min),
+        show(&new.idle_count_min),
+    );
+    field(
+        "machine.IdleScaleFactor",
+        show(&old.idle_scale_factor),
+        show(&new.idle_scale_factor),
+    );
+    field("machine.IdleTime", secs(old.idle_time), secs(new.idle_time));
+    field(
+        "machine.MaxBuilds",
+        show(&old.max_builds),
+        show(&new.max_builds),
+    );
+    field(
+        "machine.MaxGrowthRate",
+        show(&old.max_growth_rate),
+        show(&new.max_growth_rate),
+    );
+    field(
+        "machine.MachineName",
+        show(&old.machine_name),
+        show(&new.machine_name),
+    );
+    if old.autoscaling != new.autoscaling {
+        field(
+            "machine.autoscaling",
+            format!("{} periods", old.autoscaling.len()),
+            format!("{} periods (changed)", new.autoscaling.len()),
+        );
+    }
+}
+
+fn gce_diff(old: &GceConfig, new: &GceConfig, field: &mut impl FnMut(&str, String, String)) {
+    let mut f = |name: &str, a: String, b: String| field(&format!("gce.{name}"), a, b);
+    f("project", show(&old.project), show(&new.project));
+    f("zones", show(&old.zones), show(&new.zones));
+    f(
+        "machine_type",
+        show(&old.machine_type),
+        show(&new.machine_type),
+    );
+    f("image", show(&old.image), show(&new.image));
+    f(
+        "disk_size_gb",
+        show(&old.disk_size_gb),
+        show(&new.disk_size_gb),
+    );
+    f("disk_type", show(&old.disk_type), show(&new.disk_type));
+    f("network", show(&old.network), show(&new.network));
+    f("subnetwork", show(&old.subnetwork), show(&new.subnetwork));
+    f(
+        "use_internal_ip",
+        show(&old.use_internal_ip),
+        show(&new.use_internal_ip),
+    );
+    f(
+        "internal_ip_only",
+        show(&old.internal_ip_only),
+        show(&new.internal_ip_only),
+    );
+    f("tags", show(&old.tags), show(&new.tags));
+    f("labels", show(&old.labels), show(&new.labels));
+    f(
+        "service_account",
+        show(&old.service_account),
+        show(&new.service_account),
+    );
+    f("scopes", show(&old.scopes), show(&new.scopes));
+    f("spot", show(&old.spot), show(&new.spot));
+    f("endpoint", show(&old.endpoint), show(&new.endpoint));
+    f(
+        "credentials_file",
+        show(&old.credentials_file),
+        show(&new.credentials_file),
+    );
+    f(
+        "create_timeout",
+        secs(old.create_timeout),
+        secs(new.create_timeout),
+    );
+    f(
+        "docker_port",
+        show(&old.docker_port),
+        show(&new.docker_port),
+    );
+    f(
+        "api_rate_per_minute",
+        show(&old.api_rate_per_minute),
+        show(&new.api_rate_per_minute),
+    );
+    f(
+        "zone_cooldown",
+        secs(old.zone_cooldown),
+        secs(new.zone_cooldown),
+    );
+    f(
+        "docker_machine_tag",
+        show(&old.docker_machine_tag),
+        show(&new.docker_machine_tag),
+    );
+}
+
+/// `set` or `unset`, for a section that appears or goes away.
+fn presence<T>(section: &Option<T>) -> String {
+    if section.is_some() { "set" } else { "unset" }.to_string()
 }
 
 /// The names of the `KEY=value` entries added, removed or changed (values may be secrets, so

@@ -88,6 +88,19 @@ pub enum WarningKind {
     NotSupported,
     /// `helper_image` names GitLab's helper image, which has no Flotilla inside.
     GitlabHelperImage,
+    /// A `[runners.gce]` key replaces a different value carried over in `MachineOptions`.
+    GceOverridesMachineOption {
+        /// The docker-machine option (`google-zone`).
+        option: String,
+        /// Its value in `MachineOptions`, as shown to people.
+        machine: String,
+        /// The value of `[runners.gce]` that is used, as shown to people.
+        gce: String,
+    },
+    /// `network_mode = "host"` with docker+machine: job containers bypass the metadata-server block.
+    HostNetworkOnVm,
+    /// `google-scopes` without `google-service-account`: Flotilla attaches no service account.
+    ScopesWithoutServiceAccount,
 }
 
 /// A key that was accepted but has no effect.
@@ -106,11 +119,27 @@ pub struct ConfigWarning {
 impl fmt::Display for ConfigWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}: {}: ", self.origin, self.line, self.path)?;
-        match self.kind {
+        match &self.kind {
             WarningKind::NotSupported => f.write_str("ignored: not supported"),
             WarningKind::GitlabHelperImage => f.write_str(
                 "ignored: GitLab Runner's helper image has no Flotilla inside; \
                  Flotilla uses its own helper",
+            ),
+            WarningKind::GceOverridesMachineOption {
+                option,
+                machine,
+                gce,
+            } => write!(
+                f,
+                "overrides MachineOptions {option}: {gce} is used, not {machine}"
+            ),
+            WarningKind::HostNetworkOnVm => f.write_str(
+                "network_mode \"host\" bypasses the block of the metadata server \
+                 (169.254.169.254) on the VMs: job containers can reach it",
+            ),
+            WarningKind::ScopesWithoutServiceAccount => f.write_str(
+                "ignored: scopes without a service account (Flotilla attaches none unless \
+                 google-service-account or [runners.gce] service_account names one)",
             ),
         }
     }

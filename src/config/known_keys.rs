@@ -69,7 +69,9 @@ pub(super) const RUNNER: Section = Section {
         "unhealthy_requests_limit",
         "unhealthy_interval",
         "docker",
-        // Flotilla's own table (rejected with a clear error until docker+machine lands).
+        // Read with executor docker+machine only; ignored with a warning otherwise.
+        "machine",
+        // Flotilla's own table (docker+machine only).
         "gce",
     ],
     ignored: &[
@@ -102,7 +104,6 @@ pub(super) const RUNNER: Section = Section {
         "referees",
         "cache",
         "artifact",
-        "machine",
         "autoscaler",
         "instance",
         "kubernetes",
@@ -193,8 +194,8 @@ pub(super) const DOCKER: Section = Section {
     ],
 };
 
-/// `[runners.machine]`: checked for typos, then ignored as a whole (one warning) until the
-/// docker+machine executor lands.
+/// `[runners.machine]` (read with executor docker+machine; with another executor only checked for
+/// typos, then ignored as a whole with one warning).
 pub(super) const MACHINE: Section = Section {
     supported: &[
         "IdleCount",
@@ -206,15 +207,17 @@ pub(super) const MACHINE: Section = Section {
         "MachineDriver",
         "MachineName",
         "MachineOptions",
+        "autoscaling",
+    ],
+    ignored: &[
         "MachineOptionsWithName",
         "MaxRemovalAttempts",
+        // Deprecated in GitLab Runner, replaced by [[runners.machine.autoscaling]].
         "OffPeakPeriods",
         "OffPeakTimezone",
         "OffPeakIdleCount",
         "OffPeakIdleTime",
-        "autoscaling",
     ],
-    ignored: &[],
 };
 
 /// `[[runners.machine.autoscaling]]`.
@@ -230,13 +233,119 @@ pub(super) const MACHINE_AUTOSCALING: Section = Section {
     ignored: &[],
 };
 
+/// `[runners.gce]`: Flotilla's own table, so nothing is ignored.
+pub(super) const GCE: Section = Section {
+    supported: &[
+        "project",
+        "zones",
+        "machine_type",
+        "image",
+        "disk_size_gb",
+        "disk_type",
+        "network",
+        "subnetwork",
+        "use_internal_ip",
+        "internal_ip_only",
+        "tags",
+        "labels",
+        "service_account",
+        "scopes",
+        "spot",
+        "endpoint",
+        "credentials_file",
+        "create_timeout",
+        "docker_port",
+        "api_rate_per_minute",
+        "zone_cooldown",
+    ],
+    ignored: &[],
+};
+
+/// `MachineOptions` with `MachineDriver = "google"`: the options (without the leading `--`) of
+/// docker-machine's google driver (GitLab's fork) and of `docker-machine create` itself. Supported
+/// ones are mapped onto `[runners.gce]`; ignored ones earn a warning each.
+///
+/// Sources: `drivers/google/google.go` `GetCreateFlags` and `commands/commands.go` create flags
+/// of gitlab-org/ci-cd/docker-machine.
+pub(super) const MACHINE_OPTIONS: Section = Section {
+    supported: &[
+        "google-project",
+        "google-zone",
+        "google-machine-type",
+        "google-machine-image",
+        "google-disk-size",
+        "google-disk-type",
+        "google-network",
+        "google-subnetwork",
+        "google-preemptible",
+        "google-use-internal-ip",
+        "google-use-internal-ip-only",
+        "google-tags",
+        "google-label",
+        "google-service-account",
+        "google-scopes",
+    ],
+    ignored: &[
+        "google-username",
+        "google-open-port",
+        "google-use-existing",
+        "google-address",
+        "google-min-cpu-platform",
+        "google-accelerator",
+        "google-maintenance-policy",
+        "google-metadata",
+        "google-metadata-from-file",
+        "google-skip-firewall-create",
+        "google-provisioned-iops",
+        "google-provisioned-throughput",
+        "google-operation-backoff-initial-interval",
+        "google-operation-backoff-randomization-factor",
+        "google-operation-backoff-multipler",
+        "google-operation-backoff-multiplier",
+        "google-operation-backoff-max-interval",
+        "google-operation-backoff-max-elapsed-time",
+        "google-bulk-insert",
+        "google-region",
+        "google-flex-machine-type",
+        "google-location-zone",
+        "google-flex-stockout-cooldown",
+        "google-flex-stockout-probe-lease",
+        "engine-env",
+        "engine-insecure-registry",
+        "engine-install-url",
+        "engine-label",
+        "engine-opt",
+        "engine-registry-mirror",
+        "engine-storage-driver",
+        "swarm",
+        "swarm-image",
+        "swarm-master",
+        "swarm-discovery",
+        "swarm-strategy",
+        "swarm-opt",
+        "swarm-join-opt",
+        "swarm-host",
+        "swarm-addr",
+        "swarm-experimental",
+        "tls-san",
+    ],
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn no_key_is_both_supported_and_ignored() {
-        for section in [&GLOBAL, &RUNNER, &DOCKER, &MACHINE, &MACHINE_AUTOSCALING] {
+        for section in [
+            &GLOBAL,
+            &RUNNER,
+            &DOCKER,
+            &MACHINE,
+            &MACHINE_AUTOSCALING,
+            &GCE,
+            &MACHINE_OPTIONS,
+        ] {
             for key in section.supported {
                 assert!(!section.is_ignored(key), "{key} is in both lists");
             }

@@ -4,21 +4,31 @@
 //!
 //! Loading runs in two stages: `reader` walks the TOML document (keeping each key's line) into
 //! raw structs in GitLab Runner's spelling, checking keys against the compatibility table in
-//! `known_keys`; `validate` turns them into a [`Config`]. Both record every problem and go on, so
-//! one run reports them all.
+//! `known_keys` (`read_machine` for the `docker+machine` tables); `validate` turns them into a
+//! [`Config`], with `machine` for `[runners.machine]` and `gce` for `[runners.gce]` (merged with a
+//! carried-over `MachineOptions`, mapped by `machine_options`). Both stages record every problem
+//! and go on, so one run reports them all.
 
 mod diag;
 mod diff;
 mod error;
+mod gce;
+mod gce_checks;
+mod gce_names;
 mod known_keys;
+mod machine;
+mod machine_options;
 mod model;
 mod raw;
+mod read_machine;
 mod reader;
 mod units;
 mod validate;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_machine;
 
 use std::path::Path;
 
@@ -55,6 +65,7 @@ impl Config {
         let raw = reader::read(&mut d, doc.as_table());
         let config = validate::build(&mut d, raw);
         if d.problems.is_empty() {
+            d.warnings.sort_by_key(|w| w.line);
             Ok(Loaded {
                 config,
                 warnings: d.warnings,

@@ -9,16 +9,20 @@ use super::diag::Diagnostics;
 use super::error::WarningKind;
 use super::known_keys::{self, Section};
 use super::raw::{Field, RawConfig, RawDocker, RawRunner};
+use super::read_machine;
+
+/// The executor whose `[runners.machine]` and `[runners.gce]` are read.
+const DOCKER_MACHINE: &str = "docker+machine";
 
 /// A table being read: its contents, its key path and the line of its header.
-struct Scope<'t> {
-    table: &'t dyn TableLike,
-    path: String,
-    line: usize,
+pub(super) struct Scope<'t> {
+    pub table: &'t dyn TableLike,
+    pub path: String,
+    pub line: usize,
 }
 
 impl<'t> Scope<'t> {
-    fn child_path(&self, key: &str) -> String {
+    pub fn child_path(&self, key: &str) -> String {
         if self.path.is_empty() {
             key.to_string()
         } else {
@@ -26,7 +30,7 @@ impl<'t> Scope<'t> {
         }
     }
 
-    fn key_line(&self, d: &Diagnostics, key: &str) -> usize {
+    pub fn key_line(&self, d: &Diagnostics, key: &str) -> usize {
         let span = self
             .table
             .get_key_value(key)
@@ -35,7 +39,7 @@ impl<'t> Scope<'t> {
     }
 
     /// The sub-table at `key`, if present; an error if `key` holds something else.
-    fn sub_table(&self, d: &mut Diagnostics, key: &str) -> Option<Scope<'t>> {
+    pub fn sub_table(&self, d: &mut Diagnostics, key: &str) -> Option<Scope<'t>> {
         let item = self.table.get(key)?;
         let line = self.key_line(d, key);
         match item.as_table_like() {
@@ -127,16 +131,28 @@ fn runner_scopes<'t>(d: &mut Diagnostics, s: &Scope<'t>) -> Vec<Scope<'t>> {
 
 fn read_runner(d: &mut Diagnostics, s: Scope<'_>) -> RawRunner {
     check_keys(d, &s, &known_keys::RUNNER);
-    if s.table.contains_key("gce") {
-        d.error(
-            s.key_line(d, "gce"),
-            &s.child_path("gce"),
-            "[runners.gce] requires executor docker+machine, not supported yet",
-        );
-    }
-    if let Some(machine) = s.sub_table(d, "machine") {
-        check_machine(d, &machine);
-    }
+    let (machine, gce) = if s.table.get("executor").and_then(Item::as_str) == Some(DOCKER_MACHINE) {
+        (
+            s.sub_table(d, "machine")
+                .map(|m| read_machine::machine(d, &m)),
+            s.sub_table(d, "gce").map(|g| read_machine::gce(d, &g)),
+        )
+    } else {
+        if s.table.contains_key("gce") {
+            d.error(
+                s.key_line(d, "gce"),
+                &s.child_path("gce"),
+                "[runners.gce] requires executor \"docker+machine\"",
+            );
+        }
+        if let Some(machine) = s.sub_table(d, "machine") {
+            check_machine(d, &machine);
+            if !is_empty(machine_item(&s)) {
+                d.warn(machine.line, &machine.path, WarningKind::NotSupported);
+            }
+        }
+        (None, None)
+    };
     let docker = match s.sub_table(d, "docker") {
         Some(docker) => read_docker(d, &docker),
         None => RawDocker::default(),
@@ -155,7 +171,13 @@ fn read_runner(d: &mut Diagnostics, s: Scope<'_>) -> RawRunner {
         unhealthy_requests_limit: integer(d, &s, "unhealthy_requests_limit"),
         unhealthy_interval: string(d, &s, "unhealthy_interval"),
         docker,
+        machine,
+        gce,
     }
+}
+
+fn machine_item<'t>(s: &Scope<'t>) -> &'t Item {
+    s.table.get("machine").unwrap_or(&Item::None)
 }
 
 fn read_docker(d: &mut Diagnostics, s: &Scope<'_>) -> RawDocker {
@@ -182,9 +204,10 @@ fn read_docker(d: &mut Diagnostics, s: &Scope<'_>) -> RawDocker {
     }
 }
 
-/// `[runners.machine]` is ignored for now, but its keys are checked so a typo is caught early.
+/// `[runners.machine]` of a runner whose executor does not use it: ignored as a whole (one
+/// warning, by the caller), but its keys are checked so a typo is caught early.
 fn check_machine(d: &mut Diagnostics, s: &Scope<'_>) {
-    check_keys(d, s, &known_keys::MACHINE);
+    check_keys_quietly(d, s, &known_keys::MACHINE);
     match s.table.get("autoscaling") {
         None => {}
         Some(Item::ArrayOfTables(periods)) => {
@@ -194,7 +217,7 @@ fn check_machine(d: &mut Diagnostics, s: &Scope<'_>) {
                     path: format!("{}.autoscaling[{i}]", s.path),
                     line: d.line_of(t.span(), s.line),
                 };
-                check_keys(d, &scope, &known_keys::MACHINE_AUTOSCALING);
+                check_keys_quietly(d, &scope, &known_keys::MACHINE_AUTOSCALING);
             }
         }
         Some(other) => {
@@ -209,7 +232,16 @@ fn check_machine(d: &mut Diagnostics, s: &Scope<'_>) {
 }
 
 /// Warns about ignored keys and reports unknown ones.
-fn check_keys(d: &mut Diagnostics, s: &Scope<'_>, section: &Section) {
+pub(super) fn check_keys(d: &mut Diagnostics, s: &Scope<'_>, section: &Section) {
+    check_keys_with(d, s, section, true);
+}
+
+/// Reports unknown keys only (the caller warns about the whole table).
+fn check_keys_quietly(d: &mut Diagnostics, s: &Scope<'_>, section: &Section) {
+    check_keys_with(d, s, section, false);
+}
+
+fn check_keys_with(d: &mut Diagnostics, s: &Scope<'_>, section: &Section, warn_ignored: bool) {
     for (key, item) in s.table.iter() {
         if section.is_supported(key) {
             continue;
@@ -217,16 +249,20 @@ fn check_keys(d: &mut Diagnostics, s: &Scope<'_>, section: &Section) {
         let line = s.key_line(d, key);
         let path = s.child_path(key);
         if section.is_ignored(key) {
-            if !is_empty(item) {
+            if warn_ignored && !is_empty(item) {
                 d.warn(line, &path, WarningKind::NotSupported);
             }
             continue;
         }
-        let message = match suggest(key, section.all()) {
-            Some(near) => format!("unknown key; did you mean \"{near}\"?"),
-            None => "unknown key".to_string(),
-        };
-        d.error(line, &path, message);
+        d.error(line, &path, unknown("key", key, section));
+    }
+}
+
+/// "unknown key", with a "did you mean" when a known name is close.
+pub(super) fn unknown(what: &str, name: &str, section: &Section) -> String {
+    match suggest(name, section.all()) {
+        Some(near) => format!("unknown {what}; did you mean \"{near}\"?"),
+        None => format!("unknown {what}"),
     }
 }
 
@@ -245,7 +281,7 @@ fn suggest(key: &str, known: impl Iterator<Item = &'static str>) -> Option<&'sta
 /// Whether an item holds no value at all (an empty array, or `[runners.cache]` with only empty
 /// sub-tables, as `gitlab-runner register` writes): ignoring it changes nothing, so it earns no
 /// warning.
-fn is_empty(item: &Item) -> bool {
+pub(super) fn is_empty(item: &Item) -> bool {
     match item {
         Item::None => true,
         Item::Table(t) => t.iter().all(|(_, i)| is_empty(i)),
@@ -257,7 +293,7 @@ fn is_empty(item: &Item) -> bool {
 }
 
 /// Reads `key` with `convert`; a value `convert` rejects is a type error.
-fn get<T>(
+pub(super) fn get<T>(
     d: &mut Diagnostics,
     s: &Scope<'_>,
     key: &str,
@@ -280,17 +316,21 @@ fn get<T>(
     }
 }
 
-fn string(d: &mut Diagnostics, s: &Scope<'_>, key: &str) -> Option<Field<String>> {
+pub(super) fn string(d: &mut Diagnostics, s: &Scope<'_>, key: &str) -> Option<Field<String>> {
     get(d, s, key, "a string", |item| {
         item.as_str().map(str::to_string)
     })
 }
 
-fn integer(d: &mut Diagnostics, s: &Scope<'_>, key: &str) -> Option<Field<i64>> {
+pub(super) fn integer(d: &mut Diagnostics, s: &Scope<'_>, key: &str) -> Option<Field<i64>> {
     get(d, s, key, "an integer", Item::as_integer)
 }
 
-fn string_list(d: &mut Diagnostics, s: &Scope<'_>, key: &str) -> Option<Field<Vec<String>>> {
+pub(super) fn string_list(
+    d: &mut Diagnostics,
+    s: &Scope<'_>,
+    key: &str,
+) -> Option<Field<Vec<String>>> {
     get(d, s, key, "an array of strings", strings)
 }
 

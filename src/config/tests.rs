@@ -193,24 +193,6 @@ fn bad_url_is_an_error() {
 }
 
 #[test]
-fn docker_machine_and_gce_are_not_supported_yet() {
-    let text = with_runner("[runners.gce]\nproject = \"p\"", "")
-        .replace("executor = \"docker\"", "executor = \"docker+machine\"");
-    let errors = errors(&text);
-    assert!(
-        errors.iter().any(|e| e
-            .ends_with("runners[0].executor: executor \"docker+machine\" is not supported yet")),
-        "{errors:#?}"
-    );
-    assert!(
-        errors
-            .iter()
-            .any(|e| e.contains("runners[0].gce: [runners.gce] requires executor docker+machine")),
-        "{errors:#?}"
-    );
-}
-
-#[test]
 fn machine_keys_are_checked_then_ignored() {
     let ok = load(&with_runner("[runners.machine]\nIdleCount = 2\n[[runners.machine.autoscaling]]\nPeriods = [\"* * * * * * *\"]", ""));
     let warnings: Vec<String> = ok.warnings.iter().map(|w| w.to_string()).collect();

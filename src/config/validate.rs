@@ -8,10 +8,11 @@ use std::time::Duration;
 use super::diag::Diagnostics;
 use super::error::WarningKind;
 use super::model::{
-    Config, DockerConfig, ExecutorKind, LogFormat, PullPolicy, RunnerConfig, Secret,
+    Config, DockerConfig, ExecutorKind, GceConfig, LogFormat, MachineConfig, PullPolicy,
+    RunnerConfig, Secret,
 };
-use super::raw::{Field, RawConfig, RawDocker, RawRunner};
-use super::units;
+use super::raw::{Field, RawConfig, RawDocker, RawGce, RawMachine, RawRunner};
+use super::{gce, machine, machine_options, units};
 
 /// Default `state_dir`.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/flotilla";
@@ -114,11 +115,28 @@ fn runner(d: &mut Diagnostics, r: RawRunner) -> RunnerConfig {
         let message = format!("invalid entry {entry:?}: expected KEY=value");
         d.error(environment_line, &p("environment"), message);
     }
+    let executor = executor(d, r.executor, r.line, &p("executor"));
+    let network_line = r.docker.network_mode.as_ref().map(|f| f.line);
+    let docker = docker(d, r.docker, &p("docker"));
+    let (machine, gce) = match executor {
+        ExecutorKind::Docker => (None, None),
+        ExecutorKind::DockerMachine => {
+            if let (Some("host"), Some(line)) = (docker.network_mode.as_deref(), network_line) {
+                d.warn(
+                    line,
+                    &p("docker.network_mode"),
+                    WarningKind::HostNetworkOnVm,
+                );
+            }
+            let (machine, gce) = docker_machine(d, r.machine, r.gce, &r.path, r.line);
+            (Some(machine), gce)
+        }
+    };
     RunnerConfig {
         name: r.name.map(|f| f.value).unwrap_or_default(),
         url,
         token,
-        executor: executor(d, r.executor, r.line, &p("executor")),
+        executor,
         limit,
         request_concurrency: r
             .request_concurrency
@@ -133,10 +151,53 @@ fn runner(d: &mut Diagnostics, r: RawRunner) -> RunnerConfig {
             _ => 3,
         },
         unhealthy_interval: unhealthy_interval(d, r.unhealthy_interval, &p("unhealthy_interval")),
-        docker: docker(d, r.docker, &p("docker")),
-        machine: None,
-        gce: None,
+        docker,
+        machine,
+        gce,
     }
+}
+
+/// `[runners.machine]` and the GCE definition of a `docker+machine` runner.
+fn docker_machine(
+    d: &mut Diagnostics,
+    machine: Option<RawMachine>,
+    table: Option<RawGce>,
+    runner_path: &str,
+    runner_line: usize,
+) -> (MachineConfig, Option<GceConfig>) {
+    let (machine, carried) = machine::build(d, machine, runner_path, runner_line);
+    let options = carried.options.as_ref();
+    let mapped = match carried.driver {
+        Some(driver) if driver.value == "google" => {
+            let line = options.map_or(carried.line, |f| f.line);
+            let entries = options.map_or(&[][..], |f| &f.value[..]);
+            Some(machine_options::map(d, entries, &carried.path, line))
+        }
+        Some(driver) => {
+            let message = format!(
+                "MachineDriver {:?}: only the google driver is supported",
+                driver.value
+            );
+            d.error(
+                driver.line,
+                &format!("{}.MachineDriver", carried.path),
+                message,
+            );
+            return (machine, None);
+        }
+        None => {
+            if let Some(f) = options.filter(|f| !f.value.is_empty()) {
+                d.error(
+                    f.line,
+                    &format!("{}.MachineOptions", carried.path),
+                    "MachineOptions need MachineDriver = \"google\"",
+                );
+            }
+            None
+        }
+    };
+    let gce = gce::build(d, table, mapped, runner_path, runner_line);
+    (machine, gce)
 }
 
 fn executor(
@@ -145,24 +206,20 @@ fn executor(
     line: usize,
     path: &str,
 ) -> ExecutorKind {
+    const SUPPORTED: &str = "supported executors: docker+machine, docker";
     let Some(f) = f else {
-        d.error(line, path, "required: supported executors: docker");
+        d.error(line, path, format!("required: {SUPPORTED}"));
         return ExecutorKind::Docker;
     };
     match f.value.as_str() {
-        "docker" => {}
-        "docker+machine" => d.error(
-            f.line,
-            path,
-            "executor \"docker+machine\" is not supported yet",
-        ),
-        other => d.error(
-            f.line,
-            path,
-            format!("executor {other:?} is not supported; supported executors: docker"),
-        ),
+        "docker" => ExecutorKind::Docker,
+        "docker+machine" => ExecutorKind::DockerMachine,
+        other => {
+            let message = format!("executor {other:?} is not supported; {SUPPORTED}");
+            d.error(f.line, path, message);
+            ExecutorKind::Docker
+        }
     }
-    ExecutorKind::Docker
 }
 
 fn unhealthy_interval(d: &mut Diagnostics, f: Option<Field<String>>, path: &str) -> Duration {
