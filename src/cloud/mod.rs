@@ -5,6 +5,10 @@
 //!
 //! Invariant: this module never imports `coordinator` or `executor`.
 
+pub mod gce;
+
+pub use gce::{GceCloud, GceCloudSettings};
+
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
