@@ -227,8 +227,8 @@ impl GceCloud {
                     if !matches!(e, CloudError::Unavailable { .. }) || tries >= self.retries {
                         return Err(e);
                     }
-                    let delay = (self.backoff * 2u32.saturating_pow(tries))
-                        .min(Duration::from_secs(5));
+                    let delay =
+                        (self.backoff * 2u32.saturating_pow(tries)).min(Duration::from_secs(5));
                     tracing::debug!(method, error = %e, ?delay, "gce: retrying");
                     tokio::time::sleep(delay).await;
                     tries += 1;
@@ -245,11 +245,7 @@ impl GceCloud {
         self.call_with(method, |_| "ok", attempt).await
     }
 
-    async fn list_zone(
-        &self,
-        zone: &str,
-        filter: Option<String>,
-    ) -> Result<Listing, CloudError> {
+    async fn list_zone(&self, zone: &str, filter: Option<String>) -> Result<Listing, CloudError> {
         const M: &str = "instances.list";
         let mut out = Listing::default();
         let mut token: Option<String> = None;

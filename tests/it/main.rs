@@ -1,6 +1,7 @@
 //! Flotilla's integration tests: one binary, one module per subsystem, run against the real
 //! local Docker engine and the test kit's fakes over real HTTP on 127.0.0.1.
 //!
+//! - `cloud_gce`: the GCE `Cloud` against the fake Compute Engine.
 //! - `support`: shared helpers (test images, Docker connection, waiting on a trace).
 //! - `harness`: a fake GitLab, a config pointing at it, the manager in-process or as a binary.
 //! - `executor`: job stages in containers on the local engine.
@@ -8,6 +9,7 @@
 //! - `process`: the real `flotilla` binary (crash recovery, log secrecy, `config check`).
 //! - `mock_coordinator`: the happy path against `gitlab-runner-mock`.
 
+mod cloud_gce;
 mod executor;
 mod harness;
 mod jobs;

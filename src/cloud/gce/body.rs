@@ -125,7 +125,11 @@ pub fn instance_from_model(i: &GceInstance, fallback_zone: &str) -> Instance {
         status: status_of(i.status.as_ref().and_then(|s| s.name())),
         internal_ip,
         external_ip,
-        labels: i.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        labels: i
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     }
 }
 
@@ -211,7 +215,10 @@ mod tests {
     fn spot_is_deleted_on_preemption() {
         let v = wire(&spec(true));
         assert_eq!(v["scheduling"]["provisioningModel"], json!("SPOT"));
-        assert_eq!(v["scheduling"]["instanceTerminationAction"], json!("DELETE"));
+        assert_eq!(
+            v["scheduling"]["instanceTerminationAction"],
+            json!("DELETE")
+        );
         assert_eq!(v["scheduling"]["onHostMaintenance"], json!("TERMINATE"));
         assert_eq!(v["scheduling"]["automaticRestart"], json!(false));
     }
@@ -226,8 +233,14 @@ mod tests {
         let v = wire(&s);
         let nic = &v["networkInterfaces"][0];
         assert!(nic.get("accessConfigs").is_none());
-        assert_eq!(nic["network"], json!("projects/host/global/networks/shared"));
-        assert_eq!(nic["subnetwork"], json!("regions/us-central1/subnetworks/x"));
+        assert_eq!(
+            nic["network"],
+            json!("projects/host/global/networks/shared")
+        );
+        assert_eq!(
+            nic["subnetwork"],
+            json!("regions/us-central1/subnetworks/x")
+        );
         assert_eq!(
             v["serviceAccounts"],
             json!([{"email": "sa@p.iam.gserviceaccount.com", "scopes": ["scope"]}])

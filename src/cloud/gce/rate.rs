@@ -43,10 +43,7 @@ impl RateLimiter {
             // A poisoned lock only means another caller panicked mid-update: the value is a
             // plain Instant and still usable.
             let mut tat = self.tat.lock().unwrap_or_else(|p| p.into_inner());
-            let current = tat.map_or(now, |t| t.max(now));
-            let allowed_at = current.checked_sub(self.tolerance).unwrap_or(now);
-            *tat = Some(current + self.interval);
-            allowed_at
+            self.reserve(&mut tat, now)
         };
         if allowed_at > now {
             tokio::time::sleep_until(allowed_at).await;
@@ -54,6 +51,14 @@ impl RateLimiter {
         } else {
             false
         }
+    }
+
+    /// One GCRA step: reserves the next slot at `now` and returns when it may be used.
+    fn reserve(&self, tat: &mut Option<Instant>, now: Instant) -> Instant {
+        let current = tat.map_or(now, |t| t.max(now));
+        let allowed_at = current.checked_sub(self.tolerance).unwrap_or(now).max(now);
+        *tat = Some(current + self.interval);
+        allowed_at
     }
 }
 
@@ -100,43 +105,51 @@ impl GceMetrics {
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn bursts_then_spaces_calls() {
-        // 60/min = one per second, burst 3.
+    /// Runs `n` reservations at the given offsets (ms) and returns each delay (ms).
+    fn delays(rl: &RateLimiter, offsets_ms: &[u64]) -> Vec<u64> {
+        let base = Instant::now();
+        let mut tat = None;
+        offsets_ms
+            .iter()
+            .map(|o| {
+                let now = base + Duration::from_millis(*o);
+                let at = rl.reserve(&mut tat, now);
+                (at - now).as_millis() as u64
+            })
+            .collect()
+    }
+
+    #[test]
+    fn bursts_then_spaces_calls() {
+        // 60/min = one per second, burst 3: three at once, then one a second.
         let rl = RateLimiter::new(60, 3);
-        let start = Instant::now();
-        let mut waited = Vec::new();
-        for _ in 0..5 {
-            waited.push(rl.acquire().await);
-        }
-        assert_eq!(waited, [false, false, false, true, true]);
-        assert_eq!(start.elapsed(), Duration::from_secs(2));
+        assert_eq!(delays(&rl, &[0, 0, 0, 0, 0]), [0, 0, 0, 1000, 2000]);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn refills_while_idle() {
+    #[test]
+    fn refills_while_idle() {
         let rl = RateLimiter::new(120, 1);
-        assert!(!rl.acquire().await);
-        assert!(rl.acquire().await);
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        assert!(!rl.acquire().await);
+        // 500 ms spacing; after 5 s idle the bucket is full again (but holds only one).
+        assert_eq!(delays(&rl, &[0, 0, 5000, 5000]), [0, 500, 0, 500]);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn concurrent_callers_each_get_a_slot() {
-        let rl = std::sync::Arc::new(RateLimiter::new(600, 1));
+        // 6000/min = 10 ms spacing, no burst: 5 concurrent callers span at least 40 ms.
+        let rl = std::sync::Arc::new(RateLimiter::new(6000, 1));
         let start = Instant::now();
-        let tasks: Vec<_> = (0..4)
+        let tasks: Vec<_> = (0..5)
             .map(|_| {
                 let rl = rl.clone();
                 tokio::spawn(async move { rl.acquire().await })
             })
             .collect();
+        let mut waited = 0;
         for t in tasks {
-            t.await.expect("task");
+            waited += usize::from(t.await.expect("task"));
         }
-        // 4 calls at 100 ms spacing: the last leaves 300 ms after the first.
-        assert_eq!(start.elapsed(), Duration::from_millis(300));
+        assert_eq!(waited, 4);
+        assert!(start.elapsed() >= Duration::from_millis(40));
     }
 
     #[test]

@@ -17,7 +17,9 @@ fn fixture(name: &str) -> &'static str {
         "sync_already_exists" => {
             include_str!("../../../../tests/fixtures/gce/sync_already_exists.json")
         }
-        "sync_rate_limited" => include_str!("../../../../tests/fixtures/gce/sync_rate_limited.json"),
+        "sync_rate_limited" => {
+            include_str!("../../../../tests/fixtures/gce/sync_rate_limited.json")
+        }
         "sync_concurrent_ops" => {
             include_str!("../../../../tests/fixtures/gce/sync_concurrent_ops.json")
         }
@@ -30,7 +32,9 @@ fn fixture(name: &str) -> &'static str {
         "sync_quota_exceeded_legacy" => {
             include_str!("../../../../tests/fixtures/gce/sync_quota_exceeded_legacy.json")
         }
-        "sync_backend_error" => include_str!("../../../../tests/fixtures/gce/sync_backend_error.json"),
+        "sync_backend_error" => {
+            include_str!("../../../../tests/fixtures/gce/sync_backend_error.json")
+        }
         "sync_invalid" => include_str!("../../../../tests/fixtures/gce/sync_invalid.json"),
         other => panic!("no fixture {other}"),
     }
@@ -64,14 +68,20 @@ fn operation_errors_by_code() {
     );
     assert!(matches!(
         op_failure("op_quota_global"),
-        OperationFailure::Quota { scope: QuotaScope::Global, .. }
+        OperationFailure::Quota {
+            scope: QuotaScope::Global,
+            ..
+        }
     ));
 }
 
 #[test]
 fn operation_status_reads_done_and_error() {
     let parse = |name: &str| -> Operation { serde_json::from_str(fixture(name)).expect("parses") };
-    assert_eq!(operation_status(&parse("op_running")), OperationStatus::Pending);
+    assert_eq!(
+        operation_status(&parse("op_running")),
+        OperationStatus::Pending
+    );
     assert!(matches!(
         operation_status(&parse("op_stockout")),
         OperationStatus::Failed(OperationFailure::Stockout { .. })
@@ -135,7 +145,10 @@ fn sync_quota_exceeded_vs_rate_limit_exceeded() {
     }
     assert!(matches!(
         sync("sync_quota_exceeded_legacy", 403),
-        CloudError::QuotaExceeded { scope: QuotaScope::Global, .. }
+        CloudError::QuotaExceeded {
+            scope: QuotaScope::Global,
+            ..
+        }
     ));
 }
 
@@ -173,6 +186,9 @@ fn unparsable_bodies_and_transport() {
 fn next_minute_boundary() {
     let at = |s: u64, ms: u64| UNIX_EPOCH + Duration::from_millis(s * 1000 + ms);
     assert_eq!(until_next_minute(at(120, 0)), Duration::from_secs(60));
-    assert_eq!(until_next_minute(at(130, 500)), Duration::from_millis(49_500));
+    assert_eq!(
+        until_next_minute(at(130, 500)),
+        Duration::from_millis(49_500)
+    );
     assert_eq!(until_next_minute(at(179, 900)), Duration::from_secs(1));
 }
