@@ -5,6 +5,11 @@
 //!
 //! Invariant: this module never imports `coordinator` or `executor`.
 
+pub mod gce;
+
+/// The Compute Engine implementation and how to build it.
+pub use gce::{GceCloud, GceCloudSettings};
+
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -195,7 +200,8 @@ pub trait Cloud: Send + Sync + 'static {
     ) -> Result<OperationRef, CloudError>;
 
     /// One `zoneOperations.wait` call (it blocks up to about two minutes and may return before
-    /// the operation is done: loop on [`OperationStatus::Pending`]).
+    /// the operation is done: loop on [`OperationStatus::Pending`]). A call that outlives the
+    /// implementation's own timeout also reports `Pending`; bound the loop with a deadline.
     async fn wait(&self, op: &OperationRef) -> Result<OperationStatus, CloudError>;
 
     /// One VM, or `None` when it does not exist.

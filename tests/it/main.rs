@@ -1,6 +1,7 @@
 //! Flotilla's integration tests: one binary, one module per subsystem, run against the real
 //! local Docker engine and the test kit's fakes over real HTTP on 127.0.0.1.
 //!
+//! - `cloud_gce`: the GCE `Cloud` against the fake Compute Engine.
 //! - `support`: shared helpers (test images, Docker connection, waiting on a trace).
 //! - `harness`: a fake GitLab, a config pointing at it, the manager in-process or as a binary.
 //! - `executor`: job stages in containers on the local engine.
@@ -10,6 +11,7 @@
 //! - `docker_tls`: a fake GCE VM's dockerd over mutual TLS, verified by VM name.
 //! - `vm_startup`: the VM startup script against a fake metadata server, in a scratch root.
 
+mod cloud_gce;
 mod docker_tls;
 mod executor;
 mod harness;
