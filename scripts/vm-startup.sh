@@ -1,0 +1,1 @@
+# Placeholder: the VM startup script (written by the docker TLS work).
