@@ -37,12 +37,21 @@ pub(super) enum Command {
     LeaseOnDemand(oneshot::Sender<Result<Lease, FleetError>>),
     MarkUsed(String),
     Unlease(String),
-    Release { name: String, used: bool },
+    Release {
+        name: String,
+        used: bool,
+    },
     Dropped(String),
-    Lookup { name: String, reply: oneshot::Sender<Lookup> },
+    Lookup {
+        name: String,
+        reply: oneshot::Sender<Lookup>,
+    },
     Backlog(u64),
     Snapshot(oneshot::Sender<FleetSnapshot>),
-    Shutdown { deadline: Instant, reply: oneshot::Sender<Vec<String>> },
+    Shutdown {
+        deadline: Instant,
+        reply: oneshot::Sender<Vec<String>>,
+    },
 }
 
 /// What the pool knows of a VM, for `vm_fate`.
@@ -195,7 +204,12 @@ impl Actor {
                 _ = tokio::time::sleep_until(wake) => {}
             }
         }
-        let left: Vec<String> = self.vms.keys().chain(self.orphans.keys()).cloned().collect();
+        let left: Vec<String> = self
+            .vms
+            .keys()
+            .chain(self.orphans.keys())
+            .cloned()
+            .collect();
         if let Some((_, replies)) = self.shutdown.take() {
             for r in replies {
                 let _ = r.send(left.clone());
@@ -279,9 +293,13 @@ impl Actor {
     // ---- planning -------------------------------------------------------------------------
 
     fn plan(&mut self, now: Instant) {
-        self.lost.retain(|_, (_, at)| now.duration_since(*at) < LOST_TTL);
+        self.lost
+            .retain(|_, (_, at)| now.duration_since(*at) < LOST_TTL);
         self.waiters.retain(|w| !w.is_closed());
-        if self.backlog.is_some_and(|(_, at)| now.duration_since(at) >= BACKLOG_TTL) {
+        if self
+            .backlog
+            .is_some_and(|(_, at)| now.duration_since(at) >= BACKLOG_TTL)
+        {
             self.backlog = None;
         }
         if !self.listing && now >= self.next_list_at {
@@ -383,14 +401,15 @@ impl Actor {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let unique = names::unique_id(unix, rand::random());
-        let name = match names::machine_name(&self.s.short_token, &self.s.machine.machine_name, &unique) {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::error!(runner = %self.s.short_token, error = %e, "cannot name a VM");
-                self.creation_failed_without_zone(now);
-                return false;
-            }
-        };
+        let name =
+            match names::machine_name(&self.s.short_token, &self.s.machine.machine_name, &unique) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(runner = %self.s.short_token, error = %e, "cannot name a VM");
+                    self.creation_failed_without_zone(now);
+                    return false;
+                }
+            };
         if self.vms.contains_key(&name) {
             return false;
         }
@@ -427,7 +446,8 @@ impl Actor {
                 retry_delete_at: None,
             },
         );
-        self.tracker.spawn(worker::create(self.ctx.clone(), plan, token));
+        self.tracker
+            .spawn(worker::create(self.ctx.clone(), plan, token));
         true
     }
 
@@ -440,8 +460,12 @@ impl Actor {
 
     fn serve_waiters(&mut self) {
         while !self.waiters.is_empty() {
-            let Some(name) = self.newest_idle() else { return };
-            let Some(w) = self.waiters.pop_front() else { return };
+            let Some(name) = self.newest_idle() else {
+                return;
+            };
+            let Some(w) = self.waiters.pop_front() else {
+                return;
+            };
             let lease = self.lease(&name, VmState::Used);
             if let Err(Ok(lease)) = w.send(Ok(lease)) {
                 self.take_back(lease);
@@ -483,7 +507,9 @@ impl Actor {
     // ---- removal --------------------------------------------------------------------------
 
     fn start_removal(&mut self, name: &str) {
-        let Some(vm) = self.vms.get_mut(name) else { return };
+        let Some(vm) = self.vms.get_mut(name) else {
+            return;
+        };
         if let Some(t) = &vm.worker {
             // A creation worker is canceled and reports; deletion starts from its event. A
             // deletion worker is already doing the job.
@@ -498,7 +524,8 @@ impl Actor {
         let token = self.cancel.child_token();
         vm.worker = Some(token.clone());
         let (zone, name) = (vm.zone.clone(), name.to_string());
-        self.tracker.spawn(worker::delete(self.ctx.clone(), zone, name, token));
+        self.tracker
+            .spawn(worker::delete(self.ctx.clone(), zone, name, token));
     }
 
     fn delete_orphan(&mut self, name: &str, zone: &str) {
@@ -547,7 +574,11 @@ impl Actor {
     fn start_listing(&mut self) {
         self.listing = true;
         let labels = BTreeMap::from([(MANAGER_LABEL.to_string(), self.s.manager_id.clone())]);
-        self.tracker.spawn(worker::list(self.ctx.clone(), labels, self.cancel.child_token()));
+        self.tracker.spawn(worker::list(
+            self.ctx.clone(),
+            labels,
+            self.cancel.child_token(),
+        ));
     }
 }
 

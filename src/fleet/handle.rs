@@ -28,7 +28,9 @@ pub struct FleetHandle {
 
 impl std::fmt::Debug for FleetHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FleetHandle").field("runner", &self.runner).finish()
+        f.debug_struct("FleetHandle")
+            .field("runner", &self.runner)
+            .finish()
     }
 }
 
@@ -135,17 +137,36 @@ impl FleetHandle {
     /// ~30 s to stop). `Alive` if it still runs then.
     pub async fn vm_fate(&self, name: &str, wait: Duration) -> VmFate {
         let deadline = Instant::now() + wait;
-        let (zone, spot) = match self.ask(|reply| Command::Lookup { name: name.to_string(), reply }).await {
+        let (zone, spot) = match self
+            .ask(|reply| Command::Lookup {
+                name: name.to_string(),
+                reply,
+            })
+            .await
+        {
             Some(Lookup::Lost(f)) => return f,
             Some(Lookup::Held { zone, spot }) => (zone, spot),
             Some(Lookup::Unknown) | None => return VmFate::Gone,
         };
-        let gone = if spot { VmFate::Preempted } else { VmFate::Gone };
-        let stopped = if spot { VmFate::Preempted } else { VmFate::Terminated };
+        let gone = if spot {
+            VmFate::Preempted
+        } else {
+            VmFate::Gone
+        };
+        let stopped = if spot {
+            VmFate::Preempted
+        } else {
+            VmFate::Terminated
+        };
         loop {
             let pause = match self.cloud.get(&zone, name).await {
                 Ok(None) => return gone,
-                Ok(Some(i)) if matches!(i.status, InstanceStatus::Stopping | InstanceStatus::Terminated) => {
+                Ok(Some(i))
+                    if matches!(
+                        i.status,
+                        InstanceStatus::Stopping | InstanceStatus::Terminated
+                    ) =>
+                {
                     return stopped
                 }
                 Ok(Some(_)) => FATE_POLL,

@@ -51,7 +51,8 @@ pub trait VmConnector: Send + Sync + 'static {
     /// A Docker client for `vm_name`'s dockerd at `addr` (mTLS verified by VM name).
     async fn connect(&self, vm_name: &str, addr: SocketAddr) -> Result<bollard::Docker, String>;
     /// Whether that dockerd answers (`_ping`); a VM becomes idle only after this succeeds.
-    async fn ping(&self, docker: &bollard::Docker) -> Result<(), String> {
+    async fn ping(&self, vm_name: &str, docker: &bollard::Docker) -> Result<(), String> {
+        let _ = vm_name;
         docker.ping().await.map(|_| ()).map_err(|e| e.to_string())
     }
 }
@@ -249,7 +250,10 @@ impl FleetSettings {
         if self.gce.zones.is_empty() {
             return Err(fail("[runners.gce] zones is empty".into()));
         }
-        for (what, v) in [("manager id", &self.manager_id), ("runner label", &self.runner_label)] {
+        for (what, v) in [
+            ("manager id", &self.manager_id),
+            ("runner label", &self.runner_label),
+        ] {
             if v.is_empty() || !names::is_valid_label_value(v) {
                 return Err(fail(format!("{what} {v:?} is not a valid GCE label value")));
             }

@@ -13,7 +13,9 @@ pub enum NameError {
     #[error("MachineName {0:?} must contain %s (where the unique id goes)")]
     NoPlaceholder(String),
     /// The result is not a valid GCE instance name even after trimming.
-    #[error("machine name {0:?} is not a valid GCE instance name ([a-z]([-a-z0-9]{{0,61}}[a-z0-9])?)")]
+    #[error(
+        "machine name {0:?} is not a valid GCE instance name ([a-z]([-a-z0-9]{{0,61}}[a-z0-9])?)"
+    )]
     Invalid(String),
 }
 
@@ -113,10 +115,22 @@ mod tests {
         let u = unique_id(1_700_000_000, 0xdead_beef);
         assert_eq!(u, "1700000000-deadbeef");
         let cases: &[(&str, &str, Result<&str, ()>)] = &[
-            ("AbC123xyz", "auto-%s", Ok("runner-abc123xyz-auto-1700000000-deadbeef")),
+            (
+                "AbC123xyz",
+                "auto-%s",
+                Ok("runner-abc123xyz-auto-1700000000-deadbeef"),
+            ),
             ("abc", "%s", Ok("runner-abc-1700000000-deadbeef")),
-            ("a_b", "Big_Name.%s.x", Ok("runner-a-b-big-name-1700000000-deadbeef-x")),
-            ("abc", "trailing-%s-", Ok("runner-abc-trailing-1700000000-deadbeef")),
+            (
+                "a_b",
+                "Big_Name.%s.x",
+                Ok("runner-a-b-big-name-1700000000-deadbeef-x"),
+            ),
+            (
+                "abc",
+                "trailing-%s-",
+                Ok("runner-abc-trailing-1700000000-deadbeef"),
+            ),
             ("abc", "no-placeholder", Err(())),
         ];
         for (token, template, want) in cases {
@@ -131,8 +145,12 @@ mod tests {
     #[test]
     fn long_templates_are_trimmed_but_keep_the_unique_part() {
         let u = unique_id(1_700_000_000, 1);
-        let name = machine_name("abcdefghi", &format!("{}-%s-{}", "x".repeat(50), "y".repeat(50)), &u)
-            .unwrap();
+        let name = machine_name(
+            "abcdefghi",
+            &format!("{}-%s-{}", "x".repeat(50), "y".repeat(50)),
+            &u,
+        )
+        .unwrap();
         assert!(name.len() <= 63, "{name}");
         assert!(name.contains(&u), "{name}");
         assert!(is_valid_instance_name(&name), "{name}");
@@ -164,6 +182,9 @@ mod tests {
         assert!(is_valid_label_value(&a), "{a}");
         assert!(!a.contains("secret"));
         // Pinned: a change would orphan every VM of a running manager after an upgrade.
-        assert_eq!(runner_label(""), format!("r{:012x}", 0xcbf2_9ce4_8422_2325u64 >> 16));
+        assert_eq!(
+            runner_label(""),
+            format!("r{:012x}", 0xcbf2_9ce4_8422_2325u64 >> 16)
+        );
     }
 }

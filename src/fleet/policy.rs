@@ -57,8 +57,9 @@ pub struct Demand {
 
 /// Whether the hard caps allow one more VM to be created.
 pub fn caps_allow(c: &Counts, caps: Caps) -> bool {
-    !(caps.max_growth_rate > 0 && c.creating >= caps.max_growth_rate)
-        && !(caps.limit > 0 && c.total() >= caps.limit)
+    let growing_too_fast = caps.max_growth_rate > 0 && c.creating >= caps.max_growth_rate;
+    let at_limit = caps.limit > 0 && c.total() >= caps.limit;
+    !growing_too_fast && !at_limit
 }
 
 /// GitLab Runner's "idle exceeded": enough VMs are available for the idle settings.
@@ -221,27 +222,93 @@ mod tests {
             // Leased VMs count as available (GitLab's Available = acquired+creating+idle).
             (counts(0, 1, 2, 0, 0), idle(3, 0, 0.0), NO_CAPS, d(0, 0), 0),
             // limit counts every state, removing included.
-            (counts(0, 0, 0, 3, 2), idle(3, 0, 0.0), caps(6, 0), d(0, 0), 1),
-            (counts(1, 1, 1, 1, 2), idle(9, 0, 0.0), caps(6, 0), d(0, 0), 0),
+            (
+                counts(0, 0, 0, 3, 2),
+                idle(3, 0, 0.0),
+                caps(6, 0),
+                d(0, 0),
+                1,
+            ),
+            (
+                counts(1, 1, 1, 1, 2),
+                idle(9, 0, 0.0),
+                caps(6, 0),
+                d(0, 0),
+                0,
+            ),
             // MaxGrowthRate bounds VMs creating at once.
-            (counts(0, 0, 0, 0, 0), idle(10, 0, 0.0), caps(0, 2), d(0, 0), 2),
-            (counts(2, 0, 0, 0, 0), idle(10, 0, 0.0), caps(0, 2), d(0, 0), 0),
-            (counts(1, 0, 0, 0, 0), idle(10, 0, 0.0), caps(3, 2), d(0, 0), 1),
+            (
+                counts(0, 0, 0, 0, 0),
+                idle(10, 0, 0.0),
+                caps(0, 2),
+                d(0, 0),
+                2,
+            ),
+            (
+                counts(2, 0, 0, 0, 0),
+                idle(10, 0, 0.0),
+                caps(0, 2),
+                d(0, 0),
+                0,
+            ),
+            (
+                counts(1, 0, 0, 0, 0),
+                idle(10, 0, 0.0),
+                caps(3, 2),
+                d(0, 0),
+                1,
+            ),
             // IdleScaleFactor: idle = factor × in use, floor IdleCountMin (at least 1).
-            (counts(0, 0, 0, 10, 0), idle(50, 2, 0.5), NO_CAPS, d(0, 0), 5),
+            (
+                counts(0, 0, 0, 10, 0),
+                idle(50, 2, 0.5),
+                NO_CAPS,
+                d(0, 0),
+                5,
+            ),
             (counts(0, 0, 0, 2, 0), idle(50, 2, 0.5), NO_CAPS, d(0, 0), 2),
             (counts(0, 0, 0, 0, 0), idle(50, 0, 0.5), NO_CAPS, d(0, 0), 1),
             // IdleCount caps the scale factor (Available ≥ IdleCount is exceeded).
-            (counts(0, 0, 0, 100, 0), idle(4, 1, 1.0), NO_CAPS, d(0, 0), 4),
+            (
+                counts(0, 0, 0, 100, 0),
+                idle(4, 1, 1.0),
+                NO_CAPS,
+                d(0, 0),
+                4,
+            ),
             // On demand (IdleCount = 0): one per waiting job not covered by idle/creating.
             (counts(0, 0, 0, 0, 0), idle(0, 0, 0.0), NO_CAPS, d(2, 0), 2),
             (counts(1, 0, 0, 0, 0), idle(0, 0, 0.0), NO_CAPS, d(2, 0), 1),
-            (counts(0, 0, 0, 4, 0), idle(0, 0, 0.0), caps(5, 0), d(3, 0), 1),
+            (
+                counts(0, 0, 0, 4, 0),
+                idle(0, 0, 0.0),
+                caps(5, 0),
+                d(3, 0),
+                1,
+            ),
             // Queue-aware: the backlog beyond idle + creating, bounded by limit and growth.
             (counts(0, 2, 0, 0, 0), idle(2, 0, 0.0), NO_CAPS, d(0, 5), 3),
-            (counts(0, 0, 0, 0, 0), idle(0, 0, 0.0), caps(4, 0), d(0, 10), 4),
-            (counts(0, 0, 0, 0, 0), idle(0, 0, 0.0), caps(0, 3), d(0, 10), 3),
-            (counts(0, 0, 0, 0, 0), idle(1, 0, 0.0), caps(0, 3), d(1, 10), 3),
+            (
+                counts(0, 0, 0, 0, 0),
+                idle(0, 0, 0.0),
+                caps(4, 0),
+                d(0, 10),
+                4,
+            ),
+            (
+                counts(0, 0, 0, 0, 0),
+                idle(0, 0, 0.0),
+                caps(0, 3),
+                d(0, 10),
+                3,
+            ),
+            (
+                counts(0, 0, 0, 0, 0),
+                idle(1, 0, 0.0),
+                caps(0, 3),
+                d(1, 10),
+                3,
+            ),
             (counts(0, 3, 0, 0, 0), idle(1, 0, 0.0), NO_CAPS, d(0, 2), 0),
         ];
         for (i, (c, s, caps, demand, want)) in table.iter().enumerate() {
@@ -255,10 +322,24 @@ mod tests {
                 assert!(after.total() <= caps.limit, "row {i} exceeds limit");
             }
             if caps.max_growth_rate > 0 && got > 0 {
-                assert!(after.creating <= caps.max_growth_rate, "row {i} exceeds growth");
+                assert!(
+                    after.creating <= caps.max_growth_rate,
+                    "row {i} exceeds growth"
+                );
             }
         }
     }
+
+    /// (busy counts, idle VMs, settings, caps, MaxBuilds, backlog, expected removals)
+    type RemovalRow = (
+        Counts,
+        Vec<IdleVm>,
+        IdleSettings,
+        Caps,
+        u32,
+        u32,
+        Vec<(usize, RemoveReason)>,
+    );
 
     #[test]
     fn removal_table() {
@@ -272,9 +353,17 @@ mod tests {
             max_growth_rate: 0,
         };
         // (busy counts, idle VMs, settings, caps, MaxBuilds, backlog, expected removals)
-        let table: Vec<(Counts, Vec<IdleVm>, IdleSettings, Caps, u32, u32, Vec<(usize, RemoveReason)>)> = vec![
+        let table: Vec<RemovalRow> = vec![
             // Fresh idle VMs stay.
-            (Counts::default(), vec![vm(0, 10, 0), vm(1, 20, 0)], idle(0, 0, 0.0), NO_CAPS, 0, 0, vec![]),
+            (
+                Counts::default(),
+                vec![vm(0, 10, 0), vm(1, 20, 0)],
+                idle(0, 0, 0.0),
+                NO_CAPS,
+                0,
+                0,
+                vec![],
+            ),
             // Expired ones go only while idle capacity is exceeded: keep IdleCount of them.
             (
                 Counts::default(),
@@ -283,9 +372,20 @@ mod tests {
                 NO_CAPS,
                 0,
                 0,
-                vec![(2, RemoveReason::TooManyIdle), (1, RemoveReason::TooManyIdle)],
+                vec![
+                    (2, RemoveReason::TooManyIdle),
+                    (1, RemoveReason::TooManyIdle),
+                ],
             ),
-            (Counts::default(), vec![vm(0, 700, 0)], idle(1, 0, 0.0), NO_CAPS, 0, 0, vec![]),
+            (
+                Counts::default(),
+                vec![vm(0, 700, 0)],
+                idle(1, 0, 0.0),
+                NO_CAPS,
+                0,
+                0,
+                vec![],
+            ),
             // A fresh one counts first, so the expired one goes.
             (
                 Counts::default(),
@@ -297,8 +397,24 @@ mod tests {
                 vec![(0, RemoveReason::TooManyIdle)],
             ),
             // MaxBuilds reached.
-            (Counts::default(), vec![vm(0, 1, 3)], idle(5, 0, 0.0), NO_CAPS, 3, 0, vec![(0, RemoveReason::TooManyBuilds)]),
-            (Counts::default(), vec![vm(0, 1, 2)], idle(5, 0, 0.0), NO_CAPS, 3, 0, vec![]),
+            (
+                Counts::default(),
+                vec![vm(0, 1, 3)],
+                idle(5, 0, 0.0),
+                NO_CAPS,
+                3,
+                0,
+                vec![(0, RemoveReason::TooManyBuilds)],
+            ),
+            (
+                Counts::default(),
+                vec![vm(0, 1, 2)],
+                idle(5, 0, 0.0),
+                NO_CAPS,
+                3,
+                0,
+                vec![],
+            ),
             // Over limit (after a reload lowered it): busy VMs count first.
             (
                 counts(0, 0, 0, 3, 0),
@@ -310,7 +426,15 @@ mod tests {
                 vec![(1, RemoveReason::TooManyMachines)],
             ),
             // The backlog keeps expired idle VMs it needs.
-            (Counts::default(), vec![vm(0, 700, 0), vm(1, 800, 0)], idle(0, 0, 0.0), NO_CAPS, 0, 2, vec![]),
+            (
+                Counts::default(),
+                vec![vm(0, 700, 0), vm(1, 800, 0)],
+                idle(0, 0, 0.0),
+                NO_CAPS,
+                0,
+                2,
+                vec![],
+            ),
             (
                 Counts::default(),
                 vec![vm(0, 700, 0), vm(1, 800, 0)],
@@ -322,7 +446,11 @@ mod tests {
             ),
         ];
         for (i, (busy, vms, s, caps, max_builds, backlog, want)) in table.iter().enumerate() {
-            assert_eq!(&removals(*busy, vms, s, *caps, *max_builds, *backlog), want, "row {i}");
+            assert_eq!(
+                &removals(*busy, vms, s, *caps, *max_builds, *backlog),
+                want,
+                "row {i}"
+            );
         }
     }
 }

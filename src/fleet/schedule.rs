@@ -191,8 +191,16 @@ mod tests {
             ("* * * * * 0,6 *", true, false),
         ] {
             let c = parse_period(expr).unwrap();
-            assert_eq!(c.is_time_matching(&sunday).unwrap(), on_sunday, "{expr} sunday");
-            assert_eq!(c.is_time_matching(&monday).unwrap(), on_monday, "{expr} monday");
+            assert_eq!(
+                c.is_time_matching(&sunday).unwrap(),
+                on_sunday,
+                "{expr} sunday"
+            );
+            assert_eq!(
+                c.is_time_matching(&monday).unwrap(),
+                on_monday,
+                "{expr} monday"
+            );
         }
     }
 
@@ -205,9 +213,13 @@ mod tests {
             ("* * 9-17 * * * 2024", true),
             ("* * 9-17 * * * 2025", false),
             ("* 30 9 3 6 * 2020-2030", true),
-            ("* * 9-17 * *", true), // 5 fields: any second, any year
+            ("* 9-17 * * *", true), // 5 fields: any second, any year
         ] {
-            assert_eq!(parse_period(expr).unwrap().is_time_matching(&t).unwrap(), want, "{expr}");
+            assert_eq!(
+                parse_period(expr).unwrap().is_time_matching(&t).unwrap(),
+                want,
+                "{expr}"
+            );
         }
     }
 
@@ -239,15 +251,22 @@ mod tests {
         for (now, want) in cases {
             assert_eq!(s.active(now).idle_count, want, "{now}");
         }
-        assert_eq!(s.active(utc(2024, 6, 3, 12, 0, 0)).idle_time, Duration::from_secs(420));
+        assert_eq!(
+            s.active(utc(2024, 6, 3, 12, 0, 0)).idle_time,
+            Duration::from_secs(420)
+        );
     }
 
     #[test]
     fn a_bad_period_fails_schedule_construction() {
         let err = Schedule::new(&machine(vec![period(&["nope"], "", 1)])).unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
-        let err = Schedule::new(&machine(vec![period(&["* * * * * * *"], "Nowhere/City", 1)]))
-            .unwrap_err();
+        let err = Schedule::new(&machine(vec![period(
+            &["* * * * * * *"],
+            "Nowhere/City",
+            1,
+        )]))
+        .unwrap_err();
         assert!(err.to_string().contains("Nowhere/City"), "{err}");
     }
 }

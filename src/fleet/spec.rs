@@ -88,16 +88,25 @@ mod tests {
             &s,
             "runner-x-1",
             "zone-a",
-            vec![("flotilla-docker-ca".into(), "PEM".into()), ("startup-script".into(), "evil".into())],
+            vec![
+                ("flotilla-docker-ca".into(), "PEM".into()),
+                ("startup-script".into(), "evil".into()),
+            ],
         );
         assert_eq!(spec.labels.get(MANAGER_LABEL), Some(&s.manager_id));
         assert_eq!(spec.labels.get(RUNNER_LABEL), Some(&s.runner_label));
         assert_eq!(spec.labels.get("team").map(String::as_str), Some("ci"));
         assert_eq!(spec.tags, vec!["custom", RUNNER_TAG, "docker-machine"]);
         assert!(!spec.external_ip);
-        assert_eq!(spec.service_account.as_ref().map(|(e, _)| e.as_str()), Some("vm@p.iam.gserviceaccount.com"));
+        assert_eq!(
+            spec.service_account.as_ref().map(|(e, _)| e.as_str()),
+            Some("vm@p.iam.gserviceaccount.com")
+        );
         let keys: Vec<&str> = spec.metadata.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(keys, vec!["flotilla-docker-ca", "startup-script", DOCKER_PORT_KEY]);
+        assert_eq!(
+            keys,
+            vec!["flotilla-docker-ca", "startup-script", DOCKER_PORT_KEY]
+        );
         assert_eq!(spec.metadata[1].1, STARTUP_SCRIPT);
         assert_eq!(spec.metadata[2].1, s.gce.docker_port.to_string());
     }

@@ -167,7 +167,10 @@ async fn create_flow(
             return Err(CreateFailure::Quota(scope, message))
         }
         Err(OpEnd::Failed(OperationFailure::Other { code, message })) => {
-            return Err(other(format!("insert operation failed: {code}: {message}"), true))
+            return Err(other(
+                format!("insert operation failed: {code}: {message}"),
+                true,
+            ))
         }
         Err(OpEnd::Error(e)) => return Err(other(format!("waiting for insert: {e}"), true)),
     }
@@ -178,7 +181,7 @@ async fn create_flow(
     let mut delay = Duration::from_millis(250);
     loop {
         match ctx.connector.connect(&spec.name, addr).await {
-            Ok(docker) => match ctx.connector.ping(&docker).await {
+            Ok(docker) => match ctx.connector.ping(&spec.name, &docker).await {
                 Ok(()) => return Ok(Ready { docker }),
                 Err(e) => tracing::debug!(vm = %spec.name, error = %e, "dockerd not answering yet"),
             },
@@ -189,7 +192,11 @@ async fn create_flow(
     }
 }
 
-async fn insert(ctx: &Ctx, spec: &InstanceSpec, request_id: &str) -> Result<OperationRef, CreateFailure> {
+async fn insert(
+    ctx: &Ctx,
+    spec: &InstanceSpec,
+    request_id: &str,
+) -> Result<OperationRef, CreateFailure> {
     let mut transient = 0;
     loop {
         match ctx.cloud.insert(spec, request_id).await {
@@ -204,7 +211,9 @@ async fn insert(ctx: &Ctx, spec: &InstanceSpec, request_id: &str) -> Result<Oper
                 tracing::debug!(vm = %spec.name, %message, "insert unavailable, retrying");
                 sleep(Duration::from_secs(2u64 << transient)).await;
             }
-            Err(e @ CloudError::Conflict { .. }) => return Err(other(format!("insert: {e}"), true)),
+            Err(e @ CloudError::Conflict { .. }) => {
+                return Err(other(format!("insert: {e}"), true))
+            }
             Err(e) => return Err(other(format!("insert: {e}"), false)),
         }
     }
@@ -242,7 +251,11 @@ async fn address(ctx: &Ctx, spec: &InstanceSpec, internal: bool) -> Result<IpAdd
     loop {
         match ctx.cloud.get(&spec.zone, &spec.name).await {
             Ok(Some(i)) => {
-                let ip = if internal { i.internal_ip } else { i.external_ip };
+                let ip = if internal {
+                    i.internal_ip
+                } else {
+                    i.external_ip
+                };
                 return match (ip, &i.status) {
                     (Some(ip), InstanceStatus::Running) => Ok(ip),
                     (_, status) => Err(other(
@@ -285,7 +298,9 @@ pub(super) async fn delete(ctx: Ctx, zone: String, name: String, cancel: Cancell
                     }
                 }
                 Err(CloudError::NotFound { .. }) => return true,
-                Err(CloudError::RateLimited { retry_after, .. }) => ctx.rate_limited(retry_after).await,
+                Err(CloudError::RateLimited { retry_after, .. }) => {
+                    ctx.rate_limited(retry_after).await
+                }
                 Err(e) => {
                     tracing::warn!(vm = %name, error = %e, "delete failed");
                     return false;
@@ -306,7 +321,9 @@ pub(super) async fn list(ctx: Ctx, labels: BTreeMap<String, String>, cancel: Can
     let run = async {
         loop {
             match ctx.cloud.list(&ListScope::Aggregated, &labels).await {
-                Err(CloudError::RateLimited { retry_after, .. }) => ctx.rate_limited(retry_after).await,
+                Err(CloudError::RateLimited { retry_after, .. }) => {
+                    ctx.rate_limited(retry_after).await
+                }
                 r => return r,
             }
         }

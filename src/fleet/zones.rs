@@ -110,7 +110,12 @@ impl Zones {
     }
 
     /// Records a failure in `zone`; returns the zones that started cooling.
-    pub fn record_failure(&mut self, zone: &str, failure: &ZoneFailure, now: Instant) -> Vec<String> {
+    pub fn record_failure(
+        &mut self,
+        zone: &str,
+        failure: &ZoneFailure,
+        now: Instant,
+    ) -> Vec<String> {
         let targets: Vec<String> = match failure {
             ZoneFailure::Stockout => vec![zone.to_string()],
             ZoneFailure::CreateTimeout => {
@@ -184,7 +189,10 @@ mod tests {
         let mut z = zones();
         let t0 = Instant::now();
         assert_eq!(z.pick(t0), Some("us-central1-a"));
-        assert_eq!(z.record_failure("us-central1-a", &ZoneFailure::Stockout, t0), vec!["us-central1-a"]);
+        assert_eq!(
+            z.record_failure("us-central1-a", &ZoneFailure::Stockout, t0),
+            vec!["us-central1-a"]
+        );
         assert_eq!(z.pick(t0), Some("us-central1-b"));
         tokio::time::advance(Duration::from_secs(299)).await;
         assert_eq!(z.pick(Instant::now()), Some("us-central1-b"));
@@ -200,7 +208,10 @@ mod tests {
             let now = Instant::now();
             z.record_failure("us-central1-a", &ZoneFailure::Stockout, now);
             let cooling = z.cooling_now(now);
-            assert_eq!(cooling, vec![("us-central1-a".to_string(), Duration::from_secs(want))]);
+            assert_eq!(
+                cooling,
+                vec![("us-central1-a".to_string(), Duration::from_secs(want))]
+            );
             tokio::time::advance(Duration::from_secs(want)).await;
         }
         z.record_success("us-central1-a");
@@ -222,7 +233,11 @@ mod tests {
         assert_eq!(z.pick(t0), Some("europe-west1-b"));
 
         let mut z = zones();
-        z.record_failure("europe-west1-b", &ZoneFailure::Quota(QuotaScope::Global), t0);
+        z.record_failure(
+            "europe-west1-b",
+            &ZoneFailure::Quota(QuotaScope::Global),
+            t0,
+        );
         assert_eq!(z.pick(t0), None);
         assert_eq!(z.next_ready(t0), Some(t0 + Duration::from_secs(300)));
     }
@@ -231,9 +246,15 @@ mod tests {
     async fn one_timeout_is_a_strike_two_cool_the_zone() {
         let t0 = Instant::now();
         let mut z = zones();
-        assert!(z.record_failure("us-central1-a", &ZoneFailure::CreateTimeout, t0).is_empty());
+        assert!(z
+            .record_failure("us-central1-a", &ZoneFailure::CreateTimeout, t0)
+            .is_empty());
         assert_eq!(z.pick(t0), Some("us-central1-a"));
-        assert_eq!(z.record_failure("us-central1-a", &ZoneFailure::CreateTimeout, t0).len(), 1);
+        assert_eq!(
+            z.record_failure("us-central1-a", &ZoneFailure::CreateTimeout, t0)
+                .len(),
+            1
+        );
         assert_eq!(z.pick(t0), Some("us-central1-b"));
     }
 
@@ -249,7 +270,12 @@ mod tests {
         assert_eq!(z.pick(t1), None);
         assert_eq!(z.next_ready(t1), Some(t0 + Duration::from_secs(300)));
         // A failure burst while cooling does not extend or double the cool-down.
-        assert!(z.record_failure("us-central1-a", &ZoneFailure::Stockout, t1).is_empty());
-        assert_eq!(z.cooling_now(t1)[0], ("us-central1-a".into(), Duration::from_secs(300)));
+        assert!(z
+            .record_failure("us-central1-a", &ZoneFailure::Stockout, t1)
+            .is_empty());
+        assert_eq!(
+            z.cooling_now(t1)[0],
+            ("us-central1-a".into(), Duration::from_secs(300))
+        );
     }
 }

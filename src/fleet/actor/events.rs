@@ -40,7 +40,9 @@ impl Actor {
             Command::Unlease(name) => self.back_to_idle(&name, now),
             Command::Release { name, used } => {
                 let max_builds = self.s.machine.max_builds;
-                let Some(vm) = self.vms.get_mut(&name) else { return };
+                let Some(vm) = self.vms.get_mut(&name) else {
+                    return;
+                };
                 if !matches!(vm.state, VmState::Leased | VmState::Used) {
                     return;
                 }
@@ -99,7 +101,9 @@ impl Actor {
 
     fn back_to_idle(&mut self, name: &str, now: Instant) {
         let shutting_down = self.shutdown.is_some();
-        let Some(vm) = self.vms.get_mut(name) else { return };
+        let Some(vm) = self.vms.get_mut(name) else {
+            return;
+        };
         if !matches!(vm.state, VmState::Leased | VmState::Used) {
             return;
         }
@@ -126,8 +130,10 @@ impl Actor {
             .collect();
         FleetSnapshot {
             counts: self.counts(),
-            stuck_on_removing: vms.iter().filter(|v| v.state_name() == "stuck-on-removing").count()
-                as u32,
+            stuck_on_removing: vms
+                .iter()
+                .filter(|v| v.state_name() == "stuck-on-removing")
+                .count() as u32,
             vms,
             cooling_zones: self.zones.cooling_now(now),
             peak_total: self.stats.peak_total,
@@ -176,9 +182,16 @@ impl Actor {
         }
     }
 
-    fn on_created(&mut self, name: String, result: Result<worker::Ready, CreateFailure>, now: Instant) {
+    fn on_created(
+        &mut self,
+        name: String,
+        result: Result<worker::Ready, CreateFailure>,
+        now: Instant,
+    ) {
         let shutting_down = self.shutdown.is_some();
-        let Some(vm) = self.vms.get_mut(&name) else { return };
+        let Some(vm) = self.vms.get_mut(&name) else {
+            return;
+        };
         vm.worker = None;
         match result {
             Ok(ready) => {
@@ -273,12 +286,20 @@ impl Actor {
             seen.insert(inst.name.clone());
             let label = inst.labels.get(RUNNER_LABEL);
             if label == Some(&self.s.runner_label) {
-                let stopped = matches!(inst.status, InstanceStatus::Stopping | InstanceStatus::Terminated);
+                let stopped = matches!(
+                    inst.status,
+                    InstanceStatus::Stopping | InstanceStatus::Terminated
+                );
                 match self.vms.get(&inst.name) {
                     Some(vm) => {
-                        let held = matches!(vm.state, VmState::Idle | VmState::Leased | VmState::Used);
+                        let held =
+                            matches!(vm.state, VmState::Idle | VmState::Leased | VmState::Used);
                         if held && stopped && vm.ready_at.is_some_and(|r| r < started) {
-                            let fate = if self.s.gce.spot { VmFate::Preempted } else { VmFate::Terminated };
+                            let fate = if self.s.gce.spot {
+                                VmFate::Preempted
+                            } else {
+                                VmFate::Terminated
+                            };
                             self.lose(&inst.name, fate, true);
                         } else if vm.state == VmState::Removing
                             && vm.worker.is_none()
@@ -313,7 +334,11 @@ impl Actor {
                 self.vms.remove(&name);
                 self.stats.removed += 1;
             } else {
-                let fate = if self.s.gce.spot { VmFate::Preempted } else { VmFate::Gone };
+                let fate = if self.s.gce.spot {
+                    VmFate::Preempted
+                } else {
+                    VmFate::Gone
+                };
                 self.lose(&name, fate, false);
             }
         }
