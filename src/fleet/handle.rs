@@ -3,7 +3,8 @@
 //! every handle does not stop the pool (its cancellation token or `shutdown` does).
 
 use super::actor::{Command, Lookup};
-use super::{FleetError, FleetSnapshot, VmFate};
+use super::schedule::Schedule;
+use super::{FleetError, FleetSettings, FleetSnapshot, VmFate};
 use crate::cloud::{Cloud, CloudError, InstanceStatus};
 use std::sync::Arc;
 use std::time::Duration;
@@ -194,6 +195,20 @@ impl FleetHandle {
     /// Counts per state and every VM (metrics, status page). Empty once the pool stopped.
     pub async fn snapshot(&self) -> FleetSnapshot {
         self.ask(Command::Snapshot).await.unwrap_or_default()
+    }
+
+    /// Applies reloaded settings (idle settings, periods, limit, MaxBuilds, MaxGrowthRate, zones,
+    /// the VM shape of new VMs); VMs already made keep theirs. The pool's identity (manager id,
+    /// runner label) is kept. Fails when the settings are invalid (the old ones stay).
+    pub fn reconfigure(&self, settings: FleetSettings) -> Result<(), FleetError> {
+        settings.validate()?;
+        let schedule = Schedule::new(&settings.machine).map_err(|e| FleetError::Config {
+            runner: settings.short_token.clone(),
+            reason: e.to_string(),
+        })?;
+        self.tx
+            .send(Command::Reconfigure(Box::new((settings, schedule))))
+            .map_err(|_| FleetError::Closed)
     }
 
     /// Deletes every VM: idle and creating ones at once, leased ones when released. Returns

@@ -86,6 +86,18 @@ impl Actor {
             Command::Snapshot(reply) => {
                 let _ = reply.send(self.snapshot(now));
             }
+            Command::Reconfigure(new) => {
+                let (mut new, schedule) = *new;
+                // A pool's identity (labels, names) never changes: a new token is a new runner.
+                new.manager_id.clone_from(&self.s.manager_id);
+                new.runner_label.clone_from(&self.s.runner_label);
+                new.short_token.clone_from(&self.s.short_token);
+                self.zones
+                    .reconfigure(new.gce.zones.clone(), new.gce.zone_cooldown);
+                self.schedule = schedule;
+                self.s = new;
+                tracing::info!(runner = %self.s.short_token, "machine pool reconfigured");
+            }
             Command::Shutdown { deadline, reply } => {
                 tracing::info!(runner = %self.s.short_token, "machine pool shutting down: deleting every VM");
                 match &mut self.shutdown {

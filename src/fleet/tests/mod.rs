@@ -1,7 +1,9 @@
 //! Tests of the pool actor against an in-memory cloud ([`fake_cloud`]) and a fake connector,
 //! on tokio's paused clock (boot latency and timeouts are virtual time).
 
+mod env;
 mod fake_cloud;
+mod ownership;
 mod pool;
 
 use super::FleetSettings;

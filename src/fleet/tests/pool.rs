@@ -1,100 +1,13 @@
 //! The pool actor against the fake cloud, on the paused clock: warming, leases, MaxBuilds,
-//! IdleTime, caps, zones, rate limits, ownership and lost VMs.
+//! IdleTime, caps, zones, rate limits, queue-aware scale-out, reconfiguration.
 
-use super::fake_cloud::{FakeCloud, FakeConnector};
-use super::settings;
+use super::env::{with, Env, MIN};
+use super::fake_cloud::FakeCloud;
 use crate::cloud::QuotaScope;
-use crate::fleet::{
-    start, FleetHandle, FleetSettings, FleetSnapshot, RunnerRegistry, VmFate, VmState,
-    MANAGER_LABEL, RUNNER_LABEL,
-};
-use std::sync::Arc;
+use crate::fleet::VmState;
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-
-struct Env {
-    cloud: FakeCloud,
-    conn: FakeConnector,
-    handle: FleetHandle,
-    tracker: TaskTracker,
-    cancel: CancellationToken,
-    s: FleetSettings,
-}
-
-impl Env {
-    fn start(s: FleetSettings, cloud: FakeCloud) -> Env {
-        let conn = FakeConnector::new(&cloud);
-        let tracker = TaskTracker::new();
-        let cancel = CancellationToken::new();
-        let handle = start(
-            s.clone(),
-            Arc::new(cloud.clone()),
-            Arc::new(conn.clone()),
-            RunnerRegistry::new(),
-            &tracker,
-            cancel.clone(),
-        )
-        .expect("pool starts");
-        Env {
-            cloud,
-            conn,
-            handle,
-            tracker,
-            cancel,
-            s,
-        }
-    }
-
-    /// Waits (virtual time) until `cond` holds on a snapshot, failing after `limit`.
-    async fn until(
-        &self,
-        what: &str,
-        limit: Duration,
-        cond: impl Fn(&FleetSnapshot) -> bool,
-    ) -> FleetSnapshot {
-        let deadline = Instant::now() + limit;
-        loop {
-            let snap = self.handle.snapshot().await;
-            if cond(&snap) {
-                return snap;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}: {snap:#?}"
-            );
-            sleep(Duration::from_millis(500)).await;
-        }
-    }
-
-    /// Waits until `cond` holds on the fake cloud.
-    async fn until_cloud(&self, what: &str, limit: Duration, cond: impl Fn(&FakeCloud) -> bool) {
-        let deadline = Instant::now() + limit;
-        while !cond(&self.cloud) {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}: {:?}",
-                self.cloud.names()
-            );
-            sleep(Duration::from_millis(500)).await;
-        }
-    }
-
-    async fn stop(self) {
-        self.cancel.cancel();
-        self.tracker.close();
-        self.tracker.wait().await;
-    }
-}
-
-fn with(f: impl FnOnce(&mut FleetSettings)) -> FleetSettings {
-    let mut s = settings();
-    f(&mut s);
-    s
-}
-
-const MIN: Duration = Duration::from_secs(60);
 
 #[tokio::test(start_paused = true)]
 async fn warms_to_idle_count_and_no_further() {
@@ -358,162 +271,6 @@ async fn rate_limits_back_off_then_creation_completes() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn leftovers_are_deleted_before_warming_and_other_managers_are_untouched() {
-    let cloud = FakeCloud::new();
-    let s = with(|s| s.machine.idle_count = 1);
-    cloud.add(
-        "leftover-1",
-        "us-central1-a",
-        &[(MANAGER_LABEL, "mgr1"), (RUNNER_LABEL, &s.runner_label)],
-    );
-    cloud.add(
-        "leftover-2",
-        "us-central1-b",
-        &[(MANAGER_LABEL, "mgr1"), (RUNNER_LABEL, "rgone")],
-    );
-    cloud.add(
-        "other-mgr",
-        "us-central1-a",
-        &[(MANAGER_LABEL, "mgr2"), (RUNNER_LABEL, &s.runner_label)],
-    );
-    cloud.add("unlabelled", "us-central1-a", &[]);
-    // The first listing is rate-limited: nothing may be created until a listing succeeded.
-    cloud.lock().rate_limited_calls = 1;
-    let env = Env::start(s, cloud);
-    env.until_cloud("leftovers deleted", 2 * MIN, |c| {
-        !c.exists("leftover-1") && !c.exists("leftover-2")
-    })
-    .await;
-    env.until("one idle", 2 * MIN, |s| s.counts.idle == 1).await;
-    let log = env.cloud.lock().log.clone();
-    let lists: Vec<usize> = log
-        .iter()
-        .enumerate()
-        .filter(|(_, (m, _, _))| *m == "list")
-        .map(|(i, _)| i)
-        .collect();
-    let first_insert = log
-        .iter()
-        .position(|(m, _, _)| *m == "insert")
-        .expect("inserted");
-    assert!(lists.len() >= 2 && lists[1] < first_insert, "{log:?}");
-    // Later reconciles find a new stray VM of this manager and delete it; never the others.
-    env.cloud.add(
-        "stray",
-        "us-central1-b",
-        &[(MANAGER_LABEL, "mgr1"), (RUNNER_LABEL, &env.s.runner_label)],
-    );
-    env.until_cloud("stray deleted", 3 * MIN, |c| !c.exists("stray"))
-        .await;
-    sleep(10 * MIN).await;
-    assert!(env.cloud.exists("other-mgr"));
-    assert!(env.cloud.exists("unlabelled"));
-    let deleted: Vec<String> = env
-        .cloud
-        .lock()
-        .log
-        .iter()
-        .filter(|(m, _, _)| *m == "delete")
-        .map(|(_, n, _)| n.clone())
-        .collect();
-    assert!(
-        !deleted
-            .iter()
-            .any(|n| n == "other-mgr" || n == "unlabelled"),
-        "{deleted:?}"
-    );
-    env.stop().await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn an_unreachable_zone_deletes_nothing_and_loses_nothing() {
-    let cloud = FakeCloud::new();
-    let s = with(|s| s.machine.idle_count = 1);
-    cloud.add(
-        "leftover-b",
-        "us-central1-b",
-        &[(MANAGER_LABEL, "mgr1"), (RUNNER_LABEL, &s.runner_label)],
-    );
-    cloud.lock().unreachable.insert("us-central1-b".into());
-    let env = Env::start(s, cloud);
-    let snap = env.until("one idle", 2 * MIN, |s| s.counts.idle == 1).await;
-    let held = snap.vms[0].name.clone();
-    assert_eq!(snap.vms[0].zone, "us-central1-a");
-    // Now zone a is unreachable too: the held VM there is unknown, not lost.
-    env.cloud.lock().unreachable.insert("us-central1-a".into());
-    sleep(5 * MIN).await;
-    assert!(
-        env.cloud.exists("leftover-b"),
-        "deleted in an unreachable zone"
-    );
-    let snap = env.handle.snapshot().await;
-    assert!(
-        snap.vms
-            .iter()
-            .any(|v| v.name == held && v.state == VmState::Idle),
-        "{snap:#?}"
-    );
-    // Reachable again: the leftover goes.
-    env.cloud.lock().unreachable.clear();
-    env.until_cloud("leftover deleted", 3 * MIN, |c| !c.exists("leftover-b"))
-        .await;
-    env.stop().await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_vanished_vm_is_lost_and_its_fate_is_gone() {
-    let env = Env::start(with(|s| s.machine.idle_count = 1), FakeCloud::new());
-    env.until("one idle", 2 * MIN, |s| s.counts.idle == 1).await;
-    let lease = env.handle.try_lease().await.expect("idle");
-    env.handle.mark_used(&lease);
-    env.cloud.vanish(&lease.name);
-    assert_eq!(
-        env.handle
-            .vm_fate(&lease.name, Duration::from_secs(30))
-            .await,
-        VmFate::Gone
-    );
-    // The reconcile notices too: the VM leaves the table and the fate is remembered.
-    let name = lease.name.clone();
-    env.until("lost VM dropped", 3 * MIN, |s| {
-        !s.vms.iter().any(|v| v.name == name)
-    })
-    .await;
-    assert_eq!(
-        env.handle.vm_fate(&name, Duration::from_secs(30)).await,
-        VmFate::Gone
-    );
-    env.handle.release(lease, true); // a no-op now
-    env.stop().await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_terminated_vm_is_terminated_and_a_live_one_alive() {
-    let env = Env::start(with(|s| s.machine.idle_count = 2), FakeCloud::new());
-    env.until("two idle", 2 * MIN, |s| s.counts.idle == 2).await;
-    let a = env.handle.try_lease().await.expect("idle");
-    let b = env.handle.try_lease().await.expect("idle");
-    env.cloud.terminate(&a.name);
-    assert_eq!(
-        env.handle.vm_fate(&a.name, Duration::from_secs(30)).await,
-        VmFate::Terminated
-    );
-    let t0 = Instant::now();
-    assert_eq!(
-        env.handle.vm_fate(&b.name, Duration::from_secs(30)).await,
-        VmFate::Alive
-    );
-    assert!(t0.elapsed() >= Duration::from_secs(30));
-    // The reconcile deletes the terminated VM.
-    let name = a.name.clone();
-    env.until_cloud("terminated VM deleted", 3 * MIN, |c| !c.exists(&name))
-        .await;
-    env.handle.release(a, true);
-    env.handle.release(b, true);
-    env.stop().await;
-}
-
-#[tokio::test(start_paused = true)]
 async fn a_vm_not_ready_in_time_is_deleted_and_strikes_its_zone() {
     let env = Env::start(
         with(|s| {
@@ -564,69 +321,25 @@ async fn queue_aware_scale_out_creates_for_the_backlog_and_can_be_off() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn failed_deletions_retry_and_show_stuck_on_removing() {
-    let env = Env::start(
-        with(|s| {
-            s.machine.idle_count = 1;
-            s.machine.max_builds = 1;
-        }),
-        FakeCloud::new(),
-    );
-    env.until("one idle", 2 * MIN, |s| s.counts.idle == 1).await;
-    env.cloud.lock().failing_deletes = 100;
-    let lease = env.handle.try_lease().await.expect("idle");
-    let name = lease.name.clone();
-    env.handle.release(lease, true);
-    env.until("stuck on removing", 5 * MIN, |s| s.stuck_on_removing == 1)
-        .await;
-    let deletes = env.cloud.calls("delete");
-    assert_eq!(deletes, 3, "bounded retries");
-    // The cloud recovers: the next reconcile still lists the VM and deletes it.
-    env.cloud.lock().failing_deletes = 0;
-    env.until_cloud("deleted at last", 3 * MIN, |c| !c.exists(&name))
-        .await;
-    env.until("forgotten", MIN, |s| s.stuck_on_removing == 0)
-        .await;
-    env.stop().await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn shutdown_deletes_idle_at_once_and_leased_after_release() {
-    let env = Env::start(with(|s| s.machine.idle_count = 2), FakeCloud::new());
-    env.until("two idle", 2 * MIN, |s| s.counts.idle == 2).await;
-    let lease = env.handle.try_lease().await.expect("idle");
-    env.handle.mark_used(&lease);
-    let h = env.handle.clone();
-    let shut = tokio::spawn(async move { h.shutdown(Instant::now() + 10 * MIN).await });
-    env.until("idle one removing", MIN, |s| {
-        s.counts.idle == 0 && s.counts.used == 1
-    })
-    .await;
-    assert!(env.handle.try_lease().await.is_none());
-    assert!(env
-        .handle
-        .lease_on_demand(CancellationToken::new())
-        .await
-        .is_err());
-    env.handle.release(lease, true);
-    let left = shut.await.unwrap();
-    assert!(left.is_empty(), "{left:?}");
-    assert!(env.cloud.names().is_empty(), "{:?}", env.cloud.names());
-    env.tracker.close();
-    tokio::time::timeout(MIN, env.tracker.wait())
-        .await
-        .expect("every task ended");
-}
-
-#[tokio::test(start_paused = true)]
-async fn shutdown_reports_what_it_could_not_delete_by_the_deadline() {
+async fn reconfigure_applies_idle_count_and_a_lower_limit() {
     let env = Env::start(with(|s| s.machine.idle_count = 1), FakeCloud::new());
     env.until("one idle", 2 * MIN, |s| s.counts.idle == 1).await;
-    let lease = env.handle.try_lease().await.expect("idle");
-    let left = env.handle.shutdown(Instant::now() + MIN).await;
-    assert_eq!(left, vec![lease.name.clone()]);
-    env.tracker.close();
-    tokio::time::timeout(MIN, env.tracker.wait())
-        .await
-        .expect("every task ended");
+    env.handle
+        .reconfigure(with(|s| s.machine.idle_count = 3))
+        .expect("valid");
+    env.until("three idle", 2 * MIN, |s| s.counts.idle == 3)
+        .await;
+    env.handle
+        .reconfigure(with(|s| {
+            s.machine.idle_count = 3;
+            s.limit = 1;
+        }))
+        .expect("valid");
+    env.until("down to the limit", 2 * MIN, |s| s.counts.total() == 1)
+        .await;
+    let bad = env
+        .handle
+        .reconfigure(with(|s| s.machine.machine_name = "no-placeholder".into()));
+    assert!(bad.is_err());
+    env.stop().await;
 }
