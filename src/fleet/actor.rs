@@ -314,6 +314,8 @@ impl Actor {
         if !self.started {
             return;
         }
+        // Jobs waiting on demand take idle VMs before any idle VM is judged for removal.
+        self.serve_waiters();
         let idle = self.active_idle();
         let backlog = self.backlog.map_or(0, |(b, _)| b);
         let mut busy = self.counts();
@@ -351,7 +353,6 @@ impl Actor {
             tracing::info!(vm = %name, reason = reason.as_str(), "removing idle VM");
             self.start_removal(&name);
         }
-        self.serve_waiters();
         if self.api_paused_until.is_some_and(|t| t > now)
             || self.failure_backoff_until.is_some_and(|t| t > now)
         {
