@@ -9,6 +9,7 @@ pub mod config;
 pub mod coordinator;
 pub mod docker;
 pub mod executor;
+pub mod fleet;
 pub mod job;
 pub mod lifecycle;
 pub mod manager;

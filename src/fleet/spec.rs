@@ -1,0 +1,113 @@
+//! The instance spec of a new VM, built from `[runners.gce]`: ownership labels over the
+//! configured ones, the `flotilla-runner` network tag (and `docker-machine` when carried over),
+//! the startup script and the Docker port in metadata beside the connector's TLS material.
+//! Pure; the actor calls it once per VM name.
+
+use super::{FleetSettings, MANAGER_LABEL, RUNNER_LABEL, RUNNER_TAG};
+use crate::cloud::InstanceSpec;
+use std::collections::BTreeMap;
+
+/// The VM startup script (installs/opens dockerd with the TLS material from metadata).
+pub const STARTUP_SCRIPT: &str = include_str!("../../scripts/vm-startup.sh");
+
+/// Metadata key carrying the Docker port for the startup script.
+pub const DOCKER_PORT_KEY: &str = "flotilla-docker-port";
+
+/// The labels every VM of this runner carries; also the filter of its own listings.
+pub fn ownership_labels(s: &FleetSettings) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (MANAGER_LABEL.to_string(), s.manager_id.clone()),
+        (RUNNER_LABEL.to_string(), s.runner_label.clone()),
+    ])
+}
+
+/// The spec of VM `name` in `zone`, with the connector's `metadata`.
+pub fn instance_spec(
+    s: &FleetSettings,
+    name: &str,
+    zone: &str,
+    metadata: Vec<(String, String)>,
+) -> InstanceSpec {
+    let gce = &s.gce;
+    let mut labels = gce.labels.clone();
+    labels.extend(ownership_labels(s));
+    let mut tags: Vec<String> = Vec::new();
+    let wanted = gce
+        .tags
+        .iter()
+        .map(String::as_str)
+        .chain([RUNNER_TAG])
+        .chain(gce.docker_machine_tag.then_some("docker-machine"));
+    for t in wanted {
+        if !tags.iter().any(|x| x == t) {
+            tags.push(t.to_string());
+        }
+    }
+    let mut items: Vec<(String, String)> = metadata
+        .into_iter()
+        .filter(|(k, _)| k != "startup-script" && k != DOCKER_PORT_KEY)
+        .collect();
+    items.push(("startup-script".into(), STARTUP_SCRIPT.to_string()));
+    items.push((DOCKER_PORT_KEY.into(), gce.docker_port.to_string()));
+    InstanceSpec {
+        name: name.to_string(),
+        zone: zone.to_string(),
+        machine_type: gce.machine_type.clone(),
+        image: gce.image.clone(),
+        disk_size_gb: gce.disk_size_gb,
+        disk_type: gce.disk_type.clone(),
+        network: gce.network.clone(),
+        subnetwork: gce.subnetwork.clone(),
+        external_ip: !gce.internal_ip_only,
+        tags,
+        labels,
+        metadata: items,
+        service_account: gce
+            .service_account
+            .clone()
+            .map(|email| (email, gce.scopes.clone())),
+        spot: gce.spot,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::tests::settings;
+
+    #[test]
+    fn specs_carry_ownership_labels_tags_and_metadata() {
+        let mut s = settings();
+        s.gce.labels.insert("team".into(), "ci".into());
+        s.gce.labels.insert(MANAGER_LABEL.into(), "spoofed".into());
+        s.gce.tags = vec!["custom".into(), RUNNER_TAG.into()];
+        s.gce.docker_machine_tag = true;
+        s.gce.internal_ip_only = true;
+        s.gce.service_account = Some("vm@p.iam.gserviceaccount.com".into());
+        let spec = instance_spec(
+            &s,
+            "runner-x-1",
+            "zone-a",
+            vec![
+                ("flotilla-docker-ca".into(), "PEM".into()),
+                ("startup-script".into(), "evil".into()),
+            ],
+        );
+        assert_eq!(spec.labels.get(MANAGER_LABEL), Some(&s.manager_id));
+        assert_eq!(spec.labels.get(RUNNER_LABEL), Some(&s.runner_label));
+        assert_eq!(spec.labels.get("team").map(String::as_str), Some("ci"));
+        assert_eq!(spec.tags, vec!["custom", RUNNER_TAG, "docker-machine"]);
+        assert!(!spec.external_ip);
+        assert_eq!(
+            spec.service_account.as_ref().map(|(e, _)| e.as_str()),
+            Some("vm@p.iam.gserviceaccount.com")
+        );
+        let keys: Vec<&str> = spec.metadata.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec!["flotilla-docker-ca", "startup-script", DOCKER_PORT_KEY]
+        );
+        assert_eq!(spec.metadata[1].1, STARTUP_SCRIPT);
+        assert_eq!(spec.metadata[2].1, s.gce.docker_port.to_string());
+    }
+}

@@ -1,0 +1,336 @@
+//! The slow cloud work of a pool, one worker task per job: create one VM (insert, wait for the
+//! operation, get its address, wait for dockerd), delete one VM, list this manager's VMs. A
+//! worker owns no table state: it reports one [`Event`] to the actor and ends. Rate limits are
+//! waited out here (and reported so the actor holds new work back); operations are awaited with
+//! `Cloud::wait`, which blocks, never by polling.
+
+use super::VmConnector;
+use crate::cloud::{
+    Cloud, CloudError, InstanceSpec, InstanceStatus, ListScope, Listing, OperationFailure,
+    OperationRef, OperationStatus, QuotaScope,
+};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::{sleep, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Attempts of a call that failed with a transient error (`Unavailable`) before giving up.
+const TRANSIENT_ATTEMPTS: u32 = 4;
+/// A `wait` that returns `Pending` faster than this is spaced out to it (guards a cloud that
+/// does not block, so a bug can never become a polling storm).
+const MIN_WAIT_SPACING: Duration = Duration::from_secs(1);
+
+/// What a worker reports.
+#[derive(Debug)]
+pub(super) enum Event {
+    /// A creation ended.
+    Created {
+        name: String,
+        result: Result<Ready, CreateFailure>,
+    },
+    /// A deletion ended (`ok = false`: this attempt failed; the actor decides on a retry).
+    Deleted { name: String, ok: bool },
+    /// A listing by the manager label ended.
+    Listed {
+        started: Instant,
+        result: Result<Listing, CloudError>,
+    },
+    /// A call hit the cloud's rate limit: hold new work until then.
+    RateLimited { until: Instant },
+}
+
+/// A VM whose dockerd answered.
+#[derive(Debug)]
+pub(super) struct Ready {
+    pub docker: bollard::Docker,
+}
+
+/// Why a creation failed.
+#[derive(Debug)]
+pub(super) enum CreateFailure {
+    /// The zone had no capacity (no VM was made).
+    Stockout(String),
+    /// A quota ran out in this scope (no VM was made).
+    Quota(QuotaScope, String),
+    /// Not ready within `create_timeout`.
+    Timeout { may_exist: bool },
+    /// Canceled by the pool (shutdown).
+    Canceled { may_exist: bool },
+    /// Anything else.
+    Other { message: String, may_exist: bool },
+}
+
+impl CreateFailure {
+    /// Whether a VM may exist and must be deleted.
+    pub fn may_exist(&self) -> bool {
+        match self {
+            CreateFailure::Stockout(_) | CreateFailure::Quota(..) => false,
+            CreateFailure::Timeout { may_exist }
+            | CreateFailure::Canceled { may_exist }
+            | CreateFailure::Other { may_exist, .. } => *may_exist,
+        }
+    }
+
+    /// The cloud's words, for the log.
+    pub fn detail(&self) -> &str {
+        match self {
+            CreateFailure::Stockout(m) | CreateFailure::Quota(_, m) => m,
+            CreateFailure::Other { message, .. } => message,
+            CreateFailure::Timeout { .. } => "not ready within create_timeout",
+            CreateFailure::Canceled { .. } => "canceled",
+        }
+    }
+
+    /// A closed-set name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CreateFailure::Stockout(_) => "stockout",
+            CreateFailure::Quota(..) => "quota",
+            CreateFailure::Timeout { .. } => "timeout",
+            CreateFailure::Canceled { .. } => "canceled",
+            CreateFailure::Other { .. } => "other",
+        }
+    }
+}
+
+/// What every worker shares.
+#[derive(Clone)]
+pub(super) struct Ctx {
+    pub cloud: Arc<dyn Cloud>,
+    pub connector: Arc<dyn VmConnector>,
+    pub events: mpsc::UnboundedSender<Event>,
+}
+
+impl Ctx {
+    fn report(&self, e: Event) {
+        // The actor is gone only when the pool was aborted: nothing left to tell.
+        let _ = self.events.send(e);
+    }
+
+    /// Waits out a rate limit, telling the actor first.
+    async fn rate_limited(&self, retry_after: Duration) {
+        let until = Instant::now() + retry_after.max(Duration::from_millis(100));
+        self.report(Event::RateLimited { until });
+        tokio::time::sleep_until(until).await;
+    }
+}
+
+/// How to create one VM.
+pub(super) struct CreatePlan {
+    pub spec: InstanceSpec,
+    pub request_id: String,
+    pub deadline: Instant,
+    pub docker_port: u16,
+    pub use_internal_ip: bool,
+}
+
+/// Creates one VM and reports [`Event::Created`]. `cancel` is the VM's own token (shutdown).
+pub(super) async fn create(ctx: Ctx, plan: CreatePlan, cancel: CancellationToken) {
+    let name = plan.spec.name.clone();
+    let inserted = AtomicBool::new(false);
+    let deadline = plan.deadline;
+    let result = tokio::select! {
+        _ = cancel.cancelled() => Err(CreateFailure::Canceled { may_exist: inserted.load(Ordering::SeqCst) }),
+        r = tokio::time::timeout_at(deadline, create_flow(&ctx, &plan, &inserted)) => match r {
+            Ok(r) => r,
+            Err(_) => Err(CreateFailure::Timeout { may_exist: inserted.load(Ordering::SeqCst) }),
+        },
+    };
+    ctx.report(Event::Created { name, result });
+}
+
+fn other(message: impl Into<String>, may_exist: bool) -> CreateFailure {
+    CreateFailure::Other {
+        message: message.into(),
+        may_exist,
+    }
+}
+
+async fn create_flow(
+    ctx: &Ctx,
+    plan: &CreatePlan,
+    inserted: &AtomicBool,
+) -> Result<Ready, CreateFailure> {
+    let spec = &plan.spec;
+    let op = insert(ctx, spec, &plan.request_id).await?;
+    inserted.store(true, Ordering::SeqCst);
+    match await_operation(ctx, &op).await {
+        Ok(()) => {}
+        Err(OpEnd::Failed(OperationFailure::Stockout { code, message })) => {
+            return Err(CreateFailure::Stockout(format!("{code}: {message}")))
+        }
+        Err(OpEnd::Failed(OperationFailure::Quota { scope, message })) => {
+            return Err(CreateFailure::Quota(scope, message))
+        }
+        Err(OpEnd::Failed(OperationFailure::Other { code, message })) => {
+            return Err(other(
+                format!("insert operation failed: {code}: {message}"),
+                true,
+            ))
+        }
+        Err(OpEnd::Error(e)) => return Err(other(format!("waiting for insert: {e}"), true)),
+    }
+    let ip = address(ctx, spec, plan.use_internal_ip).await?;
+    let addr = SocketAddr::new(ip, plan.docker_port);
+    // Readiness: dockerd answers over mTLS. Backoff from 250 ms to 5 s; the caller's deadline
+    // (create_timeout) ends the loop.
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match ctx.connector.connect(&spec.name, addr).await {
+            Ok(docker) => match ctx.connector.ping(&spec.name, &docker).await {
+                Ok(()) => return Ok(Ready { docker }),
+                Err(e) => tracing::debug!(vm = %spec.name, error = %e, "dockerd not answering yet"),
+            },
+            Err(e) => tracing::debug!(vm = %spec.name, error = %e, "cannot connect to dockerd yet"),
+        }
+        sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn insert(
+    ctx: &Ctx,
+    spec: &InstanceSpec,
+    request_id: &str,
+) -> Result<OperationRef, CreateFailure> {
+    let mut transient = 0;
+    loop {
+        match ctx.cloud.insert(spec, request_id).await {
+            Ok(op) => return Ok(op),
+            Err(CloudError::RateLimited { retry_after, .. }) => ctx.rate_limited(retry_after).await,
+            Err(CloudError::QuotaExceeded { scope, message, .. }) => {
+                return Err(CreateFailure::Quota(scope, message))
+            }
+            // Same requestId: a retried insert cannot make a second VM.
+            Err(CloudError::Unavailable { message, .. }) if transient + 1 < TRANSIENT_ATTEMPTS => {
+                transient += 1;
+                tracing::debug!(vm = %spec.name, %message, "insert unavailable, retrying");
+                sleep(Duration::from_secs(2u64 << transient)).await;
+            }
+            Err(e @ CloudError::Conflict { .. }) => {
+                return Err(other(format!("insert: {e}"), true))
+            }
+            Err(e) => return Err(other(format!("insert: {e}"), false)),
+        }
+    }
+}
+
+enum OpEnd {
+    Failed(OperationFailure),
+    Error(CloudError),
+}
+
+/// Loops on `Cloud::wait` until the operation ends.
+async fn await_operation(ctx: &Ctx, op: &OperationRef) -> Result<(), OpEnd> {
+    let mut transient = 0;
+    loop {
+        let called = Instant::now();
+        match ctx.cloud.wait(op).await {
+            Ok(OperationStatus::Done) => return Ok(()),
+            Ok(OperationStatus::Failed(f)) => return Err(OpEnd::Failed(f)),
+            Ok(OperationStatus::Pending) => {
+                transient = 0;
+                tokio::time::sleep_until(called + MIN_WAIT_SPACING).await;
+            }
+            Err(CloudError::RateLimited { retry_after, .. }) => ctx.rate_limited(retry_after).await,
+            Err(CloudError::Unavailable { .. }) if transient + 1 < TRANSIENT_ATTEMPTS => {
+                transient += 1;
+                sleep(Duration::from_secs(2u64 << transient)).await;
+            }
+            Err(e) => return Err(OpEnd::Error(e)),
+        }
+    }
+}
+
+async fn address(ctx: &Ctx, spec: &InstanceSpec, internal: bool) -> Result<IpAddr, CreateFailure> {
+    let mut transient = 0;
+    loop {
+        match ctx.cloud.get(&spec.zone, &spec.name).await {
+            Ok(Some(i)) => {
+                let ip = if internal {
+                    i.internal_ip
+                } else {
+                    i.external_ip
+                };
+                return match (ip, &i.status) {
+                    (Some(ip), InstanceStatus::Running) => Ok(ip),
+                    (_, status) => Err(other(
+                        format!(
+                            "VM is {status:?} with no {} IP after its insert finished",
+                            if internal { "internal" } else { "external" }
+                        ),
+                        true,
+                    )),
+                };
+            }
+            Ok(None) => return Err(other("VM vanished right after its insert finished", false)),
+            Err(CloudError::RateLimited { retry_after, .. }) => ctx.rate_limited(retry_after).await,
+            Err(CloudError::Unavailable { .. }) if transient + 1 < TRANSIENT_ATTEMPTS => {
+                transient += 1;
+                sleep(Duration::from_secs(2u64 << transient)).await;
+            }
+            Err(e) => return Err(other(format!("get: {e}"), true)),
+        }
+    }
+}
+
+/// One deletion attempt (rate limits waited out, not counted); reports [`Event::Deleted`].
+pub(super) async fn delete(ctx: Ctx, zone: String, name: String, cancel: CancellationToken) {
+    let attempt = async {
+        loop {
+            match ctx.cloud.delete(&zone, &name).await {
+                Ok(op) => {
+                    return match await_operation(&ctx, &op).await {
+                        Ok(()) => true,
+                        Err(OpEnd::Error(CloudError::NotFound { .. })) => true,
+                        Err(OpEnd::Failed(f)) => {
+                            tracing::warn!(vm = %name, failure = ?f, "delete operation failed");
+                            false
+                        }
+                        Err(OpEnd::Error(e)) => {
+                            tracing::warn!(vm = %name, error = %e, "waiting for delete failed");
+                            false
+                        }
+                    }
+                }
+                Err(CloudError::NotFound { .. }) => return true,
+                Err(CloudError::RateLimited { retry_after, .. }) => {
+                    ctx.rate_limited(retry_after).await
+                }
+                Err(e) => {
+                    tracing::warn!(vm = %name, error = %e, "delete failed");
+                    return false;
+                }
+            }
+        }
+    };
+    let ok = tokio::select! {
+        _ = cancel.cancelled() => false,
+        ok = attempt => ok,
+    };
+    ctx.report(Event::Deleted { name, ok });
+}
+
+/// Lists every VM with `labels` across the project; reports [`Event::Listed`].
+pub(super) async fn list(ctx: Ctx, labels: BTreeMap<String, String>, cancel: CancellationToken) {
+    let started = Instant::now();
+    let run = async {
+        loop {
+            match ctx.cloud.list(&ListScope::Aggregated, &labels).await {
+                Err(CloudError::RateLimited { retry_after, .. }) => {
+                    ctx.rate_limited(retry_after).await
+                }
+                r => return r,
+            }
+        }
+    };
+    let result = tokio::select! {
+        _ = cancel.cancelled() => return,
+        r = run => r,
+    };
+    ctx.report(Event::Listed { started, result });
+}
