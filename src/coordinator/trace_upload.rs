@@ -227,7 +227,10 @@ impl Uploader {
     fn apply(&mut self, remote: &RemoteState) {
         if remote.abort && !self.abort.is_cancelled() {
             if self.finishing {
-                tracing::debug!(job_id = self.target.job.id, "coordinator confirmed the job's end");
+                tracing::debug!(
+                    job_id = self.target.job.id,
+                    "coordinator confirmed the job's end"
+                );
             } else {
                 tracing::warn!(job_id = self.target.job.id, "coordinator aborted the job");
             }

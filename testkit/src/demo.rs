@@ -22,9 +22,12 @@ fn job(name: &str, script: &[&str], after: &[&str], extra_vars: Value) -> Value 
     if let Some(more) = extra_vars.as_array() {
         variables.extend(more.iter().cloned());
     }
-    let mut steps = vec![json!({"name": "script", "script": script, "timeout": 600, "when": "on_success"})];
+    let mut steps =
+        vec![json!({"name": "script", "script": script, "timeout": 600, "when": "on_success"})];
     if !after.is_empty() {
-        steps.push(json!({"name": "after_script", "script": after, "timeout": 300, "when": "always"}));
+        steps.push(
+            json!({"name": "after_script", "script": after, "timeout": 300, "when": "always"}),
+        );
     }
     json!({
         "job_info": {"name": name, "stage": "test", "project_full_path": "demo/app"},
@@ -40,7 +43,11 @@ fn samples() -> Vec<Sample> {
             name: "hello",
             payload: job(
                 "hello",
-                &["echo \"Hello from job $CI_JOB_ID on $CI_RUNNER_SHORT_TOKEN\"", "uname -a", "ls $CI_PROJECT_DIR/.. "],
+                &[
+                    "echo \"Hello from job $CI_JOB_ID on $CI_RUNNER_SHORT_TOKEN\"",
+                    "uname -a",
+                    "ls $CI_PROJECT_DIR/.. ",
+                ],
                 &[],
                 json!([]),
             ),
@@ -50,7 +57,10 @@ fn samples() -> Vec<Sample> {
             name: "secrets",
             payload: job(
                 "secrets",
-                &["echo \"the password is $DEMO_PASSWORD\"", "echo \"and the job token is $CI_JOB_TOKEN\""],
+                &[
+                    "echo \"the password is $DEMO_PASSWORD\"",
+                    "echo \"and the job token is $CI_JOB_TOKEN\"",
+                ],
                 &[],
                 json!([{"key": "DEMO_PASSWORD", "value": "hunter2-hunter2", "masked": true, "public": false}]),
             ),
@@ -96,16 +106,33 @@ pub async fn run(flotilla: &Path) -> anyhow::Result<bool> {
         ..FakeGitlabOptions::default()
     })
     .await?;
-    let token = format!("glrt-t1_demo{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
+    let token = format!(
+        "glrt-t1_demo{:012x}",
+        rand::random::<u64>() & 0xffff_ffff_ffff
+    );
     gitlab.add_runner(&token);
     let dir = tempfile_dir()?;
     let config_path = dir.join("config.toml");
-    std::fs::write(&config_path, config(&gitlab.url(), &token, &dir.join("state")))?;
-    println!("fake GitLab at {}; config at {}", gitlab.url(), config_path.display());
+    std::fs::write(
+        &config_path,
+        config(&gitlab.url(), &token, &dir.join("state")),
+    )?;
+    println!(
+        "fake GitLab at {}; config at {}",
+        gitlab.url(),
+        config_path.display()
+    );
 
     let samples = samples();
-    let ids: Vec<i64> = samples.iter().map(|s| gitlab.enqueue(&token, s.payload.clone())).collect();
-    println!("enqueued {} jobs; starting `flotilla run -c {}`\n", ids.len(), config_path.display());
+    let ids: Vec<i64> = samples
+        .iter()
+        .map(|s| gitlab.enqueue(&token, s.payload.clone()))
+        .collect();
+    println!(
+        "enqueued {} jobs; starting `flotilla run -c {}`\n",
+        ids.len(),
+        config_path.display()
+    );
     let mut child = tokio::process::Command::new(flotilla)
         .arg("run")
         .arg("-c")
@@ -120,13 +147,20 @@ pub async fn run(flotilla: &Path) -> anyhow::Result<bool> {
         println!("──────── job {id} ({}) ────────", sample.name);
         print!("{}", record.trace_text());
         let reason = record.failure_reason.clone().unwrap_or_default();
-        let exit = record.exit_code.map(|c| format!(" exit_code={c}")).unwrap_or_default();
+        let exit = record
+            .exit_code
+            .map(|c| format!(" exit_code={c}"))
+            .unwrap_or_default();
         let ok = record.state == sample.expect;
         all_as_expected &= ok;
         println!(
             "──────── final state: {}{}{} (expected {}: {}) ────────\n",
             record.state.gitlab_status(),
-            if reason.is_empty() { String::new() } else { format!(" failure_reason={reason}") },
+            if reason.is_empty() {
+                String::new()
+            } else {
+                format!(" failure_reason={reason}")
+            },
             exit,
             sample.expect.gitlab_status(),
             if ok { "ok" } else { "UNEXPECTED" }
@@ -134,7 +168,9 @@ pub async fn run(flotilla: &Path) -> anyhow::Result<bool> {
     }
 
     if let Some(pid) = child.id() {
-        let _ = std::process::Command::new("kill").args(["-QUIT", &pid.to_string()]).status();
+        let _ = std::process::Command::new("kill")
+            .args(["-QUIT", &pid.to_string()])
+            .status();
     }
     let status = tokio::time::timeout(Duration::from_secs(60), child.wait()).await??;
     println!("flotilla exited after SIGQUIT: {status}");
