@@ -7,6 +7,7 @@ use super::Shared;
 use crate::config::RunnerConfig;
 use crate::coordinator::{AckOutcome, FinalState, JobCredentials, JobState, RunnerEndpoint};
 use crate::executor::{self, ContainerLabels, JobOutcome, JobRun};
+use crate::fleet::{FleetHandle, Lease, VmFate};
 use crate::job::{FailureReason, JobHandle, JobPayload, RunnerEnvironment};
 use crate::state::RunningJob;
 use crate::trace::{JobTrace, TraceSettings};
@@ -19,6 +20,10 @@ pub(super) struct JobTask {
     pub shared: Arc<Shared>,
     pub runner: Arc<RunnerConfig>,
     pub endpoint: RunnerEndpoint,
+    /// The runner's VM pool (docker+machine only).
+    pub fleet: Option<FleetHandle>,
+    /// The VM leased before the request (docker+machine with IdleCount > 0).
+    pub lease: Option<Lease>,
     pub handle: JobHandle,
     pub payload: serde_json::Value,
     pub received_at: tokio::time::Instant,
@@ -36,7 +41,7 @@ impl Drop for ActiveGuard<'_> {
 
 impl JobTask {
     /// Runs the job to its final update. Never panics on what the coordinator sent.
-    pub async fn run(self) {
+    pub async fn run(mut self) {
         let shared = self.shared.clone();
         shared.active_jobs.fetch_add(1, Ordering::Relaxed);
         let _active = ActiveGuard(&shared);
@@ -170,13 +175,13 @@ impl JobTask {
 
     /// Runs the job on its executor and maps the outcome onto the final state.
     async fn execute(
-        &self,
+        &mut self,
         job: Arc<JobPayload>,
         trace: &JobTrace,
         cancel: CancellationToken,
         coordinator_abort: CancellationToken,
     ) -> FinalState {
-        let shared = &self.shared;
+        let shared = self.shared.clone();
         trace.runner_line(&format!(
             "\x1b[0KRunning with flotilla {} ({})\x1b[0;m",
             crate::VERSION,
@@ -211,13 +216,18 @@ impl JobTask {
                 abort.cancel();
             }
         };
-        let docker = match crate::docker::connect(self.runner.docker.host.as_deref()).await {
-            Ok(docker) => docker,
-            Err(e) => {
+        let (docker, vm) = match self.docker_host(trace, &coordinator_abort).await {
+            Ok(host) => host,
+            Err(message) => {
                 trace.runner_line(&format!(
-                    "\x1b[31;1mERROR: Job failed (system failure): {e}\x1b[0;m"
+                    "\x1b[31;1mERROR: Job failed (system failure): {message}\x1b[0;m"
                 ));
-                return FinalState::failed(FailureReason::RunnerSystemFailure, None);
+                let reason = if interrupted.is_cancelled() {
+                    FailureReason::RunnerInterrupted
+                } else {
+                    FailureReason::RunnerSystemFailure
+                };
+                return FinalState::failed(reason.for_job(&job.features.failure_reasons), None);
             }
         };
         let run = JobRun {
@@ -227,7 +237,7 @@ impl JobTask {
             labels: ContainerLabels {
                 job_id: job.id,
                 runner: self.runner.short_token(),
-                vm: String::new(),
+                vm: vm.clone(),
             },
             cancel,
             abort: abort.clone(),
@@ -253,7 +263,15 @@ impl JobTask {
                 trace.runner_line(&format!(
                     "\x1b[31;1mERROR: the Docker host was lost: {message}\x1b[0;m"
                 ));
-                let reason = if interrupted.is_cancelled() {
+                let fate = self.vm_fate(&vm).await;
+                if let Some(fate) = fate {
+                    trace.runner_line(&format!("VM {vm}: {fate:?}"));
+                }
+                let lost = matches!(
+                    fate,
+                    Some(VmFate::Gone | VmFate::Terminated | VmFate::Preempted)
+                );
+                let reason = if interrupted.is_cancelled() || lost {
                     FailureReason::RunnerInterrupted
                 } else {
                     FailureReason::RunnerSystemFailure
@@ -266,7 +284,53 @@ impl JobTask {
             }
         };
         trace.runner_line(&final_line(&final_state));
+        if let (Some(fleet), Some(lease)) = (&self.fleet, self.lease.take()) {
+            fleet.release(lease, true);
+        }
         final_state
+    }
+
+    /// The Docker engine the job runs on, and the VM name (empty for the local executor): the
+    /// local or configured engine, the VM leased before the request, or one made on demand.
+    async fn docker_host(
+        &mut self,
+        trace: &JobTrace,
+        coordinator_abort: &CancellationToken,
+    ) -> Result<(bollard::Docker, String), String> {
+        let Some(fleet) = &self.fleet else {
+            let docker = crate::docker::connect(self.runner.docker.host.as_deref())
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok((docker, String::new()));
+        };
+        if self.lease.is_none() {
+            trace.runner_line("Waiting for a VM to be created for this job ...");
+            let interrupted = self.shared.abort_jobs.child_token();
+            let lease = tokio::select! {
+                lease = fleet.lease_on_demand(interrupted) => {
+                    lease.map_err(|e| format!("no VM for the job: {e}"))?
+                }
+                _ = coordinator_abort.cancelled() => {
+                    return Err("the job was canceled while its VM was being made".into());
+                }
+            };
+            self.lease = Some(lease);
+        }
+        let lease = self.lease.as_ref().ok_or("no VM leased")?;
+        trace.runner_line(&format!(
+            "Running on VM {} in zone {} (docker+machine)",
+            lease.name, lease.zone
+        ));
+        Ok((lease.docker.clone(), lease.name.clone()))
+    }
+
+    /// What became of the job's VM after its Docker connection was lost (waits up to 30 s).
+    async fn vm_fate(&self, vm: &str) -> Option<VmFate> {
+        let fleet = self.fleet.as_ref()?;
+        if vm.is_empty() {
+            return None;
+        }
+        Some(fleet.vm_fate(vm, std::time::Duration::from_secs(30)).await)
     }
 }
 

@@ -8,6 +8,7 @@
 //! tracker, bounded by `shutdown_timeout` for an abort).
 
 mod job_task;
+mod machines;
 mod recovery;
 mod runner_loop;
 
@@ -33,6 +34,9 @@ pub enum RunError {
     /// The coordinator client cannot be built.
     #[error(transparent)]
     Coordinator(#[from] CoordinatorError),
+    /// The VM fleets cannot be started.
+    #[error(transparent)]
+    Machines(#[from] machines::MachinesError),
 }
 
 /// Called with each job's id and trace as soon as the job is received.
@@ -80,14 +84,24 @@ pub async fn run_with(
     let state = StateDir::open(&config.state_dir)?;
     let system_id = state.manager_id(config.manager_id.as_deref())?;
     let registry = prometheus::Registry::new();
+    let executor = if config
+        .runners
+        .iter()
+        .any(|r| r.executor == crate::config::ExecutorKind::DockerMachine)
+    {
+        "docker+machine"
+    } else {
+        "docker"
+    };
     let coordinator = Coordinator::new(ClientSettings {
-        executor: "docker".into(),
+        executor: executor.into(),
         features: hooks
             .features_override
             .unwrap_or_else(FeaturesInfo::implemented),
-        registry,
+        registry: registry.clone(),
         ..ClientSettings::default()
     })?;
+    let fleets = machines::start_fleets(&config, &system_id, &registry).await?;
     let shared = Arc::new(Shared {
         coordinator,
         state,
@@ -109,15 +123,35 @@ pub async fn run_with(
     );
     recovery::fail_leftover_jobs(&shared).await;
     for runner in &shared.config.runners {
-        runner_loop::spawn(&shared, Arc::new(runner.clone()));
+        let fleet = fleets.by_runner.get(&runner.identity()).cloned();
+        runner_loop::spawn(&shared, Arc::new(runner.clone()), fleet);
     }
     shared.tracker.close();
-    supervise(&shared, &mut controls).await;
+    let deadline = supervise(&shared, &mut controls).await;
+    if !fleets.by_runner.is_empty() {
+        let deadline =
+            deadline.unwrap_or_else(|| tokio::time::Instant::now() + DRAIN_DELETE_TIMEOUT);
+        tracing::info!(fleets = fleets.by_runner.len(), "deleting every VM");
+        let unconfirmed = fleets.shutdown(deadline).await;
+        if unconfirmed.is_empty() {
+            tracing::info!("every VM deleted");
+        } else {
+            tracing::warn!(vms = ?unconfirmed, "VM deletions not confirmed in time; the next start deletes them");
+        }
+    }
     Ok(())
 }
 
-/// The one `select!` loop: waits for every task to end, acting on controls meanwhile.
-async fn supervise(shared: &Shared, controls: &mut mpsc::Receiver<Control>) {
+/// How long a drain waits for its VM deletions to be confirmed.
+const DRAIN_DELETE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The one `select!` loop: waits for every job task to end, acting on controls meanwhile.
+/// Returns the abort deadline when the run ended by an abort (what is left of it bounds the
+/// VM deletions), `None` after a drain.
+async fn supervise(
+    shared: &Shared,
+    controls: &mut mpsc::Receiver<Control>,
+) -> Option<tokio::time::Instant> {
     let mut draining = false;
     let mut abort_deadline: Option<tokio::time::Instant> = None;
     let mut controls_open = true;
@@ -126,8 +160,8 @@ async fn supervise(shared: &Shared, controls: &mut mpsc::Receiver<Control>) {
     loop {
         tokio::select! {
             _ = shared.tracker.wait() => {
-                tracing::info!(phase = if abort_deadline.is_some() { "abort" } else { "drain" }, "all jobs finished; exiting");
-                return;
+                tracing::info!(phase = if abort_deadline.is_some() { "abort" } else { "drain" }, "all jobs finished");
+                return abort_deadline;
             }
             control = controls.recv(), if controls_open => match control {
                 None => controls_open = false,
@@ -141,7 +175,7 @@ async fn supervise(shared: &Shared, controls: &mut mpsc::Receiver<Control>) {
                 }
                 Some(Control::Abort) if abort_deadline.is_some() => {
                     tracing::warn!("second stop signal: exiting at once");
-                    return;
+                    return Some(tokio::time::Instant::now());
                 }
                 Some(Control::Abort) => {
                     let timeout = shared.config.shutdown_timeout;
@@ -156,7 +190,7 @@ async fn supervise(shared: &Shared, controls: &mut mpsc::Receiver<Control>) {
             },
             _ = sleep_until_opt(abort_deadline) => {
                 tracing::error!(jobs_left = running_jobs(shared), "shutdown_timeout reached: exiting with jobs unconfirmed");
-                return;
+                return abort_deadline;
             }
             _ = progress.tick(), if draining => {
                 tracing::info!(jobs_left = running_jobs(shared), "draining");
