@@ -72,6 +72,9 @@ pub(crate) struct Fleets {
     pub cancel: CancellationToken,
 }
 
+/// What makes two runners share one Compute client: project, endpoint and credentials.
+type CloudKey = (String, Option<String>, Option<PathBuf>);
+
 /// Starts a fleet for every docker+machine runner of `config`.
 pub(crate) async fn start_fleets(
     config: &Config,
@@ -91,8 +94,7 @@ pub(crate) async fn start_fleets(
         ca: Arc::new(DockerCa::new()?),
     });
     let pools = RunnerRegistry::new();
-    let mut clouds: HashMap<(String, Option<String>, Option<PathBuf>), Arc<dyn Cloud>> =
-        HashMap::new();
+    let mut clouds: HashMap<CloudKey, Arc<dyn Cloud>> = HashMap::new();
     for runner in runners {
         let settings = FleetSettings::for_runner(config, runner, manager_id)?;
         let gce = &settings.gce;
