@@ -101,7 +101,8 @@ impl Env {
     }
 
     /// A config with one docker+machine runner: `runner` keys (e.g. `limit = 3`), the
-    /// `[runners.machine]` keys and extra `[runners.gce]` keys.
+    /// `[runners.machine]` keys and extra `[runners.gce]` keys (`create_timeout` is 30 s unless
+    /// they set it).
     fn config_text(
         &self,
         state_dir: &std::path::Path,
@@ -132,7 +133,6 @@ MachineName = "it-%s"
 project = "{project}"
 zones = ["{ZONE_A}", "{ZONE_B}"]
 endpoint = "{endpoint}"
-create_timeout = 30
 zone_cooldown = 120
 {gce}
 [runners.docker]
@@ -146,6 +146,11 @@ network_mode = "host"
             token = self.token,
             project = self.gce.project(),
             endpoint = self.gce.endpoint(),
+            gce = if gce.contains("create_timeout") {
+                gce.to_string()
+            } else {
+                format!("create_timeout = 30\n{gce}")
+            },
         )
     }
 
@@ -314,6 +319,20 @@ async fn the_pool_warms_to_idle_count_and_no_further() {
         })
         .await;
     assert!(!grew, "the pool changed size while idle: {:#?}", env.ours());
+    // Both VMs are ready by now; a warm pool waits without polling the cloud.
+    let calls_before = env.gce.calls().len();
+    let changed = env
+        .gce
+        .wait_until(Duration::from_secs(2), |vms| {
+            vms.iter().filter(|v| env.is_ours(v)).count() != 2
+        })
+        .await;
+    assert!(!changed);
+    let idle_calls = &env.gce.calls()[calls_before..];
+    assert!(
+        idle_calls.is_empty(),
+        "a warm pool does not poll the cloud: {idle_calls:#?}"
+    );
     let samples = env.finish(manager).await;
     let most = samples.iter().map(Vec::len).max().unwrap_or(0);
     assert_eq!(most, 2, "at most IdleCount VMs at any time");
@@ -416,7 +435,8 @@ async fn a_burst_never_exceeds_limit_or_max_growth_rate() {
         most_creating <= 2,
         "more than MaxGrowthRate = 2 creating: {most_creating}"
     );
-    assert_eq!(most, 3, "the burst should reach the limit");
+    assert_eq!(most, 3, "the burst reaches the limit");
+    assert_eq!(most_creating, 2, "the burst reaches MaxGrowthRate");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -737,4 +757,88 @@ async fn a_drain_deletes_idle_vms_and_exits() {
     .await;
     let samples = env.finish(manager).await;
     assert!(samples.iter().any(|s| s.len() == 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_while_the_jobs_vm_is_being_made_fails_the_job_and_deletes_it() {
+    let env = Env::start().await;
+    for zone in [ZONE_A, ZONE_B] {
+        env.gce.inject(GceFault::NeverRunning { zone: zone.into() });
+    }
+    let manager = env.manager("", "IdleCount = 0\nIdleTime = 600", "");
+    let id = env
+        .gitlab
+        .enqueue(&env.token, job(&["echo never-runs"], &[]));
+    env.wait_ours("the job's VM stuck in STAGING", DEADLINE, |vms| {
+        vms.iter().any(|v| v.status == "STAGING")
+    })
+    .await;
+    let started = Instant::now();
+    manager.controls.send(Control::Abort).await.unwrap();
+    let exited = tokio::time::timeout(Duration::from_secs(25), manager.task).await;
+    assert!(
+        exited.is_ok(),
+        "the manager did not exit within shutdown_timeout"
+    );
+    assert!(started.elapsed() < Duration::from_secs(25));
+    let record = env.gitlab.job(id).expect("the job");
+    assert_eq!(
+        record.state,
+        JobState::Failed,
+        "trace:\n{}",
+        record.trace_text()
+    );
+    assert_eq!(
+        record.failure_reason.as_deref(),
+        Some("runner_system_failure")
+    );
+    let left = env.ours();
+    assert!(left.is_empty(), "VMs left after the abort: {left:#?}");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_lets_the_running_job_finish_then_deletes_every_vm() {
+    let env = Env::start().await;
+    let manager = env.manager("", "IdleCount = 1\nIdleTime = 600", "");
+    let id = env.gitlab.enqueue(
+        &env.token,
+        job(&["echo draining", "sleep 3", "echo done"], &[]),
+    );
+    env.gitlab
+        .wait_job(id, DEADLINE, |j| j.trace_text().contains("draining"))
+        .await
+        .expect("the job starts");
+    env.drain(manager).await;
+    let record = env.gitlab.job(id).expect("the job");
+    assert_success(&record);
+    assert!(record.trace_text().contains("done"));
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vms_never_ready_time_out_are_deleted_and_the_zone_is_left() {
+    let env = Env::start().await;
+    env.gce.inject(GceFault::NeverRunning {
+        zone: ZONE_A.into(),
+    });
+    let manager = env.manager("", "IdleCount = 0\nIdleTime = 600", "create_timeout = 2");
+    let record = env.run_job(&["echo made-it"]).await;
+    assert_success(&record);
+    assert_eq!(
+        vm_of(&record).1,
+        ZONE_B,
+        "the job ran in the zone that works"
+    );
+    let inserts = inserts_by_zone(&env.gce);
+    let in_a = inserts.get(ZONE_A).copied().unwrap_or(0);
+    assert!(
+        (1..=2).contains(&in_a),
+        "zone A cools after its create timeouts: {inserts:?}"
+    );
+    env.wait_ours("the timed-out VMs deleted", DEADLINE, |vms| {
+        vms.iter().all(|v| v.zone == ZONE_B)
+    })
+    .await;
+    env.finish(manager).await;
 }
