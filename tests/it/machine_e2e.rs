@@ -480,7 +480,8 @@ async fn a_stockout_zone_falls_back_to_the_next_zone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limit_is_waited_out_and_the_work_completes() {
     let env = Env::start().await;
-    let manager = env.manager("", "IdleCount = 0\nIdleTime = 600", "");
+    // A create_timeout shorter than the wait: waiting out the rate limit must not time the VM out.
+    let manager = env.manager("", "IdleCount = 0\nIdleTime = 600", "create_timeout = 2");
     // The pool lists its leftovers first; the fault must hit the job's VM creation.
     eventually("the startup listing", DEADLINE, || {
         env.gce
@@ -510,9 +511,22 @@ async fn a_rate_limit_is_waited_out_and_the_work_completes() {
     );
     // Compute's rate quotas refill at the minute boundary: the retry waited for it.
     let minute = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() / 60;
+    let finished = minute(SystemTime::now());
     assert!(
-        minute(SystemTime::now()) > minute(injected),
+        finished > minute(injected),
         "the job completed within the rate-limited minute"
+    );
+    // The VM is the one planned before the refusal (names carry the unix time they were made
+    // at), not a replacement made after a creation timed out while waiting.
+    let (vm, _) = vm_of(&record);
+    let named_at: u64 = vm
+        .rsplit('-')
+        .nth(1)
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no unix time in {vm}"));
+    assert!(
+        named_at / 60 < finished,
+        "{vm} was made after the rate-limit pause"
     );
     env.finish(manager).await;
 }
