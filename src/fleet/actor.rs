@@ -427,7 +427,7 @@ impl Actor {
         let plan = CreatePlan {
             spec: spec::instance_spec(&self.s, &name, &zone, metadata),
             request_id: uuid::Uuid::new_v4().to_string(),
-            deadline: now + self.s.gce.create_timeout,
+            timeout: self.s.gce.create_timeout,
             docker_port: self.s.gce.docker_port,
             use_internal_ip: self.s.gce.use_internal_ip,
         };

@@ -123,7 +123,8 @@ impl Ctx {
 pub(super) struct CreatePlan {
     pub spec: InstanceSpec,
     pub request_id: String,
-    pub deadline: Instant,
+    /// `create_timeout`: from the insert to dockerd answering.
+    pub timeout: Duration,
     pub docker_port: u16,
     pub use_internal_ip: bool,
 }
@@ -132,13 +133,9 @@ pub(super) struct CreatePlan {
 pub(super) async fn create(ctx: Ctx, plan: CreatePlan, cancel: CancellationToken) {
     let name = plan.spec.name.clone();
     let inserted = AtomicBool::new(false);
-    let deadline = plan.deadline;
     let result = tokio::select! {
         _ = cancel.cancelled() => Err(CreateFailure::Canceled { may_exist: inserted.load(Ordering::SeqCst) }),
-        r = tokio::time::timeout_at(deadline, create_flow(&ctx, &plan, &inserted)) => match r {
-            Ok(r) => r,
-            Err(_) => Err(CreateFailure::Timeout { may_exist: inserted.load(Ordering::SeqCst) }),
-        },
+        r = create_flow(&ctx, &plan, &inserted) => r,
     };
     ctx.report(Event::Created { name, result });
 }
@@ -150,15 +147,29 @@ fn other(message: impl Into<String>, may_exist: bool) -> CreateFailure {
     }
 }
 
+/// `create_timeout` runs from the insert on: time spent waiting out Compute's rate limit before
+/// it says nothing about the zone, so it neither times the VM out nor counts against the zone.
 async fn create_flow(
     ctx: &Ctx,
     plan: &CreatePlan,
     inserted: &AtomicBool,
 ) -> Result<Ready, CreateFailure> {
-    let spec = &plan.spec;
-    let op = insert(ctx, spec, &plan.request_id).await?;
+    let op = insert(ctx, &plan.spec, &plan.request_id, plan.timeout).await?;
     inserted.store(true, Ordering::SeqCst);
-    match await_operation(ctx, &op).await {
+    match tokio::time::timeout(plan.timeout, until_ready(ctx, plan, &op)).await {
+        Ok(r) => r,
+        Err(_) => Err(CreateFailure::Timeout { may_exist: true }),
+    }
+}
+
+/// From an accepted insert to dockerd answering.
+async fn until_ready(
+    ctx: &Ctx,
+    plan: &CreatePlan,
+    op: &OperationRef,
+) -> Result<Ready, CreateFailure> {
+    let spec = &plan.spec;
+    match await_operation(ctx, op).await {
         Ok(()) => {}
         Err(OpEnd::Failed(OperationFailure::Stockout { code, message })) => {
             return Err(CreateFailure::Stockout(format!("{code}: {message}")))
@@ -176,7 +187,7 @@ async fn create_flow(
     }
     let ip = address(ctx, spec, plan.use_internal_ip).await?;
     let addr = SocketAddr::new(ip, plan.docker_port);
-    // Readiness: dockerd answers over mTLS. Backoff from 250 ms to 5 s; the caller's deadline
+    // Readiness: dockerd answers over mTLS. Backoff from 250 ms to 5 s; the caller's timeout
     // (create_timeout) ends the loop.
     let mut delay = Duration::from_millis(250);
     loop {
@@ -192,14 +203,21 @@ async fn create_flow(
     }
 }
 
+/// Sends the insert until Compute accepts it; each call is bounded by `timeout` (after which the
+/// VM may exist), rate-limit waits between calls are not.
 async fn insert(
     ctx: &Ctx,
     spec: &InstanceSpec,
     request_id: &str,
+    timeout: Duration,
 ) -> Result<OperationRef, CreateFailure> {
     let mut transient = 0;
     loop {
-        match ctx.cloud.insert(spec, request_id).await {
+        let Ok(answer) = tokio::time::timeout(timeout, ctx.cloud.insert(spec, request_id)).await
+        else {
+            return Err(CreateFailure::Timeout { may_exist: true });
+        };
+        match answer {
             Ok(op) => return Ok(op),
             Err(CloudError::RateLimited { retry_after, .. }) => ctx.rate_limited(retry_after).await,
             Err(CloudError::QuotaExceeded { scope, message, .. }) => {

@@ -170,6 +170,8 @@ async fn supervise(
                 }
                 Some(Control::Drain) => {
                     draining = true;
+                    // The ticks missed while not draining would otherwise all fire at once.
+                    progress.reset();
                     tracing::info!(jobs_left = running_jobs(shared), "graceful shutdown: no new jobs; waiting for running ones");
                     shared.stop_requesting.cancel();
                 }

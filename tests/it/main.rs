@@ -10,12 +10,15 @@
 //! - `mock_coordinator`: the happy path against `gitlab-runner-mock`.
 //! - `docker_tls`: a fake GCE VM's dockerd over mutual TLS, verified by VM name.
 //! - `vm_startup`: the VM startup script against a fake metadata server, in a scratch root.
+//! - `machine_e2e`: docker+machine jobs on fake GCE VMs end to end (warm pool, MaxBuilds, IdleTime,
+//!   limit and MaxGrowthRate, stockouts, rate limits, preemption, leftovers, shutdowns).
 
 mod cloud_gce;
 mod docker_tls;
 mod executor;
 mod harness;
 mod jobs;
+mod machine_e2e;
 mod mock_coordinator;
 mod process;
 mod support;

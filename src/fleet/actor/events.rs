@@ -189,6 +189,9 @@ impl Actor {
                 }
             }
             Event::RateLimited { until } => {
+                if self.api_paused_until.is_none_or(|t| t <= now) {
+                    tracing::warn!(runner = %self.s.short_token, pause = ?until.saturating_duration_since(now), "Compute Engine API rate limit reached: holding new VM work until the quota refills");
+                }
                 self.api_paused_until = later(self.api_paused_until, until);
             }
         }
