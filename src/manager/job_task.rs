@@ -247,6 +247,7 @@ impl JobTask {
             never = never_after(abort_on) => match never {},
         };
         let supported = &job.features.failure_reasons;
+        let host_lost = matches!(outcome, JobOutcome::HostLost(_));
         let final_state = match outcome {
             JobOutcome::Succeeded => FinalState::success(),
             JobOutcome::ScriptFailed(code) => {
@@ -265,7 +266,7 @@ impl JobTask {
                 ));
                 let fate = self.vm_fate(&vm).await;
                 if let Some(fate) = fate {
-                    trace.runner_line(&format!("VM {vm}: {fate:?}"));
+                    trace.runner_line(&format!("VM {vm}: {}", fate_text(fate)));
                 }
                 let lost = matches!(
                     fate,
@@ -285,7 +286,13 @@ impl JobTask {
         };
         trace.runner_line(&final_line(&final_state));
         if let (Some(fleet), Some(lease)) = (&self.fleet, self.lease.take()) {
-            fleet.release(lease, true);
+            if host_lost {
+                // Its dockerd stopped answering: never reuse it (dropping a lease removes its VM).
+                tracing::warn!(job = job.id, vm = %lease.name, "removing the VM whose Docker connection was lost");
+                drop(lease);
+            } else {
+                fleet.release(lease, true);
+            }
         }
         final_state
     }
@@ -349,5 +356,15 @@ fn final_line(state: &FinalState) -> String {
         }
         (_, Some(reason), _) => format!("\x1b[31;1mERROR: Job failed: {reason}\x1b[0;m"),
         _ => "\x1b[31;1mERROR: Job failed\x1b[0;m".to_string(),
+    }
+}
+
+/// How a lost VM's fate reads in the trace.
+fn fate_text(fate: VmFate) -> &'static str {
+    match fate {
+        VmFate::Gone => "gone (deleted outside this job)",
+        VmFate::Terminated => "stopped (TERMINATED)",
+        VmFate::Preempted => "preempted",
+        VmFate::Alive => "still running; its Docker connection failed",
     }
 }

@@ -162,6 +162,9 @@ async fn requester(shared: Arc<Shared>, state: Arc<RunnerState>) {
     tracing::debug!(runner = %state.runner.short_token(), "requester stopped");
 }
 
+/// How long an idle VM's dockerd may take to answer before the VM is given up.
+const IDLE_PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Waits for an idle VM of `fleet` and leases it; `None` when the manager stops taking jobs.
 async fn lease_idle_vm(
     fleet: &FleetHandle,
@@ -169,7 +172,15 @@ async fn lease_idle_vm(
 ) -> Option<Lease> {
     loop {
         if let Some(lease) = fleet.try_lease().await {
-            return Some(lease);
+            // As GitLab Runner checks it can connect before using an idle machine: a VM whose
+            // dockerd stopped answering is dropped (the pool removes a dropped lease's VM).
+            let ping = tokio::time::timeout(IDLE_PING_TIMEOUT, lease.docker.ping()).await;
+            if matches!(ping, Ok(Ok(_))) {
+                return Some(lease);
+            }
+            tracing::warn!(vm = %lease.name, "idle VM's dockerd does not answer; removing it");
+            drop(lease);
+            continue;
         }
         tokio::select! {
             _ = stop.cancelled() => return None,

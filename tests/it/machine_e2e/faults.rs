@@ -166,7 +166,7 @@ async fn a_preempted_spot_vm_fails_its_job_and_is_gone() {
         "trace:\n{trace}"
     );
     assert!(
-        trace.contains("Preempted"),
+        trace.contains("preempted"),
         "the VM's fate in the trace:\n{trace}"
     );
     env.wait_gone(&vm).await;
