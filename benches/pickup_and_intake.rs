@@ -133,6 +133,63 @@ async fn wait_for_marker(trace: &JobTrace, marker: &str) -> Instant {
     }
 }
 
+/// Bytes per second a bare Docker attach delivers for the same script (the engine's ceiling).
+async fn bare_docker_attach_throughput(docker: &bollard::Docker, script: &str) -> (u64, f64) {
+    let body = bollard::models::ContainerCreateBody {
+        image: Some(IMAGE.into()),
+        cmd: Some(vec!["sh".into(), "-c".into(), script.into()]),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        host_config: Some(bollard::models::HostConfig {
+            log_config: Some(bollard::models::HostConfigLogConfig {
+                typ: Some("none".into()),
+                config: None,
+            }),
+            network_mode: Some("host".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let created = docker
+        .create_container(Some(CreateContainerOptionsBuilder::default().build()), body)
+        .await
+        .expect("create");
+    let attach = docker
+        .attach_container(
+            &created.id,
+            Some(
+                AttachContainerOptionsBuilder::default()
+                    .stdout(true)
+                    .stderr(true)
+                    .stream(true)
+                    .build(),
+            ),
+        )
+        .await
+        .expect("attach");
+    let start = Instant::now();
+    docker
+        .start_container(
+            &created.id,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
+        .await
+        .expect("start");
+    let mut output = attach.output;
+    let mut bytes = 0u64;
+    while let Some(Ok(chunk)) = output.next().await {
+        bytes += chunk.into_bytes().len() as u64;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let _ = docker
+        .remove_container(
+            &created.id,
+            Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+        )
+        .await;
+    (bytes, secs)
+}
+
 async fn bare_docker_first_byte(docker: &bollard::Docker) -> f64 {
     let start = Instant::now();
     let body = bollard::models::ContainerCreateBody {
@@ -328,6 +385,16 @@ async fn intake(megabytes: usize) {
     println!(
         "target: intake >= 100 MB/s: {}",
         verdict(megabytes as f64 / secs >= 100.0)
+    );
+    let docker = flotilla::docker::connect(None).await.expect("docker");
+    let (bare_bytes, bare_secs) =
+        bare_docker_attach_throughput(&docker, &intake_script(megabytes)).await;
+    println!(
+        "bare Docker attach of the same script (no manager): {:.0} MB in {:.2} s = {:.1} MB/s; the manager's intake is {:.0}% of it",
+        bare_bytes as f64 / 1e6,
+        bare_secs,
+        bare_bytes as f64 / 1e6 / bare_secs,
+        100.0 * (megabytes as f64 / secs) / (bare_bytes as f64 / 1e6 / bare_secs)
     );
     println!(
         "uploaded to the fake: {} bytes (paced PATCHes, then the final flush)",
