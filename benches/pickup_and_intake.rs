@@ -133,8 +133,18 @@ async fn wait_for_marker(trace: &JobTrace, marker: &str) -> Instant {
     }
 }
 
-/// Bytes per second a bare Docker attach delivers for the same script (the engine's ceiling).
-async fn bare_docker_attach_throughput(docker: &bollard::Docker, script: &str) -> (u64, f64) {
+/// The attached output stream of a bare container.
+type AttachOutput = std::pin::Pin<
+    Box<
+        dyn futures_util::Stream<
+                Item = Result<bollard::container::LogOutput, bollard::errors::Error>,
+            > + Send,
+    >,
+>;
+
+/// Creates a bare container of the test image running `script` (log driver none, as the
+/// executor's), attaches to it and starts it: `(container id, its output, when it was started)`.
+async fn bare_container(docker: &bollard::Docker, script: &str) -> (String, AttachOutput, Instant) {
     let body = bollard::models::ContainerCreateBody {
         image: Some(IMAGE.into()),
         cmd: Some(vec!["sh".into(), "-c".into(), script.into()]),
@@ -167,7 +177,7 @@ async fn bare_docker_attach_throughput(docker: &bollard::Docker, script: &str) -
         )
         .await
         .expect("attach");
-    let start = Instant::now();
+    let started = Instant::now();
     docker
         .start_container(
             &created.id,
@@ -175,71 +185,38 @@ async fn bare_docker_attach_throughput(docker: &bollard::Docker, script: &str) -
         )
         .await
         .expect("start");
-    let mut output = attach.output;
+    (created.id, attach.output, started)
+}
+
+async fn remove_container(docker: &bollard::Docker, id: &str) {
+    let _ = docker
+        .remove_container(
+            id,
+            Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+        )
+        .await;
+}
+
+/// Bytes a bare Docker attach delivers for the same script, and in how many seconds (the
+/// engine's ceiling for intake).
+async fn bare_docker_attach_throughput(docker: &bollard::Docker, script: &str) -> (u64, f64) {
+    let (id, mut output, start) = bare_container(docker, script).await;
     let mut bytes = 0u64;
     while let Some(Ok(chunk)) = output.next().await {
         bytes += chunk.into_bytes().len() as u64;
     }
     let secs = start.elapsed().as_secs_f64();
-    let _ = docker
-        .remove_container(
-            &created.id,
-            Some(RemoveContainerOptionsBuilder::default().force(true).build()),
-        )
-        .await;
+    remove_container(docker, &id).await;
     (bytes, secs)
 }
 
+/// Milliseconds from a bare container's create call to its first output byte.
 async fn bare_docker_first_byte(docker: &bollard::Docker) -> f64 {
     let start = Instant::now();
-    let body = bollard::models::ContainerCreateBody {
-        image: Some(IMAGE.into()),
-        cmd: Some(vec!["sh".into(), "-c".into(), format!("echo {MARKER}")]),
-        attach_stdout: Some(true),
-        attach_stderr: Some(true),
-        host_config: Some(bollard::models::HostConfig {
-            log_config: Some(bollard::models::HostConfigLogConfig {
-                typ: Some("none".into()),
-                config: None,
-            }),
-            network_mode: Some("host".into()),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let created = docker
-        .create_container(Some(CreateContainerOptionsBuilder::default().build()), body)
-        .await
-        .expect("create");
-    let attach = docker
-        .attach_container(
-            &created.id,
-            Some(
-                AttachContainerOptionsBuilder::default()
-                    .stdout(true)
-                    .stderr(true)
-                    .stream(true)
-                    .build(),
-            ),
-        )
-        .await
-        .expect("attach");
-    docker
-        .start_container(
-            &created.id,
-            None::<bollard::query_parameters::StartContainerOptions>,
-        )
-        .await
-        .expect("start");
-    let mut output = attach.output;
+    let (id, mut output, _) = bare_container(docker, &format!("echo {MARKER}")).await;
     let _ = output.next().await;
     let elapsed = start.elapsed().as_secs_f64() * 1000.0;
-    let _ = docker
-        .remove_container(
-            &created.id,
-            Some(RemoveContainerOptionsBuilder::default().force(true).build()),
-        )
-        .await;
+    remove_container(docker, &id).await;
     elapsed
 }
 
