@@ -103,6 +103,16 @@ pub fn job(script: &[&str], after_script: &[&str]) -> Value {
     })
 }
 
+/// Waits until job `id` reached a final state; returns its record and its trace as text.
+pub async fn finished(gitlab: &FakeGitlab, id: i64) -> (testkit::JobRecord, String) {
+    let record = gitlab
+        .wait_job(id, DEADLINE, |j| j.state.is_finished())
+        .await
+        .unwrap_or_else(|e| panic!("job {id} did not finish: {e}"));
+    let trace = record.trace_text();
+    (record, trace)
+}
+
 /// Adds a variable to a job payload.
 pub fn with_variable(mut job: Value, key: &str, value: &str, masked: bool) -> Value {
     if let Some(vars) = job["variables"].as_array_mut() {

@@ -14,11 +14,7 @@ async fn a_job_succeeds_and_its_trace_arrives() {
         &token,
         job(&["echo hello from the job", "echo second line"], &[]),
     );
-    let record = gitlab
-        .wait_job(id, DEADLINE, |j| j.state.is_finished())
-        .await
-        .unwrap();
-    let trace = String::from_utf8_lossy(&record.trace).to_string();
+    let (record, trace) = finished(&gitlab, id).await;
     assert_eq!(record.state, JobState::Success, "trace:\n{trace}");
     assert!(trace.contains("hello from the job"), "trace:\n{trace}");
     assert!(trace.contains("second line"), "trace:\n{trace}");
@@ -39,11 +35,7 @@ async fn exit_7_fails_with_script_failure_and_runs_after_script() {
             &["echo after script ran with $CI_JOB_STATUS"],
         ),
     );
-    let record = gitlab
-        .wait_job(id, DEADLINE, |j| j.state.is_finished())
-        .await
-        .unwrap();
-    let trace = String::from_utf8_lossy(&record.trace).to_string();
+    let (record, trace) = finished(&gitlab, id).await;
     assert_eq!(record.state, JobState::Failed, "trace:\n{trace}");
     assert_eq!(record.failure_reason.as_deref(), Some("script_failure"));
     assert_eq!(record.exit_code, Some(7));
@@ -67,11 +59,7 @@ async fn a_job_past_its_timeout_fails_and_leaves_no_container() {
     );
     payload["runner_info"] = serde_json::json!({"timeout": 3});
     let id = gitlab.enqueue(&token, payload);
-    let record = gitlab
-        .wait_job(id, DEADLINE, |j| j.state.is_finished())
-        .await
-        .unwrap();
-    let trace = String::from_utf8_lossy(&record.trace).to_string();
+    let (record, trace) = finished(&gitlab, id).await;
     assert_eq!(record.state, JobState::Failed, "trace:\n{trace}");
     assert_eq!(
         record.failure_reason.as_deref(),
@@ -110,11 +98,7 @@ async fn a_canceled_job_runs_after_script_and_leaves_no_container() {
         .await
         .unwrap();
     gitlab.cancel(id);
-    let record = gitlab
-        .wait_job(id, DEADLINE, |j| j.state.is_finished())
-        .await
-        .unwrap();
-    let trace = String::from_utf8_lossy(&record.trace).to_string();
+    let (record, trace) = finished(&gitlab, id).await;
     assert!(trace.contains("after-cancel-canceled"), "trace:\n{trace}");
     assert_eq!(record.state, JobState::Canceled, "trace:\n{trace}");
     eventually("job containers removed", DEADLINE, || {
@@ -144,11 +128,7 @@ async fn a_range_mismatch_resyncs_the_trace() {
         job: id,
         offset: 10,
     });
-    let record = gitlab
-        .wait_job(id, DEADLINE, |j| j.state.is_finished())
-        .await
-        .unwrap();
-    let trace = String::from_utf8_lossy(&record.trace).to_string();
+    let (record, trace) = finished(&gitlab, id).await;
     assert_eq!(record.state, JobState::Success, "trace:\n{trace}");
     for i in 1..=6 {
         assert_eq!(
@@ -168,11 +148,7 @@ async fn a_412_on_the_final_update_resends_the_trace() {
     let manager = InProcessManager::start(&gitlab, &token, "", "");
     let id = gitlab.enqueue(&token, job(&["echo resend-me"], &[]));
     gitlab.inject(Fault::FinalUpdate412 { job: id, times: 1 });
-    let record = gitlab
-        .wait_job(id, DEADLINE, |j| j.state.is_finished())
-        .await
-        .unwrap();
-    let trace = String::from_utf8_lossy(&record.trace).to_string();
+    let (record, trace) = finished(&gitlab, id).await;
     assert_eq!(record.state, JobState::Success, "trace:\n{trace}");
     assert_eq!(
         trace.lines().filter(|l| l.ends_with("O resend-me")).count(),
@@ -214,11 +190,7 @@ async fn masked_values_never_reach_the_trace() {
         true,
     );
     let id = gitlab.enqueue(&token, payload);
-    let record = gitlab
-        .wait_job(id, DEADLINE, |j| j.state.is_finished())
-        .await
-        .unwrap();
-    let trace = String::from_utf8_lossy(&record.trace).to_string();
+    let (record, trace) = finished(&gitlab, id).await;
     assert_eq!(record.state, JobState::Success, "trace:\n{trace}");
     assert!(!trace.contains(secret), "secret leaked:\n{trace}");
     assert!(trace.contains("whole:[MASKED]"), "trace:\n{trace}");
@@ -246,11 +218,7 @@ async fn server_errors_on_request_and_trace_are_retried() {
     });
     let manager = InProcessManager::start(&gitlab, &token, "", "");
     let id = gitlab.enqueue(&token, job(&["echo survived-the-errors", "sleep 2"], &[]));
-    let record = gitlab
-        .wait_job(id, DEADLINE, |j| j.state.is_finished())
-        .await
-        .unwrap();
-    let trace = String::from_utf8_lossy(&record.trace).to_string();
+    let (record, trace) = finished(&gitlab, id).await;
     assert_eq!(record.state, JobState::Success, "trace:\n{trace}");
     assert!(trace.contains("survived-the-errors"));
     let statuses: Vec<u16> = gitlab.requests().iter().map(|r| r.status).collect();
