@@ -15,7 +15,8 @@
 //! than off; ≤ 5 GCE calls per VM lifetime (insert, wait, get, delete, wait).
 //!
 //! Run: `cargo bench --bench fleet_bursts` (~20 min). Env: `BENCH_SCALE=0.25` shrinks every
-//! duration (boot, gaps, job length, IdleTime) by that factor and the bursts to ⌈30 × scale⌉ jobs;
+//! duration (boot, gaps, job length, IdleTime) by that factor, the burst size stays (a burst of
+//! 30 against IdleCount 5 is what queue-aware scale-out is about; `BENCH_BURST=8` changes it);
 //! `BENCH_MODES=on` or `off` runs one mode only; `BENCH_LOG=info` shows the manager's logs.
 
 use flotilla::config::Config;
@@ -53,14 +54,14 @@ struct Params {
 }
 
 impl Params {
-    fn new(scale: f64) -> Params {
+    fn new(scale: f64, burst_size: u32) -> Params {
         let s = |secs: f64| Duration::from_secs_f64(secs * scale);
         Params {
             scale,
             boot: s(30.0),
             burst_every: s(120.0),
             bursts: 3,
-            burst_size: (30.0 * scale).ceil().max(1.0) as u32,
+            burst_size,
             background_every: s(10.0),
             background_until: s(360.0),
             job: s(20.0),
@@ -98,6 +99,10 @@ struct Outcome {
     failed: usize,
     /// Enqueue → marker, seconds: (burst jobs, background jobs).
     waits: (Vec<f64>, Vec<f64>),
+    /// Enqueue → handed out by the fake GitLab, seconds (every measured job).
+    handout: Vec<f64>,
+    /// Handed out → marker, seconds (every measured job).
+    start: Vec<f64>,
     sampled: Sampled,
     scenario_secs: f64,
     calls: BTreeMap<String, usize>,
@@ -290,7 +295,11 @@ async fn run(p: Params, queue_aware: bool) -> Outcome {
         ..Default::default()
     };
     let gitlab = FakeGitlab::start(opts).await.expect("fake gitlab");
-    let token = format!("glrt-t1_{:016x}{:08x}", rand::random::<u64>(), rand::random::<u32>());
+    let token = format!(
+        "glrt-t1_{:016x}{:08x}",
+        rand::random::<u64>(),
+        rand::random::<u32>()
+    );
     gitlab.add_runner(&token);
     let gce_opts = FakeGceOptions {
         zones: ZONES.iter().map(|z| ZoneSpec::new(z, p.boot)).collect(),
@@ -334,6 +343,7 @@ async fn run(p: Params, queue_aware: bool) -> Outcome {
     let deadline = Duration::from_secs(3600);
     let mut failed = 0;
     let mut waits = (Vec::new(), Vec::new());
+    let (mut handout, mut started) = (Vec::new(), Vec::new());
     for (id, burst) in &jobs {
         let rec = gitlab
             .wait_job(*id, deadline, |j| j.state.is_finished())
@@ -358,6 +368,10 @@ async fn run(p: Params, queue_aware: bool) -> Outcome {
             continue;
         };
         let wait = seen.duration_since(rec.enqueued_at).as_secs_f64();
+        if let Some(out) = rec.handed_out_at {
+            handout.push(out.duration_since(rec.enqueued_at).as_secs_f64());
+            started.push(seen.duration_since(out).as_secs_f64());
+        }
         if *burst {
             waits.0.push(wait);
         } else {
@@ -387,6 +401,8 @@ async fn run(p: Params, queue_aware: bool) -> Outcome {
         jobs: jobs.len(),
         failed,
         waits,
+        handout,
+        start: started,
         sampled,
         scenario_secs,
         calls,
@@ -452,6 +468,8 @@ fn report(o: &Outcome) -> (f64, f64) {
     wait_line("all jobs", &all);
     wait_line("burst jobs", &o.waits.0);
     wait_line("background jobs", &o.waits.1);
+    wait_line("  of it enqueue -> handed out", &o.handout);
+    wait_line("  of it handed out -> output", &o.start);
     let s = &o.sampled;
     println!(
         "  idle VM-seconds per job: {:.1} ({:.0} idle VM-s of {:.0} RUNNING VM-s over the scenario; peak {} RUNNING, {} instances)",
@@ -498,7 +516,12 @@ async fn main() {
         .filter(|s| *s > 0.0)
         .unwrap_or(1.0);
     let modes = std::env::var("BENCH_MODES").unwrap_or_else(|_| "on,off".into());
-    let p = Params::new(scale);
+    let burst = std::env::var("BENCH_BURST")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|b| *b > 0)
+        .unwrap_or(30);
+    let p = Params::new(scale, burst);
     println!(
         "== GCE fleet bursts (scale {scale}): boot {:.1} s, {} bursts of {} jobs every {:.0} s, background job every {:.1} s for {:.0} s, jobs sleep {:.1} s; IdleCount {IDLE_COUNT}, IdleTime {} s, limit 40, MaxGrowthRate 30, MaxBuilds 1",
         p.boot.as_secs_f64(),

@@ -202,7 +202,11 @@ fn queue_aware_scaling_can_be_switched_off() {
     assert!(loaded.warnings.is_empty(), "{:#?}", loaded.warnings);
     let g = loaded.config.runners[0].gce.as_ref().expect("gce settings");
     assert!(!g.queue_aware);
-    let errors = errors(&machine_runner("", &gce("queue_aware_scaling = \"no\""), ""));
+    let errors = errors(&machine_runner(
+        "",
+        &gce("queue_aware_scaling = \"no\""),
+        "",
+    ));
     assert!(
         errors[0].starts_with("config.toml:12: runners[0].gce.queue_aware_scaling:"),
         "{errors:#?}"
