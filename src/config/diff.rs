@@ -286,6 +286,11 @@ fn gce_diff(old: &GceConfig, new: &GceConfig, field: &mut impl FnMut(&str, Strin
         secs(new.zone_cooldown),
     );
     f(
+        "queue_aware_scaling",
+        show(&old.queue_aware),
+        show(&new.queue_aware),
+    );
+    f(
         "docker_machine_tag",
         show(&old.docker_machine_tag),
         show(&new.docker_machine_tag),

@@ -186,6 +186,7 @@ pub(super) fn build(
             &p("zone_cooldown"),
             DEFAULT_ZONE_COOLDOWN_SECS,
         )),
+        queue_aware: table.queue_aware_scaling.is_none_or(|f| f.value),
         docker_machine_tag,
     })
 }

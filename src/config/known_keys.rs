@@ -257,6 +257,7 @@ pub(super) const GCE: Section = Section {
         "docker_port",
         "api_rate_per_minute",
         "zone_cooldown",
+        "queue_aware_scaling",
     ],
     ignored: &[],
 };

@@ -322,6 +322,9 @@ pub struct GceConfig {
     pub api_rate_per_minute: u32,
     /// `zone_cooldown` (default 300 s, doubling up to 1 h).
     pub zone_cooldown: Duration,
+    /// `queue_aware_scaling` (default true): also create VMs for the backlog GitLab reports
+    /// (`job_info.queue_size`), besides the idle settings.
+    pub queue_aware: bool,
     /// Also tag VMs `docker-machine` (a config carried over from MachineOptions).
     pub docker_machine_tag: bool,
 }

@@ -133,4 +133,5 @@ pub(super) struct RawGce {
     pub docker_port: Option<Field<i64>>,
     pub api_rate_per_minute: Option<Field<i64>>,
     pub zone_cooldown: Option<Field<i64>>,
+    pub queue_aware_scaling: Option<Field<bool>>,
 }

@@ -113,6 +113,7 @@ pub(super) fn gce(d: &mut Diagnostics, s: &Scope<'_>) -> RawGce {
         docker_port: integer(d, s, "docker_port"),
         api_rate_per_minute: integer(d, s, "api_rate_per_minute"),
         zone_cooldown: integer(d, s, "zone_cooldown"),
+        queue_aware_scaling: boolean(d, s, "queue_aware_scaling"),
     }
 }
 

@@ -112,6 +112,7 @@ fn carried_over_google_machine_options_load_with_warnings_only() {
         docker_port: 2376,
         api_rate_per_minute: 600,
         zone_cooldown: Duration::from_secs(300),
+        queue_aware: true,
         docker_machine_tag: true,
     };
     assert_eq!(g, &expected);
@@ -191,7 +192,25 @@ fn gce_table_alone_takes_flotilla_defaults() {
     assert_eq!(g.docker_port, 2376);
     assert_eq!(g.api_rate_per_minute, 600);
     assert_eq!(g.zone_cooldown, Duration::from_secs(300));
+    assert!(g.queue_aware, "queue-aware scale-out is on by default");
     assert!(!g.docker_machine_tag);
+}
+
+#[test]
+fn queue_aware_scaling_can_be_switched_off() {
+    let loaded = load(&machine_runner("", &gce("queue_aware_scaling = false"), ""));
+    assert!(loaded.warnings.is_empty(), "{:#?}", loaded.warnings);
+    let g = loaded.config.runners[0].gce.as_ref().expect("gce settings");
+    assert!(!g.queue_aware);
+    let errors = errors(&machine_runner(
+        "",
+        &gce("queue_aware_scaling = \"no\""),
+        "",
+    ));
+    assert!(
+        errors[0].starts_with("config.toml:12: runners[0].gce.queue_aware_scaling:"),
+        "{errors:#?}"
+    );
 }
 
 #[test]

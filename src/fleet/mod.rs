@@ -207,7 +207,8 @@ pub struct FleetSettings {
 }
 
 impl FleetSettings {
-    /// The settings of a docker+machine runner (queue-aware scale-out on).
+    /// The settings of a docker+machine runner (queue-aware scale-out as `[runners.gce]`
+    /// `queue_aware_scaling` says).
     pub fn for_runner(
         config: &Config,
         runner: &RunnerConfig,
@@ -225,6 +226,7 @@ impl FleetSettings {
             .gce
             .clone()
             .ok_or_else(|| fail("no [runners.gce] section (or MachineDriver = \"google\")"))?;
+        let queue_aware = gce.queue_aware;
         Ok(FleetSettings {
             manager_id: manager_id.to_string(),
             runner_label: names::runner_label(runner.token.expose()),
@@ -233,7 +235,7 @@ impl FleetSettings {
             machine,
             gce,
             reconcile_interval: config.reconcile_interval,
-            queue_aware: true,
+            queue_aware,
         })
     }
 

@@ -50,6 +50,7 @@ pub(crate) fn settings() -> FleetSettings {
             docker_port: 2376,
             api_rate_per_minute: 600,
             zone_cooldown: Duration::from_secs(300),
+            queue_aware: true,
             docker_machine_tag: false,
         },
         reconcile_interval: Duration::from_secs(60),
