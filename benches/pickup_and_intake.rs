@@ -226,7 +226,7 @@ async fn pickup(jobs: usize) {
         ..Default::default()
     };
     let gitlab = FakeGitlab::start(opts).await.expect("fake gitlab");
-    let token = "glrt-t1_benchbenchbenchbench".to_string();
+    let token = "glrt-t1_benchpickup".to_string();
     gitlab.add_runner(&token);
     let state = tempfile::tempdir().unwrap();
     let config = Config::from_toml_str(
@@ -320,7 +320,7 @@ async fn intake(megabytes: usize) {
         ..Default::default()
     };
     let gitlab = FakeGitlab::start(opts).await.expect("fake gitlab");
-    let token = "glrt-t1_benchintakeintakeint".to_string();
+    let token = "glrt-t1_benchintake".to_string();
     gitlab.add_runner(&token);
     let state = tempfile::tempdir().unwrap();
     let config = Config::from_toml_str(
@@ -393,7 +393,7 @@ async fn peak_rss(megabytes: usize) {
         ..Default::default()
     };
     let gitlab = FakeGitlab::start(opts).await.expect("fake gitlab");
-    let token = "glrt-t1_benchrssrssrssrssrs".to_string();
+    let token = "glrt-t1_benchrss01".to_string();
     gitlab.add_runner(&token);
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("config.toml");

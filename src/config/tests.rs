@@ -16,7 +16,7 @@ fn with_runner(extra: &str, docker: &str) -> String {
          [[runners]]\n\
          name = \"r\"\n\
          url = \"https://gitlab.example.com/\"\n\
-         token = \"glrt-t1_FAKEFAKEFAKEFAKEFAKE\"\n\
+         token = \"glrt-t1_FAKEFAKEFAKE\"\n\
          executor = \"docker\"\n\
          {extra}\n\
          [runners.docker]\n\
@@ -289,7 +289,7 @@ fn diff_names_changes_without_tokens() {
     assert!(!all.contains("glrt-"), "no full token: {all}");
     assert_eq!(restart_required(&old, &new), vec!["listen_address"]);
 
-    let other_token = with_runner("", "").replace("FAKEFAKEFAKEFAKEFAKE", "OTHEROTHEROTHEROTHER");
+    let other_token = with_runner("", "").replace("FAKEFAKEFAKE", "OTHEROTHEROTHEROTHER");
     let swapped = diff(&old, &load(&other_token).config).join("\n");
     assert!(swapped.contains("token FAKEFAKEF): removed"), "{swapped}");
     assert!(swapped.contains("token OTHEROTHE): added"), "{swapped}");

@@ -18,7 +18,7 @@ fn machine_runner(machine: &str, gce: &str, docker: &str) -> String {
         "[[runners]]\n\
          name = \"m\"\n\
          url = \"https://gitlab.example.com/\"\n\
-         token = \"glrt-t1_FAKEFAKEFAKEFAKEFAKE\"\n\
+         token = \"glrt-t1_FAKEFAKEFAKE\"\n\
          executor = \"docker+machine\"\n\
          # line 6\n\
          [runners.machine]\n\
@@ -522,7 +522,7 @@ fn diff_shows_machine_and_gce_changes() {
         all.contains("gce.endpoint: None → Some(\"http://127.0.0.1:1\")"),
         "{all}"
     );
-    assert!(!all.contains("FAKEFAKEFAKEFAKEFAKE"), "{all}");
+    assert!(!all.contains("FAKEFAKEFAKE"), "{all}");
     let docker = load(
         &machine_runner("", "", "")
             .replace("executor = \"docker+machine\"", "executor = \"docker\"")
