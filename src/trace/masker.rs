@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use aho_corasick::{AhoCorasick, BuildError, Input, MatchKind};
 
-use super::pipeline::Stage;
+use super::pipeline::{HoldBack, Stage};
 
 /// What replaces a secret.
 pub(crate) const MASK: &[u8] = b"[MASKED]";
@@ -100,11 +100,9 @@ impl PhraseSet {
 pub(crate) struct PhraseMasker {
     set: Arc<PhraseSet>,
     /// Bytes held back from earlier writes (a possible phrase start).
-    held: Vec<u8>,
-    /// How many leading bytes of `held` belong to an occurrence whose mask is already emitted.
+    hold: HoldBack,
+    /// How many leading held bytes belong to an occurrence whose mask is already emitted.
     covered: usize,
-    /// Scratch: `held` followed by the new input.
-    joined: Vec<u8>,
 }
 
 impl PhraseMasker {
@@ -112,9 +110,8 @@ impl PhraseMasker {
     pub(crate) fn new(set: Arc<PhraseSet>) -> PhraseMasker {
         PhraseMasker {
             set,
-            held: Vec::new(),
+            hold: HoldBack::default(),
             covered: 0,
-            joined: Vec::new(),
         }
     }
 
@@ -166,27 +163,18 @@ impl PhraseMasker {
 
 impl Stage for PhraseMasker {
     fn process(&mut self, input: &[u8], out: &mut Vec<u8>) {
-        if self.held.is_empty() {
-            let t = self.run(input, out, false);
-            self.held.extend_from_slice(&input[t..]);
-        } else {
-            let mut joined = std::mem::take(&mut self.joined);
-            joined.clear();
-            joined.extend_from_slice(&self.held);
-            joined.extend_from_slice(input);
-            let t = self.run(&joined, out, false);
-            self.held.clear();
-            self.held.extend_from_slice(&joined[t..]);
-            self.joined = joined;
-        }
+        let mut hold = std::mem::take(&mut self.hold);
+        hold.feed(input, |buf| self.run(buf, out, false));
+        self.hold = hold;
     }
 
     fn finish(&mut self, out: &mut Vec<u8>) {
-        let held = std::mem::take(&mut self.held);
-        self.run(&held, out, true);
+        let mut hold = std::mem::take(&mut self.hold);
+        hold.drain(|held| {
+            self.run(held, out, true);
+        });
+        self.hold = hold;
         self.covered = 0;
-        self.held = held;
-        self.held.clear();
     }
 }
 

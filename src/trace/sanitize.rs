@@ -7,7 +7,7 @@ use std::sync::Arc;
 use aho_corasick::Input;
 
 use super::masker::{PhraseSet, MASK};
-use super::pipeline::Stage;
+use super::pipeline::{HoldBack, Stage};
 
 /// Token prefixes GitLab Runner 19 always masks (`glpat-` plus FF_MASK_ALL_DEFAULT_TOKENS, on by
 /// default), before the job's own `token_mask_prefixes`.
@@ -159,8 +159,8 @@ static ALPHABET: [bool; 256] = token_alphabet();
 /// kept, like GitLab Runner does). Holds back a possible prefix start between writes.
 pub(crate) struct TokenSanitizer {
     set: Arc<PhraseSet>,
-    held: Vec<u8>,
-    joined: Vec<u8>,
+    /// Bytes held back from earlier writes (a possible prefix start).
+    hold: HoldBack,
     /// A prefix was seen and its token is being dropped.
     in_token: bool,
     /// At least one token byte was dropped since the prefix.
@@ -172,8 +172,7 @@ impl TokenSanitizer {
     pub(crate) fn new(set: Arc<PhraseSet>) -> TokenSanitizer {
         TokenSanitizer {
             set,
-            held: Vec::new(),
-            joined: Vec::new(),
+            hold: HoldBack::default(),
             in_token: false,
             dropped: false,
         }
@@ -223,31 +222,22 @@ impl TokenSanitizer {
 
 impl Stage for TokenSanitizer {
     fn process(&mut self, input: &[u8], out: &mut Vec<u8>) {
-        if self.held.is_empty() {
-            let t = self.run(input, out, false);
-            self.held.extend_from_slice(&input[t..]);
-        } else {
-            let mut joined = std::mem::take(&mut self.joined);
-            joined.clear();
-            joined.extend_from_slice(&self.held);
-            joined.extend_from_slice(input);
-            let t = self.run(&joined, out, false);
-            self.held.clear();
-            self.held.extend_from_slice(&joined[t..]);
-            self.joined = joined;
-        }
+        let mut hold = std::mem::take(&mut self.hold);
+        hold.feed(input, |buf| self.run(buf, out, false));
+        self.hold = hold;
     }
 
     fn finish(&mut self, out: &mut Vec<u8>) {
-        let held = std::mem::take(&mut self.held);
-        self.run(&held, out, true);
+        let mut hold = std::mem::take(&mut self.hold);
+        hold.drain(|held| {
+            self.run(held, out, true);
+        });
+        self.hold = hold;
         if self.in_token && self.dropped {
             out.extend_from_slice(MASK);
         }
         self.in_token = false;
         self.dropped = false;
-        self.held = held;
-        self.held.clear();
     }
 }
 
