@@ -9,12 +9,21 @@ use serde::{Deserialize, Serialize};
 /// The two fields without which a 201 is not a job at all ("no job", as GitLab Runner treats an
 /// undecodable answer). Decoded first, so that a job whose full parse fails can still be
 /// acknowledged and failed.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 pub struct JobHandle {
     /// The job id.
     pub id: i64,
     /// The job token (secret).
     pub token: String,
+}
+
+/// The token is a secret: `Debug` shows the id only.
+impl std::fmt::Debug for JobHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobHandle")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a payload that has an id and a token cannot be run.
@@ -28,8 +37,9 @@ pub enum PayloadError {
     Unsupported(String),
 }
 
-/// A job as GitLab hands it to a runner.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+/// A job as GitLab hands it to a runner. Its `Debug` shows no secret (token, clone URL,
+/// credentials, variable values).
+#[derive(Clone, Default, Deserialize, Serialize)]
 #[serde(default)]
 pub struct JobPayload {
     pub id: i64,
@@ -68,6 +78,18 @@ pub struct JobPayload {
     /// Secrets from external managers; Flotilla does not resolve them.
     #[serde(deserialize_with = "null_default")]
     pub secrets: Option<serde_json::Value>,
+}
+
+impl std::fmt::Debug for JobPayload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobPayload")
+            .field("id", &self.id)
+            .field("name", &self.job_info.name)
+            .field("project_id", &self.job_info.project_id)
+            .field("steps", &self.steps.len())
+            .field("variables", &self.variables)
+            .finish_non_exhaustive()
+    }
 }
 
 impl JobPayload {
@@ -339,8 +361,8 @@ pub struct Cache {
     pub fallback_keys: Vec<String>,
 }
 
-/// One of `credentials`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+/// One of `credentials`. Its `Debug` hides the password.
+#[derive(Clone, Default, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Credential {
     #[serde(rename = "type", deserialize_with = "null_default")]
@@ -351,6 +373,16 @@ pub struct Credential {
     pub username: String,
     #[serde(deserialize_with = "null_default")]
     pub password: String,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("kind", &self.kind)
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `dependencies[].artifacts_file`.
@@ -475,6 +507,21 @@ mod tests {
         assert_eq!(image.docker_user().as_deref(), Some("1000"));
         assert_eq!(job.job_info.project_id, 77);
         assert_eq!(job.timeout_secs(), 7200);
+    }
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let job = JobPayload::parse(fixture("job_response_full_valid.json")).unwrap();
+        let handle: JobHandle =
+            serde_json::from_value(fixture("job_response_full_valid.json")).unwrap();
+        for text in [
+            format!("{job:?}"),
+            format!("{handle:?}"),
+            format!("{:?}", job.credentials),
+        ] {
+            assert!(!text.contains("job-token"), "{text}");
+            assert!(!text.contains("testTokenHere1234"), "{text}");
+        }
     }
 
     #[test]

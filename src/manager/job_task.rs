@@ -56,7 +56,7 @@ impl JobTask {
         if let Err(e) = shared.state.add_job(record) {
             tracing::error!(job = job_id, error = %e, "cannot record the job in the state directory");
         }
-        let parsed = JobPayload::parse(self.payload.clone());
+        let parsed = JobPayload::parse(std::mem::take(&mut self.payload));
         let trace = match JobTrace::new(self.trace_settings(parsed.as_ref().ok())) {
             Ok(trace) => trace,
             Err(e) => {
