@@ -113,6 +113,24 @@ pub async fn finished(gitlab: &FakeGitlab, id: i64) -> (testkit::JobRecord, Stri
     (record, trace)
 }
 
+/// Waits until job `id`'s trace at the fake contains `text`.
+pub async fn trace_shows(gitlab: &FakeGitlab, id: i64, text: &str) {
+    gitlab
+        .wait_job(id, DEADLINE, |j| {
+            String::from_utf8_lossy(&j.trace).contains(text)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("job {id} never printed {text:?}: {e}"));
+}
+
+/// Fake GitLab options that ask for a trace update every second (tests that watch a trace).
+pub fn fast_trace() -> FakeGitlabOptions {
+    FakeGitlabOptions {
+        trace_update_interval_secs: Some(1),
+        ..Default::default()
+    }
+}
+
 /// Adds a variable to a job payload.
 pub fn with_variable(mut job: Value, key: &str, value: &str, masked: bool) -> Value {
     if let Some(vars) = job["variables"].as_array_mut() {

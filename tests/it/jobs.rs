@@ -78,11 +78,7 @@ async fn a_job_past_its_timeout_fails_and_leaves_no_container() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canceled_job_runs_after_script_and_leaves_no_container() {
     ensure_test_image();
-    let opts = FakeGitlabOptions {
-        trace_update_interval_secs: Some(1),
-        ..Default::default()
-    };
-    let (gitlab, token) = fake_gitlab(opts).await;
+    let (gitlab, token) = fake_gitlab(fast_trace()).await;
     let manager = InProcessManager::start(&gitlab, &token, "", "");
     let id = gitlab.enqueue(
         &token,
@@ -91,12 +87,7 @@ async fn a_canceled_job_runs_after_script_and_leaves_no_container() {
             &["echo after-cancel-$CI_JOB_STATUS"],
         ),
     );
-    gitlab
-        .wait_job(id, DEADLINE, |j| {
-            String::from_utf8_lossy(&j.trace).contains("waiting-for-cancel")
-        })
-        .await
-        .unwrap();
+    trace_shows(&gitlab, id, "waiting-for-cancel").await;
     gitlab.cancel(id);
     let (record, trace) = finished(&gitlab, id).await;
     assert!(trace.contains("after-cancel-canceled"), "trace:\n{trace}");
@@ -111,11 +102,7 @@ async fn a_canceled_job_runs_after_script_and_leaves_no_container() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_range_mismatch_resyncs_the_trace() {
     ensure_test_image();
-    let opts = FakeGitlabOptions {
-        trace_update_interval_secs: Some(1),
-        ..Default::default()
-    };
-    let (gitlab, token) = fake_gitlab(opts).await;
+    let (gitlab, token) = fake_gitlab(fast_trace()).await;
     let manager = InProcessManager::start(&gitlab, &token, "", "");
     let id = gitlab.enqueue(
         &token,
@@ -203,11 +190,7 @@ async fn masked_values_never_reach_the_trace() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_errors_on_request_and_trace_are_retried() {
     ensure_test_image();
-    let opts = FakeGitlabOptions {
-        trace_update_interval_secs: Some(1),
-        ..Default::default()
-    };
-    let (gitlab, token) = fake_gitlab(opts).await;
+    let (gitlab, token) = fake_gitlab(fast_trace()).await;
     gitlab.inject(Fault::RequestStatus {
         status: 500,
         times: 2,
@@ -264,19 +247,10 @@ async fn a_malformed_payload_fails_that_job_and_the_runner_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abort_reports_running_jobs_and_removes_their_containers() {
     ensure_test_image();
-    let opts = FakeGitlabOptions {
-        trace_update_interval_secs: Some(1),
-        ..Default::default()
-    };
-    let (gitlab, token) = fake_gitlab(opts).await;
+    let (gitlab, token) = fake_gitlab(fast_trace()).await;
     let manager = InProcessManager::start(&gitlab, &token, "", "");
     let id = gitlab.enqueue(&token, job(&["echo long-running", "sleep 300"], &[]));
-    gitlab
-        .wait_job(id, DEADLINE, |j| {
-            String::from_utf8_lossy(&j.trace).contains("long-running")
-        })
-        .await
-        .unwrap();
+    trace_shows(&gitlab, id, "long-running").await;
     manager
         .controls
         .send(flotilla::lifecycle::Control::Abort)

@@ -69,11 +69,7 @@ impl Drop for Running {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_left_by_a_killed_process_is_failed_at_the_next_start() {
     ensure_test_image();
-    let opts = FakeGitlabOptions {
-        trace_update_interval_secs: Some(1),
-        ..Default::default()
-    };
-    let (gitlab, token) = fake_gitlab(opts).await;
+    let (gitlab, token) = fake_gitlab(fast_trace()).await;
     let dir = tempfile::tempdir().unwrap();
     let state_dir = dir.path().join("state");
     let config_path = dir.path().join("config.toml");
@@ -85,12 +81,7 @@ async fn a_job_left_by_a_killed_process_is_failed_at_the_next_start() {
 
     let mut first = Running::start(&config_path, dir.path(), "first");
     let id = gitlab.enqueue(&token, job(&["echo crash-marker", "sleep 300"], &[]));
-    gitlab
-        .wait_job(id, DEADLINE, |j| {
-            String::from_utf8_lossy(&j.trace).contains("crash-marker")
-        })
-        .await
-        .unwrap();
+    trace_shows(&gitlab, id, "crash-marker").await;
     first.signal("KILL");
     first.wait_exit(DEADLINE).await;
     let recorded = std::fs::read_to_string(state_dir.join("jobs.json")).unwrap();
