@@ -10,6 +10,7 @@ pub mod coordinator;
 pub mod docker;
 pub mod executor;
 pub mod fleet;
+pub mod helper;
 pub mod job;
 pub mod lifecycle;
 pub mod manager;

@@ -38,6 +38,9 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Commands the helper image runs inside a job's helper container.
+    #[command(subcommand, hide = true)]
+    Helper(flotilla::helper::HelperCommand),
 }
 
 #[derive(Subcommand)]
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
             command: ConfigCommand::Check { file },
         } => check_config(&file),
         Command::Run { config } => run(&config),
+        Command::Helper(command) => flotilla::helper::run(command),
     }
 }
 

@@ -1,0 +1,26 @@
+//! `flotilla helper …`: the commands the helper image runs inside a job's helper container
+//! (GitLab Runner's `gitlab-runner-helper`): artifacts upload/download, cache archive/extract,
+//! waiting for service ports. The executor writes shell scripts that call them; they read their
+//! secrets (job token, signed URLs) from the environment of that script, never from argv shown in
+//! the trace.
+//!
+//! Each command lives in its own file and adds one variant to [`HelperCommand`].
+
+use std::process::ExitCode;
+
+/// One helper command (`flotilla helper <command>`).
+#[derive(Debug, clap::Subcommand)]
+pub enum HelperCommand {
+    /// Print the helper's version (the executor checks the image carries a Flotilla helper).
+    Version,
+}
+
+/// Runs a helper command to its end; the process exit code.
+pub fn run(command: HelperCommand) -> ExitCode {
+    match command {
+        HelperCommand::Version => {
+            println!("flotilla-helper {}", crate::VERSION);
+            ExitCode::SUCCESS
+        }
+    }
+}
