@@ -79,7 +79,6 @@ pub enum GcsCredentials {
 /// `[runners.cache]` as read from the file.
 #[derive(Default)]
 pub(super) struct RawCache {
-    pub line: usize,
     pub path: String,
     pub kind: Option<Field<String>>,
     pub prefix: Option<Field<String>>,
@@ -120,7 +119,6 @@ pub(super) fn read(d: &mut Diagnostics, s: &Scope<'_>) -> RawCache {
         }
     });
     RawCache {
-        line: s.line,
         path: s.path.clone(),
         kind: string(d, s, "Type"),
         prefix: string(d, s, "Path"),
