@@ -6,6 +6,8 @@
 //!
 //! Each command lives in its own file and adds one variant to [`HelperCommand`].
 
+mod cache;
+
 use std::process::ExitCode;
 
 /// One helper command (`flotilla helper <command>`).
@@ -13,6 +15,11 @@ use std::process::ExitCode;
 pub enum HelperCommand {
     /// Print the helper's version (the executor checks the image carries a Flotilla helper).
     Version,
+    /// Zip a job cache and store it (local cache volume or a signed URL); reads its spec from
+    /// `FLOTILLA_CACHE_SPEC`.
+    CacheArchiver(cache::CacheArgs),
+    /// Restore a job cache (key, then fallback keys); reads its spec from `FLOTILLA_CACHE_SPEC`.
+    CacheExtractor(cache::CacheArgs),
 }
 
 /// Runs a helper command to its end; the process exit code.
@@ -22,5 +29,7 @@ pub fn run(command: HelperCommand) -> ExitCode {
             println!("flotilla-helper {}", crate::VERSION);
             ExitCode::SUCCESS
         }
+        HelperCommand::CacheArchiver(args) => cache::archiver(args),
+        HelperCommand::CacheExtractor(args) => cache::extractor(args),
     }
 }
