@@ -56,10 +56,13 @@ enum Store {
     Gcs(Box<GcsSigner>),
 }
 
+/// How long one call to the metadata server or IAM may take while planning.
+const SIGNING_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Computes the job's cache plan: keys, sources and targets, signed URLs (valid for the job
 /// timeout) for GCS. Failures (credentials, signing) become warnings in the plan, never errors:
 /// as in GitLab Runner, a cache problem does not fail the job.
-pub async fn plan_job(input: PlanInput<'_>, http: &reqwest::Client) -> CachePlan {
+pub async fn plan_job(input: PlanInput<'_>) -> CachePlan {
     let mut plan = CachePlan::default();
     let job = input.job;
     let wanted = |c: &crate::job::Cache| !c.paths.is_empty() || c.untracked;
@@ -72,7 +75,7 @@ pub async fn plan_job(input: PlanInput<'_>, http: &reqwest::Client) -> CachePlan
             plan.local_volume = Some(local_volume_name(input.short_token));
             Store::Local
         }
-        CacheStorage::Gcs(gcs) => match GcsSigner::new(gcs, http.clone()).await {
+        CacheStorage::Gcs(gcs) => match GcsSigner::new(gcs, signing_client()).await {
             Ok(signer) => Store::Gcs(Box::new(signer)),
             Err(e) => {
                 let text = format!("Failed to obtain GCS credentials for the cache: {e}");
@@ -148,6 +151,15 @@ pub async fn plan_job(input: PlanInput<'_>, http: &reqwest::Client) -> CachePlan
         }
     }
     plan
+}
+
+/// The HTTP client for the metadata server and IAM (one per job: jobs are minutes apart, and
+/// only GCS caches need it).
+fn signing_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(SIGNING_CALL_TIMEOUT)
+        .build()
+        .unwrap_or_default()
 }
 
 /// The per-job context of [`plan_job`].

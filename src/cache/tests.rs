@@ -44,15 +44,12 @@ fn vars(extra: &[(&str, &str)]) -> Variables {
 }
 
 async fn plan(job: &JobPayload, vars: &Variables, config: &CacheConfig) -> CachePlan {
-    plan_job(
-        PlanInput {
-            job,
-            variables: vars,
-            config,
-            short_token: "abcdefghi",
-        },
-        &reqwest::Client::new(),
-    )
+    plan_job(PlanInput {
+        job,
+        variables: vars,
+        config,
+        short_token: "abcdefghi",
+    })
     .await
 }
 

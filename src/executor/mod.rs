@@ -79,6 +79,8 @@ pub struct JobRun {
     pub cancel: CancellationToken,
     /// Abort: stop everything at once and clean up.
     pub abort: CancellationToken,
+    /// What the cache stages do (keys, paths, signed URLs), computed by the manager.
+    pub cache: crate::cache::CachePlan,
 }
 
 /// Runs the job to its end and removes every container, volume and network it made.
