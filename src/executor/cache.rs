@@ -137,7 +137,10 @@ mod tests {
             ]
         );
         assert!(!lines[0].contains("secret"));
-        let spec = vars.iter().find(|v| v.key == "FLOTILLA_CACHE_SPEC_0").unwrap();
+        let spec = vars
+            .iter()
+            .find(|v| v.key == "FLOTILLA_CACHE_SPEC_0")
+            .unwrap();
         assert!(spec.raw && !spec.public);
         assert!(spec.value.contains("secret$HOME"));
         assert_eq!(vars.get("A"), Some("1"));

@@ -193,6 +193,7 @@ impl<'a> JobCtx<'a> {
             user: job_image.and_then(|i| i.docker_user()),
             settings: self.settings,
             builds_volume: &self.names.builds_volume,
+            cache_volume: None,
             network_mode: Some(self.network_mode()),
             labels: &self.labels,
         }
@@ -268,6 +269,21 @@ pub(super) enum Ended {
 async fn before_user_steps(ctx: &JobCtx<'_>) -> Result<(), Ended> {
     ctx.helper_section("get_sources", sources::get_sources(ctx))
         .await?;
+    if ctx.has_cache() {
+        ctx.helper_section("restore_cache", ctx.restore_cache())
+            .await?;
+    }
+    Ok(())
+}
+
+/// The stages after `after_script`, for a job whose user steps ran to their end (`succeeded` or
+/// not): `archive_cache` / `archive_cache_on_failure`.
+async fn after_user_steps(ctx: &JobCtx<'_>, succeeded: bool) -> Result<(), Ended> {
+    if ctx.has_cache() {
+        let name = super::cache::archive_stage_name(succeeded);
+        ctx.helper_section(name, ctx.archive_cache(succeeded))
+            .await?;
+    }
     Ok(())
 }
 
@@ -341,6 +357,13 @@ pub(super) async fn run(ctx: &JobCtx<'_>) -> JobOutcome {
     if let Some(step) = ctx.run.job.after_script() {
         if let Err(e) = after_script(ctx, step, &container_id, status).await {
             return fail(log, e, Phase::Run);
+        }
+    }
+    if interrupted.is_none() {
+        match after_user_steps(ctx, exit_code == 0).await {
+            Ok(()) | Err(Ended::Failed(_)) => {}
+            Err(Ended::Interrupted(interrupt)) => return interrupt.outcome(),
+            Err(Ended::Error(e)) => return fail(log, e, Phase::Run),
         }
     }
     match (interrupted, exit_code) {

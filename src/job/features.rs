@@ -44,12 +44,15 @@ pub struct FeaturesInfo {
 
 impl FeaturesInfo {
     /// What Flotilla's docker executor implements today: variables (with `file` and `raw`), the
-    /// job image with its docker executor options, masking, multiple script steps, the trace
+    /// job image with its docker executor options, caches with fallback keys, masking, multiple
+    /// script steps, the trace
     /// protocol (reset, checksum, size), graceful cancel, exit codes and the two-phase commit.
     pub fn implemented() -> Self {
         FeaturesInfo {
             variables: true,
             image: true,
+            cache: true,
+            fallback_cache_keys: true,
             masking: true,
             raw_variables: true,
             multi_build_steps: true,
