@@ -293,3 +293,46 @@ async fn bad_credentials_are_a_warning_not_a_failure() {
     assert!(matches!(&p.archive_messages[0],
         Message::Warning(w) if w.contains("/nonexistent/key.json")));
 }
+
+#[tokio::test]
+async fn head_urls_answer_without_a_body_and_404_when_missing() {
+    let account =
+        TestServiceAccount::generate("head@flotilla-test.iam.gserviceaccount.com").unwrap();
+    let fake = FakeGcs::start(None).await.unwrap();
+    fake.create_bucket(BUCKET);
+    fake.allow(&account);
+    fake.put_object(BUCKET, "p/o", "12345");
+    let CacheStorage::Gcs(config) = gcs_config(
+        &fake,
+        GcsCredentials::Key {
+            access_id: account.email.clone(),
+            private_key: Secret(account.private_key_pem()),
+        },
+    )
+    .storage
+    else {
+        unreachable!()
+    };
+    let signer = gcs::GcsSigner::new(&config, reqwest::Client::new())
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let valid = std::time::Duration::from_secs(60);
+    let answer = http
+        .head(signer.head_url("p/o", valid).await.unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.headers()["content-length"], "5");
+    let missing = http
+        .head(signer.head_url("p/missing", valid).await.unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    // A GET URL is not a HEAD URL: the method is signed.
+    let get = signer.get_url("p/o", valid).await.unwrap();
+    let answer = http.head(get).send().await.unwrap();
+    assert_eq!(answer.status(), 403);
+}
