@@ -12,8 +12,12 @@ use testkit::{FakeGcs, FakeGitlab, JobState, TestServiceAccount};
 
 const BUCKET: &str = "flotilla-it-cache";
 
-/// A busybox job with no sources, `script`, and one cache entry.
+/// A busybox job with no sources, `script`, and one cache entry (or an array of them).
 fn cache_job(script: &[&str], cache: Value) -> Value {
+    let caches = match cache {
+        Value::Array(list) => list,
+        one => vec![one],
+    };
     json!({
         "image": {"name": TEST_IMAGE},
         "job_info": {"name": "build", "project_id": 77},
@@ -21,7 +25,7 @@ fn cache_job(script: &[&str], cache: Value) -> Value {
                    "when": "on_success", "allow_failure": false}],
         "variables": [{"key": "GIT_STRATEGY", "value": "none", "public": true},
                       {"key": "CI_COMMIT_REF_SLUG", "value": "main", "public": true}],
-        "cache": [cache],
+        "cache": caches,
     })
 }
 
@@ -66,7 +70,7 @@ impl Drop for VolumeGuard {
 }
 
 #[tokio::test]
-async fn local_cache_is_restored_by_key_and_by_fallback_key_and_pull_does_not_upload() {
+async fn local_cache_restores_by_key_and_fallback_key_and_obeys_policy_and_when() {
     let (gitlab, token) = fake_gitlab(Default::default()).await;
     let short = flotilla::config::short_token(&token);
     let _volume = VolumeGuard(flotilla::cache::local_volume_name(&short));
@@ -136,6 +140,36 @@ async fn local_cache_is_restored_by_key_and_by_fallback_key_and_pull_does_not_up
     )
     .await;
     assert!(trace.contains("No cache found for deps-feature"), "{trace}");
+
+    // A failing job saves only its `when: on_failure` cache, in archive_cache_on_failure.
+    let caches = json!([
+        {"key": "ok-key", "paths": ["a"], "when": "on_success"},
+        {"key": "fail-key", "paths": ["b"], "when": "on_failure"},
+    ]);
+    let id = gitlab.enqueue(
+        &token,
+        cache_job(
+            &["mkdir -p a b", "echo fa > a/f", "echo fb > b/f", "exit 3"],
+            caches,
+        ),
+    );
+    let (record, trace) = finished(&gitlab, id).await;
+    assert_eq!(record.state, JobState::Failed, "{trace}");
+    assert!(trace.contains("Saving cache for failed job"), "{trace}");
+    assert!(trace.contains("Creating cache fail-key..."), "{trace}");
+    assert!(!trace.contains("Creating cache ok-key"), "{trace}");
+    let both = json!([
+        {"key": "ok-key", "paths": ["a"], "policy": "pull"},
+        {"key": "fail-key", "paths": ["b"], "policy": "pull"},
+    ]);
+    let trace = run(
+        &gitlab,
+        &token,
+        cache_job(&["cat b/f", "test ! -e a/f"], both),
+    )
+    .await;
+    assert!(trace.contains("No cache found for ok-key"), "{trace}");
+    assert!(printed(&trace, "fb"), "{trace}");
     mgr.drain().await;
 }
 
