@@ -619,6 +619,27 @@ mod tests {
     }
 
     #[test]
+    fn an_archive_over_max_uploaded_archive_size_is_not_uploaded() {
+        let project = tempfile::tempdir().unwrap();
+        touch(project.path(), "big/file", &"x".repeat(4096));
+        let spec = ArchiveSpec {
+            key: "k".into(),
+            when: crate::cache::key::When::OnSuccess,
+            paths: vec!["big".into()],
+            untracked: false,
+            // Nothing listens there: the size check must come before any request.
+            target: Target::Url {
+                url: "http://127.0.0.1:9/bucket/object".into(),
+                headers: Vec::new(),
+            },
+            timeout_secs: 5,
+            max_size: 100,
+        };
+        let e = archive(&spec, project.path()).unwrap_err().to_string();
+        assert!(e.contains("over MaxUploadedArchiveSize 100"), "{e}");
+    }
+
+    #[test]
     fn gcs_error_codes_are_read_from_xml() {
         assert_eq!(
             gcs_code("<?xml version='1.0'?><Error><Code>NoSuchKey</Code></Error>"),
