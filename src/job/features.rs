@@ -45,7 +45,8 @@ pub struct FeaturesInfo {
 impl FeaturesInfo {
     /// What Flotilla's docker executor implements today: variables (with `file` and `raw`), the
     /// job image with its docker executor options, masking, multiple script steps, the trace
-    /// protocol (reset, checksum, size), graceful cancel, exit codes and the two-phase commit.
+    /// protocol (reset, checksum, size), graceful cancel, exit codes, the two-phase commit, and
+    /// fetching the payload's git refspecs.
     pub fn implemented() -> Self {
         FeaturesInfo {
             variables: true,
@@ -61,6 +62,7 @@ impl FeaturesInfo {
             image_executor_opts: true,
             cancel_gracefully: true,
             two_phase_job_commit: true,
+            refspecs: true,
             ..FeaturesInfo::default()
         }
     }

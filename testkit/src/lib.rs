@@ -11,6 +11,6 @@ pub mod gitlab;
 
 pub use gce::{FakeGce, FakeGceError, FakeGceOptions, GceFault, ZoneSpec};
 pub use gitlab::{
-    AdminJob, FakeGitlab, FakeGitlabOptions, Fault, FeatureCheck, GitlabHandle, JobRecord,
-    JobState, RecordedRequest,
+    AdminJob, FakeGitlab, FakeGitlabOptions, Fault, FeatureCheck, GitRepos, GitlabHandle,
+    JobRecord, JobState, RecordedRequest, Repo,
 };
