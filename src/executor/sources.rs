@@ -5,11 +5,69 @@
 
 use super::error::ExecError;
 use super::git::{self, GitStrategy};
-use super::stages::JobCtx;
+use super::script::quote;
+use super::stages::{Ended, JobCtx};
 use crate::job::{JobVariable, Variables};
 
+/// The `get_sources` stage with GitLab Runner's retries: up to `GET_SOURCES_ATTEMPTS` (1 to
+/// 10, default 1) attempts, each in its own section; after the first failed one,
+/// `clear_worktree` deletes the tracked and untracked files (a half-updated submodule can
+/// otherwise fail every fetch).
+pub(super) async fn get_sources_stage(ctx: &JobCtx<'_>) -> Result<(), Ended> {
+    let attempts = attempts(&ctx.run.variables).map_err(Ended::Error)?;
+    let mut attempt = 1;
+    loop {
+        match ctx.helper_section("get_sources", get_sources(ctx)).await {
+            Err(Ended::Failed(_)) if attempt < attempts => {
+                if attempt == 1 {
+                    ctx.helper_section("clear_worktree", clear_worktree(ctx))
+                        .await?;
+                }
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// `GET_SOURCES_ATTEMPTS`: unset or not a number → 1; outside 1..=10 → an error.
+fn attempts(vars: &Variables) -> Result<u32, ExecError> {
+    let Some(Ok(n)) = vars
+        .expanded("GET_SOURCES_ATTEMPTS")
+        .map(|v| v.trim().parse::<i64>())
+    else {
+        return Ok(1);
+    };
+    u32::try_from(n)
+        .ok()
+        .filter(|n| (1..=10).contains(n))
+        .ok_or_else(|| {
+            ExecError::Job(format!(
+                "number of attempts out of the range [1, 10] for stage: get_sources                  (GET_SOURCES_ATTEMPTS={n})"
+            ))
+        })
+}
+
+/// `clear_worktree`: `git rm -rf` and `git clean -ffdx` in the project directory, if it exists.
+async fn clear_worktree(ctx: &JobCtx<'_>) -> Result<i64, ExecError> {
+    let dir = quote(&ctx.project_dir());
+    let lines = vec![
+        format!(
+            "printf '%s\\n' {}",
+            quote(&git::notice("Deleting tracked and untracked files..."))
+        ),
+        format!("if [ -d {dir} ]; then"),
+        format!("cd {dir}"),
+        "git rm -rf --ignore-unmatch . >/dev/null".into(),
+        "git clean -ffdx".into(),
+        "fi".into(),
+    ];
+    ctx.run_helper_stage("clear_worktree", &lines, &ctx.run.variables)
+        .await
+}
+
 /// Runs `get_sources` for the job; the helper script's exit code (0 when nothing ran).
-pub(super) async fn get_sources(ctx: &JobCtx<'_>) -> Result<i64, ExecError> {
+async fn get_sources(ctx: &JobCtx<'_>) -> Result<i64, ExecError> {
     let vars = &ctx.run.variables;
     let strategy = GitStrategy::of(&ctx.run.job, vars);
     if strategy == GitStrategy::None {
@@ -83,6 +141,19 @@ mod tests {
             JobVariable::plain("CI_PROJECT_DIR", "/builds/g/p"),
             JobVariable::plain("GIT_CLONE_PATH", path),
         ])
+    }
+
+    #[test]
+    fn get_sources_attempts_default_to_one_and_stay_within_ten() {
+        let v = |s: &str| Variables::new(vec![JobVariable::plain("GET_SOURCES_ATTEMPTS", s)]);
+        assert_eq!(attempts(&Variables::default()).unwrap(), 1);
+        assert_eq!(attempts(&v("x")).unwrap(), 1);
+        assert_eq!(attempts(&v("3")).unwrap(), 3);
+        assert_eq!(attempts(&v("10")).unwrap(), 10);
+        for bad in ["0", "11", "-1"] {
+            let e = attempts(&v(bad)).unwrap_err();
+            assert!(e.to_string().contains("out of the range [1, 10]"), "{e}");
+        }
     }
 
     #[test]

@@ -266,8 +266,7 @@ pub(super) enum Ended {
 /// The stages between `prepare_executor` and the user steps, in GitLab Runner's order: the
 /// first that does not succeed ends the job's way to the user steps.
 async fn before_user_steps(ctx: &JobCtx<'_>) -> Result<(), Ended> {
-    ctx.helper_section("get_sources", sources::get_sources(ctx))
-        .await?;
+    sources::get_sources_stage(ctx).await?;
     Ok(())
 }
 

@@ -202,17 +202,27 @@ async fn a_job_clones_the_payload_sha_not_the_branch_head() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fetch_by_default_checks_out_the_sha_and_cleans() {
+async fn fetch_by_default_into_git_clone_path_checks_out_the_sha() {
     let s = git_setup().await;
     let (repo, first, pipeline) = repo_with_two_commits(&s.repos, "fetch");
     // allow_git_fetch (the fake's default) and no GIT_STRATEGY: fetch.
     let id = s.gitlab.enqueue(
         &s.token,
-        git_job(repo.path(), &first, pipeline, &["cat README.md"], &[]),
+        git_job(
+            repo.path(),
+            &first,
+            pipeline,
+            &["cat README.md", "echo \"at $(pwd) = $CI_PROJECT_DIR\""],
+            &[("GIT_CLONE_PATH", "$CI_BUILDS_DIR/custom/place")],
+        ),
     );
     let (record, trace) = finished(&s.gitlab, id).await;
     assert_eq!(record.state, JobState::Success, "trace:\n{trace}");
     assert!(trace.contains("first version"), "trace:\n{trace}");
+    assert!(
+        trace.contains("at /builds/custom/place = /builds/custom/place"),
+        "trace:\n{trace}"
+    );
     assert!(
         trace.contains("Fetching changes with git depth set to 20..."),
         "trace:\n{trace}"
@@ -226,7 +236,13 @@ async fn a_wrong_job_token_fails_the_job_clearly_without_showing_it() {
     let (repo, first, pipeline) = repo_with_two_commits(&s.repos, "denied");
     let wrong = format!("wrong{:016x}", rand::random::<u64>());
     let host = s.gitlab.url().replace("http://", "");
-    let mut job = git_job(repo.path(), &first, pipeline, &["echo never"], &[]);
+    let mut job = git_job(
+        repo.path(),
+        &first,
+        pipeline,
+        &["echo never"],
+        &[("GET_SOURCES_ATTEMPTS", "2")],
+    );
     job["git_info"]["repo_url"] = json!(format!(
         "http://gitlab-ci-token:{wrong}@{host}/{}.git",
         repo.path()
@@ -244,6 +260,16 @@ async fn a_wrong_job_token_fails_the_job_clearly_without_showing_it() {
         "trace:\n{trace}"
     );
     assert!(!trace.contains(&wrong), "the wrong token leaked:\n{trace}");
+    // Two attempts, the worktree cleared between them.
+    assert_eq!(
+        trace.matches("Authentication failed").count(),
+        2,
+        "trace:\n{trace}"
+    );
+    assert!(
+        trace.contains("Deleting tracked and untracked files..."),
+        "trace:\n{trace}"
+    );
     assert!(!trace.contains("\nnever"), "trace:\n{trace}");
     s.manager.drain().await;
 }
