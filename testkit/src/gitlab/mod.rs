@@ -10,6 +10,7 @@
 //! built from a [`GitlabHandle`], which can resolve job tokens with [`GitlabHandle::job_by_token`].
 
 mod admin;
+mod artifacts;
 mod faults;
 mod http;
 mod jobs;
@@ -32,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use admin::AdminJob;
+pub use artifacts::{StoredArtifact, DEFAULT_MAX_ARTIFACTS_BYTES};
 pub use faults::Fault;
 pub use jobs::{FeatureCheck, DEFAULT_FAILURE_REASONS};
 pub use state::{JobRecord, JobState, RecordedRequest};
@@ -59,6 +61,8 @@ pub struct FakeGitlabOptions {
     pub listen: SocketAddr,
     /// Which runner features jobs are checked against before hand-out.
     pub feature_check: FeatureCheck,
+    /// Artifact uploads above this many bytes get 413 (GitLab's `max_artifacts_size`, 100 MB).
+    pub max_artifacts_bytes: u64,
 }
 
 impl Default for FakeGitlabOptions {
@@ -70,6 +74,7 @@ impl Default for FakeGitlabOptions {
             trace_update_interval_secs: None,
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             feature_check: FeatureCheck::default(),
+            max_artifacts_bytes: DEFAULT_MAX_ARTIFACTS_BYTES,
         }
     }
 }
@@ -221,6 +226,25 @@ impl GitlabHandle {
         self.shared.changed.notify_waiters();
     }
 
+    /// The artifacts uploaded for job `id` (or stored with [`GitlabHandle::put_artifact`]), in
+    /// upload order.
+    pub fn artifacts(&self, id: i64) -> Vec<StoredArtifact> {
+        self.shared.state.lock().artifacts.of_job(id)
+    }
+
+    /// Stores an artifact for job `id` as if its runner had uploaded it (for a dependency that
+    /// never ran in the test).
+    pub fn put_artifact(&self, id: i64, artifact: StoredArtifact) {
+        self.shared.state.lock().artifacts.put(id, artifact);
+        self.shared.changed.notify_waiters();
+    }
+
+    /// The fake object storage's base URL (its own loopback port), where direct artifact
+    /// downloads are redirected.
+    pub fn object_store_url(&self) -> String {
+        self.shared.objstore_url.clone()
+    }
+
     /// Injects a fault (see [`Fault`]).
     pub fn inject(&self, fault: Fault) {
         self.shared.state.lock().faults.inject(fault);
@@ -288,10 +312,17 @@ impl FakeGitlab {
             .await
             .with_context(|| format!("binding fake gitlab to {}", opts.listen))?;
         let addr = listener.local_addr().context("fake gitlab local address")?;
+        let objstore_listener = tokio::net::TcpListener::bind((opts.listen.ip(), 0))
+            .await
+            .context("binding the fake object storage")?;
+        let objstore_addr = objstore_listener
+            .local_addr()
+            .context("fake object storage local address")?;
         let (acks, _) = broadcast::channel(4096);
         let shared = Arc::new(Shared {
             opts,
             url: format!("http://{addr}"),
+            objstore_url: format!("http://{objstore_addr}"),
             state: Mutex::new(State::default()),
             changed: tokio::sync::Notify::new(),
             acks,
@@ -304,6 +335,8 @@ impl FakeGitlab {
         let app = server::router(handle.clone(), extra(handle.clone()));
         let tracker = TaskTracker::new();
         server::serve(&tracker, listener, app, &shared);
+        let objstore = server::object_store_router(shared.clone());
+        server::serve(&tracker, objstore_listener, objstore, &shared);
         tracker.close();
         Ok(FakeGitlab {
             handle,
