@@ -201,7 +201,7 @@ async fn wrong_token_and_finished_job_are_refused() {
         .download(
             &wrong,
             false,
-            &tempfile::NamedTempFile::new().unwrap().path().to_path_buf(),
+            tempfile::NamedTempFile::new().unwrap().path(),
         )
         .await
         .unwrap_err();
