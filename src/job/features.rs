@@ -45,7 +45,8 @@ pub struct FeaturesInfo {
 impl FeaturesInfo {
     /// What Flotilla's docker executor implements today: variables (with `file` and `raw`), the
     /// job image with its docker executor options, masking, multiple script steps, the trace
-    /// protocol (reset, checksum, size), graceful cancel, exit codes and the two-phase commit.
+    /// protocol (reset, checksum, size), graceful cancel, exit codes and the two-phase commit;
+    /// artifacts (zip archives, gzip and raw reports, exclusions).
     pub fn implemented() -> Self {
         FeaturesInfo {
             variables: true,
@@ -61,6 +62,10 @@ impl FeaturesInfo {
             image_executor_opts: true,
             cancel_gracefully: true,
             two_phase_job_commit: true,
+            artifacts: true,
+            upload_multiple_artifacts: true,
+            upload_raw_artifacts: true,
+            artifacts_exclude: true,
             ..FeaturesInfo::default()
         }
     }

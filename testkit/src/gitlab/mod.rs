@@ -106,7 +106,8 @@ impl GitlabHandle {
     /// Enqueues `job` for `runner_token` and returns its id. Always sets `id` and a random
     /// `glcbt-` job `token`; fills any missing standard field (`job_info`, `git_info`,
     /// `runner_info.timeout` 3600, `features`, `steps`, CI_JOB_ID / CI_JOB_TOKEN (masked) /
-    /// CI_SERVER_URL variables, empty `services`/`cache`/`credentials`/`dependencies`). A
+    /// CI_SERVER_URL variables, empty `services`/`cache`/`credentials`/`dependencies`, a
+    /// dependency's missing `token` set to this job's token, as current GitLab sends it). A
     /// fake-only `_requires: ["feature", …]` key lists extra runner features the job needs.
     /// The token need not be registered yet: the job waits for a runner with that token.
     pub fn enqueue(&self, runner_token: &str, job: serde_json::Value) -> i64 {
