@@ -1,13 +1,15 @@
 //! The fake GitLab: a faithful stand-in for GitLab's Runner API v4 (jobs/request with Workhorse
 //! long polling, job update with the two-phase ack, trace PATCH with Content-Range/416, runner
-//! verify/unregister), on loopback, for Flotilla's integration tests, demo and benchmarks. It
+//! verify/unregister, job artifacts with a fake object storage on its own port), on loopback, for Flotilla's integration tests, demo and benchmarks. It
 //! rejects what GitLab rejects, with GitLab's status codes and headers, and injects faults on
 //! demand. This module owns the public API ([`FakeGitlab`], [`GitlabHandle`], options); the
 //! handlers are in `request.rs`/`update.rs`, the state in `state.rs`. Notes on fidelity (what
 //! GitLab's source does and where the fake is stricter) are in the handlers' doc comments.
 //!
-//! Extension point: [`FakeGitlab::start_with`] merges extra routes (git smart HTTP, artifacts)
+//! Extension point: [`FakeGitlab::start_with`] merges extra routes (git smart HTTP)
 //! built from a [`GitlabHandle`], which can resolve job tokens with [`GitlabHandle::job_by_token`].
+//! Artifacts are built in (`artifacts.rs`): read what a job uploaded with
+//! [`GitlabHandle::artifacts`].
 
 mod admin;
 mod artifacts;
@@ -298,7 +300,7 @@ impl FakeGitlab {
     }
 
     /// Starts a fake whose router also merges `extra(handle)`: the extension point for routes
-    /// served beside the Runner API (git smart HTTP, artifacts). Extra routes are recorded in
+    /// served beside the Runner API (git smart HTTP). Extra routes are recorded in
     /// [`GitlabHandle::requests`] like the others.
     pub async fn start_with(
         opts: FakeGitlabOptions,

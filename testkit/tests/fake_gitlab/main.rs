@@ -4,6 +4,7 @@
 //! the `testkit` binary. This file holds the shared runner helper.
 
 mod admin;
+mod artifacts;
 mod binary;
 mod faults;
 mod job_updates;
