@@ -8,13 +8,18 @@
 //! command gets its token through the environment variable the helper reads
 //! ([`crate::helper::artifacts::TOKEN_ENV`]). Paths, exclusions and names are expanded here
 //! with the job's variables, as GitLab Runner's helper expands them from its environment.
+//! The helper reaches GitLab at `CI_SERVER_URL`.
 
 use super::script::quote;
+use super::stages::{Ended, JobCtx};
 use crate::helper::artifacts::TOKEN_ENV;
 use crate::job::{Artifact, JobPayload, JobVariable, Variables};
 
 /// The helper binary inside the helper image.
 pub(super) const HELPER_BIN: &str = "flotilla";
+
+/// The stage that fetches dependencies' artifacts.
+const DOWNLOAD_STAGE: &str = "download_artifacts";
 
 /// Variable holding the job's own token for the uploader.
 const UPLOAD_TOKEN_VAR: &str = "FLOTILLA_JOB_TOKEN";
@@ -157,6 +162,67 @@ fn upload_line(
         }
     }
     Some(line)
+}
+
+/// `CI_SERVER_URL`, where the helper reaches GitLab; `None` when unset (stages are skipped, as
+/// GitLab Runner skips them without a URL).
+fn server_url(vars: &Variables) -> Option<String> {
+    vars.expanded("CI_SERVER_URL")
+        .filter(|u| !u.trim().is_empty())
+}
+
+/// `ARTIFACT_DOWNLOAD_ATTEMPTS`, clamped to 1..=10 as GitLab Runner does (default 1).
+fn download_attempts(vars: &Variables) -> u32 {
+    vars.expanded("ARTIFACT_DOWNLOAD_ATTEMPTS")
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .map_or(1, |n| n.clamp(1, 10) as u32)
+}
+
+/// Runs `download_artifacts` in the helper container when a dependency has artifacts; each of
+/// `ARTIFACT_DOWNLOAD_ATTEMPTS` attempts is its own section. A failure ends the job's way to its
+/// script (GitLab Runner fails the job with the helper's exit code).
+pub(super) async fn download_stage(ctx: &JobCtx<'_>) -> Result<(), Ended> {
+    let vars = &ctx.run.variables;
+    let Some(url) = server_url(vars) else {
+        return Ok(());
+    };
+    let Some(script) = download_script(&ctx.run.job, &url) else {
+        return Ok(());
+    };
+    let stage_vars = script.variables_with(vars);
+    let mut result = Ok(());
+    for _ in 0..download_attempts(vars) {
+        result = ctx
+            .helper_section(
+                DOWNLOAD_STAGE,
+                ctx.run_helper_stage(DOWNLOAD_STAGE, &script.lines, &stage_vars),
+            )
+            .await;
+        if !matches!(result, Err(Ended::Failed(_))) {
+            break;
+        }
+    }
+    result
+}
+
+/// Runs `upload_artifacts_on_success` (the job succeeded) or `upload_artifacts_on_failure` when
+/// an artifact's `when` fits.
+pub(super) async fn upload_stage(ctx: &JobCtx<'_>, job_succeeded: bool) -> Result<(), Ended> {
+    let vars = &ctx.run.variables;
+    let Some(url) = server_url(vars) else {
+        return Ok(());
+    };
+    let Some(script) = upload_script(&ctx.run.job, vars, &url, job_succeeded) else {
+        return Ok(());
+    };
+    let name = if job_succeeded {
+        "upload_artifacts_on_success"
+    } else {
+        "upload_artifacts_on_failure"
+    };
+    let stage_vars = script.variables_with(vars);
+    ctx.helper_section(name, ctx.run_helper_stage(name, &script.lines, &stage_vars))
+        .await
 }
 
 #[cfg(test)]

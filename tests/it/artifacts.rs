@@ -63,18 +63,27 @@ async fn job_b_sees_the_files_job_a_uploaded_without_the_excluded_ones() {
     );
     let (record, trace) = finished(&gitlab, a).await;
     assert_eq!(record.state, JobState::Success, "trace:\n{trace}");
-    assert!(trace.contains("Uploading artifacts for successful job"), "{trace}");
+    assert!(
+        trace.contains("Uploading artifacts for successful job"),
+        "{trace}"
+    );
     assert!(
         trace.contains("dist/: found 4 matching artifact files and directories"),
         "{trace}"
     );
     assert!(trace.contains("dist/*.log: excluded 1 files"), "{trace}");
-    assert!(!trace.contains(&record.token), "the job token is not in the trace");
+    assert!(
+        !trace.contains(&record.token),
+        "the job token is not in the trace"
+    );
 
     let stored = gitlab.artifacts(a);
     assert_eq!(stored.len(), 2, "{stored:?}");
     let zip = &stored[0];
-    assert_eq!((zip.artifact_type.as_str(), zip.artifact_format.as_str()), ("archive", "zip"));
+    assert_eq!(
+        (zip.artifact_type.as_str(), zip.artifact_format.as_str()),
+        ("archive", "zip")
+    );
     assert_eq!(zip.filename, "artifacts.zip");
     assert_eq!(zip.expire_in.as_deref(), Some("1 day"));
     assert_eq!(
@@ -103,7 +112,10 @@ async fn job_b_sees_the_files_job_a_uploaded_without_the_excluded_ones() {
     let b = gitlab.enqueue(&token, b_job);
     let (record, trace) = finished(&gitlab, b).await;
     assert_eq!(record.state, JobState::Success, "trace:\n{trace}");
-    assert!(trace.contains(&format!("Downloading artifacts for build ({a})...")), "{trace}");
+    assert!(
+        trace.contains(&format!("Downloading artifacts for build ({a})...")),
+        "{trace}"
+    );
     for want in ["built-app", "deep-file", "no-debug-log", "no-other"] {
         assert!(trace.contains(want), "{want}: {trace}");
     }
@@ -112,7 +124,11 @@ async fn job_b_sees_the_files_job_a_uploaded_without_the_excluded_ones() {
         .into_iter()
         .filter(|r| r.path.starts_with("/objects/"))
         .collect();
-    assert_eq!(object_gets.len(), 1, "direct download through object storage");
+    assert_eq!(
+        object_gets.len(),
+        1,
+        "direct download through object storage"
+    );
     assert_eq!(object_gets[0].status, 200);
     assert_eq!(object_gets[0].header("job-token"), None);
     manager.drain().await;
@@ -137,7 +153,11 @@ async fn on_failure_artifacts_are_uploaded_only_when_the_job_fails() {
     let failing = gitlab.enqueue(
         &token,
         job_with_artifacts(
-            &["echo details > failure.log", "echo fine > success.txt", "exit 3"],
+            &[
+                "echo details > failure.log",
+                "echo fine > success.txt",
+                "exit 3",
+            ],
             artifacts,
         ),
     );
@@ -151,7 +171,10 @@ async fn on_failure_artifacts_are_uploaded_only_when_the_job_fails() {
     assert_eq!(record.state, JobState::Failed, "trace:\n{trace}");
     assert_eq!(record.failure_reason.as_deref(), Some("script_failure"));
     assert_eq!(record.exit_code, Some(3), "the script's failure wins");
-    assert!(trace.contains("Uploading artifacts for failed job"), "{trace}");
+    assert!(
+        trace.contains("Uploading artifacts for failed job"),
+        "{trace}"
+    );
     let stored = gitlab.artifacts(failing);
     assert_eq!(stored.len(), 1, "{stored:?}");
     assert_eq!(stored[0].zip_entries().unwrap(), vec!["failure.log"]);
@@ -185,7 +208,10 @@ async fn a_missing_dependency_archive_or_an_oversized_upload_fails_the_job_clear
     let (record, trace) = finished(&gitlab, consumer).await;
     assert_eq!(record.state, JobState::Failed, "trace:\n{trace}");
     assert!(trace.contains("404 Not Found"), "{trace}");
-    assert!(!trace.contains("$ echo must-not-run"), "the script did not run: {trace}");
+    assert!(
+        !trace.contains("$ echo must-not-run"),
+        "the script did not run: {trace}"
+    );
     assert!(!trace.contains(&record.token), "{trace}");
 
     let (record, trace) = finished(&gitlab, big).await;
