@@ -12,6 +12,7 @@
 //! `Env`); every container, volume and network a job makes carries the `com.flotilla.*` labels
 //! and is removed when the job ends, however it ends.
 
+mod artifacts;
 mod cleanup;
 mod container;
 mod error;

@@ -12,5 +12,5 @@ pub mod gitlab;
 pub use gce::{FakeGce, FakeGceError, FakeGceOptions, GceFault, ZoneSpec};
 pub use gitlab::{
     AdminJob, FakeGitlab, FakeGitlabOptions, Fault, FeatureCheck, GitRepos, GitlabHandle,
-    JobRecord, JobState, RecordedRequest, Repo,
+    JobRecord, JobState, RecordedRequest, Repo, StoredArtifact,
 };
