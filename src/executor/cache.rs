@@ -34,7 +34,7 @@ fn helper_script<T: serde::Serialize>(
     for (i, spec) in specs.iter().enumerate() {
         let key = format!("{SPEC_ENV}_{i}");
         let json = serde_json::to_string(spec)
-            .map_err(|e| ExecError::Unsupported(format!("encoding the cache spec: {e}")))?;
+            .map_err(|e| ExecError::Configuration(format!("encoding the cache spec: {e}")))?;
         vars.push(spec_variable(key.clone(), json));
         lines.push(format!(
             "flotilla helper {command} --spec-env {key} || echo 'WARNING: {failure}'"

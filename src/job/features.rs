@@ -44,9 +44,10 @@ pub struct FeaturesInfo {
 
 impl FeaturesInfo {
     /// What Flotilla's docker executor implements today: variables (with `file` and `raw`), the
-    /// job image with its docker executor options, caches with fallback keys, masking, multiple
-    /// script steps, the trace
-    /// protocol (reset, checksum, size), graceful cancel, exit codes and the two-phase commit.
+    /// job image with its docker executor options, masking, multiple script steps, the trace
+    /// protocol (reset, checksum, size), graceful cancel, exit codes, the two-phase commit,
+    /// fetching the payload's git refspecs, artifacts (zip archives, gzip and raw reports,
+    /// exclusions), and caches with fallback keys.
     pub fn implemented() -> Self {
         FeaturesInfo {
             variables: true,
@@ -64,6 +65,11 @@ impl FeaturesInfo {
             image_executor_opts: true,
             cancel_gracefully: true,
             two_phase_job_commit: true,
+            refspecs: true,
+            artifacts: true,
+            upload_multiple_artifacts: true,
+            upload_raw_artifacts: true,
+            artifacts_exclude: true,
             ..FeaturesInfo::default()
         }
     }

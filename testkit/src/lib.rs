@@ -14,6 +14,6 @@ pub mod gitlab;
 pub use gce::{FakeGce, FakeGceError, FakeGceOptions, GceFault, ZoneSpec};
 pub use gcs::{FakeGcs, TestServiceAccount};
 pub use gitlab::{
-    AdminJob, FakeGitlab, FakeGitlabOptions, Fault, FeatureCheck, GitlabHandle, JobRecord,
-    JobState, RecordedRequest,
+    AdminJob, FakeGitlab, FakeGitlabOptions, Fault, FeatureCheck, GitRepos, GitlabHandle,
+    JobRecord, JobState, RecordedRequest, Repo, StoredArtifact,
 };
