@@ -194,6 +194,7 @@ impl<'a> JobCtx<'a> {
             user: job_image.and_then(|i| i.docker_user()),
             settings: self.settings,
             builds_volume: &self.names.builds_volume,
+            cache_volume: None,
             network_mode: Some(self.network_mode()),
             labels: &self.labels,
         }
@@ -268,6 +269,10 @@ pub(super) enum Ended {
 /// first that does not succeed ends the job's way to the user steps.
 async fn before_user_steps(ctx: &JobCtx<'_>) -> Result<(), Ended> {
     sources::get_sources_stage(ctx).await?;
+    if ctx.has_cache() {
+        ctx.helper_section("restore_cache", ctx.restore_cache())
+            .await?;
+    }
     artifacts::download_stage(ctx).await?;
     Ok(())
 }
@@ -356,12 +361,23 @@ pub(super) async fn run(ctx: &JobCtx<'_>) -> JobOutcome {
     }
 }
 
-/// The stages after `after_script` (artifacts upload), run unless the job's own deadline has
+/// The stages after `after_script` (cache archive, then artifacts upload), run unless the job's own deadline has
 /// passed (as GitLab Runner, whose job context is then done) or the job was canceled (where
 /// GitLab Runner would still upload `on_failure` artifacts: a stage here ends at the cancel).
 async fn after_job_uploads(ctx: &JobCtx<'_>, job_succeeded: bool) -> Result<(), Ended> {
     if Instant::now() >= ctx.deadline || ctx.run.cancel.is_cancelled() {
         return Ok(());
+    }
+    if ctx.has_cache() {
+        let name = super::cache::archive_stage_name(job_succeeded);
+        match ctx
+            .helper_section(name, ctx.archive_cache(job_succeeded))
+            .await
+        {
+            // A cache that could not be saved fails no job (GitLab Runner warns and goes on).
+            Ok(()) | Err(Ended::Failed(_)) => {}
+            Err(other) => return Err(other),
+        }
     }
     artifacts::upload_stage(ctx, job_succeeded).await
 }
