@@ -175,6 +175,16 @@ fn docker_diff(
         show(&old.helper_image),
         show(&new.helper_image),
     );
+    field(
+        "docker.wait_for_services_timeout",
+        show(&old.wait_for_services_timeout),
+        show(&new.wait_for_services_timeout),
+    );
+    field(
+        "docker.services_privileged",
+        show(&old.services_privileged),
+        show(&new.services_privileged),
+    );
 }
 
 fn machine_diff(

@@ -307,3 +307,32 @@ fn check_file_reads_from_disk() {
     let missing = check_file(&dir.path().join("nope.toml")).expect_err("missing file");
     assert_eq!(missing.kind(), "read");
 }
+
+#[test]
+fn wait_for_services_timeout_defaults_disables_and_sets() {
+    let docker = |text: &str| {
+        load(&with_runner("", text)).config.runners[0]
+            .docker
+            .clone()
+    };
+    let default = Some(Duration::from_secs(30));
+    assert_eq!(docker("").wait_for_services_timeout, default);
+    assert_eq!(
+        docker("wait_for_services_timeout = 0").wait_for_services_timeout,
+        default
+    );
+    assert_eq!(
+        docker("wait_for_services_timeout = -1").wait_for_services_timeout,
+        None
+    );
+    let set = docker("wait_for_services_timeout = 5\nservices_privileged = true");
+    assert_eq!(set.wait_for_services_timeout, Some(Duration::from_secs(5)));
+    assert_eq!(set.services_privileged, Some(true));
+    assert!(load(&with_runner("", "wait_for_services_timeout = 5"))
+        .warnings
+        .is_empty());
+    assert!(
+        errors(&with_runner("", "wait_for_services_timeout = \"5s\""))[0]
+            .contains("wait_for_services_timeout")
+    );
+}

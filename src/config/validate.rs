@@ -273,6 +273,12 @@ fn docker(d: &mut Diagnostics, raw: RawDocker, path: &str) -> DockerConfig {
         nano_cpus: parsed(d, non_empty(raw.cpus), &p("cpus"), units::parse_cpus),
         memory_bytes: parsed(d, non_empty(raw.memory), &p("memory"), units::parse_memory),
         helper_image,
+        wait_for_services_timeout: match raw.wait_for_services_timeout.map(|f| f.value) {
+            None | Some(0) => defaults.wait_for_services_timeout,
+            Some(secs) if secs < 0 => None,
+            Some(secs) => Some(Duration::from_secs(secs.unsigned_abs())),
+        },
+        services_privileged: raw.services_privileged.map(|f| f.value),
     }
 }
 

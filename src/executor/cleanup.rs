@@ -40,6 +40,9 @@ pub(super) fn labels(l: &ContainerLabels) -> HashMap<String, String> {
 /// The names of a job's objects on the engine: `flotilla-<runner>-<job id>-<role>`.
 #[derive(Debug, Clone)]
 pub(super) struct Names {
+    /// The common prefix of the job's names (`flotilla-<runner>-<job id>-<random>`); service
+    /// containers are named `<prefix>-<service>-<index>`.
+    pub prefix: String,
     /// The container running user steps and `after_script`.
     pub build_container: String,
     /// The volume mounted at `/builds`.
@@ -78,6 +81,7 @@ impl Names {
             build_container: format!("{base}-build"),
             builds_volume: format!("{base}-builds"),
             network: format!("{base}-network"),
+            prefix: base,
         }
     }
 }

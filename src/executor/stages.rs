@@ -1,15 +1,18 @@
 //! The order of a job's stages and what ends them (GitLab Runner's `common/build.go`):
-//! `prepare_executor` (image, volume, network, build container) → `get_sources` → the user steps
+//! `prepare_executor` (image, volume, network, services, build container) → `get_sources` →
+//! the user steps
 //! (`step_script`, `step_release`, …) → `after_script`. User steps are bounded by the job timeout
 //! (and `RUNNER_SCRIPT_TIMEOUT`) and stopped by a graceful cancel; `after_script` then still runs
 //! with `CI_JOB_STATUS` telling why, under its own timeout. Abort is the caller's business: it
 //! drops this future.
 
+use super::auth::{self, RegistryAuths};
 use super::cleanup::{self, Names};
 use super::container::{self, BuildContainer, BUILDS_DIR};
 use super::error::{ExecError, Phase};
 use super::script::StepScript;
 use super::section::{stage_description, RunnerLog};
+use super::services::{self, Networking, Services};
 use super::{pull, timeouts, JobOutcome, JobRun};
 use crate::config::DockerConfig;
 use crate::job::{JobVariable, Step, StepWhen, Variables};
@@ -83,6 +86,8 @@ pub(super) struct JobCtx<'a> {
     pub run: &'a JobRun,
     pub names: &'a Names,
     pub log: RunnerLog,
+    /// Registry credentials for every image the job pulls (job, services, helper).
+    pub auths: RegistryAuths,
     labels: HashMap<String, String>,
     deadline: Instant,
 }
@@ -96,7 +101,11 @@ impl<'a> JobCtx<'a> {
         names: &'a Names,
     ) -> Self {
         let timeout = std::time::Duration::from_secs(run.job.timeout_secs());
+        let host_config = auth::host_config_path(|key| std::env::var(key).ok());
+        let auths =
+            RegistryAuths::resolve(&run.variables, host_config.as_deref(), &run.job.credentials);
         JobCtx {
+            auths,
             docker,
             settings,
             run,
@@ -148,6 +157,9 @@ impl<'a> JobCtx<'a> {
         let image = pull::resolve_image(job, self.settings, &self.run.variables)?;
         self.log
             .line(&format!("Using Docker executor with image {image} ..."));
+        for warning in self.auths.warnings() {
+            self.log.warning(warning);
+        }
         let policies = pull::pull_policies(job, self.settings)?;
         let job_image = job.image.as_ref();
         let platform = job_image.and_then(|i| i.docker_platform());
@@ -157,7 +169,7 @@ impl<'a> JobCtx<'a> {
             &image,
             &policies,
             platform.as_deref(),
-            &job.credentials,
+            &self.auths,
         )
         .await?;
         container::create_volume(self.docker, &self.names.builds_volume, &self.labels).await?;
@@ -168,6 +180,8 @@ impl<'a> JobCtx<'a> {
                 self.names.network.clone()
             }
         };
+        let networking = Networking::from_mode(&network_mode);
+        let extra_hosts = self.start_services(&networking).await?;
         let entrypoint = job_image
             .map(|i| i.entrypoint.clone())
             .filter(|e| !e.is_empty());
@@ -179,10 +193,41 @@ impl<'a> JobCtx<'a> {
             settings: self.settings,
             builds_volume: &self.names.builds_volume,
             network_mode: Some(network_mode),
+            network_endpoint: networking
+                .endpoint(&["build".to_string(), self.names.build_container.clone()]),
+            extra_hosts,
             labels: &self.labels,
         }
         .create(self.docker)
         .await
+    }
+
+    /// Starts the job's services and waits for them; the build container's `/etc/hosts`
+    /// entries for them (host and built-in network modes).
+    async fn start_services(&self, networking: &Networking) -> Result<Vec<String>, ExecError> {
+        if self.run.job.services.is_empty() {
+            return Ok(Vec::new());
+        }
+        let services = Services {
+            docker: self.docker,
+            settings: self.settings,
+            log: &self.log,
+            variables: &self.run.variables,
+            auths: &self.auths,
+            labels: &self.labels,
+            name_prefix: &self.names.prefix,
+            builds_volume: &self.names.builds_volume,
+            networking,
+        };
+        let started = services.start_all(&self.run.job.services).await?;
+        if let Some(timeout) = self.settings.wait_for_services_timeout {
+            let helper = services::helper_image(self.settings);
+            services.wait_all(&started, timeout, &helper).await;
+        }
+        Ok(started
+            .iter()
+            .flat_map(|s| s.extra_hosts(networking))
+            .collect())
     }
 
     /// `get_sources`: only `GIT_STRATEGY=none` for now, which needs no container (the project

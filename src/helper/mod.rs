@@ -6,6 +6,10 @@
 //!
 //! Each command lives in its own file and adds one variant to [`HelperCommand`].
 
+mod ports;
+
+pub use ports::WaitForPorts;
+
 use std::process::ExitCode;
 
 /// One helper command (`flotilla helper <command>`).
@@ -13,6 +17,9 @@ use std::process::ExitCode;
 pub enum HelperCommand {
     /// Print the helper's version (the executor checks the image carries a Flotilla helper).
     Version,
+    /// Wait until a TCP connection to every given port of a host succeeds (service health
+    /// check; the executor bounds the wait).
+    WaitForPorts(WaitForPorts),
 }
 
 /// Runs a helper command to its end; the process exit code.
@@ -22,5 +29,6 @@ pub fn run(command: HelperCommand) -> ExitCode {
             println!("flotilla-helper {}", crate::VERSION);
             ExitCode::SUCCESS
         }
+        HelperCommand::WaitForPorts(args) => ports::run(&args),
     }
 }
