@@ -44,12 +44,14 @@ pub struct FeaturesInfo {
 
 impl FeaturesInfo {
     /// What Flotilla's docker executor implements today: variables (with `file` and `raw`), the
-    /// job image with its docker executor options, masking, multiple script steps, the trace
+    /// job image and services (with their variables, multiple aliases and docker executor
+    /// options), masking, multiple script steps, the trace
     /// protocol (reset, checksum, size), graceful cancel, exit codes and the two-phase commit.
     pub fn implemented() -> Self {
         FeaturesInfo {
             variables: true,
             image: true,
+            services: true,
             masking: true,
             raw_variables: true,
             multi_build_steps: true,
@@ -58,7 +60,10 @@ impl FeaturesInfo {
             trace_size: true,
             cancelable: true,
             return_exit_code: true,
+            service_variables: true,
+            service_multiple_aliases: true,
             image_executor_opts: true,
+            service_executor_opts: true,
             cancel_gracefully: true,
             two_phase_job_commit: true,
             ..FeaturesInfo::default()

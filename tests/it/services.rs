@@ -272,3 +272,45 @@ async fn a_service_image_that_cannot_be_had_fails_the_job_as_an_image_pull_failu
     assert!(text.contains("flotilla-test/no-such-service:1"), "{text}");
     assert!(!text.contains("never\n"), "{text}");
 }
+
+/// End to end: the fake GitLab hands out a job with a service (GitLab fails such jobs as
+/// `runner_unsupported` unless the runner advertises `services`, `service_variables` and
+/// `service_multiple_aliases`), the manager runs it in host mode, the service answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_from_gitlab_reaches_its_service_by_alias() {
+    use crate::harness::{config, config_text, fake_gitlab, finished, InProcessManager};
+    ensure_test_images();
+    let (gitlab, token) = fake_gitlab(testkit::FakeGitlabOptions::default()).await;
+    let state_dir = tempfile::tempdir().expect("tempdir");
+    let text = config_text(&gitlab.url(), &token, state_dir.path(), "", "")
+        + &format!(
+            "helper_image = \"{}\"\nwait_for_services_timeout = 60\n",
+            helper_image().await
+        );
+    let manager = InProcessManager::start_with(
+        config(&text),
+        state_dir,
+        flotilla::manager::Hooks::default(),
+    );
+    let port = free_port();
+    let payload = json!({
+        "image": {"name": helper_image().await},
+        "services": [httpd_service("web, api", port)],
+        "steps": [{"name": "script", "script": [fetch("api", port, "/")], "timeout": 3600,
+                   "when": "on_success", "allow_failure": false}],
+        "variables": [
+            {"key": "GIT_STRATEGY", "value": "none", "public": true},
+            {"key": "CI_JOB_ID", "value": "e2e", "public": true},
+        ],
+    });
+    let id = gitlab.enqueue(&token, payload);
+    let (record, trace) = finished(&gitlab, id).await;
+    assert_eq!(record.state, testkit::JobState::Success, "trace:\n{trace}");
+    assert!(trace.contains("PONG-hello-e2e"), "trace:\n{trace}");
+    assert!(
+        !trace.contains("probably didn't start properly"),
+        "trace:\n{trace}"
+    );
+    assert!(crate::harness::containers_of_job(&token, id).is_empty());
+    manager.drain().await;
+}
