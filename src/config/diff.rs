@@ -185,6 +185,16 @@ fn docker_diff(
         show(&old.services_privileged),
         show(&new.services_privileged),
     );
+    field(
+        "docker.allowed_services",
+        show(&old.allowed_services),
+        show(&new.allowed_services),
+    );
+    field(
+        "docker.services_limit",
+        show(&old.services_limit),
+        show(&new.services_limit),
+    );
 }
 
 fn machine_diff(

@@ -213,6 +213,11 @@ pub struct DockerConfig {
     pub wait_for_services_timeout: Option<Duration>,
     /// `services_privileged`: run service containers privileged (`privileged` when unset).
     pub services_privileged: Option<bool>,
+    /// `allowed_services`: glob patterns (`*`, `**`) a job's service images must match; empty
+    /// allows every image.
+    pub allowed_services: Vec<String>,
+    /// `services_limit`: most services per job; `None` (the default, or -1) = no limit.
+    pub services_limit: Option<u32>,
 }
 
 impl Default for DockerConfig {
@@ -229,6 +234,8 @@ impl Default for DockerConfig {
             helper_image: None,
             wait_for_services_timeout: Some(DEFAULT_WAIT_FOR_SERVICES),
             services_privileged: None,
+            allowed_services: Vec::new(),
+            services_limit: None,
         }
     }
 }

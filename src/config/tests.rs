@@ -336,3 +336,22 @@ fn wait_for_services_timeout_defaults_disables_and_sets() {
             .contains("wait_for_services_timeout")
     );
 }
+
+#[test]
+fn allowed_services_and_services_limit_load() {
+    let docker = |text: &str| {
+        load(&with_runner("", text)).config.runners[0]
+            .docker
+            .clone()
+    };
+    let d = docker("allowed_services = [\"postgres:*\", \"reg.io/**\"]\nservices_limit = 2");
+    assert_eq!(d.allowed_services, vec!["postgres:*", "reg.io/**"]);
+    assert_eq!(d.services_limit, Some(2));
+    assert_eq!(docker("services_limit = -1").services_limit, None);
+    assert_eq!(docker("").services_limit, None);
+    let bad = errors(&with_runner("", "allowed_services = [\"[oops\"]"));
+    assert!(
+        bad[0].contains("allowed_services") && bad[0].contains("[oops"),
+        "{bad:?}"
+    );
+}

@@ -246,10 +246,19 @@ impl Services<'_> {
         &self,
         definitions: &[Image],
     ) -> Result<Vec<StartedService>, ExecError> {
+        if let Some(limit) = self.settings.services_limit {
+            if definitions.len() > limit as usize {
+                return Err(ExecError::Configuration(format!(
+                    "too many services requested: {}, only {limit} allowed",
+                    definitions.len()
+                )));
+            }
+        }
         let mut taken: HashSet<String> = HashSet::new();
         let mut started = Vec::new();
         for (index, definition) in definitions.iter().enumerate() {
             let reference = self.variables.expand(&definition.name).trim().to_string();
+            self.check_allowed(&reference)?;
             let parsed = split_name_and_version(&reference);
             if parsed.service.is_empty() {
                 return Err(ExecError::Configuration(format!(
@@ -280,6 +289,30 @@ impl Services<'_> {
             started.push(service);
         }
         Ok(started)
+    }
+
+    /// Refuses a service image `allowed_services` does not match (GitLab Runner's
+    /// `VerifyAllowedImage`: doublestar globs, an empty list allows all), listing the patterns.
+    fn check_allowed(&self, image: &str) -> Result<(), ExecError> {
+        let allowed = &self.settings.allowed_services;
+        if allowed.is_empty() || allowed.iter().any(|p| glob_matches(p, image)) {
+            return Ok(());
+        }
+        self.log.line("");
+        self.log.error(&format!(
+            "The {image:?} image is not present on list of allowed services:"
+        ));
+        for pattern in allowed {
+            self.log.line(&format!("- {pattern}"));
+        }
+        self.log.line("");
+        self.log.line(
+            "Please check runner's allowed_services configuration: \
+             https://docs.gitlab.com/runner/configuration/advanced-configuration.html",
+        );
+        Err(ExecError::Configuration(format!(
+            "disallowed service image {image:?}"
+        )))
     }
 
     async fn start_one(
@@ -553,6 +586,17 @@ impl Services<'_> {
     }
 }
 
+/// Whether `image` matches the doublestar glob `pattern` (`*` stays within a path segment,
+/// `**` crosses them). A pattern that does not compile matches nothing (config validation
+/// reports it).
+fn glob_matches(pattern: &str, image: &str) -> bool {
+    globset::GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
+        .map(|g| g.compile_matcher().is_match(image))
+        .unwrap_or(false)
+}
+
 /// Why a health check failed, with the wait container's logs when it ran.
 struct HealthCheckFailure {
     error: String,
@@ -753,6 +797,22 @@ mod tests {
         let range = vec!["8000-8100/tcp".to_string()];
         assert_eq!(ports_to_wait_for(&[], &range).unwrap().len(), MAX_PORTS);
         assert!(ports_to_wait_for(&[], &[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn allowed_service_patterns_are_doublestar_globs() {
+        assert!(glob_matches("postgres:*", "postgres:16"));
+        assert!(glob_matches(
+            "registry.example.com/**",
+            "registry.example.com/a/b:1"
+        ));
+        assert!(!glob_matches(
+            "registry.example.com/*",
+            "registry.example.com/a/b:1"
+        ));
+        assert!(glob_matches("*/redis:*", "library/redis:7"));
+        assert!(!glob_matches("redis:*", "evil.io/redis:7"));
+        assert!(!glob_matches("[", "anything"));
     }
 
     #[test]

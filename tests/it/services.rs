@@ -254,6 +254,45 @@ async fn a_service_without_exposed_ports_is_reported_and_waiting_can_be_turned_o
 }
 
 #[tokio::test]
+async fn services_outside_allowed_services_or_over_the_limit_fail_the_job() {
+    let service = json!([{"name": BUSYBOX, "command": ["sleep", "300"]}]);
+    let job = job_with_services(&["echo never".into()], service.clone(), json!([])).await;
+    let mut s = settings(None, None).await;
+    s.allowed_services = vec!["postgres:*".into(), "registry.example.com/**".into()];
+    let (outcome, text) = run(job, s).await;
+    assert!(
+        matches!(&outcome, JobOutcome::SystemFailure { reason, message }
+            if *reason == flotilla::job::FailureReason::RunnerConfigurationError
+                && message.contains("disallowed service image")),
+        "{outcome:?}\n{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "The \"{BUSYBOX}\" image is not present on list of allowed services:"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("- registry.example.com/**"), "{text}");
+    assert!(!text.contains("Starting service"), "{text}");
+
+    let job = job_with_services(&["echo allowed".into()], service.clone(), json!([])).await;
+    let mut s = settings(None, None).await;
+    s.allowed_services = vec!["flotilla-test/*:*".into()];
+    let (outcome, text) = run(job, s).await;
+    assert_eq!(outcome, JobOutcome::Succeeded, "{text}");
+
+    let job = job_with_services(&["echo never".into()], service, json!([])).await;
+    let mut s = settings(None, None).await;
+    s.services_limit = Some(0);
+    let (outcome, text) = run(job, s).await;
+    assert!(
+        matches!(&outcome, JobOutcome::SystemFailure { message, .. }
+            if message.contains("too many services requested: 1, only 0 allowed")),
+        "{outcome:?}\n{text}"
+    );
+}
+
+#[tokio::test]
 async fn a_service_image_that_cannot_be_had_fails_the_job_as_an_image_pull_failure() {
     let job = job_with_services(
         &["echo never".into()],
