@@ -2,11 +2,12 @@
 //! Knows nothing of clouds or of the coordinator: it is handed a Docker connection, the job, its
 //! variables and a trace to write into, and returns a [`JobOutcome`].
 //!
-//! Files: `stages` (order, timeouts, cancel), `container` (volume, network, build container,
-//! running a script), `script` (the shell text), `pull` (image and pull policies), `section`
-//! (trace sections and runner lines), `timeouts`, `cleanup` (names, labels, removal), `error`,
-//! `services` (service containers, aliases, waiting for their ports), `auth` (registry
-//! credentials for pulls).
+//! Files: `stages` (order, timeouts, cancel), `container` (volume, network, build and helper
+//! containers, running a script), `helper` (the helper container and its stages), `sources`
+//! (`get_sources`) with `git` (its script), `script` (the shell text), `pull` (image and pull
+//! policies), `section` (trace sections and runner lines), `timeouts`, `cleanup` (names, labels,
+//! removal), `error`, `services` (service containers, aliases, waiting for their ports), `auth`
+//! (registry credentials for pulls).
 //!
 //! Invariants: variables reach the build container only inside the script written to stdin
 //! (never as `Env`; service containers get their variables as `Env`, as in GitLab Runner, and
@@ -18,10 +19,13 @@ mod auth;
 mod cleanup;
 mod container;
 mod error;
+mod git;
+mod helper;
 mod pull;
 mod script;
 mod section;
 mod services;
+mod sources;
 mod stages;
 mod timeouts;
 

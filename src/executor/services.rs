@@ -22,7 +22,7 @@ use super::container::BUILDS_DIR;
 use super::error::ExecError;
 use super::pull;
 use super::section::RunnerLog;
-use crate::config::DockerConfig;
+use crate::config::{DockerConfig, PullPolicy};
 use crate::job::{Image, JobVariable, Variables};
 use bollard::container::LogOutput;
 use bollard::models::{
@@ -94,14 +94,6 @@ impl Networking {
             _ => None,
         }
     }
-}
-
-/// The image the wait containers run (the Flotilla helper image).
-pub(super) fn helper_image(settings: &DockerConfig) -> String {
-    settings
-        .helper_image
-        .clone()
-        .unwrap_or_else(|| format!("flotilla-helper:{}", crate::VERSION))
 }
 
 /// A service image name taken apart as GitLab Runner's `services.SplitNameAndVersion` does.
@@ -478,13 +470,12 @@ impl Services<'_> {
                 service.name
             )));
         }
-        let policies =
-            pull::image_pull_policies(None, self.settings).map_err(|e| plain(e.to_string()))?;
+        // As the helper container: the helper image is pulled only when missing.
         pull::ensure_image(
             self.docker,
             self.log,
             helper_image,
-            &policies,
+            &[PullPolicy::IfNotPresent],
             None,
             self.auths,
         )

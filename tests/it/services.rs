@@ -84,10 +84,7 @@ async fn settings(network_mode: Option<&str>, wait: Option<Duration>) -> DockerC
     }
 }
 
-// TEMPORARY until the helper image lands on main.
-async fn helper_image() -> String {
-    "flotilla-helper-base:bookworm".into()
-}
+use crate::harness::helper_image;
 
 /// Runs `job` to its end; its outcome and trace, after checking nothing of it is left.
 async fn run(job: JobPayload, settings: DockerConfig) -> (JobOutcome, String) {
@@ -134,7 +131,7 @@ async fn a_service_answers_the_job_by_its_aliases_on_the_per_job_network() {
             fetch("cache-db", 8080, "/"),
             fetch("flotilla-test-busybox", 8080, "/"),
             format!(
-                "{} | grep -c JOB_SECRET || true",
+                "{} > /dev/null; grep SVC_GREETING /tmp/out; grep -c JOB_SECRET /tmp/out || true",
                 fetch("web", 8080, "/env.txt")
             ),
             "getent hosts build".into(),
@@ -161,7 +158,11 @@ async fn a_service_answers_the_job_by_its_aliases_on_the_per_job_network() {
         3,
         "three aliases answer:\n{text}"
     );
-    assert!(text.contains("SVC_GREETING=hello"), "{text}");
+    assert!(text.contains("\nSVC_GREETING=hello"), "{text}");
+    assert!(
+        text.contains("build\n"),
+        "the job container is `build`:\n{text}"
+    );
     assert!(!text.contains("masked-and-private"), "{text}");
     assert!(
         text.contains("\n0\n"),
