@@ -5,7 +5,8 @@
 //! goes on; everything is removed afterwards. `GIT_STRATEGY=none`: no container needs the fakes.
 
 use crate::support::{
-    assert_nothing_left, docker, ensure_test_images, plain_trace, trace_text, BUSYBOX,
+    assert_nothing_left, docker, ensure_test_images, plain_trace, trace_text, wait_for_text,
+    BUSYBOX,
 };
 use flotilla::config::{DockerConfig, PullPolicy};
 use flotilla::executor::{run_job, ContainerLabels, JobOutcome, JobRun};
@@ -88,6 +89,15 @@ use crate::harness::helper_image;
 
 /// Runs `job` to its end; its outcome and trace, after checking nothing of it is left.
 async fn run(job: JobPayload, settings: DockerConfig) -> (JobOutcome, String) {
+    run_with(job, settings, |_| {}).await
+}
+
+/// As [`run`], handing the job's trace and abort token to `watch` once the job has started.
+async fn run_with(
+    job: JobPayload,
+    settings: DockerConfig,
+    watch: impl FnOnce((flotilla::trace::JobTrace, CancellationToken)),
+) -> (JobOutcome, String) {
     ensure_test_images();
     let docker = docker().await;
     let env = RunnerEnvironment {
@@ -111,6 +121,7 @@ async fn run(job: JobPayload, settings: DockerConfig) -> (JobOutcome, String) {
         cancel: CancellationToken::new(),
         abort: CancellationToken::new(),
     };
+    watch((trace.clone(), run.abort.clone()));
     let outcome = run_job(&docker, &settings, run).await;
     let text = trace_text(&trace);
     assert_nothing_left(&docker, job_id).await;
@@ -353,4 +364,39 @@ async fn a_job_from_gitlab_reaches_its_service_by_alias() {
     );
     assert!(crate::harness::containers_of_job(&token, id).is_empty());
     manager.drain().await;
+}
+
+#[tokio::test]
+async fn an_abort_while_waiting_for_services_removes_them() {
+    let closed = free_port();
+    let job = job_with_services(
+        &["echo never".into()],
+        json!([{
+            "name": BUSYBOX,
+            "command": ["sleep", "300"],
+            "variables": [{"key": "HEALTHCHECK_TCP_PORT", "value": closed.to_string()}],
+        }]),
+        json!([]),
+    )
+    .await;
+    let began = tokio::time::Instant::now();
+    let (outcome, text) = run_with(
+        job,
+        settings(Some("host"), Some(Duration::from_secs(120))).await,
+        |(trace, abort)| {
+            tokio::spawn(async move {
+                wait_for_text(&trace, "Waiting for services", Duration::from_secs(60)).await;
+                abort.cancel();
+            });
+        },
+    )
+    .await;
+    // `run` has checked that no container (service or wait), volume or network is left.
+    assert_eq!(outcome, JobOutcome::Canceled, "{text}");
+    assert!(
+        began.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        began.elapsed()
+    );
+    assert!(!text.contains("never\n"), "{text}");
 }
