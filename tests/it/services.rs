@@ -400,3 +400,22 @@ async fn an_abort_while_waiting_for_services_removes_them() {
     );
     assert!(!text.contains("never\n"), "{text}");
 }
+
+#[tokio::test]
+async fn on_the_default_bridge_aliases_point_at_the_service_address() {
+    let job = job_with_services(
+        &[fetch("web", 8080, "/")],
+        json!([httpd_service("web", 8080)]),
+        json!([]),
+    )
+    .await;
+    let id = job.id;
+    let (outcome, text) = run(
+        job,
+        settings(Some("bridge"), Some(Duration::from_secs(60))).await,
+    )
+    .await;
+    assert_eq!(outcome, JobOutcome::Succeeded, "{text}");
+    assert!(text.contains(&format!("PONG-hello-{id}")), "{text}");
+    assert!(!text.contains("probably didn't start properly"), "{text}");
+}
