@@ -13,6 +13,8 @@
 //! - `sources`: the helper container and `get_sources` (git over smart HTTP from the fake GitLab).
 //! - `docker_tls`: a fake GCE VM's dockerd over mutual TLS, verified by VM name.
 //! - `vm_startup`: the VM startup script against a fake metadata server, in a scratch root.
+//! - `registry`: private images pulled with the job's credentials from Debian's docker-registry.
+//! - `services`: service containers (aliases, variables, waiting for ports, host mode).
 //! - `machine_e2e`: docker+machine jobs on fake GCE VMs end to end (warm pool, MaxBuilds, IdleTime,
 //!   limit and MaxGrowthRate, stockouts, rate limits, preemption, leftovers, shutdowns).
 
@@ -26,6 +28,8 @@ mod jobs;
 mod machine_e2e;
 mod mock_coordinator;
 mod process;
+mod registry;
+mod services;
 mod sources;
 mod support;
 mod vm_startup;
