@@ -34,8 +34,8 @@ pub(super) async fn fail_leftover_jobs(shared: &Shared) {
 /// The endpoint to report a leftover job through: the configured runner of that URL when there is
 /// one (for the metric labels), else the URL alone (a runner removed from the config since).
 fn endpoint_for(shared: &Shared, url: &str) -> RunnerEndpoint {
-    let runner = shared
-        .config
+    let config = shared.config();
+    let runner = config
         .runners
         .iter()
         .find(|r| r.url.trim_end_matches('/') == url.trim_end_matches('/'));
