@@ -104,7 +104,7 @@ mod tests {
             "still one in use of a lowered limit of one"
         );
         drop(second);
-        tokio::time::timeout(Duration::from_secs(1), third)
+        let _third = tokio::time::timeout(Duration::from_secs(1), third)
             .await
             .expect("a release lets the waiter in")
             .unwrap();
