@@ -191,6 +191,13 @@ impl Fleets {
         total
     }
 
+    /// Brings every pool's shutdown deadline forward to `deadline`.
+    pub(crate) fn hasten_shutdown(&self, deadline: tokio::time::Instant) {
+        for handle in &self.all {
+            handle.hasten_shutdown(deadline);
+        }
+    }
+
     /// Deletes every VM of every pool by `deadline` and stops the pools. Returns the names of
     /// VMs whose deletion was not confirmed in time (the next start's reconcile deletes them).
     pub(crate) async fn shutdown(&self, deadline: tokio::time::Instant) -> Vec<String> {

@@ -171,20 +171,7 @@ pub async fn run_reloadable(
         source,
     };
     let deadline = supervisor.supervise(&mut controls).await;
-    let fleets = &supervisor.fleets;
-    if !fleets.is_empty() {
-        let deadline =
-            deadline.unwrap_or_else(|| tokio::time::Instant::now() + DRAIN_DELETE_TIMEOUT);
-        tracing::info!(pools = fleets.handles().len(), "deleting every VM");
-        let unconfirmed = fleets.shutdown(deadline).await;
-        if unconfirmed.is_empty() {
-            tracing::info!("every VM deleted");
-        } else {
-            for vm in &unconfirmed {
-                tracing::warn!(%vm, "VM deletion not confirmed in time; the next start deletes it");
-            }
-        }
-    }
+    supervisor.delete_every_vm(&mut controls, deadline).await;
     tracing::info!("flotilla stopped");
     Ok(())
 }
@@ -262,6 +249,57 @@ impl Supervisor {
                     let vms_left = self.fleets.vms_held().await;
                     tracing::info!(jobs_left = running_jobs(&shared), vms_left, "draining");
                 }
+            }
+        }
+    }
+}
+
+impl Supervisor {
+    /// The last phase: every VM deleted, by the abort deadline (`Some`) or within
+    /// [`DRAIN_DELETE_TIMEOUT`] after a drain. Controls still count: an abort during a drain's
+    /// deletions bounds them by `shutdown_timeout`, a second stop signal exits at once.
+    async fn delete_every_vm(
+        &self,
+        controls: &mut mpsc::Receiver<Control>,
+        abort_deadline: Option<tokio::time::Instant>,
+    ) {
+        let fleets = &self.fleets;
+        if fleets.is_empty() {
+            return;
+        }
+        let mut aborting = abort_deadline.is_some();
+        let deadline =
+            abort_deadline.unwrap_or_else(|| tokio::time::Instant::now() + DRAIN_DELETE_TIMEOUT);
+        tracing::info!(pools = fleets.handles().len(), "deleting every VM");
+        let shutdown = fleets.shutdown(deadline);
+        tokio::pin!(shutdown);
+        let mut controls_open = true;
+        let unconfirmed = loop {
+            tokio::select! {
+                unconfirmed = &mut shutdown => break unconfirmed,
+                control = controls.recv(), if controls_open => match control {
+                    None => controls_open = false,
+                    Some(Control::Abort) if aborting => {
+                        tracing::warn!("second stop signal: exiting at once; VMs not confirmed deleted are left to the next start");
+                        return;
+                    }
+                    Some(Control::Abort) => {
+                        aborting = true;
+                        let timeout = self.shared.config().shutdown_timeout;
+                        tracing::warn!(timeout_secs = timeout.as_secs(), "forceful shutdown during the drain's VM deletions");
+                        fleets.hasten_shutdown(tokio::time::Instant::now() + timeout);
+                    }
+                    Some(Control::Drain | Control::Reload) => {
+                        tracing::warn!("already shutting down: ignored");
+                    }
+                },
+            }
+        };
+        if unconfirmed.is_empty() {
+            tracing::info!("every VM deleted");
+        } else {
+            for vm in &unconfirmed {
+                tracing::warn!(%vm, "VM deletion not confirmed in time; the next start deletes it");
             }
         }
     }

@@ -117,19 +117,34 @@ impl Fleet {
         self.dir.path().join("state")
     }
 
-    /// A config with one docker+machine runner on the fake: `global` keys, `runner` keys and
-    /// `[runners.machine]` keys.
+    /// A config with one docker+machine runner on the fake: `global` keys (replacing the
+    /// defaults of the same name), `runner` keys and `[runners.machine]` keys.
     pub(crate) fn config_text(&self, global: &str, runner: &str, machine: &str) -> String {
+        let defaults = [
+            "concurrent = 6".to_string(),
+            "check_interval = 1".to_string(),
+            "shutdown_timeout = 20".to_string(),
+            "log_level = \"info\"".to_string(),
+            format!("state_dir = \"{}\"", self.state_dir().display()),
+            format!("manager_id = \"{}\"", self.manager_id),
+            "reconcile_interval = 3600".to_string(),
+        ];
+        let key = |line: &str| {
+            line.split('=')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        };
+        let overridden: Vec<String> = global.lines().map(key).collect();
+        let mut globals: Vec<String> = defaults
+            .into_iter()
+            .filter(|line| !overridden.contains(&key(line)))
+            .collect();
+        globals.extend(global.lines().map(str::to_string));
         format!(
             r#"
-concurrent = 6
-check_interval = 1
-shutdown_timeout = 20
-log_level = "info"
-state_dir = "{state}"
-manager_id = "{manager}"
-reconcile_interval = 3600
-{global}
+{globals}
 
 [[runners]]
 name = "it-lifecycle"
@@ -150,8 +165,7 @@ image = "{TEST_IMAGE}"
 pull_policy = ["if-not-present"]
 network_mode = "host"
 "#,
-            state = self.state_dir().display(),
-            manager = self.manager_id,
+            globals = globals.join("\n"),
             url = self.gitlab.url(),
             token = self.token,
             project = self.gce.project(),

@@ -40,14 +40,13 @@ async fn a_reload_raises_limit_and_idle_count_live_and_an_invalid_file_keeps_the
     assert_eq!(fleet.gitlab.job(second).unwrap().state, JobState::Pending);
 
     // Valid: limit 4 and IdleCount 2 apply to the running manager; state_dir needs a restart.
-    let mut raised = fleet.config_text(
-        "log_level = \"debug\"",
+    let raised = fleet.config_text(
+        &format!(
+            "log_level = \"debug\"\nstate_dir = \"{}/elsewhere\"",
+            fleet.dir.path().display()
+        ),
         "limit = 4",
         "IdleCount = 2\nIdleTime = 600",
-    );
-    raised = raised.replace("log_level = \"info\"\n", "").replace(
-        &format!("state_dir = \"{}\"", fleet.state_dir().display()),
-        &format!("state_dir = \"{}/elsewhere\"", fleet.dir.path().display()),
     );
     write_atomically(&path, &raised);
     // The diff is against the running config: limit was still 1 after the rejected file.
