@@ -14,6 +14,7 @@ pub mod helper;
 pub mod job;
 pub mod lifecycle;
 pub mod manager;
+pub mod metrics;
 pub mod state;
 pub mod trace;
 

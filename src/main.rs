@@ -4,6 +4,8 @@ use clap::{Parser, Subcommand};
 use flotilla::config::{Config, LogFormat};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 /// Exit code for a configuration that cannot be used (EX_USAGE... sysexits' EX_DATAERR family).
@@ -88,7 +90,7 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
-    init_logging(&loaded.config.log_level, loaded.config.log_format);
+    let errors = init_logging(&loaded.config.log_level, loaded.config.log_format);
     for warning in &loaded.warnings {
         tracing::warn!(%warning, "configuration");
     }
@@ -106,7 +108,11 @@ fn run(path: &std::path::Path) -> ExitCode {
         let tracker = tokio_util::task::TaskTracker::new();
         let stop = tokio_util::sync::CancellationToken::new();
         let controls = flotilla::lifecycle::listen_for_signals(&tracker, stop.clone())?;
-        let result = flotilla::run(loaded.config, controls).await;
+        let hooks = flotilla::manager::Hooks {
+            errors: Some(errors),
+            ..Default::default()
+        };
+        let result = flotilla::manager::run_with(loaded.config, controls, hooks).await;
         stop.cancel();
         tracker.close();
         tracker.wait().await;
@@ -123,17 +129,21 @@ fn run(path: &std::path::Path) -> ExitCode {
 }
 
 /// Logs at `log_level`, except for the HTTP and Docker client crates, which log request bodies
-/// (container environments, tokens) at debug: they stay at warn whatever the level.
-fn init_logging(level: &str, format: LogFormat) {
+/// (container environments, tokens) at debug: they stay at warn whatever the level. Returns the
+/// counter of warnings and errors logged (`gitlab_runner_errors_total`).
+fn init_logging(level: &str, format: LogFormat) -> flotilla::metrics::ErrorCounter {
     let directives = format!(
         "{level},bollard=warn,hyper=warn,hyper_util=warn,reqwest=warn,h2=warn,rustls=warn,tower=warn,axum=warn"
     );
     let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let errors = flotilla::metrics::ErrorCounter::new();
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let subscriber = tracing_subscriber::registry()
+        .with(filter)
+        .with(errors.layer());
     match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => subscriber.with(fmt.json()).init(),
+        LogFormat::Text => subscriber.with(fmt).init(),
     }
+    errors
 }

@@ -184,6 +184,16 @@ impl Coordinator {
         })
     }
 
+    /// Whether the coordinator answered any call yet (with any HTTP status): readiness.
+    pub fn has_answered(&self) -> bool {
+        self.inner.metrics.has_answered()
+    }
+
+    /// Creates the per-runner series that must exist at 0 before the first event.
+    pub fn add_runner_metrics(&self, runner: &RunnerEndpoint) {
+        self.inner.metrics.add_runner(&runner.labels());
+    }
+
     /// Sends one call, retrying as GitLab Runner does: statuses 408, 429, 500, 502, 503, 504
     /// and ≥ 512, at most [`MAX_ATTEMPTS`] attempts; the wait is the server's
     /// (`RateLimit-ResetTime`, then `Retry-After`), else exponential backoff with jitter.

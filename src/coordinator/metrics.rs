@@ -3,6 +3,8 @@
 //! GitLab Runner, so its dashboards work unchanged.
 
 use prometheus::{IntCounterVec, Opts, Registry};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// Which API call a request was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +43,9 @@ pub struct RunnerLabels {
 pub struct ApiMetrics {
     statuses: IntCounterVec,
     undecodable_jobs: IntCounterVec,
+    trace_bytes: IntCounterVec,
+    /// Set by the first HTTP response of any kind (readiness: the coordinator answered).
+    answered: Arc<AtomicBool>,
 }
 
 impl ApiMetrics {
@@ -60,16 +65,46 @@ impl ApiMetrics {
             ),
             &["runner", "system_id"],
         )?;
+        let trace_bytes = IntCounterVec::new(
+            Opts::new(
+                "flotilla_trace_bytes_sent_total",
+                "Job trace bytes the coordinator accepted (PATCH answered 202).",
+            ),
+            &["runner", "system_id"],
+        )?;
         registry.register(Box::new(statuses.clone()))?;
         registry.register(Box::new(undecodable_jobs.clone()))?;
+        registry.register(Box::new(trace_bytes.clone()))?;
         Ok(ApiMetrics {
             statuses,
             undecodable_jobs,
+            trace_bytes,
+            answered: Arc::default(),
         })
+    }
+
+    /// Creates a runner's series that must exist before its first event (at 0).
+    pub fn add_runner(&self, labels: &RunnerLabels) {
+        let l = [labels.runner.as_str(), labels.system_id.as_str()];
+        self.undecodable_jobs.with_label_values(&l);
+        self.trace_bytes.with_label_values(&l);
+    }
+
+    /// Whether any coordinator call got an HTTP answer yet.
+    pub fn has_answered(&self) -> bool {
+        self.answered.load(Ordering::Relaxed)
+    }
+
+    /// Counts trace bytes the coordinator stored.
+    pub fn trace_bytes_sent(&self, labels: &RunnerLabels, bytes: u64) {
+        self.trace_bytes
+            .with_label_values(&[labels.runner.as_str(), labels.system_id.as_str()])
+            .inc_by(bytes);
     }
 
     /// Counts one HTTP response (every attempt, retried ones included).
     pub fn response(&self, labels: &RunnerLabels, endpoint: Endpoint, method: &str, status: u16) {
+        self.answered.store(true, Ordering::Relaxed);
         let status = status.to_string();
         let method = method.to_ascii_lowercase();
         self.statuses

@@ -2,7 +2,7 @@
 //! a project share its API quota, so one client per project keeps one rate limit), the Docker CA
 //! that the fleets' VMs trust, and one fleet per docker+machine runner.
 
-use crate::cloud::{Cloud, CloudError, GceCloud, GceCloudSettings};
+use crate::cloud::{Cloud, CloudError, GceCloud, GceCloudSettings, GceMetrics};
 use crate::config::{Config, ExecutorKind, RunnerConfig, RunnerIdentity};
 use crate::docker::{DockerCa, TlsError};
 use crate::fleet::{self, FleetError, FleetHandle, FleetSettings, RunnerRegistry, VmConnector};
@@ -80,6 +80,7 @@ pub(crate) async fn start_fleets(
     config: &Config,
     manager_id: &str,
     registry: &prometheus::Registry,
+    fleet_metrics: &fleet::FleetMetrics,
 ) -> Result<Fleets, MachinesError> {
     let mut fleets = Fleets::default();
     let runners: Vec<&RunnerConfig> = config
@@ -94,6 +95,14 @@ pub(crate) async fn start_fleets(
         ca: Arc::new(DockerCa::new()?),
     });
     let pools = RunnerRegistry::new();
+    // One set of API-call counters for every project's client, registered once.
+    let gce_metrics = GceMetrics::register(registry).map_err(|e| MachinesError::Cloud {
+        project: "(every project)".into(),
+        source: CloudError::Failed {
+            method: "setup",
+            message: format!("registering gce metrics: {e}"),
+        },
+    })?;
     let mut clouds: HashMap<CloudKey, Arc<dyn Cloud>> = HashMap::new();
     for runner in runners {
         let settings = FleetSettings::for_runner(config, runner, manager_id)?;
@@ -106,14 +115,8 @@ pub(crate) async fn start_fleets(
         let cloud = match clouds.get(&key) {
             Some(cloud) => cloud.clone(),
             None => {
-                // The API metrics of the first project's client go to the manager's registry;
-                // their names carry no project label, so further projects count apart.
-                let metrics = if clouds.is_empty() {
-                    registry.clone()
-                } else {
-                    prometheus::Registry::new()
-                };
-                let mut cloud_settings = GceCloudSettings::new(&gce.project, metrics);
+                let mut cloud_settings = GceCloudSettings::new(&gce.project, registry.clone());
+                cloud_settings.metrics = Some(gce_metrics.clone());
                 cloud_settings.endpoint = gce.endpoint.clone();
                 cloud_settings.credentials_file = gce.credentials_file.clone();
                 cloud_settings.api_rate_per_minute = gce.api_rate_per_minute;
@@ -128,11 +131,12 @@ pub(crate) async fn start_fleets(
                 cloud
             }
         };
-        let handle = fleet::start(
+        let handle = fleet::start_with_metrics(
             settings,
             cloud,
             connector.clone(),
             pools.clone(),
+            fleet_metrics,
             &fleets.tracker,
             fleets.cancel.child_token(),
         )?;

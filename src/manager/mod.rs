@@ -37,6 +37,12 @@ pub enum RunError {
     /// The VM fleets cannot be started.
     #[error(transparent)]
     Machines(#[from] machines::MachinesError),
+    /// The metrics cannot be registered.
+    #[error("cannot register the metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The admin server (`/metrics`, status page) cannot listen.
+    #[error(transparent)]
+    Admin(#[from] crate::metrics::ServerError),
 }
 
 /// Called with each job's id and trace as soon as the job is received.
@@ -50,6 +56,11 @@ pub struct Hooks {
     /// Replaces the advertised features. Only for coordinators that refuse honest runners (the
     /// `gitlab-runner-mock` stub serves only runners advertising `refspecs`).
     pub features_override: Option<FeaturesInfo>,
+    /// The counter `main`'s tracing layer feeds (`gitlab_runner_errors_total`); `None`: a
+    /// counter nothing feeds (tests without that layer).
+    pub errors: Option<crate::metrics::ErrorCounter>,
+    /// Called with the admin server's address once it listens (tests bind port 0).
+    pub on_admin_listening: Option<Arc<dyn Fn(std::net::SocketAddr) + Send + Sync>>,
 }
 
 /// What every runner loop and job task shares. Created once by [`run_with`].
@@ -68,6 +79,8 @@ pub(crate) struct Shared {
     pub tracker: TaskTracker,
     /// Jobs between receipt and final update, for progress logs.
     pub active_jobs: AtomicUsize,
+    /// The metrics (process state, job series) on the run's one registry.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Runs the manager until a drain completes or an abort ends it.
@@ -84,6 +97,12 @@ pub async fn run_with(
     let state = StateDir::open(&config.state_dir)?;
     let system_id = state.manager_id(config.manager_id.as_deref())?;
     let registry = prometheus::Registry::new();
+    let metrics = Arc::new(crate::metrics::Metrics::new(
+        registry.clone(),
+        &config,
+        &system_id,
+        hooks.errors.as_ref(),
+    )?);
     let executor = if config
         .runners
         .iter()
@@ -101,7 +120,7 @@ pub async fn run_with(
         registry: registry.clone(),
         ..ClientSettings::default()
     })?;
-    let fleets = machines::start_fleets(&config, &system_id, &registry).await?;
+    let fleets = machines::start_fleets(&config, &system_id, &registry, &metrics.fleet).await?;
     let shared = Arc::new(Shared {
         coordinator,
         state,
@@ -113,7 +132,30 @@ pub async fn run_with(
         abort_jobs: CancellationToken::new(),
         tracker: TaskTracker::new(),
         active_jobs: AtomicUsize::new(0),
+        metrics,
     });
+    let admin = AdminTasks::default();
+    if let Some(address) = &shared.config.listen_address {
+        let listener = crate::metrics::bind(address).await?;
+        let source = Arc::new(crate::metrics::StatusSource {
+            metrics: shared.metrics.clone(),
+            config: shared.config.clone(),
+            system_id: shared.system_id.clone(),
+            fleets: fleets
+                .by_runner
+                .iter()
+                .map(|(id, f)| (id.short_token.clone(), f.clone()))
+                .collect(),
+            ready: {
+                let coordinator = shared.coordinator.clone();
+                Arc::new(move || coordinator.has_answered())
+            },
+        });
+        let addr = crate::metrics::serve(listener, source, &admin.tracker, admin.cancel.clone());
+        if let (Some(addr), Some(hook)) = (addr, &shared.hooks.on_admin_listening) {
+            hook(addr);
+        }
+    }
     tracing::info!(
         version = crate::VERSION,
         system_id = %shared.system_id,
@@ -127,6 +169,10 @@ pub async fn run_with(
         runner_loop::spawn(&shared, Arc::new(runner.clone()), fleet);
     }
     shared.tracker.close();
+    shared
+        .metrics
+        .process
+        .set_state(crate::metrics::ProcessState::Running);
     let deadline = supervise(&shared, &mut controls).await;
     if !fleets.by_runner.is_empty() {
         let deadline =
@@ -139,7 +185,24 @@ pub async fn run_with(
             tracing::warn!(vms = ?unconfirmed, "VM deletions not confirmed in time; the next start deletes them");
         }
     }
+    admin.stop().await;
     Ok(())
+}
+
+/// The admin server's task, kept apart from job tasks (the supervisor waits for those) so it
+/// serves until the very end.
+#[derive(Default)]
+struct AdminTasks {
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+}
+
+impl AdminTasks {
+    async fn stop(self) {
+        self.cancel.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
 }
 
 /// How long a drain waits for its VM deletions to be confirmed.
@@ -170,6 +233,7 @@ async fn supervise(
                 }
                 Some(Control::Drain) => {
                     draining = true;
+                    shared.metrics.process.set_state(crate::metrics::ProcessState::GracefulShutdown);
                     // The ticks missed while not draining would otherwise all fire at once.
                     progress.reset();
                     tracing::info!(jobs_left = running_jobs(shared), "graceful shutdown: no new jobs; waiting for running ones");
@@ -183,6 +247,7 @@ async fn supervise(
                     let timeout = shared.config.shutdown_timeout;
                     tracing::warn!(jobs_left = running_jobs(shared), timeout_secs = timeout.as_secs(), "forceful shutdown: stopping running jobs");
                     abort_deadline = Some(tokio::time::Instant::now() + timeout);
+                    shared.metrics.process.set_state(crate::metrics::ProcessState::ForcefulShutdown);
                     shared.stop_requesting.cancel();
                     shared.abort_jobs.cancel();
                 }

@@ -1,0 +1,139 @@
+//! The admin HTTP server on `listen_address` (axum): `/metrics` (Prometheus text format),
+//! `/health/live`, `/health/ready`, `/status` (HTML) and `/status.json`. Started once by the
+//! manager before it polls, stopped after the last VM is gone, so the shutdown phases stay
+//! visible. It only reads; no endpoint changes anything.
+
+use super::html;
+use super::status::StatusSource;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Json, Response};
+use axum::routing::get;
+use axum::Router;
+use prometheus::Encoder;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Why the admin server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The address cannot be bound (in use, not local, bad syntax).
+    #[error("cannot listen on listen_address {address:?}: {source}")]
+    Bind {
+        /// `listen_address` as configured.
+        address: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// `listen_address` as a bindable address: Go's `:9252` form (every interface) becomes
+/// `0.0.0.0:9252`.
+fn bind_address(configured: &str) -> String {
+    if configured.starts_with(':') {
+        format!("0.0.0.0{configured}")
+    } else {
+        configured.to_string()
+    }
+}
+
+/// Binds `listen_address`.
+pub async fn bind(listen_address: &str) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(bind_address(listen_address))
+        .await
+        .map_err(|source| ServerError::Bind {
+            address: listen_address.to_string(),
+            source,
+        })
+}
+
+/// The routes over `source`.
+pub fn router(source: Arc<StatusSource>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/status", get(status_html))
+        .route("/status.json", get(status_json))
+        .with_state(source)
+}
+
+/// Serves `listener` on a task of `tracker` until `cancel` fires. Returns the bound address.
+pub fn serve(
+    listener: TcpListener,
+    source: Arc<StatusSource>,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+) -> Option<SocketAddr> {
+    let addr = listener.local_addr().ok();
+    let app = router(source);
+    tracker.spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { cancel.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "admin server stopped");
+        }
+    });
+    if let Some(addr) = addr {
+        tracing::info!(%addr, "serving /metrics, /health/live, /health/ready, /status");
+    }
+    addr
+}
+
+async fn metrics(State(source): State<Arc<StatusSource>>) -> Response {
+    let families = source.metrics.registry.gather();
+    let encoder = prometheus::TextEncoder::new();
+    let mut body = Vec::new();
+    match encoder.encode(&families, &mut body) {
+        Ok(()) => (
+            [(header::CONTENT_TYPE, encoder.format_type().to_string())],
+            body,
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode metrics: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn live() -> &'static str {
+    "live\n"
+}
+
+async fn ready(State(source): State<Arc<StatusSource>>) -> Response {
+    if (source.ready)() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the coordinator has not answered yet\n",
+        )
+            .into_response()
+    }
+}
+
+async fn status_html(State(source): State<Arc<StatusSource>>) -> Html<String> {
+    Html(html::render(&source.report().await))
+}
+
+async fn status_json(State(source): State<Arc<StatusSource>>) -> Json<super::status::StatusReport> {
+    Json(source.report().await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_style_addresses_listen_everywhere() {
+        assert_eq!(bind_address(":9252"), "0.0.0.0:9252");
+        assert_eq!(bind_address("127.0.0.1:9252"), "127.0.0.1:9252");
+    }
+}
