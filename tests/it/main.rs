@@ -10,6 +10,9 @@
 //! - `mock_coordinator`: the happy path against `gitlab-runner-mock`.
 //! - `docker_tls`: a fake GCE VM's dockerd over mutual TLS, verified by VM name.
 //! - `vm_startup`: the VM startup script against a fake metadata server, in a scratch root.
+//! - `observability`: `/metrics` scraped by a real Prometheus, every dashboard expression and the
+//!   alert rules checked with it and promtool, the status page rendered by headless Chromium.
+//! - `prom`: a real Prometheus server and promtool for those checks.
 //! - `machine_e2e`: docker+machine jobs on fake GCE VMs end to end (warm pool, MaxBuilds, IdleTime,
 //!   limit and MaxGrowthRate, stockouts, rate limits, preemption, leftovers, shutdowns).
 
@@ -20,6 +23,8 @@ mod harness;
 mod jobs;
 mod machine_e2e;
 mod mock_coordinator;
+mod observability;
 mod process;
+mod prom;
 mod support;
 mod vm_startup;

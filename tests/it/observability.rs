@@ -1,0 +1,279 @@
+//! Observability end to end: a manager with a docker+machine runner on the fake Compute Engine
+//! runs jobs from the fake GitLab while a real Prometheus (Debian's package) scrapes its
+//! `/metrics` every second. Every expression of every Grafana dashboard in `dashboards/` must
+//! evaluate without error and return series; `promtool check metrics` must be clean on the
+//! scraped text; the alert rules must pass `promtool check rules` and their unit tests; and the
+//! `/status` page, rendered by headless Chromium, must list the runner, its VMs and the running
+//! job. Prometheus/promtool and Chromium are required (`.ci/run` installs them); set
+//! `FLOTILLA_SKIP_PROMETHEUS` or `FLOTILLA_SKIP_BROWSER` to skip those parts on purpose.
+
+use crate::harness::*;
+use crate::prom::{self, Prometheus};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use testkit::{FakeGce, FakeGceOptions, ZoneSpec};
+
+const ZONE_A: &str = "us-central1-a";
+const ZONE_B: &str = "us-central1-b";
+
+fn dashboards_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards")
+}
+
+/// The config of one docker+machine runner keeping one warm VM, with the admin server on a
+/// free loopback port.
+fn machine_config(
+    gitlab_url: &str,
+    token: &str,
+    gce: &FakeGce,
+    state_dir: &Path,
+    manager_id: &str,
+) -> String {
+    format!(
+        r#"
+concurrent = 4
+check_interval = 1
+shutdown_timeout = 20
+log_level = "debug"
+listen_address = "127.0.0.1:0"
+state_dir = "{state}"
+manager_id = "{manager_id}"
+reconcile_interval = 3600
+
+[[runners]]
+name = "it-observed"
+url = "{gitlab_url}"
+token = "{token}"
+executor = "docker+machine"
+[runners.machine]
+MachineName = "obs-%s"
+IdleCount = 1
+IdleTime = 600
+[runners.gce]
+project = "{project}"
+zones = ["{ZONE_A}", "{ZONE_B}"]
+endpoint = "{endpoint}"
+create_timeout = 30
+[runners.docker]
+image = "{TEST_IMAGE}"
+pull_policy = ["if-not-present"]
+network_mode = "host"
+"#,
+        state = state_dir.display(),
+        project = gce.project(),
+        endpoint = gce.endpoint(),
+    )
+}
+
+async fn get(url: &str) -> (u16, String) {
+    let r = reqwest::get(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap_or_default())
+}
+
+/// Renders `url` in headless Chromium and returns the DOM it built.
+fn rendered_dom(url: &str) -> String {
+    prom::require("chromium", "chromium", "FLOTILLA_SKIP_BROWSER");
+    let profile = tempfile::tempdir().expect("tempdir");
+    let mut cmd = Command::new("chromium");
+    cmd.args([
+        "--headless",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        &format!("--user-data-dir={}", profile.path().display()),
+        "--dump-dom",
+        url,
+    ]);
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if root {
+        cmd.arg("--no-sandbox");
+    }
+    let out = cmd.output().expect("run chromium");
+    let dom = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && dom.contains("</html>"),
+        "chromium failed: {}\n{dom}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dom
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboards_alerts_and_status_page_hold_on_a_real_prometheus() {
+    ensure_test_image();
+    let (gitlab, token) = fake_gitlab(fast_trace()).await;
+    let gce = FakeGce::start(FakeGceOptions {
+        zones: vec![
+            ZoneSpec::new(ZONE_A, Duration::from_millis(300)),
+            ZoneSpec::new(ZONE_B, Duration::from_millis(300)),
+        ],
+        wait_cap: Duration::from_secs(3),
+        ..FakeGceOptions::default()
+    })
+    .await
+    .expect("start the fake gce");
+    let manager_id = format!("it-obs-{:08x}", rand::random::<u32>());
+    let state_dir = tempfile::tempdir().expect("tempdir");
+    let text = machine_config(&gitlab.url(), &token, &gce, state_dir.path(), &manager_id);
+    let admin: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
+    let hooks = flotilla::manager::Hooks {
+        on_admin_listening: Some({
+            let admin = admin.clone();
+            Arc::new(move |addr| *admin.lock().unwrap() = Some(addr))
+        }),
+        ..Default::default()
+    };
+    let manager = InProcessManager::start_with(config(&text), state_dir, hooks);
+    eventually("the admin server listens", DEADLINE, || {
+        admin.lock().unwrap().is_some()
+    })
+    .await;
+    let addr = admin.lock().unwrap().expect("address");
+    let base = format!("http://{addr}");
+    assert_eq!(get(&format!("{base}/health/live")).await.0, 200);
+
+    // Jobs: one success, one script failure, then one that keeps running.
+    let ok = gitlab.enqueue(&token, job(&["echo observed"], &[]));
+    let failed = gitlab.enqueue(&token, job(&["exit 3"], &[]));
+    for id in [ok, failed] {
+        finished(&gitlab, id).await;
+    }
+    let long = gitlab.enqueue(&token, job(&["echo long-job-started", "sleep 600"], &[]));
+    trace_shows(&gitlab, long, "long-job-started").await;
+    assert_eq!(
+        get(&format!("{base}/health/ready")).await,
+        (200, "ready\n".to_string())
+    );
+
+    // The scraped text: no token, GitLab Runner's series with their label sets, lint-clean.
+    let (status, metrics) = get(&format!("{base}/metrics")).await;
+    assert_eq!(status, 200);
+    assert!(
+        !metrics.contains(&token),
+        "the runner token leaked into /metrics"
+    );
+    let short = flotilla::config::short_token(&token);
+    for needle in [
+        "gitlab_runner_process_state_info{state=\"running\"} 1".to_string(),
+        "gitlab_runner_concurrent 4".to_string(),
+        format!("gitlab_runner_failed_jobs_total{{failure_reason=\"script_failure\",mode=\"traditional\",runner=\"{short}\",runner_name=\"it-observed\"}} 1"),
+        format!("gitlab_runner_jobs{{executor_stage=\"unknown\",runner=\"{short}\",runner_name=\"it-observed\",stage=\"unknown\",state=\"running\",system_id=\"{manager_id}\"}} 1"),
+        "gitlab_runner_errors_total{level=\"warning\"}".to_string(),
+        format!("gitlab_runner_autoscaling_machine_states{{executor=\"docker+machine\",state=\"stuck-on-removing\",target_machine_type=\"e2-standard-2\",target_project=\"{}\",target_region=\"us-central1\",target_zone=\"{ZONE_A}\"}} 0", gce.project()),
+        "flotilla_gce_api_calls_total{method=\"instances.insert\",result=\"ok\"}".to_string(),
+        format!("flotilla_vm_creation_phase_seconds_count{{phase=\"docker_ready\",zone=\"{ZONE_A}\"}}"),
+    ] {
+        assert!(metrics.contains(&needle), "{needle} missing from:\n{metrics}");
+    }
+
+    // The status page and its JSON: runner, VMs, the running job, no token.
+    let (status, json) = get(&format!("{base}/status.json")).await;
+    assert_eq!(status, 200);
+    assert!(!json.contains(&token));
+    let report: Value = serde_json::from_str(&json).expect("status.json is JSON");
+    let vms: Vec<String> = report["vms"]
+        .as_array()
+        .expect("vms")
+        .iter()
+        .map(|v| v["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(!vms.is_empty(), "no VM in {report:#}");
+    assert!(
+        report["vms"]
+            .as_array()
+            .expect("vms")
+            .iter()
+            .any(|v| v["state"] == "used"),
+        "the long job's VM is not used: {report:#}"
+    );
+    assert_eq!(report["jobs"][0]["id"], long, "{report:#}");
+    if std::env::var_os("FLOTILLA_SKIP_BROWSER").is_none() {
+        let dom = rendered_dom(&format!("{base}/status"));
+        for needle in [
+            short.as_str(),
+            "it-observed",
+            &long.to_string(),
+            "running",
+            ZONE_A,
+        ]
+        .into_iter()
+        .chain(vms.iter().map(String::as_str))
+        {
+            assert!(
+                dom.contains(needle),
+                "{needle} missing from the rendered page:\n{dom}"
+            );
+        }
+        assert!(dom.contains("<table id=\"jobs\">"), "{dom}");
+    }
+
+    if !prom::skipped() {
+        let dir = dashboards_dir();
+        let (clean, out) = prom::promtool(&dir, &["check", "metrics"], Some(&metrics));
+        assert!(
+            clean && out.trim().is_empty(),
+            "promtool check metrics:\n{out}"
+        );
+        let (ok, out) = prom::promtool(&dir, &["check", "rules", "alerts.yml"], None);
+        assert!(ok, "promtool check rules:\n{out}");
+        let (ok, out) = prom::promtool(&dir, &["test", "rules", "alerts_test.yml"], None);
+        assert!(ok, "promtool test rules:\n{out}");
+
+        let prometheus = Prometheus::start(addr).await;
+        // Enough samples for every rate() over the 30 s rate interval.
+        prometheus
+            .wait_for(
+                "count_over_time(up{job=\"flotilla\"}[1m]) >= 8 and up{job=\"flotilla\"} == 1",
+                DEADLINE,
+            )
+            .await;
+        let mut failures = Vec::new();
+        let mut checked = 0;
+        for file in ["fleet-overview.json", "autoscaling.json", "api-health.json"] {
+            let text = std::fs::read_to_string(dir.join(file)).expect("read dashboard");
+            let dashboard: Value = serde_json::from_str(&text).expect("dashboard is JSON");
+            assert!(
+                dashboard["schemaVersion"].as_u64() >= Some(39),
+                "{file}: old schema"
+            );
+            let vars: Vec<&str> = dashboard["templating"]["list"]
+                .as_array()
+                .expect("templating")
+                .iter()
+                .filter_map(|v| v["name"].as_str())
+                .collect();
+            assert_eq!(vars, ["datasource", "instance"], "{file}: variables");
+            for (panel, expr) in prom::dashboard_exprs(&dashboard) {
+                checked += 1;
+                match prometheus.query(&expr).await {
+                    Ok(series) if series.is_empty() => {
+                        failures.push(format!("{file} / {panel}: no series for {expr}"))
+                    }
+                    Ok(_) => {}
+                    Err(e) => failures.push(format!("{file} / {panel}: {e} in {expr}")),
+                }
+            }
+        }
+        assert!(checked >= 25, "only {checked} panel expressions found");
+        assert!(
+            failures.is_empty(),
+            "dashboard expressions failed:\n{}",
+            failures.join("\n")
+        );
+    }
+
+    gitlab.cancel(long);
+    finished(&gitlab, long).await;
+    manager.drain().await;
+    gce.shutdown().await;
+}
