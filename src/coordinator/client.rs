@@ -221,6 +221,7 @@ impl Coordinator {
                 .http
                 .request(call.method.clone(), call.url.clone())
                 .header("X-Request-Id", uuid::Uuid::new_v4().simple().to_string());
+            let started = tokio::time::Instant::now();
             let response =
                 build(request)
                     .send()
@@ -231,9 +232,13 @@ impl Coordinator {
                         source,
                     })?;
             let status = response.status().as_u16();
-            self.inner
-                .metrics
-                .response(call.labels, call.endpoint, call.method.as_str(), status);
+            self.inner.metrics.response(
+                call.labels,
+                call.endpoint,
+                call.method.as_str(),
+                status,
+                started.elapsed(),
+            );
             if !is_retryable(status) || attempt >= MAX_ATTEMPTS {
                 return Ok(response);
             }

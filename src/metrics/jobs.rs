@@ -117,6 +117,8 @@ pub struct JobMetrics {
     failed: IntCounterVec,
     duration: HistogramVec,
     queue_duration: HistogramVec,
+    queue_size: IntGaugeVec,
+    queue_depth: IntGaugeVec,
     pickup: HistogramVec,
     jobs: JobsCollector,
     next: Arc<AtomicU64>,
@@ -153,6 +155,20 @@ impl JobMetrics {
                 .buckets(vec![1.0, 3.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 1800.0, 3600.0]),
                 &queue_labels,
             )?,
+            queue_size: IntGaugeVec::new(
+                Opts::new(
+                    "gitlab_runner_job_queue_size",
+                    "A gauge representing the size of the queue for the runner",
+                ),
+                &rl,
+            )?,
+            queue_depth: IntGaugeVec::new(
+                Opts::new(
+                    "gitlab_runner_job_queue_depth",
+                    "A gauge representing the search depth in the queue for the runner",
+                ),
+                &rl,
+            )?,
             pickup: HistogramVec::new(
                 HistogramOpts::new(
                     "flotilla_job_pickup_seconds",
@@ -173,6 +189,8 @@ impl JobMetrics {
         registry.register(Box::new(m.failed.clone()))?;
         registry.register(Box::new(m.duration.clone()))?;
         registry.register(Box::new(m.queue_duration.clone()))?;
+        registry.register(Box::new(m.queue_size.clone()))?;
+        registry.register(Box::new(m.queue_depth.clone()))?;
         registry.register(Box::new(m.pickup.clone()))?;
         registry.register(Box::new(m.jobs.clone()))?;
         Ok(m)
@@ -193,6 +211,10 @@ impl JobMetrics {
         }
         self.pickup
             .with_label_values(&[&runner.runner, &runner.runner_name]);
+        self.queue_size
+            .with_label_values(&[&runner.runner, &runner.runner_name, sid]);
+        self.queue_depth
+            .with_label_values(&[&runner.runner, &runner.runner_name, sid]);
         self.jobs
             .runners
             .lock()
@@ -215,6 +237,19 @@ impl JobMetrics {
             self.queue_duration
                 .with_label_values(&[&runner.runner, &runner.runner_name, sid, running])
                 .observe(queued.max(0.0));
+        }
+        for (gauge, field) in [
+            (&self.queue_size, "queue_size"),
+            (&self.queue_depth, "queue_depth"),
+        ] {
+            if let Some(v) = payload
+                .pointer(&format!("/job_info/{field}"))
+                .and_then(serde_json::Value::as_i64)
+            {
+                gauge
+                    .with_label_values(&[&runner.runner, &runner.runner_name, sid])
+                    .set(v);
+            }
         }
         let key = self.next.fetch_add(1, Ordering::Relaxed);
         let received = Instant::now();

@@ -10,6 +10,7 @@
 use crate::harness::*;
 use crate::prom::{self, Prometheus};
 use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -108,6 +109,95 @@ fn rendered_dom(url: &str) -> String {
     dom
 }
 
+/// One metric family: type, label names (without `le`) and help text.
+type Family = (String, BTreeSet<String>, String);
+
+/// The families of a scrape in Prometheus' text format.
+fn scraped_families(text: &str) -> BTreeMap<String, Family> {
+    let mut out: BTreeMap<String, Family> = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            out.entry(name.to_string()).or_default().2 = help.to_string();
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
+            out.entry(name.to_string()).or_default().0 = kind.to_string();
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let name_end = line.find(['{', ' ']).unwrap_or(line.len());
+            let mut name = &line[..name_end];
+            for suffix in ["_bucket", "_sum", "_count"] {
+                if let Some(base) = name.strip_suffix(suffix) {
+                    if out.get(base).is_some_and(|f| f.0 == "histogram") {
+                        name = base;
+                    }
+                }
+            }
+            let labels = line[name_end..]
+                .strip_prefix('{')
+                .and_then(|l| l.split_once('}'))
+                .map_or("", |(l, _)| l);
+            let names = labels
+                .split("\",")
+                .filter_map(|kv| {
+                    kv.split_once('=')
+                        .map(|(k, _)| k.trim_start_matches(',').to_string())
+                })
+                .filter(|k| k != "le" && !k.is_empty());
+            out.entry(name.to_string()).or_default().1.extend(names);
+        }
+    }
+    out
+}
+
+/// The README's metric table, between its markers.
+fn readme_families() -> BTreeMap<String, Family> {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("read README.md");
+    let start = readme
+        .find("<!-- metrics:begin -->")
+        .expect("README metrics:begin marker");
+    let end = readme
+        .find("<!-- metrics:end -->")
+        .expect("README metrics:end marker");
+    let mut out = BTreeMap::new();
+    for row in readme[start..end].lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = row.trim_matches('|').split(" | ").map(str::trim).collect();
+        assert_eq!(cells.len(), 4, "README metric row: {row}");
+        let labels = cells[2]
+            .split(", ")
+            .map(|l| l.trim_matches('`').to_string())
+            .filter(|l| l != "—")
+            .collect();
+        out.insert(
+            cells[0].trim_matches('`').to_string(),
+            (cells[1].to_string(), labels, cells[3].to_string()),
+        );
+    }
+    out
+}
+
+/// The README lists exactly the metrics the registry serves, with their types, labels and
+/// help texts.
+fn readme_lists_every_metric(scrape: &str) {
+    let scraped = scraped_families(scrape);
+    let listed = readme_families();
+    let missing: Vec<&String> = scraped
+        .keys()
+        .filter(|k| !listed.contains_key(*k))
+        .collect();
+    let extra: Vec<&String> = listed
+        .keys()
+        .filter(|k| !scraped.contains_key(*k))
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "README metric table out of date: not listed {missing:?}, not served {extra:?}"
+    );
+    for (name, family) in &scraped {
+        assert_eq!(&listed[name], family, "README row of {name}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboards_alerts_and_status_page_hold_on_a_real_prometheus() {
     ensure_test_image();
@@ -158,6 +248,7 @@ async fn dashboards_alerts_and_status_page_hold_on_a_real_prometheus() {
     // The scraped text: no token, GitLab Runner's series with their label sets, lint-clean.
     let (status, metrics) = get(&format!("{base}/metrics")).await;
     assert_eq!(status, 200);
+    readme_lists_every_metric(&metrics);
     assert!(
         !metrics.contains(&token),
         "the runner token leaked into /metrics"
