@@ -130,6 +130,89 @@ async fn status_json(State(source): State<Arc<StatusSource>>) -> Json<super::sta
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::Metrics;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    const CONFIG: &str = r#"
+concurrent = 3
+[[runners]]
+name = "<b>evil</b> & co"
+url = "https://user:hunter2@gitlab.example.com/"
+token = "TOKEN"
+executor = "docker"
+"#;
+
+    async fn start(ready: Arc<AtomicBool>) -> (String, CancellationToken, TaskTracker) {
+        // Made at runtime so no token-shaped literal sits in the source.
+        let token = format!("{}-t1_abcdefghi{}", "glrt", "jklmnopqrstu");
+        let text = CONFIG.replace("TOKEN", &token);
+        let config = crate::config::Config::from_toml_str(&text, "test.toml")
+            .expect("config")
+            .config;
+        let metrics = Metrics::new(prometheus::Registry::new(), &config, "s_000000000001", None)
+            .expect("metrics");
+        let source = Arc::new(StatusSource {
+            metrics: Arc::new(metrics),
+            config: Arc::new(config),
+            system_id: "s_000000000001".into(),
+            fleets: Vec::new(),
+            ready: Arc::new(move || ready.load(Ordering::Relaxed)),
+        });
+        let listener = bind("127.0.0.1:0").await.expect("bind");
+        let (tracker, cancel) = (TaskTracker::new(), CancellationToken::new());
+        let addr = serve(listener, source, &tracker, cancel.clone()).expect("address");
+        (format!("http://{addr}"), cancel, tracker)
+    }
+
+    async fn get(url: String) -> (u16, String, String) {
+        let r = reqwest::get(url).await.expect("GET");
+        let status = r.status().as_u16();
+        let kind = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        (status, kind, r.text().await.expect("body"))
+    }
+
+    #[tokio::test]
+    async fn endpoints_answer_and_hide_secrets() {
+        let ready = Arc::new(AtomicBool::new(false));
+        let (base, cancel, tracker) = start(ready.clone()).await;
+        assert_eq!(get(format!("{base}/health/live")).await.0, 200);
+        let (status, _, body) = get(format!("{base}/health/ready")).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (503, "not ready: the coordinator has not answered yet\n")
+        );
+        ready.store(true, Ordering::Relaxed);
+        let (status, _, body) = get(format!("{base}/health/ready")).await;
+        assert_eq!((status, body.as_str()), (200, "ready\n"));
+        let (status, kind, body) = get(format!("{base}/metrics")).await;
+        assert_eq!(status, 200);
+        assert!(kind.starts_with("text/plain"), "{kind}");
+        assert!(body.contains("gitlab_runner_concurrent 3"), "{body}");
+        assert!(body.contains("runner=\"abcdefghi\""), "{body}");
+        let (status, kind, html) = get(format!("{base}/status")).await;
+        assert_eq!(status, 200);
+        assert!(kind.starts_with("text/html"), "{kind}");
+        assert!(html.contains("&lt;b&gt;evil&lt;/b&gt; &amp; co"), "{html}");
+        let (_, kind, json) = get(format!("{base}/status.json")).await;
+        assert!(kind.starts_with("application/json"), "{kind}");
+        for page in [&body, &html, &json] {
+            assert!(
+                !page.contains("hunter2") && !page.contains("glrt-"),
+                "{page}"
+            );
+        }
+        let report: super::super::StatusReport = serde_json::from_str(&json).expect("json");
+        assert_eq!(report.runners[0].url, "https://gitlab.example.com/");
+        assert_eq!(report.process_state, "starting");
+        cancel.cancel();
+        tracker.close();
+        tracker.wait().await;
+    }
 
     #[test]
     fn go_style_addresses_listen_everywhere() {

@@ -6,7 +6,7 @@
 use super::Metrics;
 use crate::config::Config;
 use crate::fleet::FleetHandle;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// Whether the manager is ready: the coordinator answered at least once.
@@ -27,7 +27,7 @@ pub struct StatusSource {
 }
 
 /// The whole page, also served as `/status.json`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StatusReport {
     /// Flotilla's version.
     pub version: String,
@@ -48,7 +48,7 @@ pub struct StatusReport {
 }
 
 /// One runner.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RunnerStatus {
     /// `name`.
     pub name: String,
@@ -65,7 +65,7 @@ pub struct RunnerStatus {
 }
 
 /// One VM.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct VmStatus {
     /// The runner (short token) whose pool holds it.
     pub runner: String,
@@ -83,7 +83,7 @@ pub struct VmStatus {
 }
 
 /// One running job.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct JobStatus {
     /// GitLab's job id.
     pub id: i64,

@@ -109,6 +109,15 @@ fn rendered_dom(url: &str) -> String {
     dom
 }
 
+/// The value of the series written exactly as `series` (name and labels) in a scrape; fails
+/// the test when it is absent.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{series} not in:\n{text}"))
+}
+
 /// One metric family: type, label names (without `le`) and help text.
 type Family = (String, BTreeSet<String>, String);
 
@@ -267,6 +276,29 @@ async fn dashboards_alerts_and_status_page_hold_on_a_real_prometheus() {
         assert!(metrics.contains(&needle), "{needle} missing from:\n{metrics}");
     }
 
+    // The pool's events were counted: VMs made in zone A, the three jobs' VMs used.
+    let targets = format!(
+        "executor=\"docker+machine\",target_machine_type=\"e2-standard-2\",target_project=\"{}\",target_region=\"us-central1\",target_zone=\"{ZONE_A}\"",
+        gce.project()
+    );
+    let created = sample(
+        &metrics,
+        &format!("gitlab_runner_autoscaling_actions_total{{action=\"created\",{targets}}}"),
+    );
+    let used = sample(
+        &metrics,
+        &format!("gitlab_runner_autoscaling_actions_total{{action=\"used\",{targets}}}"),
+    );
+    assert!(
+        created >= 1.0 && used >= 3.0,
+        "created {created}, used {used}:\n{metrics}"
+    );
+    let busy = sample(
+        &metrics,
+        &format!("flotilla_vm_seconds_total{{runner=\"{short}\",state=\"busy\"}}"),
+    );
+    assert!(busy > 0.0, "no busy VM time:\n{metrics}");
+
     // The status page and its JSON: runner, VMs, the running job, no token.
     let (status, json) = get(&format!("{base}/status.json")).await;
     assert_eq!(status, 200);
@@ -363,6 +395,32 @@ async fn dashboards_alerts_and_status_page_hold_on_a_real_prometheus() {
         );
     }
 
+    // A drain shows as graceful-shutdown while the long job still runs.
+    manager
+        .controls
+        .send(flotilla::lifecycle::Control::Drain)
+        .await
+        .expect("send drain");
+    let end = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let (_, text) = get(&format!("{base}/metrics")).await;
+        if sample(
+            &text,
+            "gitlab_runner_process_state_info{state=\"graceful-shutdown\"}",
+        ) == 1.0
+        {
+            assert_eq!(
+                sample(&text, "gitlab_runner_process_state_info{state=\"running\"}"),
+                0.0
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "never graceful-shutdown:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     gitlab.cancel(long);
     finished(&gitlab, long).await;
     manager.drain().await;
