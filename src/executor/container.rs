@@ -1,7 +1,8 @@
 //! The job's objects on the engine and running a script in a container: the builds volume, the
-//! per-job network, the build container (created once, started once per stage, as GitLab
-//! Runner's docker executor does), and one stage's run — attach, start, write the script to
-//! stdin, stream stdout/stderr into the trace as produced, wait for the exit code.
+//! per-job network, the build and helper containers (each created once and started once per
+//! stage, as GitLab Runner's docker executor does with the build container), and one stage's
+//! run — attach, start, write the script to stdin, stream stdout/stderr into the trace as
+//! produced, wait for the exit code.
 //!
 //! Containers use the `none` log driver: output travels only through attach, so dockerd does not
 //! store every byte a second time. Variables reach the container only inside the script.
@@ -27,6 +28,24 @@ use tokio::io::AsyncWriteExt;
 
 /// Where the builds volume is mounted in job containers.
 pub(super) const BUILDS_DIR: &str = "/builds";
+
+/// Which of the job's containers a script runs in (for messages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    /// The container from the job's image (user steps, `after_script`).
+    Build,
+    /// The helper container (git, cache, artifacts).
+    Helper,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Build => "build container",
+            Role::Helper => "helper container",
+        })
+    }
+}
 
 /// How long a killed container may take to be reported stopped.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -68,8 +87,10 @@ pub(super) async fn create_network(
         .map_err(|e| ExecError::docker(format!("creating the job network {name}"), e))
 }
 
-/// What the build container is made of.
+/// What a job container (the build container, or the helper container) is made of.
 pub(super) struct BuildContainer<'a> {
+    /// Which of the job's containers this is.
+    pub role: Role,
     /// Its name (fixed in advance, so cleanup finds it).
     pub name: &'a str,
     /// The job image.
@@ -149,7 +170,7 @@ impl BuildContainer<'_> {
             .create_container(Some(options), self.body())
             .await
             .map(|created| created.id)
-            .map_err(|e| ExecError::docker("creating the build container", e))
+            .map_err(|e| ExecError::docker(format!("creating the {}", self.role), e))
     }
 }
 
@@ -167,6 +188,7 @@ impl Drop for FlushOnDrop {
 /// container running: the caller kills it.
 pub(super) async fn run_script(
     docker: &Docker,
+    role: Role,
     id: &str,
     script: &str,
     trace: &JobTrace,
@@ -183,11 +205,11 @@ pub(super) async fn run_script(
     } = docker
         .attach_container(id, Some(attach))
         .await
-        .map_err(|e| ExecError::docker("attaching to the build container", e))?;
+        .map_err(|e| ExecError::docker(format!("attaching to the {role}"), e))?;
     docker
         .start_container(id, None::<StartContainerOptions>)
         .await
-        .map_err(|e| ExecError::docker("starting the build container", e))?;
+        .map_err(|e| ExecError::docker(format!("starting the {role}"), e))?;
 
     let mut stdout = FlushOnDrop(trace.stream(WORK_STREAM, StreamKind::Stdout));
     let mut stderr = FlushOnDrop(trace.stream(WORK_STREAM, StreamKind::Stderr));
@@ -217,14 +239,11 @@ pub(super) async fn run_script(
     };
     let ((), pumped) = tokio::join!(feed, pump);
     drop((stdout, stderr));
-    pumped.map_err(|e| {
-        ExecError::HostLost(format!("reading the build container's output failed: {e}"))
-    })?;
-    let code = wait_exit(docker, id).await?;
+    pumped.map_err(|e| ExecError::HostLost(format!("reading the {role}'s output failed: {e}")))?;
+    let code = wait_exit(docker, role, id).await?;
     // A container removed under the job (`docker rm -f`, a VM being torn down) also "exits":
     // the engine marks it removing before it kills it, so its state tells the two apart.
-    let removed =
-        || ExecError::HostLost("the build container was removed while the job ran".into());
+    let removed = || ExecError::HostLost(format!("the {role} was removed while the job ran"));
     match docker.inspect_container(id, None).await {
         Ok(found) => {
             let status = found.state.and_then(|s| s.status);
@@ -236,12 +255,12 @@ pub(super) async fn run_script(
             }
         }
         Err(e) if is_not_found(&e) => Err(removed()),
-        Err(e) => Err(ExecError::docker("inspecting the build container", e)),
+        Err(e) => Err(ExecError::docker(format!("inspecting the {role}"), e)),
     }
 }
 
 /// The exit code of container `id` once it is not running.
-async fn wait_exit(docker: &Docker, id: &str) -> Result<i64, ExecError> {
+async fn wait_exit(docker: &Docker, role: Role, id: &str) -> Result<i64, ExecError> {
     let options = WaitContainerOptionsBuilder::new()
         .condition("not-running")
         .build();
@@ -254,21 +273,21 @@ async fn wait_exit(docker: &Docker, id: &str) -> Result<i64, ExecError> {
             Ok(code)
         }
         Some(Err(bollard::errors::Error::DockerContainerWaitError { error, .. })) => Err(
-            ExecError::HostLost(format!("waiting for the build container failed: {error}")),
+            ExecError::HostLost(format!("waiting for the {role} failed: {error}")),
         ),
-        Some(Err(e)) if is_not_found(&e) => Err(ExecError::HostLost(
-            "the build container was removed while the job ran".into(),
-        )),
-        Some(Err(e)) => Err(ExecError::docker("waiting for the build container", e)),
-        None => Err(ExecError::HostLost(
-            "the engine ended the wait for the build container without an exit code".into(),
-        )),
+        Some(Err(e)) if is_not_found(&e) => Err(ExecError::HostLost(format!(
+            "the {role} was removed while the job ran"
+        ))),
+        Some(Err(e)) => Err(ExecError::docker(format!("waiting for the {role}"), e)),
+        None => Err(ExecError::HostLost(format!(
+            "the engine ended the wait for the {role} without an exit code"
+        ))),
     }
 }
 
 /// Kills container `id` (SIGKILL) and waits until it is reported stopped, so that it can be
 /// started again for `after_script`. A container already stopped is fine.
-pub(super) async fn kill(docker: &Docker, id: &str) -> Result<(), ExecError> {
+pub(super) async fn kill(docker: &Docker, role: Role, id: &str) -> Result<(), ExecError> {
     let options = KillContainerOptionsBuilder::new().signal("SIGKILL").build();
     match docker.kill_container(id, Some(options)).await {
         Ok(()) => {}
@@ -276,12 +295,12 @@ pub(super) async fn kill(docker: &Docker, id: &str) -> Result<(), ExecError> {
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 409, ..
         }) => {}
-        Err(e) => return Err(ExecError::docker("killing the build container", e)),
+        Err(e) => return Err(ExecError::docker(format!("killing the {role}"), e)),
     }
-    match tokio::time::timeout(STOP_TIMEOUT, wait_exit(docker, id)).await {
+    match tokio::time::timeout(STOP_TIMEOUT, wait_exit(docker, role, id)).await {
         Ok(result) => result.map(|_| ()),
         Err(_) => Err(ExecError::HostLost(format!(
-            "the build container did not stop within {}s of being killed",
+            "the {role} did not stop within {}s of being killed",
             STOP_TIMEOUT.as_secs()
         ))),
     }
@@ -301,6 +320,7 @@ mod tests {
         };
         let labels = HashMap::from([("com.flotilla.job-id".to_string(), "1".to_string())]);
         let spec = BuildContainer {
+            role: Role::Build,
             name: "c",
             image: "img",
             entrypoint: None,

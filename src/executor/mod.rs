@@ -2,9 +2,11 @@
 //! Knows nothing of clouds or of the coordinator: it is handed a Docker connection, the job, its
 //! variables and a trace to write into, and returns a [`JobOutcome`].
 //!
-//! Files: `stages` (order, timeouts, cancel), `container` (volume, network, build container,
-//! running a script), `script` (the shell text), `pull` (image and pull policies), `section`
-//! (trace sections and runner lines), `timeouts`, `cleanup` (names, labels, removal), `error`.
+//! Files: `stages` (order, timeouts, cancel), `container` (volume, network, build and helper
+//! containers, running a script), `helper` (the helper container and its stages), `sources`
+//! (`get_sources`) with `git` (its script), `script` (the shell text), `pull` (image and pull
+//! policies), `section` (trace sections and runner lines), `timeouts`, `cleanup` (names, labels,
+//! removal), `error`.
 //!
 //! Invariants: variables reach containers only inside the script written to stdin (never as
 //! `Env`); every container, volume and network a job makes carries the `com.flotilla.*` labels
@@ -13,9 +15,12 @@
 mod cleanup;
 mod container;
 mod error;
+mod git;
+mod helper;
 mod pull;
 mod script;
 mod section;
+mod sources;
 mod stages;
 mod timeouts;
 

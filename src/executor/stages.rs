@@ -1,16 +1,21 @@
 //! The order of a job's stages and what ends them (GitLab Runner's `common/build.go`):
-//! `prepare_executor` (image, volume, network, build container) → `get_sources` → the user steps
-//! (`step_script`, `step_release`, …) → `after_script`. User steps are bounded by the job timeout
-//! (and `RUNNER_SCRIPT_TIMEOUT`) and stopped by a graceful cancel; `after_script` then still runs
-//! with `CI_JOB_STATUS` telling why, under its own timeout. Abort is the caller's business: it
-//! drops this future.
+//! `prepare_executor` (image, volume, network, build container) → the stages before the user
+//! steps (`get_sources`, …, in the helper container) → the user steps (`step_script`,
+//! `step_release`, …) → `after_script`. Every stage is bounded by the job timeout and stopped by
+//! a graceful cancel; user steps also by `RUNNER_SCRIPT_TIMEOUT`. When a stage before the user
+//! steps fails, the user steps and `after_script` are skipped (as GitLab Runner does); otherwise
+//! `after_script` runs with `CI_JOB_STATUS` telling how the steps ended, under its own timeout.
+//! Abort is the caller's business: it drops this future.
+//!
+//! Each non-user stage is one call in [`before_user_steps`] (or after the user steps), wrapped by
+//! [`JobCtx::helper_section`]; its logic lives in its own file.
 
 use super::cleanup::{self, Names};
-use super::container::{self, BuildContainer, BUILDS_DIR};
+use super::container::{self, BuildContainer, Role, BUILDS_DIR};
 use super::error::{ExecError, Phase};
 use super::script::StepScript;
 use super::section::{stage_description, RunnerLog};
-use super::{pull, timeouts, JobOutcome, JobRun};
+use super::{pull, sources, timeouts, JobOutcome, JobRun};
 use crate::config::DockerConfig;
 use crate::job::{JobVariable, Step, StepWhen, Variables};
 use bollard::Docker;
@@ -18,17 +23,8 @@ use std::collections::HashMap;
 use std::future::Future;
 use tokio::time::Instant;
 
-/// Which container a stage runs in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Runs {
-    /// The helper image (git, cache, artifacts). None of today's stages needs it: a stage with
-    /// nothing to do starts no container.
-    Helper,
-    /// The build container from the job image (user steps and `after_script`).
-    Build,
-}
-
-/// A stage that runs a script, in GitLab Runner's order.
+/// A stage that runs in the build container, in GitLab Runner's order (stages in the helper
+/// container go through [`JobCtx::run_helper_stage`]).
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Stage<'j> {
     /// A user step (`script`, `release`, …): `step_<name>`.
@@ -46,13 +42,6 @@ impl Stage<'_> {
         }
     }
 
-    /// The container the stage runs in.
-    pub(super) fn runs(&self) -> Runs {
-        match self {
-            Stage::User(_) | Stage::AfterScript(_) => Runs::Build,
-        }
-    }
-
     fn lines(&self) -> &[String] {
         match self {
             Stage::User(step) | Stage::AfterScript(step) => &step.script,
@@ -60,9 +49,9 @@ impl Stage<'_> {
     }
 }
 
-/// Why user steps stopped before their end.
+/// Why stages stopped before their end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Interrupt {
+pub(super) enum Interrupt {
     TimedOut,
     Canceled,
 }
@@ -72,6 +61,16 @@ impl Interrupt {
         match self {
             Interrupt::TimedOut => JobOutcome::TimedOut,
             Interrupt::Canceled => JobOutcome::Canceled,
+        }
+    }
+
+    /// The trace's warning for stage `stage` being stopped.
+    fn warn(self, log: &RunnerLog, stage: &str) {
+        match self {
+            Interrupt::TimedOut => log.warning(&format!(
+                "{stage} could not run to completion because the timeout was exceeded."
+            )),
+            Interrupt::Canceled => log.warning("script canceled externally (UI, API)"),
         }
     }
 }
@@ -85,6 +84,8 @@ pub(super) struct JobCtx<'a> {
     pub log: RunnerLog,
     labels: HashMap<String, String>,
     deadline: Instant,
+    /// The helper container's id once a stage made it (see `helper.rs`).
+    pub(super) helper: tokio::sync::OnceCell<String>,
 }
 
 impl<'a> JobCtx<'a> {
@@ -104,7 +105,22 @@ impl<'a> JobCtx<'a> {
             log: RunnerLog::new(run.trace.clone(), run.job.features.trace_sections),
             labels: cleanup::labels(&run.labels),
             deadline: Instant::now() + timeout,
+            helper: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// The labels every object of the job carries.
+    pub(super) fn labels(&self) -> &HashMap<String, String> {
+        &self.labels
+    }
+
+    /// The network mode of every container of the job: `[runners.docker] network_mode`, else
+    /// the per-job network `prepare` made.
+    pub(super) fn network_mode(&self) -> String {
+        self.settings
+            .network_mode
+            .clone()
+            .unwrap_or_else(|| self.names.network.clone())
     }
 
     /// Runs `fut` unless the graceful cancel or `deadline` comes first (then `fut` is dropped).
@@ -126,7 +142,8 @@ impl<'a> JobCtx<'a> {
         }
     }
 
-    fn project_dir(&self) -> String {
+    /// `CI_PROJECT_DIR`, where the sources go and the scripts run.
+    pub(super) fn project_dir(&self) -> String {
         self.run
             .variables
             .expanded("CI_PROJECT_DIR")
@@ -134,7 +151,8 @@ impl<'a> JobCtx<'a> {
             .unwrap_or_else(|| format!("{BUILDS_DIR}/project-{}", self.run.job.job_info.project_id))
     }
 
-    fn tmp_dir(&self) -> String {
+    /// `RUNNER_TEMP_PROJECT_DIR`, where `file: true` variables are written.
+    pub(super) fn tmp_dir(&self) -> String {
         self.run
             .variables
             .expanded("RUNNER_TEMP_PROJECT_DIR")
@@ -161,70 +179,34 @@ impl<'a> JobCtx<'a> {
         )
         .await?;
         container::create_volume(self.docker, &self.names.builds_volume, &self.labels).await?;
-        let network_mode = match &self.settings.network_mode {
-            Some(mode) => mode.clone(),
-            None => {
-                container::create_network(self.docker, &self.names.network, &self.labels).await?;
-                self.names.network.clone()
-            }
-        };
+        if self.settings.network_mode.is_none() {
+            container::create_network(self.docker, &self.names.network, &self.labels).await?;
+        }
         let entrypoint = job_image
             .map(|i| i.entrypoint.clone())
             .filter(|e| !e.is_empty());
         BuildContainer {
+            role: Role::Build,
             name: &self.names.build_container,
             image: &image,
             entrypoint,
             user: job_image.and_then(|i| i.docker_user()),
             settings: self.settings,
             builds_volume: &self.names.builds_volume,
-            network_mode: Some(network_mode),
+            network_mode: Some(self.network_mode()),
             labels: &self.labels,
         }
         .create(self.docker)
         .await
     }
 
-    /// `get_sources`: only `GIT_STRATEGY=none` for now, which needs no container (the project
-    /// directory is made by the first step's script).
-    fn get_sources(&self) -> Result<(), ExecError> {
-        let strategy = self
-            .run
-            .variables
-            .expanded("GIT_STRATEGY")
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| {
-                if self.run.job.allow_git_fetch {
-                    "fetch".into()
-                } else {
-                    "clone".into()
-                }
-            });
-        if strategy == "none" {
-            self.log.line("Skipping Git repository setup");
-            self.log.line("Skipping Git checkout");
-            self.log.line("Skipping Git submodules setup");
-            return Ok(());
-        }
-        Err(ExecError::Unsupported(format!(
-            "Fetching sources with GIT_STRATEGY={strategy} is not supported yet \
-             (only GIT_STRATEGY=none)"
-        )))
-    }
-
-    /// Runs one stage's script in its container; the exit code.
+    /// Runs one stage's script in the build container; the exit code.
     async fn run_stage(
         &self,
         stage: Stage<'_>,
         container_id: &str,
         vars: &Variables,
     ) -> Result<i64, ExecError> {
-        if stage.runs() == Runs::Helper {
-            return Err(ExecError::Unsupported(format!(
-                "stage {} needs the helper image, which this executor does not run yet",
-                stage.name()
-            )));
-        }
         let project_dir = self.project_dir();
         let tmp_dir = self.tmp_dir();
         let script = StepScript {
@@ -232,10 +214,61 @@ impl<'a> JobCtx<'a> {
             project_dir: &project_dir,
             tmp_dir: &tmp_dir,
             lines: stage.lines(),
+            echo: true,
         }
         .render();
-        container::run_script(self.docker, container_id, &script, &self.run.trace).await
+        container::run_script(
+            self.docker,
+            Role::Build,
+            container_id,
+            &script,
+            &self.run.trace,
+        )
+        .await
     }
+
+    /// Runs a non-user stage in its trace section (`name`, with GitLab Runner's header),
+    /// bounded by the job timeout and the graceful cancel. `stage` says how it ended: an exit
+    /// code (0 = on to the next stage), or an error. An interrupted stage's helper container
+    /// is killed.
+    pub(super) async fn helper_section<F>(&self, name: &str, stage: F) -> Result<(), Ended>
+    where
+        F: Future<Output = Result<i64, ExecError>>,
+    {
+        self.log.start(name, &stage_description(name));
+        let result = self.bounded(self.deadline, stage).await;
+        self.log.end(name);
+        match result {
+            Ok(Ok(0)) => Ok(()),
+            Ok(Ok(code)) => Err(Ended::Failed(i32::try_from(code).unwrap_or(i32::MAX))),
+            Ok(Err(e)) => Err(Ended::Error(e)),
+            Err(interrupt) => {
+                interrupt.warn(&self.log, name);
+                match self.kill_helper().await {
+                    Ok(()) => Err(Ended::Interrupted(interrupt)),
+                    Err(e) => Err(Ended::Error(e)),
+                }
+            }
+        }
+    }
+}
+
+/// How the stages up to `after_script` ended, short of success.
+pub(super) enum Ended {
+    /// A stage exited non-zero (the job fails as a script failure with this code).
+    Failed(i32),
+    /// The job timed out or was canceled.
+    Interrupted(Interrupt),
+    /// The executor could not run a stage.
+    Error(ExecError),
+}
+
+/// The stages between `prepare_executor` and the user steps, in GitLab Runner's order: the
+/// first that does not succeed ends the job's way to the user steps.
+async fn before_user_steps(ctx: &JobCtx<'_>) -> Result<(), Ended> {
+    ctx.helper_section("get_sources", sources::get_sources(ctx))
+        .await?;
+    Ok(())
 }
 
 /// Runs every stage of the job and says how it ended. Leaves cleanup to the caller.
@@ -253,11 +286,11 @@ pub(super) async fn run(ctx: &JobCtx<'_>) -> JobOutcome {
         Err(interrupt) => return interrupt.outcome(),
     };
 
-    log.start("get_sources", &stage_description("get_sources"));
-    let sources = ctx.get_sources();
-    log.end("get_sources");
-    if let Err(e) = sources {
-        return fail(log, e, Phase::Run);
+    match before_user_steps(ctx).await {
+        Ok(()) => {}
+        Err(Ended::Failed(code)) => return JobOutcome::ScriptFailed(code),
+        Err(Ended::Interrupted(interrupt)) => return interrupt.outcome(),
+        Err(Ended::Error(e)) => return fail(log, e, Phase::Run),
     }
 
     let script_deadline = match timeouts::script_timeout(&ctx.run.variables) {
@@ -289,14 +322,8 @@ pub(super) async fn run(ctx: &JobCtx<'_>) -> JobOutcome {
             Ok(Ok(code)) => exit_code = i32::try_from(code).unwrap_or(i32::MAX),
             Ok(Err(e)) => return fail(log, e, Phase::Run),
             Err(interrupt) => {
-                match interrupt {
-                    Interrupt::TimedOut => log.warning(&format!(
-                        "{} could not run to completion because the timeout was exceeded.",
-                        stage.name()
-                    )),
-                    Interrupt::Canceled => log.warning("script canceled externally (UI, API)"),
-                }
-                if let Err(e) = container::kill(ctx.docker, &container_id).await {
+                interrupt.warn(log, &stage.name());
+                if let Err(e) = container::kill(ctx.docker, Role::Build, &container_id).await {
                     return fail(log, e, Phase::Run);
                 }
                 interrupted = Some(interrupt);
@@ -354,7 +381,7 @@ async fn after_script(
                  it ran longer than {}s",
                 limit.as_secs()
             ));
-            container::kill(ctx.docker, container_id).await
+            container::kill(ctx.docker, Role::Build, container_id).await
         }
     }
 }

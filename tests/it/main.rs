@@ -8,6 +8,7 @@
 //! - `jobs`: whole jobs from the fake GitLab through the manager.
 //! - `process`: the real `flotilla` binary (crash recovery, log secrecy, `config check`).
 //! - `mock_coordinator`: the happy path against `gitlab-runner-mock`.
+//! - `sources`: the helper container and `get_sources` (git over smart HTTP from the fake GitLab).
 //! - `docker_tls`: a fake GCE VM's dockerd over mutual TLS, verified by VM name.
 //! - `vm_startup`: the VM startup script against a fake metadata server, in a scratch root.
 //! - `observability`: `/metrics` scraped by a real Prometheus, every dashboard expression and the
@@ -26,5 +27,6 @@ mod mock_coordinator;
 mod observability;
 mod process;
 mod prom;
+mod sources;
 mod support;
 mod vm_startup;
