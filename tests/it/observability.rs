@@ -426,3 +426,82 @@ async fn dashboards_alerts_and_status_page_hold_on_a_real_prometheus() {
     manager.drain().await;
     gce.shutdown().await;
 }
+
+/// Kills the child if the test ends early.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The real binary: `main`'s tracing layer feeds `gitlab_runner_errors_total` (a configuration
+/// warning counts), the process state is `running`, and SIGQUIT ends it cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_metrics_and_counts_logged_warnings() {
+    ensure_test_image();
+    let (gitlab, token) = fake_gitlab(testkit::FakeGitlabOptions::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let config_path = dir.path().join("config.toml");
+    let extra = format!(
+        "listen_address = \"127.0.0.1:{port}\"\nsentry_dsn = \"https://key@sentry.invalid/1\""
+    );
+    std::fs::write(
+        &config_path,
+        config_text(&gitlab.url(), &token, &dir.path().join("state"), &extra, ""),
+    )
+    .expect("write config");
+    let log = std::fs::File::create(dir.path().join("flotilla.log")).expect("log");
+    let mut child = KillOnDrop(
+        Command::new(flotilla_bin())
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start flotilla"),
+    );
+    let child = &mut child.0;
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let end = tokio::time::Instant::now() + DEADLINE;
+    let text = loop {
+        if let Ok(r) = reqwest::get(&url).await {
+            let text = r.text().await.unwrap_or_default();
+            if text.contains("gitlab_runner_process_state_info{state=\"running\"} 1") {
+                break text;
+            }
+        }
+        let exited = child.try_wait().expect("try_wait");
+        assert!(
+            exited.is_none() && tokio::time::Instant::now() < end,
+            "no metrics from the binary ({exited:?}):\n{}",
+            std::fs::read_to_string(dir.path().join("flotilla.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        sample(&text, "gitlab_runner_errors_total{level=\"warning\"}") >= 1.0,
+        "{text}"
+    );
+    assert!(!text.contains(&token));
+    let status = Command::new("kill")
+        .args(["-QUIT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let end = tokio::time::Instant::now() + DEADLINE;
+    let exit = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        assert!(tokio::time::Instant::now() < end, "flotilla did not exit");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(exit.success(), "exit {exit:?}");
+}
