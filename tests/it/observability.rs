@@ -351,6 +351,7 @@ async fn dashboards_alerts_and_status_page_hold_on_a_real_prometheus() {
         assert!(ok, "promtool check rules:\n{out}");
         let (ok, out) = prom::promtool(&dir, &["test", "rules", "alerts_test.yml"], None);
         assert!(ok, "promtool test rules:\n{out}");
+        every_alert_has_a_firing_and_a_quiet_case(&dir);
 
         let prometheus = Prometheus::start(addr).await;
         // Enough samples for every rate() over the 30 s rate interval.
@@ -425,6 +426,38 @@ async fn dashboards_alerts_and_status_page_hold_on_a_real_prometheus() {
     finished(&gitlab, long).await;
     manager.drain().await;
     gce.shutdown().await;
+}
+
+/// Each alert of `alerts.yml` has a unit test case that expects it to fire and one that
+/// expects it quiet in `alerts_test.yml`.
+fn every_alert_has_a_firing_and_a_quiet_case(dir: &Path) {
+    let rules = std::fs::read_to_string(dir.join("alerts.yml")).expect("alerts.yml");
+    let tests = std::fs::read_to_string(dir.join("alerts_test.yml")).expect("alerts_test.yml");
+    let alerts: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    assert!(alerts.len() >= 6, "alerts: {alerts:?}");
+    let cases: Vec<(&str, bool)> = tests
+        .split("- eval_time:")
+        .skip(1)
+        .filter_map(|case| {
+            let name = case
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("alertname: "))?;
+            Some((name.trim(), !case.contains("exp_alerts: []")))
+        })
+        .collect();
+    for alert in alerts {
+        assert!(
+            cases.contains(&(alert, true)),
+            "no case makes {alert} fire in alerts_test.yml"
+        );
+        assert!(
+            cases.contains(&(alert, false)),
+            "no case keeps {alert} quiet in alerts_test.yml"
+        );
+    }
 }
 
 /// Kills the child if the test ends early.
