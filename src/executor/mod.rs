@@ -16,8 +16,8 @@
 //! and is removed when the job ends, however it ends.
 
 mod artifacts;
-mod cache;
 mod auth;
+mod cache;
 mod cleanup;
 mod container;
 mod error;
