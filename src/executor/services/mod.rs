@@ -275,30 +275,11 @@ impl Services<'_> {
             entrypoint: non_empty(&definition.entrypoint),
             user: definition.docker_user(),
             labels: Some(labels),
-            host_config: Some(HostConfig {
-                privileged: Some(
-                    self.settings
-                        .services_privileged
-                        .unwrap_or(self.settings.privileged),
-                ),
-                network_mode: Some(self.networking.mode()),
-                restart_policy: Some(RestartPolicy {
-                    name: Some(RestartPolicyNameEnum::NO),
-                    maximum_retry_count: None,
-                }),
-                // Logs are kept so a service that does not come up can show them.
-                log_config: Some(HostConfigLogConfig {
-                    typ: Some("json-file".into()),
-                    config: None,
-                }),
-                mounts: Some(vec![Mount {
-                    target: Some(BUILDS_DIR.into()),
-                    source: Some(self.builds_volume.into()),
-                    typ: Some(MountType::VOLUME),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
+            host_config: Some(host_config(
+                self.settings,
+                self.networking,
+                self.builds_volume,
+            )),
             networking_config: self.networking.endpoint(&aliases),
             ..Default::default()
         };
@@ -338,6 +319,35 @@ impl Services<'_> {
             .and_then(|n| n.into_values().find_map(|e| e.ip_address))
             .filter(|ip| !ip.is_empty());
         Ok(ip.unwrap_or_else(|| "127.0.0.1".into()))
+    }
+}
+
+/// A service container's host settings: `services_privileged` (else `privileged`), the job's
+/// network mode, no restarts, logs kept (`json-file`) so a service that does not come up can
+/// show them, and the builds volume at `/builds` as GitLab Runner mounts it.
+fn host_config(
+    settings: &DockerConfig,
+    networking: &Networking,
+    builds_volume: &str,
+) -> HostConfig {
+    HostConfig {
+        privileged: Some(settings.services_privileged.unwrap_or(settings.privileged)),
+        network_mode: Some(networking.mode()),
+        restart_policy: Some(RestartPolicy {
+            name: Some(RestartPolicyNameEnum::NO),
+            maximum_retry_count: None,
+        }),
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("json-file".into()),
+            config: None,
+        }),
+        mounts: Some(vec![Mount {
+            target: Some(BUILDS_DIR.into()),
+            source: Some(builds_volume.into()),
+            typ: Some(MountType::VOLUME),
+            ..Default::default()
+        }]),
+        ..Default::default()
     }
 }
 
@@ -388,6 +398,25 @@ mod tests {
         let env = service_env(&job, &definition);
         assert_eq!(env, vec!["CI_JOB_ID=7", "SHARED=svc-7", "RAW=$CI_JOB_ID"]);
         assert!(!env.iter().any(|e| e.contains("hidden")));
+    }
+
+    #[test]
+    fn services_privileged_overrides_privileged_and_logs_are_kept() {
+        let mut settings = DockerConfig {
+            privileged: true,
+            ..DockerConfig::default()
+        };
+        let host = Networking::Host;
+        assert_eq!(host_config(&settings, &host, "v").privileged, Some(true));
+        settings.services_privileged = Some(false);
+        let config = host_config(&settings, &host, "v");
+        assert_eq!(config.privileged, Some(false));
+        assert_eq!(config.network_mode.as_deref(), Some("host"));
+        assert_eq!(config.log_config.unwrap().typ.as_deref(), Some("json-file"));
+        assert_eq!(config.mounts.unwrap()[0].source.as_deref(), Some("v"));
+        settings.privileged = false;
+        settings.services_privileged = Some(true);
+        assert_eq!(host_config(&settings, &host, "v").privileged, Some(true));
     }
 
     #[test]
