@@ -145,15 +145,23 @@ impl StartedService {
 
 /// What starting the job's services needs, borrowed from the job's run.
 pub(super) struct Services<'a> {
+    /// The job's engine.
     pub docker: &'a Docker,
+    /// `[runners.docker]`: pull policies, privileges, limits, allowed images.
     pub settings: &'a DockerConfig,
+    /// The job's runner lines (what starts, warnings).
     pub log: &'a RunnerLog,
+    /// The job's variables (names expanded with them; public ones go to services).
     pub variables: &'a Variables,
+    /// Registry credentials for the service and helper images.
     pub auths: &'a RegistryAuths,
+    /// The job's `com.flotilla.*` labels.
     pub labels: &'a HashMap<String, String>,
     /// The prefix of the job's container names.
     pub name_prefix: &'a str,
+    /// The job's builds volume, mounted at `/builds` as in the build container.
     pub builds_volume: &'a str,
+    /// How the job's containers are networked.
     pub networking: &'a Networking,
 }
 
