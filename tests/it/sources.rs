@@ -338,3 +338,27 @@ async fn a_merge_request_refspec_is_fetched_since_refspecs_is_advertised() {
     );
     s.manager.drain().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_image_running_as_another_user_can_write_into_the_clone() {
+    let s = git_setup().await;
+    let (repo, first, pipeline) = repo_with_two_commits(&s.repos, "umask");
+    let mut job = git_job(
+        repo.path(),
+        &first,
+        pipeline,
+        &[
+            "id -u",
+            "echo changed > README.md",
+            "touch new-file",
+            "echo wrote as $(id -u)",
+        ],
+        &[("GIT_STRATEGY", "clone")],
+    );
+    job["image"]["executor_opts"] = json!({"docker": {"user": "65534"}});
+    let id = s.gitlab.enqueue(&s.token, job);
+    let (record, trace) = finished(&s.gitlab, id).await;
+    assert_eq!(record.state, JobState::Success, "trace:\n{trace}");
+    assert!(trace.contains("wrote as 65534"), "trace:\n{trace}");
+    s.manager.drain().await;
+}
