@@ -25,7 +25,7 @@ readonly SUITE="bookworm"
 readonly BASE_IMAGE="flotilla-helper-base:$SUITE"
 readonly PACKAGES="git,git-lfs,ca-certificates"
 readonly LOCK_FILE="${TMPDIR:-/tmp}/flotilla-build-helper-image.lock"
-readonly CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/flotilla"
+readonly CACHE_DIR="${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/flotilla"
 readonly ROOTFS_TAR="$CACHE_DIR/helper-base-$SUITE.tar"
 readonly BINARY_LABEL="com.flotilla.helper-binary-sha256"
 
