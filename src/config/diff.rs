@@ -130,6 +130,9 @@ fn runner_diff(old: &RunnerConfig, new: &RunnerConfig, out: &mut Vec<String>) {
             changed.join(", ")
         ));
     }
+    if old.cache != new.cache {
+        out.push(format!("{who}: cache: changed"));
+    }
     if old.token != new.token {
         out.push(format!("{who}: token: changed"));
     }

@@ -73,6 +73,7 @@ pub(super) const RUNNER: Section = Section {
         "machine",
         // Flotilla's own table (docker+machine only).
         "gce",
+        "cache",
     ],
     ignored: &[
         "id",
@@ -102,7 +103,6 @@ pub(super) const RUNNER: Section = Section {
         "labels",
         "custom_build_dir",
         "referees",
-        "cache",
         "artifact",
         "autoscaler",
         "instance",
@@ -192,6 +192,26 @@ pub(super) const DOCKER: Section = Section {
         "ulimit",
         "network_mtu",
     ],
+};
+
+/// `[runners.cache]`.
+pub(super) const CACHE: Section = Section {
+    supported: &["Type", "Path", "Shared", "MaxUploadedArchiveSize", "gcs"],
+    ignored: &["s3", "azure"],
+};
+
+/// `[runners.cache.gcs]`: GitLab Runner's keys, then Flotilla's endpoint overrides (for tests).
+pub(super) const CACHE_GCS: Section = Section {
+    supported: &[
+        "BucketName",
+        "CredentialsFile",
+        "AccessID",
+        "PrivateKey",
+        "endpoint",
+        "iam_endpoint",
+        "metadata_endpoint",
+    ],
+    ignored: &["UniverseDomain"],
 };
 
 /// `[runners.machine]` (read with executor docker+machine; with another executor only checked for
@@ -342,6 +362,8 @@ mod tests {
             &GLOBAL,
             &RUNNER,
             &DOCKER,
+            &CACHE,
+            &CACHE_GCS,
             &MACHINE,
             &MACHINE_AUTOSCALING,
             &GCE,

@@ -115,6 +115,8 @@ pub struct RunnerConfig {
     /// `[runners.gce]`, merged with a carried-over `MachineDriver = "google"` + `MachineOptions`
     /// (docker+machine only).
     pub gce: Option<GceConfig>,
+    /// `[runners.cache]`: where job caches are kept.
+    pub cache: super::CacheConfig,
 }
 
 impl RunnerConfig {

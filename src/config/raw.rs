@@ -49,6 +49,8 @@ pub(super) struct RawRunner {
     pub machine: Option<RawMachine>,
     /// `[runners.gce]`, read only with executor `docker+machine`.
     pub gce: Option<RawGce>,
+    /// `[runners.cache]`.
+    pub cache: Option<super::cache::RawCache>,
 }
 
 /// `[runners.docker]` (all keys absent when the table is).

@@ -153,6 +153,7 @@ fn read_runner(d: &mut Diagnostics, s: Scope<'_>) -> RawRunner {
         }
         (None, None)
     };
+    let cache = s.sub_table(d, "cache").map(|c| super::cache::read(d, &c));
     let docker = match s.sub_table(d, "docker") {
         Some(docker) => read_docker(d, &docker),
         None => RawDocker::default(),
@@ -173,6 +174,7 @@ fn read_runner(d: &mut Diagnostics, s: Scope<'_>) -> RawRunner {
         docker,
         machine,
         gce,
+        cache,
     }
 }
 

@@ -71,7 +71,6 @@ fn gitlab_runner_register_output_loads_with_warnings_only() {
         "config.toml:6: session_server: ignored: not supported",
         "config.toml:12: runners[0].id: ignored: not supported",
         "config.toml:14: runners[0].token_obtained_at: ignored: not supported",
-        "config.toml:18: runners[0].cache: ignored: not supported",
         "config.toml:24: runners[0].docker.tls_verify: ignored: not supported",
         "config.toml:32: runners[0].docker.network_mtu: ignored: not supported",
     ] {
@@ -80,6 +79,11 @@ fn gitlab_runner_register_output_loads_with_warnings_only() {
             "missing {expected:?} in {warnings:#?}"
         );
     }
+    assert!(
+        !warnings.iter().any(|w| w.contains("runners[0].cache")),
+        "MaxUploadedArchiveSize = 0 and empty s3/gcs/azure tables earn no warning: {warnings:#?}"
+    );
+    assert_eq!(r.cache, crate::config::CacheConfig::default());
     assert!(
         !warnings.iter().any(|w| w.contains("custom_build_dir")),
         "an empty table earns no warning: {warnings:#?}"

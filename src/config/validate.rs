@@ -154,6 +154,7 @@ fn runner(d: &mut Diagnostics, r: RawRunner) -> RunnerConfig {
         docker,
         machine,
         gce,
+        cache: super::cache::build(d, r.cache),
     }
 }
 

@@ -12,6 +12,8 @@
 //! `Env`); every container, volume and network a job makes carries the `com.flotilla.*` labels
 //! and is removed when the job ends, however it ends.
 
+mod artifacts;
+mod cache;
 mod cleanup;
 mod container;
 mod error;
@@ -84,6 +86,8 @@ pub struct JobRun {
     pub cancel: CancellationToken,
     /// Abort: stop everything at once and clean up.
     pub abort: CancellationToken,
+    /// What the cache stages do (keys, paths, signed URLs), computed by the manager.
+    pub cache: crate::cache::CachePlan,
 }
 
 /// Runs the job to its end and removes every container, volume and network it made.

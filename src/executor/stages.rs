@@ -10,6 +10,7 @@
 //! Each non-user stage is one call in [`before_user_steps`] (or after the user steps), wrapped by
 //! [`JobCtx::helper_section`]; its logic lives in its own file.
 
+use super::artifacts;
 use super::cleanup::{self, Names};
 use super::container::{self, BuildContainer, Role, BUILDS_DIR};
 use super::error::{ExecError, Phase};
@@ -193,6 +194,7 @@ impl<'a> JobCtx<'a> {
             user: job_image.and_then(|i| i.docker_user()),
             settings: self.settings,
             builds_volume: &self.names.builds_volume,
+            cache_volume: None,
             network_mode: Some(self.network_mode()),
             labels: &self.labels,
         }
@@ -267,6 +269,11 @@ pub(super) enum Ended {
 /// first that does not succeed ends the job's way to the user steps.
 async fn before_user_steps(ctx: &JobCtx<'_>) -> Result<(), Ended> {
     sources::get_sources_stage(ctx).await?;
+    if ctx.has_cache() {
+        ctx.helper_section("restore_cache", ctx.restore_cache())
+            .await?;
+    }
+    artifacts::download_stage(ctx).await?;
     Ok(())
 }
 
@@ -342,11 +349,37 @@ pub(super) async fn run(ctx: &JobCtx<'_>) -> JobOutcome {
             return fail(log, e, Phase::Run);
         }
     }
-    match (interrupted, exit_code) {
-        (Some(interrupt), _) => interrupt.outcome(),
-        (None, 0) => JobOutcome::Succeeded,
-        (None, code) => JobOutcome::ScriptFailed(code),
+    let uploaded = after_job_uploads(ctx, interrupted.is_none() && exit_code == 0).await;
+    match (interrupted, exit_code, uploaded) {
+        (Some(interrupt), _, _) => interrupt.outcome(),
+        (None, 0, Ok(())) => JobOutcome::Succeeded,
+        // The job's own failure comes first; an upload's failure fails a job that succeeded.
+        (None, 0, Err(Ended::Failed(code))) => JobOutcome::ScriptFailed(code),
+        (None, 0, Err(Ended::Interrupted(interrupt))) => interrupt.outcome(),
+        (None, 0, Err(Ended::Error(e))) => fail(log, e, Phase::Run),
+        (None, code, _) => JobOutcome::ScriptFailed(code),
     }
+}
+
+/// The stages after `after_script` (cache archive, then artifacts upload), run unless the job's own deadline has
+/// passed (as GitLab Runner, whose job context is then done) or the job was canceled (where
+/// GitLab Runner would still upload `on_failure` artifacts: a stage here ends at the cancel).
+async fn after_job_uploads(ctx: &JobCtx<'_>, job_succeeded: bool) -> Result<(), Ended> {
+    if Instant::now() >= ctx.deadline || ctx.run.cancel.is_cancelled() {
+        return Ok(());
+    }
+    if ctx.has_cache() {
+        let name = super::cache::archive_stage_name(job_succeeded);
+        match ctx
+            .helper_section(name, ctx.archive_cache(job_succeeded))
+            .await
+        {
+            // A cache that could not be saved fails no job (GitLab Runner warns and goes on).
+            Ok(()) | Err(Ended::Failed(_)) => {}
+            Err(other) => return Err(other),
+        }
+    }
+    artifacts::upload_stage(ctx, job_succeeded).await
 }
 
 /// Runs `after_script` with `CI_JOB_STATUS=status` under its own timeout. Its failure or timeout

@@ -45,12 +45,15 @@ pub struct FeaturesInfo {
 impl FeaturesInfo {
     /// What Flotilla's docker executor implements today: variables (with `file` and `raw`), the
     /// job image with its docker executor options, masking, multiple script steps, the trace
-    /// protocol (reset, checksum, size), graceful cancel, exit codes, the two-phase commit, and
-    /// fetching the payload's git refspecs.
+    /// protocol (reset, checksum, size), graceful cancel, exit codes, the two-phase commit,
+    /// fetching the payload's git refspecs, artifacts (zip archives, gzip and raw reports,
+    /// exclusions) and caches with fallback keys.
     pub fn implemented() -> Self {
         FeaturesInfo {
             variables: true,
             image: true,
+            cache: true,
+            fallback_cache_keys: true,
             masking: true,
             raw_variables: true,
             multi_build_steps: true,
@@ -63,6 +66,10 @@ impl FeaturesInfo {
             cancel_gracefully: true,
             two_phase_job_commit: true,
             refspecs: true,
+            artifacts: true,
+            upload_multiple_artifacts: true,
+            upload_raw_artifacts: true,
+            artifacts_exclude: true,
             ..FeaturesInfo::default()
         }
     }

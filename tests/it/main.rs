@@ -1,6 +1,8 @@
 //! Flotilla's integration tests: one binary, one module per subsystem, run against the real
 //! local Docker engine and the test kit's fakes over real HTTP on 127.0.0.1.
 //!
+//! - `artifacts`: jobs uploading artifacts and dependencies downloading them (helper image).
+//! - `cache`: job caches end to end (local volume; GCS through the fake with signed URLs).
 //! - `cloud_gce`: the GCE `Cloud` against the fake Compute Engine.
 //! - `support`: shared helpers (test images, Docker connection, waiting on a trace).
 //! - `harness`: a fake GitLab, a config pointing at it, the manager in-process or as a binary.
@@ -14,6 +16,8 @@
 //! - `machine_e2e`: docker+machine jobs on fake GCE VMs end to end (warm pool, MaxBuilds, IdleTime,
 //!   limit and MaxGrowthRate, stockouts, rate limits, preemption, leftovers, shutdowns).
 
+mod artifacts;
+mod cache;
 mod cloud_gce;
 mod docker_tls;
 mod executor;

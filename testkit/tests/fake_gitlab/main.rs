@@ -4,6 +4,7 @@
 //! over smart HTTP) and the `testkit` binary. This file holds the shared runner helper.
 
 mod admin;
+mod artifacts;
 mod binary;
 mod faults;
 mod git;
