@@ -259,9 +259,23 @@ fn build_helper_image() -> String {
         .arg("--binary")
         .arg(&binary)
         .args(["--tag", &tag])
+        .args(["--label", TEST_HELPER_LABEL])
         .stdout(std::process::Stdio::null())
         .status()
         .unwrap_or_else(|e| panic!("running {script}: {e}"));
     assert!(status.success(), "{script} failed: {status}");
+    // Each build of the binary makes a new image: remove test helper images older than an hour
+    // that no container uses (every test process uses the binary built last, so an hour-old
+    // image belongs to nobody). Best effort.
+    let _ = std::process::Command::new("docker")
+        .args(["image", "prune", "--all", "--force"])
+        .args(["--filter", &format!("label={TEST_HELPER_LABEL}")])
+        .args(["--filter", "until=1h"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
     tag
 }
+
+/// The label marking helper images built by the tests (and only those) for pruning.
+const TEST_HELPER_LABEL: &str = "com.flotilla.test-helper=true";
