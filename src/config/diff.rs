@@ -178,6 +178,26 @@ fn docker_diff(
         show(&old.helper_image),
         show(&new.helper_image),
     );
+    field(
+        "docker.wait_for_services_timeout",
+        show(&old.wait_for_services_timeout),
+        show(&new.wait_for_services_timeout),
+    );
+    field(
+        "docker.services_privileged",
+        show(&old.services_privileged),
+        show(&new.services_privileged),
+    );
+    field(
+        "docker.allowed_services",
+        show(&old.allowed_services),
+        show(&new.allowed_services),
+    );
+    field(
+        "docker.services_limit",
+        show(&old.services_limit),
+        show(&new.services_limit),
+    );
 }
 
 fn machine_diff(

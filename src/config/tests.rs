@@ -311,3 +311,51 @@ fn check_file_reads_from_disk() {
     let missing = check_file(&dir.path().join("nope.toml")).expect_err("missing file");
     assert_eq!(missing.kind(), "read");
 }
+
+#[test]
+fn wait_for_services_timeout_defaults_disables_and_sets() {
+    let docker = |text: &str| {
+        load(&with_runner("", text)).config.runners[0]
+            .docker
+            .clone()
+    };
+    let default = Some(Duration::from_secs(30));
+    assert_eq!(docker("").wait_for_services_timeout, default);
+    assert_eq!(
+        docker("wait_for_services_timeout = 0").wait_for_services_timeout,
+        default
+    );
+    assert_eq!(
+        docker("wait_for_services_timeout = -1").wait_for_services_timeout,
+        None
+    );
+    let set = docker("wait_for_services_timeout = 5\nservices_privileged = true");
+    assert_eq!(set.wait_for_services_timeout, Some(Duration::from_secs(5)));
+    assert_eq!(set.services_privileged, Some(true));
+    assert!(load(&with_runner("", "wait_for_services_timeout = 5"))
+        .warnings
+        .is_empty());
+    assert!(
+        errors(&with_runner("", "wait_for_services_timeout = \"5s\""))[0]
+            .contains("wait_for_services_timeout")
+    );
+}
+
+#[test]
+fn allowed_services_and_services_limit_load() {
+    let docker = |text: &str| {
+        load(&with_runner("", text)).config.runners[0]
+            .docker
+            .clone()
+    };
+    let d = docker("allowed_services = [\"postgres:*\", \"reg.io/**\"]\nservices_limit = 2");
+    assert_eq!(d.allowed_services, vec!["postgres:*", "reg.io/**"]);
+    assert_eq!(d.services_limit, Some(2));
+    assert_eq!(docker("services_limit = -1").services_limit, None);
+    assert_eq!(docker("").services_limit, None);
+    let bad = errors(&with_runner("", "allowed_services = [\"[oops\"]"));
+    assert!(
+        bad[0].contains("allowed_services") && bad[0].contains("[oops"),
+        "{bad:?}"
+    );
+}

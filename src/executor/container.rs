@@ -14,7 +14,7 @@ use crate::trace::{JobTrace, StreamKind, TraceStream, WORK_STREAM};
 use bollard::container::{AttachContainerResults, LogOutput};
 use bollard::models::{
     ContainerCreateBody, ContainerStateStatusEnum, HostConfig, HostConfigLogConfig, Mount,
-    MountType, MountVolumeOptions, NetworkCreateRequest, VolumeCreateRequest,
+    MountType, MountVolumeOptions, NetworkCreateRequest, NetworkingConfig, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
@@ -108,6 +108,10 @@ pub(super) struct BuildContainer<'a> {
     pub cache_volume: Option<&'a str>,
     /// `host`, a network name, or the per-job network.
     pub network_mode: Option<String>,
+    /// Its endpoint on a user-defined network, with DNS aliases (`build`).
+    pub network_endpoint: Option<NetworkingConfig>,
+    /// `/etc/hosts` entries (`alias:address`) for services reached without DNS aliases.
+    pub extra_hosts: Vec<String>,
     /// The job's labels.
     pub labels: &'a HashMap<String, String>,
 }
@@ -185,8 +189,10 @@ impl BuildContainer<'_> {
                 }),
                 mounts: Some(mounts),
                 binds: (!binds.is_empty()).then_some(binds),
+                extra_hosts: (!self.extra_hosts.is_empty()).then(|| self.extra_hosts.clone()),
                 ..Default::default()
             }),
+            networking_config: self.network_endpoint.clone(),
             ..Default::default()
         }
     }
@@ -357,6 +363,8 @@ mod tests {
             builds_volume: "vol",
             cache_volume: None,
             network_mode: Some("host".into()),
+            network_endpoint: None,
+            extra_hosts: vec!["redis:127.0.0.1".into()],
             labels: &labels,
         };
         let body = spec.body();
@@ -373,6 +381,7 @@ mod tests {
         assert_eq!(mounts[0].target.as_deref(), Some(BUILDS_DIR));
         assert_eq!(mounts[1].target.as_deref(), Some("/cache"));
         assert_eq!(host.network_mode.as_deref(), Some("host"));
+        assert_eq!(host.extra_hosts, Some(vec!["redis:127.0.0.1".to_string()]));
         assert_eq!(host.privileged, Some(true));
         assert_eq!(host.memory, Some(1 << 30));
     }
@@ -394,6 +403,8 @@ mod tests {
             builds_volume: "vol",
             cache_volume: Some("flotilla-runner-abc-cache"),
             network_mode: None,
+            network_endpoint: None,
+            extra_hosts: Vec::new(),
             labels: &labels,
         };
         let host = spec.body().host_config.unwrap();

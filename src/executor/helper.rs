@@ -80,7 +80,7 @@ impl JobCtx<'_> {
                     &image,
                     &[PullPolicy::IfNotPresent],
                     None,
-                    &self.run.job.credentials,
+                    &self.auths,
                 )
                 .await
                 .map_err(|e| {
@@ -109,6 +109,8 @@ impl JobCtx<'_> {
                     settings: self.settings,
                     builds_volume: &self.names.builds_volume,
                     network_mode: Some(self.network_mode()),
+                    network_endpoint: None,
+                    extra_hosts: Vec::new(),
                     labels: self.labels(),
                 }
                 .create(self.docker)

@@ -6,13 +6,17 @@
 //! containers, running a script), `helper` (the helper container and its stages), `sources`
 //! (`get_sources`) with `git` (its script), `script` (the shell text), `pull` (image and pull
 //! policies), `section` (trace sections and runner lines), `timeouts`, `cleanup` (names, labels,
-//! removal), `error`.
+//! removal), `error`, `services` (service containers, aliases, waiting for their ports), `auth`
+//! (registry credentials for pulls).
 //!
-//! Invariants: variables reach containers only inside the script written to stdin (never as
-//! `Env`); every container, volume and network a job makes carries the `com.flotilla.*` labels
+//! Invariants: variables reach the build container only inside the script written to stdin
+//! (never as `Env`; service containers get their variables as `Env`, as in GitLab Runner, and
+//! the `bollard`/`hyper` log targets stay at warn so request bodies are never logged); every
+//! container, volume and network a job makes carries the `com.flotilla.*` labels
 //! and is removed when the job ends, however it ends.
 
 mod artifacts;
+mod auth;
 mod cache;
 mod cleanup;
 mod container;
@@ -22,11 +26,13 @@ mod helper;
 mod pull;
 mod script;
 mod section;
+mod services;
 mod sources;
 mod stages;
 mod timeouts;
 
 pub use cleanup::{LABEL_JOB_ID, LABEL_MANAGED, LABEL_RUNNER, LABEL_VM};
+pub use services::{LABEL_SERVICE, LABEL_TYPE};
 
 use crate::config::DockerConfig;
 use crate::job::{FailureReason, JobPayload, Variables};

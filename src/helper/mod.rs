@@ -9,6 +9,9 @@
 mod archive;
 pub mod artifacts;
 mod cache;
+mod ports;
+
+pub use ports::WaitForPorts;
 
 use std::process::ExitCode;
 
@@ -28,6 +31,9 @@ pub enum HelperCommand {
     CacheArchiver(cache::CacheArgs),
     /// Restore a job cache (key, then fallback keys); reads its spec from `FLOTILLA_CACHE_SPEC`.
     CacheExtractor(cache::CacheArgs),
+    /// Wait until a TCP connection to every given port of a host succeeds (service health
+    /// check; the executor bounds the wait).
+    WaitForPorts(WaitForPorts),
 }
 
 /// Runs a helper command to its end; the process exit code.
@@ -41,5 +47,6 @@ pub fn run(command: HelperCommand) -> ExitCode {
         HelperCommand::ArtifactsDownloader(args) => artifacts::run_downloader(args),
         HelperCommand::CacheArchiver(args) => cache::archiver(args),
         HelperCommand::CacheExtractor(args) => cache::extractor(args),
+        HelperCommand::WaitForPorts(args) => ports::run(&args),
     }
 }

@@ -8,11 +8,17 @@
 //! - `harness`: a fake GitLab, a config pointing at it, the manager in-process or as a binary.
 //! - `executor`: job stages in containers on the local engine.
 //! - `jobs`: whole jobs from the fake GitLab through the manager.
+//! - `lifecycle`: drains, aborts, hot reload, `kill -9` loops and the upgrade script (issue 5).
 //! - `process`: the real `flotilla` binary (crash recovery, log secrecy, `config check`).
 //! - `mock_coordinator`: the happy path against `gitlab-runner-mock`.
 //! - `sources`: the helper container and `get_sources` (git over smart HTTP from the fake GitLab).
 //! - `docker_tls`: a fake GCE VM's dockerd over mutual TLS, verified by VM name.
 //! - `vm_startup`: the VM startup script against a fake metadata server, in a scratch root.
+//! - `registry`: private images pulled with the job's credentials from Debian's docker-registry.
+//! - `services`: service containers (aliases, variables, waiting for ports, host mode).
+//! - `observability`: `/metrics` scraped by a real Prometheus, every dashboard expression and the
+//!   alert rules checked with it and promtool, the status page rendered by headless Chromium.
+//! - `prom`: a real Prometheus server and promtool for those checks.
 //! - `machine_e2e`: docker+machine jobs on fake GCE VMs end to end (warm pool, MaxBuilds, IdleTime,
 //!   limit and MaxGrowthRate, stockouts, rate limits, preemption, leftovers, shutdowns).
 
@@ -23,9 +29,14 @@ mod docker_tls;
 mod executor;
 mod harness;
 mod jobs;
+mod lifecycle;
 mod machine_e2e;
 mod mock_coordinator;
+mod observability;
 mod process;
+mod prom;
+mod registry;
+mod services;
 mod sources;
 mod support;
 mod vm_startup;
