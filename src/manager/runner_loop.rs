@@ -38,7 +38,9 @@ pub(super) fn spawn(shared: &Arc<Shared>, runner: Arc<RunnerConfig>, fleet: Opti
         token: runner.token.clone(),
         system_id: shared.system_id.clone(),
     };
-    shared.coordinator.add_runner_metrics(&endpoint);
+    shared
+        .coordinator
+        .add_runner_metrics(&endpoint, runner.request_concurrency.max(1));
     let idle_count = runner.machine.as_ref().map_or(0, |m| m.idle_count);
     let state = Arc::new(RunnerState {
         limit: (runner.limit > 0).then(|| Arc::new(Semaphore::new(runner.limit))),
