@@ -27,7 +27,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 const SERVER_WAIT_MAX: Duration = Duration::from_secs(10 * 60);
 /// Longest wait for response headers: above the longest long-poll hold (GitLab Runner's
 /// `ResponseHeaderTimeout`).
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// Whole-request ceiling (`common.DefaultNetworkClientTimeout`).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
@@ -210,13 +210,7 @@ impl Coordinator {
     where
         F: Fn(RequestBuilder) -> RequestBuilder,
     {
-        let mut backoff = ExponentialBuilder::new()
-            .with_min_delay(BACKOFF_MIN)
-            .with_max_delay(BACKOFF_MAX)
-            .with_factor(2.0)
-            .with_jitter()
-            .without_max_times()
-            .build();
+        let mut backoff = retry_backoff();
         let mut attempt = 1;
         loop {
             let request = self
@@ -260,6 +254,18 @@ impl Coordinator {
             attempt += 1;
         }
     }
+}
+
+/// GitLab Runner's backoff between attempts: exponential from 100 ms to 60 s, factor 2, with
+/// jitter, endless (the caller bounds the attempts).
+pub(crate) fn retry_backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::new()
+        .with_min_delay(BACKOFF_MIN)
+        .with_max_delay(BACKOFF_MAX)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
 /// A `&'static` name for the methods this client uses (for error messages).

@@ -19,7 +19,9 @@ pub use errors::{ErrorCounter, ErrorLayer};
 pub use jobs::{JobMetrics, RunnerKey, RunningJobView, TrackedJob};
 pub use process::{ProcessMetrics, ProcessState};
 pub use server::{bind, router, serve, ServerError};
-pub use status::{JobStatus, ReadyCheck, RunnerStatus, StatusReport, StatusSource, VmStatus};
+pub use status::{
+    ConfigView, JobStatus, PoolList, ReadyCheck, RunnerStatus, StatusReport, StatusSource, VmStatus,
+};
 
 use crate::config::Config;
 use crate::fleet::FleetMetrics;
@@ -35,6 +37,9 @@ pub struct Metrics {
     pub jobs: JobMetrics,
     /// The pools' series.
     pub fleet: FleetMetrics,
+    /// The pools, for the status page.
+    pub pools: PoolList,
+    system_id: String,
 }
 
 impl Metrics {
@@ -54,21 +59,42 @@ impl Metrics {
         }
         let jobs = JobMetrics::register(&registry, system_id)?;
         let fleet = FleetMetrics::register(&registry)?;
-        process.set_concurrent(config.concurrent);
-        for r in &config.runners {
-            let key = RunnerKey {
-                runner: r.short_token(),
-                runner_name: r.name.clone(),
-            };
-            process.set_limit(&key.runner, &key.runner_name, system_id, r.limit);
-            jobs.add_runner(&key);
-        }
-        Ok(Metrics {
+        let metrics = Metrics {
             registry,
             process,
             jobs,
             fleet,
-        })
+            pools: PoolList::default(),
+            system_id: system_id.to_string(),
+        };
+        metrics.apply_config(config);
+        Ok(metrics)
+    }
+
+    /// Publishes what the configuration sets (`concurrent`, each runner's `limit`) and creates
+    /// the series of runners it adds. Called at start and before each scrape, so a reload
+    /// shows at once.
+    pub fn apply_config(&self, config: &Config) {
+        self.process.set_concurrent(config.concurrent);
+        let keys: Vec<(RunnerKey, usize)> = config
+            .runners
+            .iter()
+            .map(|r| {
+                let key = RunnerKey {
+                    runner: r.short_token(),
+                    runner_name: r.name.clone(),
+                };
+                (key, r.limit)
+            })
+            .collect();
+        self.process.set_limits(
+            &self.system_id,
+            keys.iter()
+                .map(|(k, limit)| (k.runner.as_str(), k.runner_name.as_str(), *limit)),
+        );
+        for (key, _) in &keys {
+            self.jobs.add_runner(key);
+        }
     }
 
     /// The registry in Prometheus' text format.

@@ -86,6 +86,7 @@ pub fn serve(
 }
 
 async fn metrics(State(source): State<Arc<StatusSource>>) -> Response {
+    source.metrics.apply_config(&(source.config)());
     let families = source.metrics.registry.gather();
     let encoder = prometheus::TextEncoder::new();
     let mut body = Vec::new();
@@ -151,11 +152,11 @@ executor = "docker"
             .config;
         let metrics = Metrics::new(prometheus::Registry::new(), &config, "s_000000000001", None)
             .expect("metrics");
+        let config = Arc::new(config);
         let source = Arc::new(StatusSource {
             metrics: Arc::new(metrics),
-            config: Arc::new(config),
+            config: Arc::new(move || config.clone()),
             system_id: "s_000000000001".into(),
-            fleets: Vec::new(),
             ready: Arc::new(move || ready.load(Ordering::Relaxed)),
         });
         let listener = bind("127.0.0.1:0").await.expect("bind");

@@ -7,21 +7,42 @@ use super::Metrics;
 use crate::config::Config;
 use crate::fleet::FleetHandle;
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Whether the manager is ready: the coordinator answered at least once.
 pub type ReadyCheck = Arc<dyn Fn() -> bool + Send + Sync>;
 
+/// The configuration in force now (a reload swaps it).
+pub type ConfigView = Arc<dyn Fn() -> Arc<Config> + Send + Sync>;
+
+/// Every pool started, by runner short token, for the status page. The manager adds each pool
+/// it starts (also those a reload adds); a stopped pool reports no VMs. A std `Mutex`: held for
+/// a push or a copy, never across an await.
+#[derive(Clone, Default)]
+pub struct PoolList(Arc<Mutex<Vec<(String, FleetHandle)>>>);
+
+impl PoolList {
+    /// Lists the pool of runner `short_token`.
+    pub fn add(&self, short_token: String, handle: FleetHandle) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((short_token, handle));
+    }
+
+    fn all(&self) -> Vec<(String, FleetHandle)> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 /// Everything the admin server reads. Made once by the manager.
 pub struct StatusSource {
-    /// The manager's metrics (registry, job table, process state).
+    /// The manager's metrics (registry, job table, process state, pools).
     pub metrics: Arc<Metrics>,
     /// The configuration in force.
-    pub config: Arc<Config>,
+    pub config: ConfigView,
     /// This manager's system id.
     pub system_id: String,
-    /// The pools, by runner short token.
-    pub fleets: Vec<(String, FleetHandle)>,
     /// Readiness beyond a loaded configuration.
     pub ready: ReadyCheck,
 }
@@ -110,6 +131,7 @@ fn public_url(url: &str) -> String {
 impl StatusSource {
     /// Gathers the page now (asks every pool for a snapshot).
     pub async fn report(&self) -> StatusReport {
+        let config = (self.config)();
         let jobs: Vec<JobStatus> = self
             .metrics
             .jobs
@@ -122,8 +144,7 @@ impl StatusSource {
                 duration_seconds: j.duration.as_secs(),
             })
             .collect();
-        let runners = self
-            .config
+        let runners = config
             .runners
             .iter()
             .map(|r| {
@@ -139,7 +160,7 @@ impl StatusSource {
             })
             .collect();
         let mut vms = Vec::new();
-        for (runner, fleet) in &self.fleets {
+        for (runner, fleet) in &self.metrics.pools.all() {
             let snapshot = fleet.snapshot().await;
             vms.extend(snapshot.vms.iter().map(|v| VmStatus {
                 runner: runner.clone(),
@@ -155,7 +176,7 @@ impl StatusSource {
             revision: crate::coordinator::REVISION.to_string(),
             system_id: self.system_id.clone(),
             process_state: self.metrics.process.state().as_str().to_string(),
-            concurrent: self.config.concurrent,
+            concurrent: config.concurrent,
             runners,
             vms,
             jobs,

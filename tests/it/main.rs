@@ -1,11 +1,14 @@
 //! Flotilla's integration tests: one binary, one module per subsystem, run against the real
 //! local Docker engine and the test kit's fakes over real HTTP on 127.0.0.1.
 //!
+//! - `artifacts`: jobs uploading artifacts and dependencies downloading them (helper image).
+//! - `cache`: job caches end to end (local volume; GCS through the fake with signed URLs).
 //! - `cloud_gce`: the GCE `Cloud` against the fake Compute Engine.
 //! - `support`: shared helpers (test images, Docker connection, waiting on a trace).
 //! - `harness`: a fake GitLab, a config pointing at it, the manager in-process or as a binary.
 //! - `executor`: job stages in containers on the local engine.
 //! - `jobs`: whole jobs from the fake GitLab through the manager.
+//! - `lifecycle`: drains, aborts, hot reload, `kill -9` loops and the upgrade script (issue 5).
 //! - `process`: the real `flotilla` binary (crash recovery, log secrecy, `config check`).
 //! - `mock_coordinator`: the happy path against `gitlab-runner-mock`.
 //! - `sources`: the helper container and `get_sources` (git over smart HTTP from the fake GitLab).
@@ -14,19 +17,26 @@
 //! - `observability`: `/metrics` scraped by a real Prometheus, every dashboard expression and the
 //!   alert rules checked with it and promtool, the status page rendered by headless Chromium.
 //! - `prom`: a real Prometheus server and promtool for those checks.
+//! - `registry`: private images pulled with the job's credentials from Debian's docker-registry.
+//! - `services`: service containers (aliases, variables, waiting for ports, host mode).
 //! - `machine_e2e`: docker+machine jobs on fake GCE VMs end to end (warm pool, MaxBuilds, IdleTime,
 //!   limit and MaxGrowthRate, stockouts, rate limits, preemption, leftovers, shutdowns).
 
+mod artifacts;
+mod cache;
 mod cloud_gce;
 mod docker_tls;
 mod executor;
 mod harness;
 mod jobs;
+mod lifecycle;
 mod machine_e2e;
 mod mock_coordinator;
 mod observability;
 mod process;
 mod prom;
+mod registry;
+mod services;
 mod sources;
 mod support;
 mod vm_startup;
