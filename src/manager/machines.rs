@@ -83,15 +83,16 @@ pub(crate) fn cloud_key(runner: &RunnerConfig) -> Option<CloudKey> {
 pub(crate) struct Fleets {
     manager_id: String,
     registry: prometheus::Registry,
-    /// The pools' series and the status page's list of pools.
-    fleet_metrics: fleet::FleetMetrics,
-    status_pools: crate::metrics::PoolList,
-    /// The Compute API counters every project's client shares (registered with the first).
-    gce_metrics: Option<GceMetrics>,
     /// Made with the first pool (a process without docker+machine runners makes none).
     connector: Option<Arc<dyn VmConnector>>,
     pools: RunnerRegistry,
     clouds: HashMap<CloudKey, Arc<dyn Cloud>>,
+    /// The pools' series (machine states, creations, VM-seconds) on the manager's registry.
+    fleet_metrics: fleet::FleetMetrics,
+    /// One set of Compute API counters for every project's client, registered with the first.
+    gce_metrics: Option<GceMetrics>,
+    /// Every pool by runner short token, as the status page shows them.
+    live: crate::metrics::LivePools,
     /// Every pool started, also those retired by a reload (shutting down a stopped pool is a
     /// no-op).
     all: Vec<FleetHandle>,
@@ -103,16 +104,21 @@ pub(crate) struct Fleets {
 
 impl Fleets {
     /// No pools yet; [`Fleets::start`] makes them.
-    pub(crate) fn new(manager_id: &str, metrics: &crate::metrics::Metrics) -> Fleets {
+    pub(crate) fn new(
+        manager_id: &str,
+        registry: &prometheus::Registry,
+        fleet_metrics: &fleet::FleetMetrics,
+        live: crate::metrics::LivePools,
+    ) -> Fleets {
         Fleets {
             manager_id: manager_id.to_string(),
-            registry: metrics.registry.clone(),
-            fleet_metrics: metrics.fleet.clone(),
-            status_pools: metrics.pools.clone(),
-            gce_metrics: None,
+            registry: registry.clone(),
             connector: None,
             pools: RunnerRegistry::new(),
             clouds: HashMap::new(),
+            fleet_metrics: fleet_metrics.clone(),
+            gce_metrics: None,
+            live,
             all: Vec::new(),
             tracker: TaskTracker::new(),
             cancel: CancellationToken::new(),
@@ -146,21 +152,20 @@ impl Fleets {
         let cloud = match self.clouds.get(&key) {
             Some(cloud) => cloud.clone(),
             None => {
-                // One set of API-call counters for every project's client, registered once.
                 let gce_metrics = match &self.gce_metrics {
-                    Some(m) => m.clone(),
+                    Some(metrics) => metrics.clone(),
                     None => {
-                        let m = GceMetrics::register(&self.registry).map_err(|e| {
+                        let metrics = GceMetrics::register(&self.registry).map_err(|e| {
                             MachinesError::Cloud {
                                 project: gce.project.clone(),
                                 source: CloudError::Failed {
                                     method: "setup",
-                                    message: format!("registering gce metrics: {e}"),
+                                    message: format!("registering the gce metrics: {e}"),
                                 },
                             }
                         })?;
-                        self.gce_metrics = Some(m.clone());
-                        m
+                        self.gce_metrics = Some(metrics.clone());
+                        metrics
                     }
                 };
                 let mut cloud_settings = GceCloudSettings::new(&gce.project, self.registry.clone());
@@ -179,7 +184,7 @@ impl Fleets {
                 cloud
             }
         };
-        let short_token = settings.short_token.clone();
+        let short_token = runner.short_token().to_string();
         let handle = fleet::start_with_metrics(
             settings,
             cloud,
@@ -189,8 +194,11 @@ impl Fleets {
             &self.tracker,
             self.cancel.child_token(),
         )?;
-        self.status_pools.add(short_token, handle.clone());
         self.all.push(handle.clone());
+        self.live
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((short_token, handle.clone()));
         Ok(handle)
     }
 

@@ -86,7 +86,7 @@ pub(crate) struct Shared {
     pub tracker: TaskTracker,
     /// Jobs between receipt and final update, for progress logs.
     pub active_jobs: AtomicUsize,
-    /// The metrics (process state, job series, pools) on the run's one registry.
+    /// The metrics (process state, job series) on the run's one registry.
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -164,9 +164,29 @@ pub async fn run_reloadable(
         active_jobs: AtomicUsize::new(0),
         metrics,
     });
-    let admin = AdminTasks::default();
-    admin.start(&shared).await?;
     let config = shared.config();
+    let live_pools = crate::metrics::LivePools::default();
+    let admin = AdminTasks::default();
+    if let Some(address) = &config.listen_address {
+        let listener = crate::metrics::bind(address).await?;
+        let source = Arc::new(crate::metrics::StatusSource {
+            metrics: shared.metrics.clone(),
+            config: {
+                let shared = shared.clone();
+                Arc::new(move || shared.config())
+            },
+            system_id: shared.system_id.clone(),
+            fleets: live_pools.clone(),
+            ready: {
+                let coordinator = shared.coordinator.clone();
+                Arc::new(move || coordinator.has_answered())
+            },
+        });
+        let addr = crate::metrics::serve(listener, source, &admin.tracker, admin.cancel.clone());
+        if let (Some(addr), Some(hook)) = (addr, &shared.hooks.on_admin_listening) {
+            hook(addr);
+        }
+    }
     tracing::info!(
         version = crate::VERSION,
         system_id = %shared.system_id,
@@ -174,7 +194,12 @@ pub async fn run_reloadable(
         concurrent = config.concurrent,
         "flotilla starting"
     );
-    let mut fleets = machines::Fleets::new(&shared.system_id, &shared.metrics);
+    let mut fleets = machines::Fleets::new(
+        &shared.system_id,
+        &registry,
+        &shared.metrics.fleet,
+        live_pools,
+    );
     recovery::fail_leftover_jobs(&shared).await;
     let runners = match runners::Runners::start(&shared, &mut fleets, &config).await {
         Ok(runners) => runners,
@@ -182,6 +207,7 @@ pub async fn run_reloadable(
             shared.stop_requesting.cancel();
             shared.abort_jobs.cancel();
             fleets.shutdown(tokio::time::Instant::now()).await;
+            admin.stop().await;
             return Err(e.into());
         }
     };
@@ -198,13 +224,13 @@ pub async fn run_reloadable(
     };
     let deadline = supervisor.supervise(&mut controls).await;
     supervisor.delete_every_vm(&mut controls, deadline).await;
-    tracing::info!("flotilla stopped");
     admin.stop().await;
+    tracing::info!("flotilla stopped");
     Ok(())
 }
 
-/// The admin server's task (`/metrics`, health, status page), kept apart from job tasks (the
-/// supervisor waits for those) so it serves until the very end.
+/// The admin server's task, kept apart from job tasks (the supervisor waits for those) so it
+/// serves until the very end.
 #[derive(Default)]
 struct AdminTasks {
     tracker: TaskTracker,
@@ -212,31 +238,6 @@ struct AdminTasks {
 }
 
 impl AdminTasks {
-    /// Listens on `listen_address` when it is set. Not reloaded (as GitLab Runner).
-    async fn start(&self, shared: &Arc<Shared>) -> Result<(), RunError> {
-        let Some(address) = shared.config().listen_address.clone() else {
-            return Ok(());
-        };
-        let listener = crate::metrics::bind(&address).await?;
-        let source = Arc::new(crate::metrics::StatusSource {
-            metrics: shared.metrics.clone(),
-            config: {
-                let shared = shared.clone();
-                Arc::new(move || shared.config())
-            },
-            system_id: shared.system_id.clone(),
-            ready: {
-                let coordinator = shared.coordinator.clone();
-                Arc::new(move || coordinator.has_answered())
-            },
-        });
-        let addr = crate::metrics::serve(listener, source, &self.tracker, self.cancel.clone());
-        if let (Some(addr), Some(hook)) = (addr, &shared.hooks.on_admin_listening) {
-            hook(addr);
-        }
-        Ok(())
-    }
-
     async fn stop(self) {
         self.cancel.cancel();
         self.tracker.close();
@@ -355,6 +356,7 @@ impl Supervisor {
                     }
                     Some(Control::Abort) => {
                         aborting = true;
+                        self.shared.metrics.process.set_state(crate::metrics::ProcessState::ForcefulShutdown);
                         let timeout = self.shared.config().shutdown_timeout;
                         tracing::warn!(timeout_secs = timeout.as_secs(), "forceful shutdown during the drain's VM deletions");
                         fleets.hasten_shutdown(tokio::time::Instant::now() + timeout);

@@ -93,6 +93,7 @@ impl RunnerState {
         }
         let runner = self.runner();
         let wanted = runner.request_concurrency.max(1);
+        // The runner's series at 0 and its request_concurrency (again after a reload).
         let endpoint = RunnerEndpoint {
             url: runner.url.clone(),
             token: runner.token.clone(),

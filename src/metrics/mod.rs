@@ -20,7 +20,7 @@ pub use jobs::{JobMetrics, RunnerKey, RunningJobView, TrackedJob};
 pub use process::{ProcessMetrics, ProcessState};
 pub use server::{bind, router, serve, ServerError};
 pub use status::{
-    ConfigView, JobStatus, PoolList, ReadyCheck, RunnerStatus, StatusReport, StatusSource, VmStatus,
+    JobStatus, LivePools, ReadyCheck, RunnerStatus, StatusReport, StatusSource, VmStatus,
 };
 
 use crate::config::Config;
@@ -37,9 +37,6 @@ pub struct Metrics {
     pub jobs: JobMetrics,
     /// The pools' series.
     pub fleet: FleetMetrics,
-    /// The pools, for the status page.
-    pub pools: PoolList,
-    system_id: String,
 }
 
 impl Metrics {
@@ -64,36 +61,23 @@ impl Metrics {
             process,
             jobs,
             fleet,
-            pools: PoolList::default(),
-            system_id: system_id.to_string(),
         };
-        metrics.apply_config(config);
+        metrics.observe_config(config, system_id);
         Ok(metrics)
     }
 
-    /// Publishes what the configuration sets (`concurrent`, each runner's `limit`) and creates
-    /// the series of runners it adds. Called at start and before each scrape, so a reload
-    /// shows at once.
-    pub fn apply_config(&self, config: &Config) {
+    /// Sets `concurrent` and each runner's `limit`, and creates the closed-set series of runners
+    /// not seen before (at start and after each configuration reload).
+    pub fn observe_config(&self, config: &Config, system_id: &str) {
         self.process.set_concurrent(config.concurrent);
-        let keys: Vec<(RunnerKey, usize)> = config
-            .runners
-            .iter()
-            .map(|r| {
-                let key = RunnerKey {
-                    runner: r.short_token(),
-                    runner_name: r.name.clone(),
-                };
-                (key, r.limit)
-            })
-            .collect();
-        self.process.set_limits(
-            &self.system_id,
-            keys.iter()
-                .map(|(k, limit)| (k.runner.as_str(), k.runner_name.as_str(), *limit)),
-        );
-        for (key, _) in &keys {
-            self.jobs.add_runner(key);
+        for r in &config.runners {
+            let key = RunnerKey {
+                runner: r.short_token(),
+                runner_name: r.name.clone(),
+            };
+            self.process
+                .set_limit(&key.runner, &key.runner_name, system_id, r.limit);
+            self.jobs.add_runner(&key);
         }
     }
 

@@ -146,18 +146,10 @@ impl ProcessMetrics {
             .set(i64::try_from(concurrent).unwrap_or(i64::MAX));
     }
 
-    /// Publishes every runner's `limit` (0: none) as (short token, name, limit); runners no
-    /// longer listed lose their series.
-    pub fn set_limits<'a>(
-        &self,
-        system_id: &str,
-        runners: impl Iterator<Item = (&'a str, &'a str, usize)>,
-    ) {
-        self.limit.reset();
-        for (runner, runner_name, limit) in runners {
-            self.limit
-                .with_label_values(&[runner, runner_name, system_id])
-                .set(i64::try_from(limit).unwrap_or(i64::MAX));
-        }
+    /// Publishes a runner's `limit` (0: none).
+    pub fn set_limit(&self, runner: &str, runner_name: &str, system_id: &str, limit: usize) {
+        self.limit
+            .with_label_values(&[runner, runner_name, system_id])
+            .set(i64::try_from(limit).unwrap_or(i64::MAX));
     }
 }

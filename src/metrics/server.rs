@@ -86,7 +86,6 @@ pub fn serve(
 }
 
 async fn metrics(State(source): State<Arc<StatusSource>>) -> Response {
-    source.metrics.apply_config(&(source.config)());
     let families = source.metrics.registry.gather();
     let encoder = prometheus::TextEncoder::new();
     let mut body = Vec::new();
@@ -152,11 +151,14 @@ executor = "docker"
             .config;
         let metrics = Metrics::new(prometheus::Registry::new(), &config, "s_000000000001", None)
             .expect("metrics");
-        let config = Arc::new(config);
         let source = Arc::new(StatusSource {
             metrics: Arc::new(metrics),
-            config: Arc::new(move || config.clone()),
+            config: {
+                let config = Arc::new(config);
+                Arc::new(move || config.clone())
+            },
             system_id: "s_000000000001".into(),
+            fleets: Default::default(),
             ready: Arc::new(move || ready.load(Ordering::Relaxed)),
         });
         let listener = bind("127.0.0.1:0").await.expect("bind");

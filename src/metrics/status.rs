@@ -7,45 +7,28 @@ use super::Metrics;
 use crate::config::Config;
 use crate::fleet::FleetHandle;
 use serde::{Deserialize, Serialize};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Whether the manager is ready: the coordinator answered at least once.
 pub type ReadyCheck = Arc<dyn Fn() -> bool + Send + Sync>;
 
-/// The configuration in force now (a reload swaps it).
-pub type ConfigView = Arc<dyn Fn() -> Arc<Config> + Send + Sync>;
-
-/// Every pool started, by runner short token, for the status page. The manager adds each pool
-/// it starts (also those a reload adds); a stopped pool reports no VMs. A std `Mutex`: held for
-/// a push or a copy, never across an await.
-#[derive(Clone, Default)]
-pub struct PoolList(Arc<Mutex<Vec<(String, FleetHandle)>>>);
-
-impl PoolList {
-    /// Lists the pool of runner `short_token`.
-    pub fn add(&self, short_token: String, handle: FleetHandle) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((short_token, handle));
-    }
-
-    fn all(&self) -> Vec<(String, FleetHandle)> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
-
 /// Everything the admin server reads. Made once by the manager.
 pub struct StatusSource {
-    /// The manager's metrics (registry, job table, process state, pools).
+    /// The manager's metrics (registry, job table, process state).
     pub metrics: Arc<Metrics>,
-    /// The configuration in force.
-    pub config: ConfigView,
+    /// The configuration in force now (a reload replaces it).
+    pub config: Arc<dyn Fn() -> Arc<Config> + Send + Sync>,
     /// This manager's system id.
     pub system_id: String,
+    /// The pools, by runner short token (a reload adds some).
+    pub fleets: LivePools,
     /// Readiness beyond a loaded configuration.
     pub ready: ReadyCheck,
 }
+
+/// Every VM pool of the process by runner short token, shared between the manager (which adds
+/// pools, also on a reload) and the status page (which reads them on each request).
+pub type LivePools = Arc<std::sync::RwLock<Vec<(String, FleetHandle)>>>;
 
 /// The whole page, also served as `/status.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -131,7 +114,6 @@ fn public_url(url: &str) -> String {
 impl StatusSource {
     /// Gathers the page now (asks every pool for a snapshot).
     pub async fn report(&self) -> StatusReport {
-        let config = (self.config)();
         let jobs: Vec<JobStatus> = self
             .metrics
             .jobs
@@ -144,6 +126,7 @@ impl StatusSource {
                 duration_seconds: j.duration.as_secs(),
             })
             .collect();
+        let config = (self.config)();
         let runners = config
             .runners
             .iter()
@@ -160,7 +143,12 @@ impl StatusSource {
             })
             .collect();
         let mut vms = Vec::new();
-        for (runner, fleet) in &self.metrics.pools.all() {
+        let fleets = self
+            .fleets
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for (runner, fleet) in &fleets {
             let snapshot = fleet.snapshot().await;
             vms.extend(snapshot.vms.iter().map(|v| VmStatus {
                 runner: runner.clone(),

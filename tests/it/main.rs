@@ -14,11 +14,11 @@
 //! - `sources`: the helper container and `get_sources` (git over smart HTTP from the fake GitLab).
 //! - `docker_tls`: a fake GCE VM's dockerd over mutual TLS, verified by VM name.
 //! - `vm_startup`: the VM startup script against a fake metadata server, in a scratch root.
+//! - `registry`: private images pulled with the job's credentials from Debian's docker-registry.
+//! - `services`: service containers (aliases, variables, waiting for ports, host mode).
 //! - `observability`: `/metrics` scraped by a real Prometheus, every dashboard expression and the
 //!   alert rules checked with it and promtool, the status page rendered by headless Chromium.
 //! - `prom`: a real Prometheus server and promtool for those checks.
-//! - `registry`: private images pulled with the job's credentials from Debian's docker-registry.
-//! - `services`: service containers (aliases, variables, waiting for ports, host mode).
 //! - `machine_e2e`: docker+machine jobs on fake GCE VMs end to end (warm pool, MaxBuilds, IdleTime,
 //!   limit and MaxGrowthRate, stockouts, rate limits, preemption, leftovers, shutdowns).
 
