@@ -213,3 +213,116 @@ async fn runners_added_renamed_and_removed_by_a_reload() {
     assert!(fleet.ours().is_empty());
     fleet.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_raises_concurrent_for_jobs_waiting_on_a_slot() {
+    use flotilla::lifecycle::Control;
+    ensure_test_image();
+    let (gitlab, token) = fake_gitlab(fast_trace()).await;
+    let gate = Gate::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(&gitlab.url(), &token, &dir.path().join("state"), "", "");
+    let one = text.replace("concurrent = 4", "concurrent = 1");
+    let path = dir.path().join("config.toml");
+    write_atomically(&path, &one);
+    let (controls, rx) = tokio::sync::mpsc::channel(4);
+    let source = flotilla::manager::ConfigSource {
+        path: path.clone(),
+        logging: None,
+    };
+    let task = tokio::spawn(flotilla::manager::run_reloadable(
+        config(&one),
+        Some(source),
+        rx,
+        Default::default(),
+    ));
+    let wait = gate.wait_line();
+    let first = gitlab.enqueue(&token, job(&["echo first", &wait], &[]));
+    let second = gitlab.enqueue(&token, job(&["echo second", &wait], &[]));
+    trace_shows(&gitlab, first, "first").await;
+    assert_eq!(gitlab.job(second).unwrap().state, JobState::Pending);
+    write_atomically(&path, &text.replace("concurrent = 4", "concurrent = 2"));
+    controls.send(Control::Reload).await.unwrap();
+    trace_shows(&gitlab, second, "second").await;
+    gate.open();
+    for id in [first, second] {
+        let (record, _) = finished(&gitlab, id).await;
+        assert_eq!(record.state, JobState::Success);
+    }
+    controls.send(Control::Drain).await.unwrap();
+    tokio::time::timeout(DEADLINE, task)
+        .await
+        .expect("the drain ends")
+        .unwrap()
+        .expect("no error");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_added_back_while_it_drains_gets_its_pool_back() {
+    use flotilla::fleet::{names::runner_label, RUNNER_LABEL};
+    use flotilla::lifecycle::Control;
+    let fleet = Fleet::start_with(fast_trace(), Duration::from_millis(300), Duration::ZERO).await;
+    let gate = Gate::start().await;
+    let token_b = runner_token();
+    fleet.gitlab.add_runner(&token_b);
+    let only_a = fleet.config_text("", "", "IdleCount = 0\nIdleTime = 600");
+    let at = only_a.find("[[runners]]").unwrap();
+    let (header, block_a) = only_a.split_at(at);
+    let block_b = block_a
+        .replace(&fleet.token, &token_b)
+        .replace("name = \"it-lifecycle\"", "name = \"it-second\"");
+    let both = format!("{only_a}{block_b}");
+    let path = fleet.write_config(&both);
+    let (controls, rx) = tokio::sync::mpsc::channel(4);
+    let source = flotilla::manager::ConfigSource {
+        path: path.clone(),
+        logging: None,
+    };
+    let task = tokio::spawn(flotilla::manager::run_reloadable(
+        config(&both),
+        Some(source),
+        rx,
+        Default::default(),
+    ));
+    let label_a = runner_label(&fleet.token);
+    let job_a = fleet.enqueue(&["echo job-a", &gate.wait_line()]);
+    let running = fleet
+        .gitlab
+        .wait_job(job_a, DEADLINE, |j| j.trace_text().contains("job-a"))
+        .await
+        .expect("A's job runs");
+    let vm_of_a = running
+        .trace_text()
+        .split("Running on VM ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_default()
+        .to_string();
+    assert!(!vm_of_a.is_empty());
+
+    write_atomically(&path, &format!("{header}{block_b}"));
+    controls.send(Control::Reload).await.unwrap();
+    write_atomically(&path, &both);
+    controls.send(Control::Reload).await.unwrap();
+    let again = fleet.enqueue(&["echo a-again"]);
+    let (record, _) = finished(&fleet.gitlab, again).await;
+    assert_eq!(record.state, JobState::Success, "A takes jobs again");
+    assert!(
+        fleet.ours().iter().any(|v| v.name == vm_of_a),
+        "the busy VM of A survives its runner's removal and return"
+    );
+    gate.open();
+    let (record, _) = finished(&fleet.gitlab, job_a).await;
+    assert_eq!(record.state, JobState::Success);
+    controls.send(Control::Drain).await.unwrap();
+    tokio::time::timeout(DEADLINE, task)
+        .await
+        .expect("the drain ends")
+        .unwrap()
+        .expect("no error");
+    assert!(fleet
+        .ours()
+        .iter()
+        .all(|v| v.labels.get(RUNNER_LABEL) != Some(&label_a)));
+    fleet.stop().await;
+}
