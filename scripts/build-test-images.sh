@@ -4,6 +4,8 @@
 #
 #   flotilla-test/busybox:latest   Debian's static busybox with every applet linked, /tmp, and an
 #                                  /etc/passwd with root: enough for `sh -c` job scripts.
+#   flotilla-helper-base:bookworm  the helper image's base (scripts/build-helper-image.sh): the
+#                                  tests put their own flotilla binary on top of it.
 #
 # Idempotent and quick: an image that already exists is kept unless --force is given. Concurrent
 # runs (parallel test processes) serialise on a lock file and the later ones find the image made.
@@ -19,7 +21,7 @@ for arg in "$@"; do
     case "$arg" in
         --force) force=true ;;
         -h | --help)
-            sed -n '2,11p' "$0"
+            sed -n '2,13p' "$0"
             exit 0
             ;;
         *)
@@ -101,11 +103,16 @@ main() {
     flock 9
     if [ "$force" = false ] && image_exists "$BUSYBOX_IMAGE"; then
         log "$BUSYBOX_IMAGE exists (use --force to rebuild)"
-        return 0
+    else
+        build_busybox_image
+        image_exists "$BUSYBOX_IMAGE"
+        log "built $BUSYBOX_IMAGE"
     fi
-    build_busybox_image
-    image_exists "$BUSYBOX_IMAGE"
-    log "built $BUSYBOX_IMAGE"
+    local -a helper_args=(--base-only)
+    if [ "$force" = true ]; then
+        helper_args+=(--force)
+    fi
+    "$(dirname "$0")/build-helper-image.sh" "${helper_args[@]}"
 }
 
 main

@@ -27,7 +27,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 const SERVER_WAIT_MAX: Duration = Duration::from_secs(10 * 60);
 /// Longest wait for response headers: above the longest long-poll hold (GitLab Runner's
 /// `ResponseHeaderTimeout`).
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// Whole-request ceiling (`common.DefaultNetworkClientTimeout`).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
@@ -184,6 +184,16 @@ impl Coordinator {
         })
     }
 
+    /// Whether the coordinator answered any call yet (with any HTTP status): readiness.
+    pub fn has_answered(&self) -> bool {
+        self.inner.metrics.has_answered()
+    }
+
+    /// Creates the per-runner series that must exist at 0 before the first event.
+    pub fn add_runner_metrics(&self, runner: &RunnerEndpoint) {
+        self.inner.metrics.add_runner(&runner.labels());
+    }
+
     /// Sends one call, retrying as GitLab Runner does: statuses 408, 429, 500, 502, 503, 504
     /// and ≥ 512, at most [`MAX_ATTEMPTS`] attempts; the wait is the server's
     /// (`RateLimit-ResetTime`, then `Retry-After`), else exponential backoff with jitter.
@@ -197,13 +207,7 @@ impl Coordinator {
     where
         F: Fn(RequestBuilder) -> RequestBuilder,
     {
-        let mut backoff = ExponentialBuilder::new()
-            .with_min_delay(BACKOFF_MIN)
-            .with_max_delay(BACKOFF_MAX)
-            .with_factor(2.0)
-            .with_jitter()
-            .without_max_times()
-            .build();
+        let mut backoff = retry_backoff();
         let mut attempt = 1;
         loop {
             let request = self
@@ -211,6 +215,7 @@ impl Coordinator {
                 .http
                 .request(call.method.clone(), call.url.clone())
                 .header("X-Request-Id", uuid::Uuid::new_v4().simple().to_string());
+            let started = tokio::time::Instant::now();
             let response =
                 build(request)
                     .send()
@@ -221,9 +226,13 @@ impl Coordinator {
                         source,
                     })?;
             let status = response.status().as_u16();
-            self.inner
-                .metrics
-                .response(call.labels, call.endpoint, call.method.as_str(), status);
+            self.inner.metrics.response(
+                call.labels,
+                call.endpoint,
+                call.method.as_str(),
+                status,
+                started.elapsed(),
+            );
             if !is_retryable(status) || attempt >= MAX_ATTEMPTS {
                 return Ok(response);
             }
@@ -242,6 +251,18 @@ impl Coordinator {
             attempt += 1;
         }
     }
+}
+
+/// GitLab Runner's backoff between attempts: exponential from 100 ms to 60 s, factor 2, with
+/// jitter, endless (the caller bounds the attempts).
+pub(crate) fn retry_backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::new()
+        .with_min_delay(BACKOFF_MIN)
+        .with_max_delay(BACKOFF_MAX)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
 /// A `&'static` name for the methods this client uses (for error messages).

@@ -5,8 +5,10 @@
 //! Files: `client.rs` (HTTP client, URL rules, retries), `request.rs` (`jobs/request`),
 //! `update.rs` (`PUT jobs/:id`), `patch.rs` (`PATCH jobs/:id/trace`), `trace_upload.rs` (the
 //! upload loop, keep-alive and final update), `remote.rs` (`Job-Status` and interval headers),
-//! `info.rs` (the `info` block), `error.rs`, `metrics.rs`.
+//! `info.rs` (the `info` block), `error.rs`, `metrics.rs`, `artifacts.rs` (job artifacts upload
+//! and download, used by the helper commands).
 
+mod artifacts;
 mod client;
 mod error;
 mod info;
@@ -22,6 +24,7 @@ mod stub;
 #[cfg(test)]
 mod tests;
 
+pub use artifacts::{ArtifactUpload, ArtifactsClient, ArtifactsError};
 pub use client::{
     api_base, ClientSettings, Coordinator, JobCredentials, RunnerEndpoint, MAX_ATTEMPTS,
 };

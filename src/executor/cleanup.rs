@@ -1,5 +1,5 @@
-//! What a job leaves on the engine and how it is removed: the names of the job's build container,
-//! builds volume and per-job network (fixed before anything is created, so cleanup can find them
+//! What a job leaves on the engine and how it is removed: the names of the job's build and helper
+//! containers, builds volume and per-job network (fixed before anything is created, so cleanup can find them
 //! even when a create request was cut off), the `com.flotilla.*` labels they all carry, and the
 //! removal itself — run explicitly on every return path of `run_job`, and by a drop guard when
 //! the job's future is dropped before it got there.
@@ -40,8 +40,14 @@ pub(super) fn labels(l: &ContainerLabels) -> HashMap<String, String> {
 /// The names of a job's objects on the engine: `flotilla-<runner>-<job id>-<role>`.
 #[derive(Debug, Clone)]
 pub(super) struct Names {
+    /// The common prefix of the job's names (`flotilla-<runner>-<job id>-<random>`); service
+    /// containers are named `<prefix>-<service>-<index>`.
+    pub prefix: String,
     /// The container running user steps and `after_script`.
     pub build_container: String,
+    /// The container running non-user stages (git, cache, artifacts) from the helper image;
+    /// created only when a stage needs it.
+    pub helper_container: String,
     /// The volume mounted at `/builds`.
     pub builds_volume: String,
     /// The per-job bridge network (used only when `network_mode` is unset).
@@ -76,18 +82,23 @@ impl Names {
         );
         Names {
             build_container: format!("{base}-build"),
+            helper_container: format!("{base}-helper"),
             builds_volume: format!("{base}-builds"),
             network: format!("{base}-network"),
+            prefix: base,
         }
     }
 }
 
 /// Removes a job's objects: every container with the job's labels (force, with anonymous
-/// volumes) and the named build container, then the builds volume, then the per-job network.
+/// volumes) and the named build and helper containers, then the builds volume, then the per-job network.
 /// Idempotent: what is already gone is skipped. Failures are logged, not returned: a host that
 /// went away takes its objects with it.
 pub(super) async fn remove_job_objects(docker: &Docker, names: &Names, l: &ContainerLabels) {
-    let mut containers = vec![names.build_container.clone()];
+    let mut containers = vec![
+        names.build_container.clone(),
+        names.helper_container.clone(),
+    ];
     let filters = HashMap::from([(
         "label",
         vec![
@@ -232,8 +243,14 @@ mod tests {
         };
         let n = Names::new(&l);
         let pattern =
-            regex::Regex::new(r"^flotilla-ab-c-d-42-[0-9a-f]{6}-(build|builds|network)$").unwrap();
-        for name in [&n.build_container, &n.builds_volume, &n.network] {
+            regex::Regex::new(r"^flotilla-ab-c-d-42-[0-9a-f]{6}-(build|helper|builds|network)$")
+                .unwrap();
+        for name in [
+            &n.build_container,
+            &n.helper_container,
+            &n.builds_volume,
+            &n.network,
+        ] {
             assert!(pattern.is_match(name), "{name}");
         }
         assert!(n.build_container.ends_with("-build"));

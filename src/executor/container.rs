@@ -1,7 +1,8 @@
 //! The job's objects on the engine and running a script in a container: the builds volume, the
-//! per-job network, the build container (created once, started once per stage, as GitLab
-//! Runner's docker executor does), and one stage's run — attach, start, write the script to
-//! stdin, stream stdout/stderr into the trace as produced, wait for the exit code.
+//! per-job network, the build and helper containers (each created once and started once per
+//! stage, as GitLab Runner's docker executor does with the build container), and one stage's
+//! run — attach, start, write the script to stdin, stream stdout/stderr into the trace as
+//! produced, wait for the exit code.
 //!
 //! Containers use the `none` log driver: output travels only through attach, so dockerd does not
 //! store every byte a second time. Variables reach the container only inside the script.
@@ -13,7 +14,7 @@ use crate::trace::{JobTrace, StreamKind, TraceStream, WORK_STREAM};
 use bollard::container::{AttachContainerResults, LogOutput};
 use bollard::models::{
     ContainerCreateBody, ContainerStateStatusEnum, HostConfig, HostConfigLogConfig, Mount,
-    MountType, MountVolumeOptions, NetworkCreateRequest, VolumeCreateRequest,
+    MountType, MountVolumeOptions, NetworkCreateRequest, NetworkingConfig, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
@@ -27,6 +28,24 @@ use tokio::io::AsyncWriteExt;
 
 /// Where the builds volume is mounted in job containers.
 pub(super) const BUILDS_DIR: &str = "/builds";
+
+/// Which of the job's containers a script runs in (for messages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    /// The container from the job's image (user steps, `after_script`).
+    Build,
+    /// The helper container (git, cache, artifacts).
+    Helper,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Build => "build container",
+            Role::Helper => "helper container",
+        })
+    }
+}
 
 /// How long a killed container may take to be reported stopped.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -46,7 +65,7 @@ pub(super) async fn create_volume(
         .create_volume(request)
         .await
         .map(|_| ())
-        .map_err(|e| ExecError::docker(format!("creating the builds volume {name}"), e))
+        .map_err(|e| ExecError::docker(format!("creating the volume {name}"), e))
 }
 
 /// Creates the job's own bridge network.
@@ -68,8 +87,10 @@ pub(super) async fn create_network(
         .map_err(|e| ExecError::docker(format!("creating the job network {name}"), e))
 }
 
-/// What the build container is made of.
+/// What a job container (the build container, or the helper container) is made of.
 pub(super) struct BuildContainer<'a> {
+    /// Which of the job's containers this is.
+    pub role: Role,
     /// Its name (fixed in advance, so cleanup finds it).
     pub name: &'a str,
     /// The job image.
@@ -82,10 +103,27 @@ pub(super) struct BuildContainer<'a> {
     pub settings: &'a DockerConfig,
     /// The job's builds volume, mounted at [`BUILDS_DIR`].
     pub builds_volume: &'a str,
+    /// The runner's local cache volume, mounted at `/cache` (helper container only); it takes
+    /// the place of a `/cache` entry of `[runners.docker] volumes`.
+    pub cache_volume: Option<&'a str>,
     /// `host`, a network name, or the per-job network.
     pub network_mode: Option<String>,
+    /// Its endpoint on a user-defined network, with DNS aliases (`build`).
+    pub network_endpoint: Option<NetworkingConfig>,
+    /// `/etc/hosts` entries (`alias:address`) for services reached without DNS aliases.
+    pub extra_hosts: Vec<String>,
     /// The job's labels.
     pub labels: &'a HashMap<String, String>,
+}
+
+/// The container path of a `[runners.docker] volumes` entry (`/path`, `host:/path[:mode]`).
+fn volume_target(volume: &str) -> &str {
+    let mut parts = volume.split(':');
+    match (parts.next(), parts.next()) {
+        (Some(_), Some(target)) => target.trim_end_matches('/'),
+        (Some(only), None) => only.trim_end_matches('/'),
+        _ => volume,
+    }
 }
 
 impl BuildContainer<'_> {
@@ -98,7 +136,19 @@ impl BuildContainer<'_> {
             ..Default::default()
         }];
         let mut binds = Vec::new();
+        if let Some(cache) = self.cache_volume {
+            mounts.push(Mount {
+                target: Some(crate::cache::LOCAL_CACHE_DIR.into()),
+                source: Some(cache.into()),
+                typ: Some(MountType::VOLUME),
+                ..Default::default()
+            });
+        }
         for volume in &self.settings.volumes {
+            if self.cache_volume.is_some() && volume_target(volume) == crate::cache::LOCAL_CACHE_DIR
+            {
+                continue;
+            }
             if volume.contains(':') {
                 binds.push(volume.clone());
             } else {
@@ -136,8 +186,10 @@ impl BuildContainer<'_> {
                 }),
                 mounts: Some(mounts),
                 binds: (!binds.is_empty()).then_some(binds),
+                extra_hosts: (!self.extra_hosts.is_empty()).then(|| self.extra_hosts.clone()),
                 ..Default::default()
             }),
+            networking_config: self.network_endpoint.clone(),
             ..Default::default()
         }
     }
@@ -149,7 +201,7 @@ impl BuildContainer<'_> {
             .create_container(Some(options), self.body())
             .await
             .map(|created| created.id)
-            .map_err(|e| ExecError::docker("creating the build container", e))
+            .map_err(|e| ExecError::docker(format!("creating the {}", self.role), e))
     }
 }
 
@@ -167,6 +219,7 @@ impl Drop for FlushOnDrop {
 /// container running: the caller kills it.
 pub(super) async fn run_script(
     docker: &Docker,
+    role: Role,
     id: &str,
     script: &str,
     trace: &JobTrace,
@@ -183,11 +236,11 @@ pub(super) async fn run_script(
     } = docker
         .attach_container(id, Some(attach))
         .await
-        .map_err(|e| ExecError::docker("attaching to the build container", e))?;
+        .map_err(|e| ExecError::docker(format!("attaching to the {role}"), e))?;
     docker
         .start_container(id, None::<StartContainerOptions>)
         .await
-        .map_err(|e| ExecError::docker("starting the build container", e))?;
+        .map_err(|e| ExecError::docker(format!("starting the {role}"), e))?;
 
     let mut stdout = FlushOnDrop(trace.stream(WORK_STREAM, StreamKind::Stdout));
     let mut stderr = FlushOnDrop(trace.stream(WORK_STREAM, StreamKind::Stderr));
@@ -217,14 +270,11 @@ pub(super) async fn run_script(
     };
     let ((), pumped) = tokio::join!(feed, pump);
     drop((stdout, stderr));
-    pumped.map_err(|e| {
-        ExecError::HostLost(format!("reading the build container's output failed: {e}"))
-    })?;
-    let code = wait_exit(docker, id).await?;
+    pumped.map_err(|e| ExecError::HostLost(format!("reading the {role}'s output failed: {e}")))?;
+    let code = wait_exit(docker, role, id).await?;
     // A container removed under the job (`docker rm -f`, a VM being torn down) also "exits":
     // the engine marks it removing before it kills it, so its state tells the two apart.
-    let removed =
-        || ExecError::HostLost("the build container was removed while the job ran".into());
+    let removed = || ExecError::HostLost(format!("the {role} was removed while the job ran"));
     match docker.inspect_container(id, None).await {
         Ok(found) => {
             let status = found.state.and_then(|s| s.status);
@@ -236,12 +286,12 @@ pub(super) async fn run_script(
             }
         }
         Err(e) if is_not_found(&e) => Err(removed()),
-        Err(e) => Err(ExecError::docker("inspecting the build container", e)),
+        Err(e) => Err(ExecError::docker(format!("inspecting the {role}"), e)),
     }
 }
 
 /// The exit code of container `id` once it is not running.
-async fn wait_exit(docker: &Docker, id: &str) -> Result<i64, ExecError> {
+async fn wait_exit(docker: &Docker, role: Role, id: &str) -> Result<i64, ExecError> {
     let options = WaitContainerOptionsBuilder::new()
         .condition("not-running")
         .build();
@@ -254,21 +304,21 @@ async fn wait_exit(docker: &Docker, id: &str) -> Result<i64, ExecError> {
             Ok(code)
         }
         Some(Err(bollard::errors::Error::DockerContainerWaitError { error, .. })) => Err(
-            ExecError::HostLost(format!("waiting for the build container failed: {error}")),
+            ExecError::HostLost(format!("waiting for the {role} failed: {error}")),
         ),
-        Some(Err(e)) if is_not_found(&e) => Err(ExecError::HostLost(
-            "the build container was removed while the job ran".into(),
-        )),
-        Some(Err(e)) => Err(ExecError::docker("waiting for the build container", e)),
-        None => Err(ExecError::HostLost(
-            "the engine ended the wait for the build container without an exit code".into(),
-        )),
+        Some(Err(e)) if is_not_found(&e) => Err(ExecError::HostLost(format!(
+            "the {role} was removed while the job ran"
+        ))),
+        Some(Err(e)) => Err(ExecError::docker(format!("waiting for the {role}"), e)),
+        None => Err(ExecError::HostLost(format!(
+            "the engine ended the wait for the {role} without an exit code"
+        ))),
     }
 }
 
 /// Kills container `id` (SIGKILL) and waits until it is reported stopped, so that it can be
 /// started again for `after_script`. A container already stopped is fine.
-pub(super) async fn kill(docker: &Docker, id: &str) -> Result<(), ExecError> {
+pub(super) async fn kill(docker: &Docker, role: Role, id: &str) -> Result<(), ExecError> {
     let options = KillContainerOptionsBuilder::new().signal("SIGKILL").build();
     match docker.kill_container(id, Some(options)).await {
         Ok(()) => {}
@@ -276,12 +326,12 @@ pub(super) async fn kill(docker: &Docker, id: &str) -> Result<(), ExecError> {
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 409, ..
         }) => {}
-        Err(e) => return Err(ExecError::docker("killing the build container", e)),
+        Err(e) => return Err(ExecError::docker(format!("killing the {role}"), e)),
     }
-    match tokio::time::timeout(STOP_TIMEOUT, wait_exit(docker, id)).await {
+    match tokio::time::timeout(STOP_TIMEOUT, wait_exit(docker, role, id)).await {
         Ok(result) => result.map(|_| ()),
         Err(_) => Err(ExecError::HostLost(format!(
-            "the build container did not stop within {}s of being killed",
+            "the {role} did not stop within {}s of being killed",
             STOP_TIMEOUT.as_secs()
         ))),
     }
@@ -301,13 +351,17 @@ mod tests {
         };
         let labels = HashMap::from([("com.flotilla.job-id".to_string(), "1".to_string())]);
         let spec = BuildContainer {
+            role: Role::Build,
             name: "c",
             image: "img",
             entrypoint: None,
             user: None,
             settings: &settings,
             builds_volume: "vol",
+            cache_volume: None,
             network_mode: Some("host".into()),
+            network_endpoint: None,
+            extra_hosts: vec!["redis:127.0.0.1".into()],
             labels: &labels,
         };
         let body = spec.body();
@@ -324,7 +378,43 @@ mod tests {
         assert_eq!(mounts[0].target.as_deref(), Some(BUILDS_DIR));
         assert_eq!(mounts[1].target.as_deref(), Some("/cache"));
         assert_eq!(host.network_mode.as_deref(), Some("host"));
+        assert_eq!(host.extra_hosts, Some(vec!["redis:127.0.0.1".to_string()]));
         assert_eq!(host.privileged, Some(true));
         assert_eq!(host.memory, Some(1 << 30));
+    }
+
+    #[test]
+    fn the_cache_volume_takes_the_place_of_a_cache_entry_in_volumes() {
+        let settings = DockerConfig {
+            volumes: vec!["/cache/".into(), "/srv:/cache:ro".into(), "/other".into()],
+            ..DockerConfig::default()
+        };
+        let labels = HashMap::new();
+        let spec = BuildContainer {
+            role: Role::Helper,
+            name: "h",
+            image: "img",
+            entrypoint: None,
+            user: None,
+            settings: &settings,
+            builds_volume: "vol",
+            cache_volume: Some("flotilla-runner-abc-cache"),
+            network_mode: None,
+            network_endpoint: None,
+            extra_hosts: Vec::new(),
+            labels: &labels,
+        };
+        let host = spec.body().host_config.unwrap();
+        let mounts = host.mounts.unwrap();
+        let targets: Vec<_> = mounts
+            .iter()
+            .map(|m| m.target.as_deref().unwrap())
+            .collect();
+        assert_eq!(targets, vec![BUILDS_DIR, "/cache", "/other"]);
+        assert_eq!(
+            mounts[1].source.as_deref(),
+            Some("flotilla-runner-abc-cache")
+        );
+        assert_eq!(host.binds, None);
     }
 }

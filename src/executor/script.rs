@@ -45,6 +45,9 @@ pub(super) struct StepScript<'a> {
     pub tmp_dir: &'a str,
     /// The step's lines, run in order; the first failing one ends the step with its exit code.
     pub lines: &'a [String],
+    /// Whether each line is shown as a green `$ line` before it runs (user steps); helper
+    /// stages print their own messages instead.
+    pub echo: bool,
 }
 
 impl StepScript<'_> {
@@ -94,7 +97,9 @@ impl StepScript<'_> {
         out.push_str(&format!("mkdir -p {}\n", quote(self.project_dir)));
         out.push_str(&format!("cd {}\n", quote(self.project_dir)));
         for line in self.lines {
-            out.push_str(&format!("printf '%s\\n' {}\n", quote(&echo_text(line))));
+            if self.echo {
+                out.push_str(&format!("printf '%s\\n' {}\n", quote(&echo_text(line))));
+            }
             out.push_str(line);
             out.push('\n');
         }
@@ -167,6 +172,7 @@ mod tests {
             project_dir: "/builds/g/p",
             tmp_dir: "/builds/g/p.tmp",
             lines: &lines,
+            echo: true,
         };
         let body = script.body();
         assert!(body.contains("export A='1'\n"), "{body}");
@@ -210,6 +216,7 @@ mod tests {
             project_dir: "/p",
             tmp_dir: "/p.tmp",
             lines: &[],
+            echo: true,
         };
         let body = script.body();
         assert!(body.contains("export CI_JOB_STATUS='failed'"), "{body}");

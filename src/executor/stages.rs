@@ -1,16 +1,24 @@
 //! The order of a job's stages and what ends them (GitLab Runner's `common/build.go`):
-//! `prepare_executor` (image, volume, network, build container) → `get_sources` → the user steps
-//! (`step_script`, `step_release`, …) → `after_script`. User steps are bounded by the job timeout
-//! (and `RUNNER_SCRIPT_TIMEOUT`) and stopped by a graceful cancel; `after_script` then still runs
-//! with `CI_JOB_STATUS` telling why, under its own timeout. Abort is the caller's business: it
-//! drops this future.
+//! `prepare_executor` (image, volume, network, services, build container) → the stages before the user
+//! steps (`get_sources`, …, in the helper container) → the user steps (`step_script`,
+//! `step_release`, …) → `after_script`. Every stage is bounded by the job timeout and stopped by
+//! a graceful cancel; user steps also by `RUNNER_SCRIPT_TIMEOUT`. When a stage before the user
+//! steps fails, the user steps and `after_script` are skipped (as GitLab Runner does); otherwise
+//! `after_script` runs with `CI_JOB_STATUS` telling how the steps ended, under its own timeout.
+//! Abort is the caller's business: it drops this future.
+//!
+//! Each non-user stage is one call in [`before_user_steps`] (or after the user steps), wrapped by
+//! [`JobCtx::helper_section`]; its logic lives in its own file.
 
+use super::artifacts;
+use super::auth::{self, RegistryAuths};
 use super::cleanup::{self, Names};
-use super::container::{self, BuildContainer, BUILDS_DIR};
+use super::container::{self, BuildContainer, Role, BUILDS_DIR};
 use super::error::{ExecError, Phase};
 use super::script::StepScript;
 use super::section::{stage_description, RunnerLog};
-use super::{pull, timeouts, JobOutcome, JobRun};
+use super::services::{Networking, Services};
+use super::{helper, pull, sources, timeouts, JobOutcome, JobRun};
 use crate::config::DockerConfig;
 use crate::job::{JobVariable, Step, StepWhen, Variables};
 use bollard::Docker;
@@ -18,17 +26,8 @@ use std::collections::HashMap;
 use std::future::Future;
 use tokio::time::Instant;
 
-/// Which container a stage runs in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Runs {
-    /// The helper image (git, cache, artifacts). None of today's stages needs it: a stage with
-    /// nothing to do starts no container.
-    Helper,
-    /// The build container from the job image (user steps and `after_script`).
-    Build,
-}
-
-/// A stage that runs a script, in GitLab Runner's order.
+/// A stage that runs in the build container, in GitLab Runner's order (stages in the helper
+/// container go through [`JobCtx::run_helper_stage`]).
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Stage<'j> {
     /// A user step (`script`, `release`, …): `step_<name>`.
@@ -46,13 +45,6 @@ impl Stage<'_> {
         }
     }
 
-    /// The container the stage runs in.
-    pub(super) fn runs(&self) -> Runs {
-        match self {
-            Stage::User(_) | Stage::AfterScript(_) => Runs::Build,
-        }
-    }
-
     fn lines(&self) -> &[String] {
         match self {
             Stage::User(step) | Stage::AfterScript(step) => &step.script,
@@ -60,9 +52,9 @@ impl Stage<'_> {
     }
 }
 
-/// Why user steps stopped before their end.
+/// Why stages stopped before their end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Interrupt {
+pub(super) enum Interrupt {
     TimedOut,
     Canceled,
 }
@@ -74,6 +66,16 @@ impl Interrupt {
             Interrupt::Canceled => JobOutcome::Canceled,
         }
     }
+
+    /// The trace's warning for stage `stage` being stopped.
+    fn warn(self, log: &RunnerLog, stage: &str) {
+        match self {
+            Interrupt::TimedOut => log.warning(&format!(
+                "{stage} could not run to completion because the timeout was exceeded."
+            )),
+            Interrupt::Canceled => log.warning("script canceled externally (UI, API)"),
+        }
+    }
 }
 
 /// One job's run: what it needs from the caller, borrowed for the run's length.
@@ -83,8 +85,12 @@ pub(super) struct JobCtx<'a> {
     pub run: &'a JobRun,
     pub names: &'a Names,
     pub log: RunnerLog,
+    /// Registry credentials for every image the job pulls (job, services, helper).
+    pub auths: RegistryAuths,
     labels: HashMap<String, String>,
     deadline: Instant,
+    /// The helper container's id once a stage made it (see `helper.rs`).
+    pub(super) helper: tokio::sync::OnceCell<String>,
 }
 
 impl<'a> JobCtx<'a> {
@@ -96,7 +102,11 @@ impl<'a> JobCtx<'a> {
         names: &'a Names,
     ) -> Self {
         let timeout = std::time::Duration::from_secs(run.job.timeout_secs());
+        let host_config = auth::host_config_path(|key| std::env::var(key).ok());
+        let auths =
+            RegistryAuths::resolve(&run.variables, host_config.as_deref(), &run.job.credentials);
         JobCtx {
+            auths,
             docker,
             settings,
             run,
@@ -104,7 +114,22 @@ impl<'a> JobCtx<'a> {
             log: RunnerLog::new(run.trace.clone(), run.job.features.trace_sections),
             labels: cleanup::labels(&run.labels),
             deadline: Instant::now() + timeout,
+            helper: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// The labels every object of the job carries.
+    pub(super) fn labels(&self) -> &HashMap<String, String> {
+        &self.labels
+    }
+
+    /// The network mode of every container of the job: `[runners.docker] network_mode`, else
+    /// the per-job network `prepare` made.
+    pub(super) fn network_mode(&self) -> String {
+        self.settings
+            .network_mode
+            .clone()
+            .unwrap_or_else(|| self.names.network.clone())
     }
 
     /// Runs `fut` unless the graceful cancel or `deadline` comes first (then `fut` is dropped).
@@ -126,7 +151,8 @@ impl<'a> JobCtx<'a> {
         }
     }
 
-    fn project_dir(&self) -> String {
+    /// `CI_PROJECT_DIR`, where the sources go and the scripts run.
+    pub(super) fn project_dir(&self) -> String {
         self.run
             .variables
             .expanded("CI_PROJECT_DIR")
@@ -134,7 +160,8 @@ impl<'a> JobCtx<'a> {
             .unwrap_or_else(|| format!("{BUILDS_DIR}/project-{}", self.run.job.job_info.project_id))
     }
 
-    fn tmp_dir(&self) -> String {
+    /// `RUNNER_TEMP_PROJECT_DIR`, where `file: true` variables are written.
+    pub(super) fn tmp_dir(&self) -> String {
         self.run
             .variables
             .expanded("RUNNER_TEMP_PROJECT_DIR")
@@ -148,6 +175,9 @@ impl<'a> JobCtx<'a> {
         let image = pull::resolve_image(job, self.settings, &self.run.variables)?;
         self.log
             .line(&format!("Using Docker executor with image {image} ..."));
+        for warning in self.auths.warnings() {
+            self.log.warning(warning);
+        }
         let policies = pull::pull_policies(job, self.settings)?;
         let job_image = job.image.as_ref();
         let platform = job_image.and_then(|i| i.docker_platform());
@@ -157,74 +187,72 @@ impl<'a> JobCtx<'a> {
             &image,
             &policies,
             platform.as_deref(),
-            &job.credentials,
+            &self.auths,
         )
         .await?;
         container::create_volume(self.docker, &self.names.builds_volume, &self.labels).await?;
-        let network_mode = match &self.settings.network_mode {
-            Some(mode) => mode.clone(),
-            None => {
-                container::create_network(self.docker, &self.names.network, &self.labels).await?;
-                self.names.network.clone()
-            }
-        };
+        if self.settings.network_mode.is_none() {
+            container::create_network(self.docker, &self.names.network, &self.labels).await?;
+        }
+        let networking = Networking::from_mode(&self.network_mode());
+        let extra_hosts = self.start_services(&networking).await?;
         let entrypoint = job_image
             .map(|i| i.entrypoint.clone())
             .filter(|e| !e.is_empty());
         BuildContainer {
+            role: Role::Build,
             name: &self.names.build_container,
             image: &image,
             entrypoint,
             user: job_image.and_then(|i| i.docker_user()),
             settings: self.settings,
             builds_volume: &self.names.builds_volume,
-            network_mode: Some(network_mode),
+            cache_volume: None,
+            network_mode: Some(self.network_mode()),
+            network_endpoint: networking
+                .endpoint(&["build".to_string(), self.names.build_container.clone()]),
+            extra_hosts,
             labels: &self.labels,
         }
         .create(self.docker)
         .await
     }
 
-    /// `get_sources`: only `GIT_STRATEGY=none` for now, which needs no container (the project
-    /// directory is made by the first step's script).
-    fn get_sources(&self) -> Result<(), ExecError> {
-        let strategy = self
-            .run
-            .variables
-            .expanded("GIT_STRATEGY")
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| {
-                if self.run.job.allow_git_fetch {
-                    "fetch".into()
-                } else {
-                    "clone".into()
-                }
-            });
-        if strategy == "none" {
-            self.log.line("Skipping Git repository setup");
-            self.log.line("Skipping Git checkout");
-            self.log.line("Skipping Git submodules setup");
-            return Ok(());
+    /// Starts the job's services and waits for them; the build container's `/etc/hosts`
+    /// entries for them (host and built-in network modes).
+    async fn start_services(&self, networking: &Networking) -> Result<Vec<String>, ExecError> {
+        if self.run.job.services.is_empty() {
+            return Ok(Vec::new());
         }
-        Err(ExecError::Unsupported(format!(
-            "Fetching sources with GIT_STRATEGY={strategy} is not supported yet \
-             (only GIT_STRATEGY=none)"
-        )))
+        let services = Services {
+            docker: self.docker,
+            settings: self.settings,
+            log: &self.log,
+            variables: &self.run.variables,
+            auths: &self.auths,
+            labels: &self.labels,
+            name_prefix: &self.names.prefix,
+            builds_volume: &self.names.builds_volume,
+            networking,
+        };
+        let started = services.start_all(&self.run.job.services).await?;
+        if let Some(timeout) = self.settings.wait_for_services_timeout {
+            let helper = helper::helper_image(self.settings);
+            services.wait_all(&started, timeout, &helper).await;
+        }
+        Ok(started
+            .iter()
+            .flat_map(|s| s.extra_hosts(networking))
+            .collect())
     }
 
-    /// Runs one stage's script in its container; the exit code.
+    /// Runs one stage's script in the build container; the exit code.
     async fn run_stage(
         &self,
         stage: Stage<'_>,
         container_id: &str,
         vars: &Variables,
     ) -> Result<i64, ExecError> {
-        if stage.runs() == Runs::Helper {
-            return Err(ExecError::Unsupported(format!(
-                "stage {} needs the helper image, which this executor does not run yet",
-                stage.name()
-            )));
-        }
         let project_dir = self.project_dir();
         let tmp_dir = self.tmp_dir();
         let script = StepScript {
@@ -232,10 +260,65 @@ impl<'a> JobCtx<'a> {
             project_dir: &project_dir,
             tmp_dir: &tmp_dir,
             lines: stage.lines(),
+            echo: true,
         }
         .render();
-        container::run_script(self.docker, container_id, &script, &self.run.trace).await
+        container::run_script(
+            self.docker,
+            Role::Build,
+            container_id,
+            &script,
+            &self.run.trace,
+        )
+        .await
     }
+
+    /// Runs a non-user stage in its trace section (`name`, with GitLab Runner's header),
+    /// bounded by the job timeout and the graceful cancel. `stage` says how it ended: an exit
+    /// code (0 = on to the next stage), or an error. An interrupted stage's helper container
+    /// is killed.
+    pub(super) async fn helper_section<F>(&self, name: &str, stage: F) -> Result<(), Ended>
+    where
+        F: Future<Output = Result<i64, ExecError>>,
+    {
+        self.log.start(name, &stage_description(name));
+        let result = self.bounded(self.deadline, stage).await;
+        self.log.end(name);
+        match result {
+            Ok(Ok(0)) => Ok(()),
+            Ok(Ok(code)) => Err(Ended::Failed(i32::try_from(code).unwrap_or(i32::MAX))),
+            Ok(Err(e)) => Err(Ended::Error(e)),
+            Err(interrupt) => {
+                interrupt.warn(&self.log, name);
+                match self.kill_helper().await {
+                    Ok(()) => Err(Ended::Interrupted(interrupt)),
+                    Err(e) => Err(Ended::Error(e)),
+                }
+            }
+        }
+    }
+}
+
+/// How the stages up to `after_script` ended, short of success.
+pub(super) enum Ended {
+    /// A stage exited non-zero (the job fails as a script failure with this code).
+    Failed(i32),
+    /// The job timed out or was canceled.
+    Interrupted(Interrupt),
+    /// The executor could not run a stage.
+    Error(ExecError),
+}
+
+/// The stages between `prepare_executor` and the user steps, in GitLab Runner's order: the
+/// first that does not succeed ends the job's way to the user steps.
+async fn before_user_steps(ctx: &JobCtx<'_>) -> Result<(), Ended> {
+    sources::get_sources_stage(ctx).await?;
+    if ctx.has_cache() {
+        ctx.helper_section("restore_cache", ctx.restore_cache())
+            .await?;
+    }
+    artifacts::download_stage(ctx).await?;
+    Ok(())
 }
 
 /// Runs every stage of the job and says how it ended. Leaves cleanup to the caller.
@@ -253,11 +336,11 @@ pub(super) async fn run(ctx: &JobCtx<'_>) -> JobOutcome {
         Err(interrupt) => return interrupt.outcome(),
     };
 
-    log.start("get_sources", &stage_description("get_sources"));
-    let sources = ctx.get_sources();
-    log.end("get_sources");
-    if let Err(e) = sources {
-        return fail(log, e, Phase::Run);
+    match before_user_steps(ctx).await {
+        Ok(()) => {}
+        Err(Ended::Failed(code)) => return JobOutcome::ScriptFailed(code),
+        Err(Ended::Interrupted(interrupt)) => return interrupt.outcome(),
+        Err(Ended::Error(e)) => return fail(log, e, Phase::Run),
     }
 
     let script_deadline = match timeouts::script_timeout(&ctx.run.variables) {
@@ -289,14 +372,8 @@ pub(super) async fn run(ctx: &JobCtx<'_>) -> JobOutcome {
             Ok(Ok(code)) => exit_code = i32::try_from(code).unwrap_or(i32::MAX),
             Ok(Err(e)) => return fail(log, e, Phase::Run),
             Err(interrupt) => {
-                match interrupt {
-                    Interrupt::TimedOut => log.warning(&format!(
-                        "{} could not run to completion because the timeout was exceeded.",
-                        stage.name()
-                    )),
-                    Interrupt::Canceled => log.warning("script canceled externally (UI, API)"),
-                }
-                if let Err(e) = container::kill(ctx.docker, &container_id).await {
+                interrupt.warn(log, &stage.name());
+                if let Err(e) = container::kill(ctx.docker, Role::Build, &container_id).await {
                     return fail(log, e, Phase::Run);
                 }
                 interrupted = Some(interrupt);
@@ -316,11 +393,37 @@ pub(super) async fn run(ctx: &JobCtx<'_>) -> JobOutcome {
             return fail(log, e, Phase::Run);
         }
     }
-    match (interrupted, exit_code) {
-        (Some(interrupt), _) => interrupt.outcome(),
-        (None, 0) => JobOutcome::Succeeded,
-        (None, code) => JobOutcome::ScriptFailed(code),
+    let uploaded = after_job_uploads(ctx, interrupted.is_none() && exit_code == 0).await;
+    match (interrupted, exit_code, uploaded) {
+        (Some(interrupt), _, _) => interrupt.outcome(),
+        (None, 0, Ok(())) => JobOutcome::Succeeded,
+        // The job's own failure comes first; an upload's failure fails a job that succeeded.
+        (None, 0, Err(Ended::Failed(code))) => JobOutcome::ScriptFailed(code),
+        (None, 0, Err(Ended::Interrupted(interrupt))) => interrupt.outcome(),
+        (None, 0, Err(Ended::Error(e))) => fail(log, e, Phase::Run),
+        (None, code, _) => JobOutcome::ScriptFailed(code),
     }
+}
+
+/// The stages after `after_script` (cache archive, then artifacts upload), run unless the job's own deadline has
+/// passed (as GitLab Runner, whose job context is then done) or the job was canceled (where
+/// GitLab Runner would still upload `on_failure` artifacts: a stage here ends at the cancel).
+async fn after_job_uploads(ctx: &JobCtx<'_>, job_succeeded: bool) -> Result<(), Ended> {
+    if Instant::now() >= ctx.deadline || ctx.run.cancel.is_cancelled() {
+        return Ok(());
+    }
+    if ctx.has_cache() {
+        let name = super::cache::archive_stage_name(job_succeeded);
+        match ctx
+            .helper_section(name, ctx.archive_cache(job_succeeded))
+            .await
+        {
+            // A cache that could not be saved fails no job (GitLab Runner warns and goes on).
+            Ok(()) | Err(Ended::Failed(_)) => {}
+            Err(other) => return Err(other),
+        }
+    }
+    artifacts::upload_stage(ctx, job_succeeded).await
 }
 
 /// Runs `after_script` with `CI_JOB_STATUS=status` under its own timeout. Its failure or timeout
@@ -354,7 +457,7 @@ async fn after_script(
                  it ran longer than {}s",
                 limit.as_secs()
             ));
-            container::kill(ctx.docker, container_id).await
+            container::kill(ctx.docker, Role::Build, container_id).await
         }
     }
 }

@@ -6,6 +6,13 @@
 //!
 //! Each command lives in its own file and adds one variant to [`HelperCommand`].
 
+mod archive;
+pub mod artifacts;
+mod cache;
+mod ports;
+
+pub use ports::WaitForPorts;
+
 use std::process::ExitCode;
 
 /// One helper command (`flotilla helper <command>`).
@@ -13,6 +20,20 @@ use std::process::ExitCode;
 pub enum HelperCommand {
     /// Print the helper's version (the executor checks the image carries a Flotilla helper).
     Version,
+    /// Collect files and upload them as the job's artifacts (GitLab Runner's
+    /// `artifacts-uploader`; the job token comes from `FLOTILLA_JOB_TOKEN`).
+    ArtifactsUploader(artifacts::UploaderArgs),
+    /// Download a dependency's artifacts and extract them into the working directory (GitLab
+    /// Runner's `artifacts-downloader`; the token comes from `FLOTILLA_JOB_TOKEN`).
+    ArtifactsDownloader(artifacts::DownloaderArgs),
+    /// Zip a job cache and store it (local cache volume or a signed URL); reads its spec from
+    /// `FLOTILLA_CACHE_SPEC`.
+    CacheArchiver(cache::CacheArgs),
+    /// Restore a job cache (key, then fallback keys); reads its spec from `FLOTILLA_CACHE_SPEC`.
+    CacheExtractor(cache::CacheArgs),
+    /// Wait until a TCP connection to every given port of a host succeeds (service health
+    /// check; the executor bounds the wait).
+    WaitForPorts(WaitForPorts),
 }
 
 /// Runs a helper command to its end; the process exit code.
@@ -22,5 +43,10 @@ pub fn run(command: HelperCommand) -> ExitCode {
             println!("flotilla-helper {}", crate::VERSION);
             ExitCode::SUCCESS
         }
+        HelperCommand::ArtifactsUploader(args) => artifacts::run_uploader(args),
+        HelperCommand::ArtifactsDownloader(args) => artifacts::run_downloader(args),
+        HelperCommand::CacheArchiver(args) => cache::archiver(args),
+        HelperCommand::CacheExtractor(args) => cache::extractor(args),
+        HelperCommand::WaitForPorts(args) => ports::run(&args),
     }
 }

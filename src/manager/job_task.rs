@@ -47,6 +47,14 @@ impl JobTask {
         let _active = ActiveGuard(&shared);
         let job_id = self.handle.id;
         let url = self.runner.url.clone();
+        let tracked = shared.metrics.jobs.track(
+            &crate::metrics::RunnerKey {
+                runner: self.runner.short_token(),
+                runner_name: self.runner.name.clone(),
+            },
+            job_id,
+            &self.payload,
+        );
         let record = RunningJob {
             id: job_id,
             url: url.clone(),
@@ -85,6 +93,7 @@ impl JobTask {
         };
         match ack {
             AckOutcome::Accepted => {
+                tracked.acknowledged();
                 let _ = shared.state.mark_acknowledged(job_id, &url);
                 tracing::info!(job = job_id, runner = %self.runner.short_token(), pickup_ms = self.received_at.elapsed().as_millis() as u64, "job received");
             }
@@ -142,6 +151,9 @@ impl JobTask {
             }
         };
         trace.finish();
+        if final_state.state == JobState::Failed {
+            tracked.failed(final_state.failure_reason);
+        }
         let result = session.finish(final_state.clone()).await;
         match result {
             Ok(()) => {
@@ -230,7 +242,9 @@ impl JobTask {
                 return FinalState::failed(reason.for_job(&job.features.failure_reasons), None);
             }
         };
+        let cache = cache_plan(&job, &variables, &self.runner).await;
         let run = JobRun {
+            cache,
             job: job.clone(),
             variables,
             trace: trace.clone(),
@@ -342,6 +356,23 @@ impl JobTask {
 }
 
 /// Runs `f`, then waits forever: lets a side task live exactly as long as the `select!` it is in.
+/// The job's cache plan. Signing GCS URLs may call the metadata server and IAM: each call is
+/// bounded, and a failure is a warning in the plan, never a job failure.
+async fn cache_plan(
+    job: &JobPayload,
+    variables: &crate::job::Variables,
+    runner: &RunnerConfig,
+) -> crate::cache::CachePlan {
+    let short_token = runner.short_token();
+    crate::cache::plan_job(crate::cache::PlanInput {
+        job,
+        variables,
+        config: &runner.cache,
+        short_token: &short_token,
+    })
+    .await
+}
+
 async fn never_after(f: impl std::future::Future<Output = ()>) -> std::convert::Infallible {
     f.await;
     std::future::pending().await

@@ -1,5 +1,5 @@
 //! The executor on the real local Docker engine, in `flotilla-test/busybox`: outcomes (success,
-//! script failure, timeout, graceful cancel, abort, missing image, unsupported git strategy),
+//! script failure, timeout, graceful cancel, abort, missing image),
 //! output streamed into the trace, `after_script`, file variables, variables kept out of the
 //! container's `Env`, and that nothing with the job's labels is left behind.
 
@@ -25,7 +25,7 @@ fn fresh_job_id() -> i64 {
 }
 
 /// A job running `script` (and `after_script` when given) in busybox, GIT_STRATEGY=none.
-fn job(script: &[&str], after: Option<&[&str]>, extra: Value) -> JobPayload {
+pub(crate) fn job(script: &[&str], after: Option<&[&str]>, extra: Value) -> JobPayload {
     let mut steps = vec![json!({"name": "script", "script": script, "when": "on_success"})];
     if let Some(after) = after {
         steps.push(json!({"name": "after_script", "script": after, "when": "always"}));
@@ -67,7 +67,7 @@ fn merge(base: &mut Value, extra: Value) {
 }
 
 /// Host networking, images only from the engine's store.
-fn host_settings() -> DockerConfig {
+pub(crate) fn host_settings() -> DockerConfig {
     DockerConfig {
         network_mode: Some("host".into()),
         pull_policy: vec![PullPolicy::IfNotPresent],
@@ -106,6 +106,7 @@ fn start(job: JobPayload) -> Started {
         },
         cancel: cancel.clone(),
         abort: abort.clone(),
+        cache: Default::default(),
     };
     Started {
         run,
@@ -117,7 +118,10 @@ fn start(job: JobPayload) -> Started {
 }
 
 /// Runs `job` to its end with `settings`; its outcome and trace text.
-async fn run_to_end(job: JobPayload, settings: DockerConfig) -> (JobOutcome, String, i64) {
+pub(crate) async fn run_to_end(
+    job: JobPayload,
+    settings: DockerConfig,
+) -> (JobOutcome, String, i64) {
     ensure_test_images();
     let docker = docker().await;
     let started = start(job);
@@ -273,32 +277,6 @@ async fn a_missing_image_with_pull_policy_never_is_an_image_pull_failure() {
         }
         other => panic!("expected an image pull failure, got {other:?}; trace:\n{text}"),
     }
-}
-
-#[tokio::test]
-async fn git_strategies_other_than_none_are_refused_clearly() {
-    let job = job(
-        &["true"],
-        None,
-        json!({"variables": [{"key": "GIT_STRATEGY", "value": "fetch", "public": true}]}),
-    );
-    let (outcome, text, _) = run_to_end(job, host_settings()).await;
-    assert!(
-        matches!(
-            outcome,
-            JobOutcome::SystemFailure {
-                reason: FailureReason::RunnerSystemFailure,
-                ..
-            }
-        ),
-        "{outcome:?}"
-    );
-    assert!(
-        text.contains(
-            "Fetching sources with GIT_STRATEGY=fetch is not supported yet (only GIT_STRATEGY=none)"
-        ),
-        "{text}"
-    );
 }
 
 #[tokio::test]

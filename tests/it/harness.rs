@@ -232,3 +232,39 @@ pub fn flotilla_bin() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_flotilla")))
 }
+
+/// The helper image holding this test build's `flotilla` binary, built once per test process on
+/// top of `flotilla-helper-base:bookworm` by `scripts/build-helper-image.sh` and tagged by the
+/// binary's hash, so parallel test processes of the same build share it (the script takes a
+/// lock and skips a tag that already holds the same binary) and other builds never clash.
+pub async fn helper_image() -> String {
+    // A std OnceLock inside spawn_blocking: tests run on separate runtimes, and a blocked thread
+    // waiting for another test's build is fine off the async workers.
+    static IMAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    tokio::task::spawn_blocking(|| IMAGE.get_or_init(build_helper_image).clone())
+        .await
+        .expect("building the helper image panicked")
+}
+
+fn build_helper_image() -> String {
+    ensure_test_image();
+    let binary = flotilla_bin();
+    let sum = std::process::Command::new("sha256sum")
+        .arg(&binary)
+        .output()
+        .unwrap_or_else(|e| panic!("sha256sum {}: {e}", binary.display()));
+    assert!(sum.status.success(), "sha256sum {}", binary.display());
+    let sum = String::from_utf8_lossy(&sum.stdout);
+    let hash = sum.get(..16).expect("sha256sum prints a hash");
+    let tag = format!("flotilla-helper:test-{hash}");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/build-helper-image.sh");
+    let status = std::process::Command::new(script)
+        .arg("--binary")
+        .arg(&binary)
+        .args(["--tag", &tag])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("running {script}: {e}"));
+    assert!(status.success(), "{script} failed: {status}");
+    tag
+}

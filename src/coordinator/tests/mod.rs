@@ -2,6 +2,7 @@
 //! headers, long-poll bookkeeping, retries (`request.rs`); trace PATCHes, keep-alive, the final
 //! update and log hygiene (`trace.rs`). This file holds the shared fixtures.
 
+mod artifacts;
 mod request;
 mod trace;
 

@@ -41,6 +41,20 @@ pub enum Fault {
     /// (with `Content-Type: application/json`); the job stays assigned server-side, as GitLab's
     /// does when the runner cannot decode the 201.
     MalformedNext { body: String, status: u16 },
+    /// `POST jobs/:id/artifacts` answers `status` this many times (nothing stored).
+    UploadArtifactsStatus { status: u16, times: u32 },
+    /// `POST jobs/:id/artifacts` answers `307 Temporary Redirect` to the same URL this many
+    /// times, as a GitLab that moved would (the runner re-sends the whole body there).
+    UploadArtifactsRedirect { times: u32 },
+    /// `GET jobs/:id/artifacts` answers `status` this many times.
+    DownloadArtifactsStatus { status: u16, times: u32 },
+}
+
+/// What an injected artifacts-upload fault answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UploadFault {
+    Status(u16),
+    Redirect,
 }
 
 /// Serde of a [`Duration`] as whole milliseconds.
@@ -91,6 +105,9 @@ impl Faults {
                 | Fault::SlowRequest { times: 0, .. }
                 | Fault::FinalUpdate412 { times: 0, .. }
                 | Fault::FinalUpdate202 { times: 0, .. }
+                | Fault::UploadArtifactsStatus { times: 0, .. }
+                | Fault::UploadArtifactsRedirect { times: 0 }
+                | Fault::DownloadArtifactsStatus { times: 0, .. }
         );
         if !empty {
             self.list.push(fault);
@@ -135,6 +152,23 @@ impl Faults {
     pub(crate) fn update_status(&mut self) -> Option<u16> {
         self.take(|f| match f {
             Fault::UpdateStatus { status, times } => count_down(times, *status),
+            _ => None,
+        })
+    }
+
+    pub(crate) fn upload_artifacts(&mut self) -> Option<UploadFault> {
+        self.take(|f| match f {
+            Fault::UploadArtifactsStatus { status, times } => {
+                count_down(times, UploadFault::Status(*status))
+            }
+            Fault::UploadArtifactsRedirect { times } => count_down(times, UploadFault::Redirect),
+            _ => None,
+        })
+    }
+
+    pub(crate) fn download_artifacts(&mut self) -> Option<u16> {
+        self.take(|f| match f {
+            Fault::DownloadArtifactsStatus { status, times } => count_down(times, *status),
             _ => None,
         })
     }

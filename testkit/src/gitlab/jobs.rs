@@ -65,7 +65,8 @@ pub(crate) struct JobDefaults<'a> {
     pub server_url: &'a str,
 }
 
-/// Fills `id`, `token` and every standard field the payload lacks; returns the payload and the
+/// Fills `id`, `token` and every standard field the payload lacks (a dependency's missing
+/// `token` becomes this job's, as current GitLab sends it); returns the payload and the
 /// features listed in the fake-only `_requires` key (removed from the payload).
 pub(crate) fn complete_job(job: Value, d: &JobDefaults<'_>) -> (Value, Vec<String>) {
     let mut obj = match job {
@@ -111,15 +112,20 @@ pub(crate) fn complete_job(job: Value, d: &JobDefaults<'_>) -> (Value, Vec<Strin
     fill(info, "queue_size", json!(0));
     fill(info, "queue_depth", json!(0));
 
+    // GitLab's clone URL names the project's full path.
+    let project_path = info["project_full_path"]
+        .as_str()
+        .unwrap_or("group/project")
+        .to_owned();
     let base = d.server_url.trim_end_matches('/');
     let repo_url = match base.split_once("://") {
         Some((scheme, rest)) => {
             format!(
-                "{scheme}://gitlab-ci-token:{}@{rest}/group/project.git",
+                "{scheme}://gitlab-ci-token:{}@{rest}/{project_path}.git",
                 d.token
             )
         }
-        None => format!("{base}/group/project.git"),
+        None => format!("{base}/{project_path}.git"),
     };
     let git = object(&mut obj, "git_info");
     fill(git, "repo_url", json!(repo_url));
@@ -166,6 +172,13 @@ pub(crate) fn complete_job(job: Value, d: &JobDefaults<'_>) -> (Value, Vec<Strin
     );
     for key in ["services", "cache", "credentials", "dependencies"] {
         fill(&mut obj, key, json!([]));
+    }
+    // Current GitLab sends the consuming job's own token in `dependencies[].token`; a test names
+    // only `id`, `name` and `artifacts_file`.
+    if let Some(Value::Array(deps)) = obj.get_mut("dependencies") {
+        for dep in deps.iter_mut().filter_map(Value::as_object_mut) {
+            fill(dep, "token", json!(d.token));
+        }
     }
     complete_variables(&mut obj, d);
     (Value::Object(obj), requires)
@@ -325,6 +338,17 @@ mod tests {
             vars[2]["value"], "https://other",
             "the job's own value wins"
         );
+    }
+
+    #[test]
+    fn dependencies_get_the_consuming_jobs_token_unless_given() {
+        let job = json!({"dependencies": [
+            {"id": 1, "name": "build", "artifacts_file": {"filename": "artifacts.zip", "size": 3}},
+            {"id": 2, "name": "lint", "token": "glcbt-given"}
+        ]});
+        let (job, _) = complete_job(job, &defaults());
+        assert_eq!(job["dependencies"][0]["token"], "glcbt-secret");
+        assert_eq!(job["dependencies"][1]["token"], "glcbt-given");
     }
 
     #[test]

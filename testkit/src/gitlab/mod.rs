@@ -1,16 +1,21 @@
 //! The fake GitLab: a faithful stand-in for GitLab's Runner API v4 (jobs/request with Workhorse
 //! long polling, job update with the two-phase ack, trace PATCH with Content-Range/416, runner
-//! verify/unregister), on loopback, for Flotilla's integration tests, demo and benchmarks. It
-//! rejects what GitLab rejects, with GitLab's status codes and headers, and injects faults on
+//! verify/unregister, job artifacts with a fake object storage on its own port), on loopback,
+//! for Flotilla's integration tests, demo and benchmarks. It rejects what GitLab rejects, with GitLab's status codes and headers, and injects faults on
 //! demand. This module owns the public API ([`FakeGitlab`], [`GitlabHandle`], options); the
 //! handlers are in `request.rs`/`update.rs`, the state in `state.rs`. Notes on fidelity (what
 //! GitLab's source does and where the fake is stricter) are in the handlers' doc comments.
 //!
-//! Extension point: [`FakeGitlab::start_with`] merges extra routes (git smart HTTP, artifacts)
+//! Extension point: [`FakeGitlab::start_with`] merges extra routes (git smart HTTP)
 //! built from a [`GitlabHandle`], which can resolve job tokens with [`GitlabHandle::job_by_token`].
+//! [`FakeGitlab::start_with_git`] serves real repositories (`git.rs`).
+//! Artifacts are built in (`artifacts.rs`): read what a job uploaded with
+//! [`GitlabHandle::artifacts`].
 
 mod admin;
+mod artifacts;
 mod faults;
+mod git;
 mod http;
 mod jobs;
 mod request;
@@ -32,7 +37,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use admin::AdminJob;
+pub use artifacts::{StoredArtifact, DEFAULT_MAX_ARTIFACTS_BYTES};
 pub use faults::Fault;
+pub use git::{GitRepos, Repo};
 pub use jobs::{FeatureCheck, DEFAULT_FAILURE_REASONS};
 pub use state::{JobRecord, JobState, RecordedRequest};
 
@@ -59,6 +66,8 @@ pub struct FakeGitlabOptions {
     pub listen: SocketAddr,
     /// Which runner features jobs are checked against before hand-out.
     pub feature_check: FeatureCheck,
+    /// Artifact uploads above this many bytes get 413 (GitLab's `max_artifacts_size`, 100 MB).
+    pub max_artifacts_bytes: u64,
 }
 
 impl Default for FakeGitlabOptions {
@@ -70,6 +79,7 @@ impl Default for FakeGitlabOptions {
             trace_update_interval_secs: None,
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             feature_check: FeatureCheck::default(),
+            max_artifacts_bytes: DEFAULT_MAX_ARTIFACTS_BYTES,
         }
     }
 }
@@ -101,7 +111,8 @@ impl GitlabHandle {
     /// Enqueues `job` for `runner_token` and returns its id. Always sets `id` and a random
     /// `glcbt-` job `token`; fills any missing standard field (`job_info`, `git_info`,
     /// `runner_info.timeout` 3600, `features`, `steps`, CI_JOB_ID / CI_JOB_TOKEN (masked) /
-    /// CI_SERVER_URL variables, empty `services`/`cache`/`credentials`/`dependencies`). A
+    /// CI_SERVER_URL variables, empty `services`/`cache`/`credentials`/`dependencies`, a
+    /// dependency's missing `token` set to this job's token, as current GitLab sends it). A
     /// fake-only `_requires: ["feature", …]` key lists extra runner features the job needs.
     /// The token need not be registered yet: the job waits for a runner with that token.
     pub fn enqueue(&self, runner_token: &str, job: serde_json::Value) -> i64 {
@@ -222,6 +233,25 @@ impl GitlabHandle {
         self.shared.changed.notify_waiters();
     }
 
+    /// The artifacts uploaded for job `id` (or stored with [`GitlabHandle::put_artifact`]), in
+    /// upload order.
+    pub fn artifacts(&self, id: i64) -> Vec<StoredArtifact> {
+        self.shared.state.lock().artifacts.of_job(id)
+    }
+
+    /// Stores an artifact for job `id` as if its runner had uploaded it (for a dependency that
+    /// never ran in the test).
+    pub fn put_artifact(&self, id: i64, artifact: StoredArtifact) {
+        self.shared.state.lock().artifacts.put(id, artifact);
+        self.shared.changed.notify_waiters();
+    }
+
+    /// The fake object storage's base URL (its own loopback port), where direct artifact
+    /// downloads are redirected.
+    pub fn object_store_url(&self) -> String {
+        self.shared.objstore_url.clone()
+    }
+
     /// Injects a fault (see [`Fault`]).
     pub fn inject(&self, fault: Fault) {
         self.shared.state.lock().faults.inject(fault);
@@ -274,7 +304,7 @@ impl FakeGitlab {
     }
 
     /// Starts a fake whose router also merges `extra(handle)`: the extension point for routes
-    /// served beside the Runner API (git smart HTTP, artifacts). Extra routes are recorded in
+    /// served beside the Runner API (git smart HTTP). Extra routes are recorded in
     /// [`GitlabHandle::requests`] like the others.
     pub async fn start_with(
         opts: FakeGitlabOptions,
@@ -289,10 +319,17 @@ impl FakeGitlab {
             .await
             .with_context(|| format!("binding fake gitlab to {}", opts.listen))?;
         let addr = listener.local_addr().context("fake gitlab local address")?;
+        let objstore_listener = tokio::net::TcpListener::bind((opts.listen.ip(), 0))
+            .await
+            .context("binding the fake object storage")?;
+        let objstore_addr = objstore_listener
+            .local_addr()
+            .context("fake object storage local address")?;
         let (acks, _) = broadcast::channel(4096);
         let shared = Arc::new(Shared {
             opts,
             url: format!("http://{addr}"),
+            objstore_url: format!("http://{objstore_addr}"),
             state: Mutex::new(State::default()),
             changed: tokio::sync::Notify::new(),
             acks,
@@ -305,11 +342,23 @@ impl FakeGitlab {
         let app = server::router(handle.clone(), extra(handle.clone()));
         let tracker = TaskTracker::new();
         server::serve(&tracker, listener, app, &shared);
+        let objstore = server::object_store_router(shared.clone());
+        server::serve(&tracker, objstore_listener, objstore, &shared);
         tracker.close();
         Ok(FakeGitlab {
             handle,
             guard: Arc::new(Guard { shared, tracker }),
         })
+    }
+
+    /// Starts a fake that also serves the repositories it returns over smart HTTP at
+    /// `/<namespace>/<project>.git` (basic auth `gitlab-ci-token` + a running job's token).
+    /// A job's default `git_info.repo_url` names its `job_info.project_full_path`.
+    pub async fn start_with_git(opts: FakeGitlabOptions) -> anyhow::Result<(FakeGitlab, GitRepos)> {
+        let repos = GitRepos::new()?;
+        let served = repos.clone();
+        let fake = Self::start_with(opts, move |handle| served.router(handle)).await?;
+        Ok((fake, repos))
     }
 
     /// Stops the server and waits for its task to end.

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
 use super::state::{RecordedRequest, Shared, MAX_RECORDED_REQUESTS};
-use super::{admin, request, update, GitlabHandle};
+use super::{admin, artifacts, request, update, GitlabHandle};
 
 /// Recorded bodies are cut at this many bytes.
 const RECORDED_BODY_LIMIT: usize = 64 * 1024;
@@ -72,6 +72,10 @@ pub(crate) fn router(handle: GitlabHandle, extra: Router) -> Router {
         .route("/api/v4/jobs/request", post(request::request_job))
         .route("/api/v4/jobs/{id}", put(update::update_job))
         .route("/api/v4/jobs/{id}/trace", patch(update::patch_trace))
+        .route(
+            "/api/v4/jobs/{id}/artifacts",
+            post(artifacts::upload).get(artifacts::download),
+        )
         .route("/api/v4/runners/verify", post(request::verify_runner))
         .route("/api/v4/runners", delete(request::delete_runner))
         .route(
@@ -82,6 +86,12 @@ pub(crate) fn router(handle: GitlabHandle, extra: Router) -> Router {
     api.merge(admin::router(handle))
         .merge(extra)
         .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn_with_state(shared, record))
+}
+
+/// The fake object storage's router, recorded like the rest.
+pub(crate) fn object_store_router(shared: Arc<Shared>) -> Router {
+    artifacts::object_store_router(shared.clone())
         .layer(middleware::from_fn_with_state(shared, record))
 }
 

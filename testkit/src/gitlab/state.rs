@@ -17,6 +17,7 @@ use serde::Serialize;
 use tokio::sync::{broadcast, Notify};
 use tokio_util::sync::CancellationToken;
 
+use super::artifacts::ArtifactStore;
 use super::faults::Faults;
 use super::FakeGitlabOptions;
 
@@ -274,6 +275,8 @@ pub(crate) struct State {
     pub next_job_id: i64,
     pub next_runner_id: i64,
     pub faults: Faults,
+    /// Uploaded job artifacts and object-storage keys.
+    pub artifacts: ArtifactStore,
     pub requests: VecDeque<RecordedRequest>,
 }
 
@@ -322,6 +325,8 @@ pub(crate) struct Shared {
     pub opts: FakeGitlabOptions,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
+    /// The fake object storage's base URL (its own port), `http://127.0.0.1:PORT`.
+    pub objstore_url: String,
     pub state: Mutex<State>,
     /// Any job changed (state, trace, calls).
     pub changed: Notify,
