@@ -326,3 +326,33 @@ async fn a_runner_added_back_while_it_drains_gets_its_pool_back() {
         .all(|v| v.labels.get(RUNNER_LABEL) != Some(&label_a)));
     fleet.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_shutdown_timeout_bounds_the_next_abort() {
+    // Deletions take a minute at the fake, so the abort lasts exactly shutdown_timeout.
+    let fleet = Fleet::start(Duration::from_millis(300), Duration::from_secs(60)).await;
+    let machine = "IdleCount = 1\nIdleTime = 600";
+    let path = fleet.write_config(&fleet.config_text("shutdown_timeout = 60", "", machine));
+    let mut manager = Running::start(&path, fleet.dir.path(), "timeout-reload");
+    fleet
+        .wait_ours("an idle VM", DEADLINE, |vms| {
+            vms.iter().any(|v| v.status == "RUNNING")
+        })
+        .await;
+    write_atomically(
+        &path,
+        &fleet.config_text("shutdown_timeout = 2", "", machine),
+    );
+    manager
+        .log_shows("shutdown_timeout: 1m → 2s", DEADLINE)
+        .await;
+    let started = tokio::time::Instant::now();
+    manager.signal("TERM");
+    manager.wait_exit(DEADLINE).await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(10),
+        "the abort waited the reloaded shutdown_timeout: {took:?}"
+    );
+    fleet.stop().await;
+}
