@@ -105,6 +105,9 @@ p.panel("Coordinator responses by endpoint and status","Responses per second (ev
   [(f'sum by (endpoint, status) (rate(gitlab_runner_api_request_statuses_total{{{SEL}}}[{RI}]))',"{{endpoint}} {{status}}")],unit="reqps")
 p.panel("Coordinator non-2xx share","Share of coordinator responses that were not 2xx.",
   [(f'(sum by (instance) (rate(gitlab_runner_api_request_statuses_total{{{SEL}, status!~"2.."}}[{RI}])) or sum by (instance) (rate(gitlab_runner_api_request_statuses_total{{{SEL}}}[{RI}])) * 0) / sum by (instance) (rate(gitlab_runner_api_request_statuses_total{{{SEL}}}[{RI}]))',"{{instance}}")],unit="percentunit")
+p.panel("Job requests in flight","Job requests (long polls included) in flight per runner against its request_concurrency.",
+  [(f'sum by (runner) (gitlab_runner_request_concurrency{{{SEL}}})',"in flight {{runner}}"),
+   (f'max by (runner) (gitlab_runner_request_concurrency_hard_limit{{{SEL}}})',"request_concurrency {{runner}}")])
 p.panel("Undecodable job answers","201 answers to a job request that were not a job, per minute.",
   [(f'sum by (runner) (rate(flotilla_undecodable_job_responses_total{{{SEL}}}[{RI}])) * 60',"{{runner}}")])
 p.panel("Compute Engine calls by method and result","Every attempt, per second.",

@@ -11,10 +11,12 @@
 # ${XDG_CACHE_HOME:-~/.cache}/flotilla), and the thin layer is skipped when the tag already holds
 # the same binary. Parallel runs serialise on a lock file.
 #
-# Usage: scripts/build-helper-image.sh [--binary PATH] [--tag IMAGE] [--base-only] [--force]
+# Usage: scripts/build-helper-image.sh [--binary PATH] [--tag IMAGE] [--label K=V]... [--base-only]
+#                                      [--force]
 #   --binary PATH  the flotilla binary (default: target/release/flotilla, else target/debug/flotilla
 #                  under $CARGO_TARGET_DIR or ./target)
 #   --tag IMAGE    the helper image's name (default: flotilla-helper:<the binary's version>)
+#   --label K=V    an extra label on the helper image (tests mark theirs to prune them)
 #   --base-only    build only flotilla-helper-base:bookworm
 #   --force        rebuild the base from a fresh root filesystem, and the thin layer
 # Environment: HELPER_MIRROR  a Debian mirror (URL, one-line "deb …" entry or a .list/.sources
@@ -25,12 +27,13 @@ readonly SUITE="bookworm"
 readonly BASE_IMAGE="flotilla-helper-base:$SUITE"
 readonly PACKAGES="git,git-lfs,ca-certificates"
 readonly LOCK_FILE="${TMPDIR:-/tmp}/flotilla-build-helper-image.lock"
-readonly CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/flotilla"
+readonly CACHE_DIR="${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/flotilla"
 readonly ROOTFS_TAR="$CACHE_DIR/helper-base-$SUITE.tar"
 readonly BINARY_LABEL="com.flotilla.helper-binary-sha256"
 
 binary=""
 tag=""
+labels=()
 base_only=false
 force=false
 while [ "$#" -gt 0 ]; do
@@ -43,10 +46,14 @@ while [ "$#" -gt 0 ]; do
             tag="${2:?--tag needs an image name}"
             shift
             ;;
+        --label)
+            labels+=("${2:?--label needs KEY=VALUE}")
+            shift
+            ;;
         --base-only) base_only=true ;;
         --force) force=true ;;
         -h | --help)
-            sed -n '2,21p' "$0"
+            sed -n '2,23p' "$0"
             exit 0
             ;;
         *)
@@ -201,11 +208,15 @@ build_helper() {
     # shellcheck disable=SC2064 # expand now: the trap must remove this very directory
     trap "rm -rf '$context'" RETURN
     ln "$binary" "$context/flotilla" 2>/dev/null || cp "$binary" "$context/flotilla"
-    cat >"$context/Dockerfile" <<EOF
-FROM $BASE_IMAGE
-COPY flotilla /usr/bin/flotilla
-LABEL $BINARY_LABEL=$sum
-EOF
+    {
+        echo "FROM $BASE_IMAGE"
+        echo "COPY flotilla /usr/bin/flotilla"
+        echo "LABEL $BINARY_LABEL=$sum"
+        local label
+        for label in "${labels[@]}"; do
+            echo "LABEL $label"
+        done
+    } >"$context/Dockerfile"
     # The classic builder needs no buildx plugin; use BuildKit only where the plugin exists.
     if ! docker buildx version >/dev/null 2>&1; then
         export DOCKER_BUILDKIT=0

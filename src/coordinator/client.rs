@@ -189,9 +189,12 @@ impl Coordinator {
         self.inner.metrics.has_answered()
     }
 
-    /// Creates the per-runner series that must exist at 0 before the first event.
-    pub fn add_runner_metrics(&self, runner: &RunnerEndpoint) {
-        self.inner.metrics.add_runner(&runner.labels());
+    /// Creates the per-runner series that must exist at 0 before the first event, and
+    /// publishes the runner's `request_concurrency`.
+    pub fn add_runner_metrics(&self, runner: &RunnerEndpoint, request_concurrency: usize) {
+        self.inner
+            .metrics
+            .add_runner(&runner.labels(), request_concurrency);
     }
 
     /// Sends one call, retrying as GitLab Runner does: statuses 408, 429, 500, 502, 503, 504

@@ -2,10 +2,19 @@
 //! closed sets (endpoint, method, HTTP status) plus the runner's short token and system id, as in
 //! GitLab Runner, so its dashboards work unchanged.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// One job request in flight (`gitlab_runner_request_concurrency`); decrements on drop.
+pub struct InFlight(prometheus::IntGauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
 
 /// GitLab Runner's `status_class` label.
 fn status_class(status: u16) -> &'static str {
@@ -58,6 +67,10 @@ pub struct ApiMetrics {
     durations: HistogramVec,
     undecodable_jobs: IntCounterVec,
     trace_bytes: IntCounterVec,
+    /// Job requests in flight, and the configured `request_concurrency` (hard and used limit).
+    requests: IntGaugeVec,
+    hard_limit: IntGaugeVec,
+    used_limit: IntGaugeVec,
     /// Set by the first HTTP response of any kind (readiness: the coordinator answered).
     answered: Arc<AtomicBool>,
 }
@@ -94,6 +107,24 @@ impl ApiMetrics {
             ),
             &["runner", "system_id"],
         )?;
+        let gauge = |name: &str, help: &str| {
+            IntGaugeVec::new(Opts::new(name, help), &["runner", "system_id"])
+        };
+        let requests = gauge(
+            "gitlab_runner_request_concurrency",
+            "The current number of concurrent requests for a new job",
+        )?;
+        let hard_limit = gauge(
+            "gitlab_runner_request_concurrency_hard_limit",
+            "Configured request_concurrency limit",
+        )?;
+        let used_limit = gauge(
+            "gitlab_runner_request_concurrency_used_limit",
+            "Used request concurrency limit",
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(hard_limit.clone()))?;
+        registry.register(Box::new(used_limit.clone()))?;
         registry.register(Box::new(statuses.clone()))?;
         registry.register(Box::new(durations.clone()))?;
         registry.register(Box::new(undecodable_jobs.clone()))?;
@@ -103,15 +134,32 @@ impl ApiMetrics {
             durations,
             undecodable_jobs,
             trace_bytes,
+            requests,
+            hard_limit,
+            used_limit,
             answered: Arc::default(),
         })
     }
 
-    /// Creates a runner's series that must exist before its first event (at 0).
-    pub fn add_runner(&self, labels: &RunnerLabels) {
+    /// Creates a runner's series that must exist before its first event (at 0) and publishes
+    /// its `request_concurrency` (Flotilla runs that many requesters; no adaptive limit).
+    pub fn add_runner(&self, labels: &RunnerLabels, request_concurrency: usize) {
         let l = [labels.runner.as_str(), labels.system_id.as_str()];
         self.undecodable_jobs.with_label_values(&l);
         self.trace_bytes.with_label_values(&l);
+        self.requests.with_label_values(&l);
+        let limit = i64::try_from(request_concurrency).unwrap_or(i64::MAX);
+        self.hard_limit.with_label_values(&l).set(limit);
+        self.used_limit.with_label_values(&l).set(limit);
+    }
+
+    /// A job request starts; it counts as in flight until the guard is dropped.
+    pub fn request_started(&self, labels: &RunnerLabels) -> InFlight {
+        let gauge = self
+            .requests
+            .with_label_values(&[labels.runner.as_str(), labels.system_id.as_str()]);
+        gauge.inc();
+        InFlight(gauge)
     }
 
     /// Whether any coordinator call got an HTTP answer yet.

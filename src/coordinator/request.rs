@@ -91,6 +91,7 @@ impl Coordinator {
             Err(e) => return RequestOutcome::Unhealthy(e.to_string()),
         };
         let labels = runner.labels();
+        let _in_flight = self.inner.metrics.request_started(&labels);
         let call = Call {
             endpoint: Endpoint::RequestJob,
             method: Method::POST,

@@ -165,7 +165,10 @@ impl BuildContainer<'_> {
         }
         ContainerCreateBody {
             image: Some(self.image.to_string()),
-            cmd: Some(script::container_command()),
+            cmd: Some(match self.role {
+                Role::Build => script::container_command(),
+                Role::Helper => script::helper_command(),
+            }),
             entrypoint: self.entrypoint.clone(),
             user: self.user.clone(),
             labels: Some(self.labels.clone()),

@@ -12,8 +12,15 @@
 //! the external config (for the project, and for the server's base so that same-host submodules
 //! authenticate too). No line that prints anything contains a credential.
 
+mod remote;
+mod settings;
+mod writer;
+
 use super::script::quote;
 use crate::job::{go_arch, JobPayload, Variables};
+use remote::RemoteUrls;
+use settings::Settings;
+use writer::{join, quote_meta, Writer};
 
 const BOLD_GREEN: &str = "\x1b[32;1m";
 const YELLOW: &str = "\x1b[0;33m";
@@ -153,175 +160,6 @@ pub(super) fn get_sources_script(sources: &Sources<'_>) -> Result<Vec<String>, G
         }
     }
     Ok(w.lines)
-}
-
-/// The `GIT_*` variables, read as GitLab Runner reads them.
-struct Settings {
-    checkout: bool,
-    clean_flags: Vec<String>,
-    fetch_flags: Vec<String>,
-    lfs: bool,
-    submodules: SubmoduleStrategy,
-    submodule_paths: Vec<String>,
-    submodule_depth: i64,
-    submodule_update_flags: Vec<String>,
-    force_https: bool,
-}
-
-impl Settings {
-    fn of(sources: &Sources<'_>) -> Result<Self, GitError> {
-        let get = |key: &str| sources.vars.expanded(key).unwrap_or_default();
-        let flags = |key: &str, default: &str| {
-            let value = get(key);
-            let value = if value.trim().is_empty() {
-                default.to_string()
-            } else {
-                value
-            };
-            if value.trim() == "none" {
-                Vec::new()
-            } else {
-                value.split_whitespace().map(str::to_string).collect()
-            }
-        };
-        let submodules = match get("GIT_SUBMODULE_STRATEGY").trim() {
-            "" | "none" => SubmoduleStrategy::None,
-            "normal" => SubmoduleStrategy::Normal,
-            "recursive" => SubmoduleStrategy::Recursive,
-            other => return Err(GitError::SubmoduleStrategy(other.to_string())),
-        };
-        let paths = get("GIT_SUBMODULE_PATHS");
-        let submodule_paths: Vec<String> = paths.split_whitespace().map(str::to_string).collect();
-        if submodule_paths.iter().any(|p| p == ":(exclude)") {
-            return Err(GitError::SubmodulePaths(paths));
-        }
-        Ok(Settings {
-            checkout: parse_bool(&get("GIT_CHECKOUT")).unwrap_or(true),
-            clean_flags: flags("GIT_CLEAN_FLAGS", CLEAN_FLAGS_DEFAULT),
-            fetch_flags: flags("GIT_FETCH_EXTRA_FLAGS", FETCH_FLAGS_DEFAULT),
-            lfs: !parse_bool(&get("GIT_LFS_SKIP_SMUDGE")).unwrap_or(false),
-            submodules,
-            submodule_paths,
-            submodule_depth: get("GIT_SUBMODULE_DEPTH")
-                .trim()
-                .parse()
-                .unwrap_or(sources.job.git_info.depth),
-            submodule_update_flags: get("GIT_SUBMODULE_UPDATE_FLAGS")
-                .split_whitespace()
-                .map(str::to_string)
-                .collect(),
-            force_https: parse_bool(&get("GIT_SUBMODULE_FORCE_HTTPS")).unwrap_or(false),
-        })
-    }
-}
-
-/// Go's `strconv.ParseBool`.
-fn parse_bool(s: &str) -> Option<bool> {
-    match s.trim() {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
-    }
-}
-
-/// Origin (without credentials) and the `insteadOf` rewrites that add them.
-struct RemoteUrls {
-    /// Origin: the repository URL without user information.
-    plain: String,
-    /// `(authenticated, plain)` pairs, most specific first, without duplicates.
-    instead_ofs: Vec<(String, String)>,
-}
-
-impl RemoteUrls {
-    /// GitLab Runner's `GitAuthHelper`: the repository URL as given (it carries the job
-    /// token), the server's base URL, the repository's base URL and, with
-    /// `GIT_SUBMODULE_FORCE_HTTPS`, the SSH forms of the server, each rewritten to carry
-    /// `gitlab-ci-token:<job token>`.
-    fn of(sources: &Sources<'_>, settings: &Settings) -> Result<Self, GitError> {
-        let raw = sources.job.git_info.repo_url.trim();
-        // The error names no part of the URL: it may carry the token.
-        let repo = url::Url::parse(raw).map_err(|e| GitError::RepoUrl(e.to_string()))?;
-        let mut plain = repo.clone();
-        let _ = plain.set_username("");
-        let _ = plain.set_password(None);
-        let plain_text = plain.to_string();
-        let token = &sources.job.token;
-        if plain_text.contains(&format!("{token}@"))
-            || !matches!(repo.scheme(), "http" | "https" | "ssh" | "git" | "file")
-        {
-            return Err(GitError::RepoUrl(format!(
-                "scheme {:?} is not one git fetches over, or its credentials cannot be separated",
-                repo.scheme()
-            )));
-        }
-        let mut instead_ofs = Vec::new();
-        if plain_text != repo.as_str() {
-            instead_ofs.push((repo.to_string(), plain_text.clone()));
-        }
-        let authed = |u: &url::Url| {
-            let mut a = u.clone();
-            let _ = a.set_username("gitlab-ci-token");
-            let _ = a.set_password(Some(token));
-            a
-        };
-        let server = sources
-            .vars
-            .expanded("CI_SERVER_URL")
-            .and_then(|s| url::Url::parse(s.trim()).ok())
-            .filter(is_http);
-        if let Some(base) = &server {
-            instead_ofs.push((trimmed(&authed(base)), trimmed(base)));
-            if settings.force_https {
-                instead_ofs.extend(ssh_instead_ofs(&trimmed(&authed(base)), sources.vars, base));
-            }
-        }
-        if is_http(&repo) {
-            let mut base = plain.clone();
-            base.set_path("");
-            base.set_query(None);
-            instead_ofs.push((trimmed(&authed(&base)), trimmed(&base)));
-        }
-        let mut seen = std::collections::HashSet::new();
-        instead_ofs.retain(|pair| seen.insert(pair.clone()));
-        Ok(RemoteUrls {
-            plain: plain_text,
-            instead_ofs,
-        })
-    }
-}
-
-fn is_http(u: &url::Url) -> bool {
-    matches!(u.scheme(), "http" | "https")
-}
-
-/// The URL as text without a trailing `/`.
-fn trimmed(u: &url::Url) -> String {
-    u.as_str().trim_end_matches('/').to_string()
-}
-
-/// `git@host:` and `ssh://git@host[:port]` rewritten to `base` (GitLab Runner's
-/// `sshInsteadOfs`, with `GIT_SUBMODULE_FORCE_HTTPS`).
-fn ssh_instead_ofs(base: &str, vars: &Variables, server: &url::Url) -> Vec<(String, String)> {
-    let host = vars
-        .expanded("CI_SERVER_SHELL_SSH_HOST")
-        .filter(|h| !h.trim().is_empty())
-        .or_else(|| {
-            vars.expanded("CI_SERVER_HOST")
-                .filter(|h| !h.trim().is_empty())
-        })
-        .or_else(|| server.host_str().map(str::to_string))
-        .unwrap_or_default();
-    let port = vars
-        .expanded("CI_SERVER_SHELL_SSH_PORT")
-        .unwrap_or_default();
-    if port.is_empty() || port == "22" {
-        vec![
-            (format!("{base}/"), format!("git@{host}:")),
-            (base.to_string(), format!("ssh://git@{host}")),
-        ]
-    } else {
-        vec![(base.to_string(), format!("ssh://git@{host}:{port}"))]
-    }
 }
 
 /// Lock files, configs and hooks a previous job may have left, the template, the external
@@ -608,69 +446,6 @@ fn hooks(w: &mut Writer, job: &JobPayload, name: &str) {
             w.notice(&shown);
             w.line(line);
         }
-    }
-}
-
-/// Go's `regexp.QuoteMeta`: a regular expression matching `s` literally (git's value patterns).
-fn quote_meta(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if "\\.+*?()|[]{}^$".contains(c) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn join(args: &[&str]) -> String {
-    args.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" ")
-}
-
-/// The script's lines, written in order.
-#[derive(Default)]
-struct Writer {
-    lines: Vec<String>,
-}
-
-impl Writer {
-    /// A raw shell line.
-    fn line(&mut self, line: &str) {
-        self.lines.push(line.to_string());
-    }
-
-    /// A command, every argument quoted.
-    fn cmd(&mut self, args: &[&str]) {
-        self.lines.push(join(args));
-    }
-
-    /// Prints `text` as it is.
-    fn print(&mut self, text: &str) {
-        self.lines.push(format!("printf '%s\\n' {}", quote(text)));
-    }
-
-    /// Prints `text` as a notice (bold green).
-    fn notice(&mut self, text: &str) {
-        self.print(&notice(text));
-    }
-
-    /// Prints `text` as a warning (yellow).
-    fn warning(&mut self, text: &str) {
-        self.print(&format!("{YELLOW}WARNING: {text}{RESET}"));
-    }
-
-    /// Deletes what `find` finds under `dir` of type `kind` named `name`, if `dir` exists.
-    fn find_delete(&mut self, dir: &str, kind: &str, name: &str) {
-        let action = if kind == "d" {
-            "-prune -exec rm -rf {} +"
-        } else {
-            "-delete"
-        };
-        self.lines.push(format!(
-            "if [ -d {d} ]; then find {d} -type {kind} -name {n} {action}; fi",
-            d = quote(dir),
-            n = quote(name)
-        ));
     }
 }
 

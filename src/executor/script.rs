@@ -35,6 +35,17 @@ pub(super) fn container_command() -> Vec<String> {
     vec!["sh".into(), "-c".into(), BASH_DETECT.into()]
 }
 
+/// The helper container's `Cmd`: the same with `umask 0000` first, as GitLab Runner's
+/// `gitlab-runner-build` does, so that what the helper (root) writes into the builds volume stays
+/// writable for a job image running as another user.
+pub(super) fn helper_command() -> Vec<String> {
+    vec![
+        "sh".into(),
+        "-c".into(),
+        format!("umask 0000\n{BASH_DETECT}"),
+    ]
+}
+
 /// Where one step runs and what it sees.
 pub(super) struct StepScript<'a> {
     /// Every variable of the job (later wins), with overrides such as `CI_JOB_STATUS` pushed last.

@@ -162,6 +162,9 @@ pub struct FleetMetrics {
     reconcile_deletions: IntCounterVec,
     zone_cooling: IntGaugeVec,
     states: StatesCollector,
+    /// Numbers pools, so a pool a reload starts for the same runner never shares a key with
+    /// the one it replaces (which forgets its own entry when it stops).
+    next_pool: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl FleetMetrics {
@@ -243,6 +246,7 @@ impl FleetMetrics {
                 template: GaugeVec::new(states_opts(), &state_labels())?,
                 table: Arc::default(),
             },
+            next_pool: Arc::default(),
         };
         registry.register(Box::new(m.actions.clone()))?;
         registry.register(Box::new(m.creation.clone()))?;
@@ -265,9 +269,12 @@ impl FleetMetrics {
 
     /// The handle of one pool; creates its series with closed label sets at 0.
     pub fn pool(&self, s: &FleetSettings) -> PoolMetrics {
+        let n = self
+            .next_pool
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let pool = PoolMetrics {
             m: self.clone(),
-            key: s.runner_label.clone(),
+            key: format!("{}#{n}", s.runner_label),
             runner: s.short_token.clone(),
             project: s.gce.project.clone(),
             machine_type: s.gce.machine_type.clone(),
@@ -302,7 +309,7 @@ impl FleetMetrics {
 /// the pool actor.
 pub struct PoolMetrics {
     m: FleetMetrics,
-    /// The pool's key in the states table (its runner label).
+    /// The pool's key in the states table (its runner label and number).
     key: String,
     runner: String,
     project: String,

@@ -44,11 +44,6 @@ pub(super) fn start(
     runner: Arc<RunnerConfig>,
     fleet: Option<FleetHandle>,
 ) -> Arc<RunnerState> {
-    shared.coordinator.add_runner_metrics(&RunnerEndpoint {
-        url: runner.url.clone(),
-        token: runner.token.clone(),
-        system_id: shared.system_id.clone(),
-    });
     let state = Arc::new(RunnerState {
         limit: Slots::new(limit_size(&runner)),
         unhealthy: AtomicU32::new(0),
@@ -96,7 +91,15 @@ impl RunnerState {
         if self.stop.is_cancelled() {
             return;
         }
-        let wanted = self.runner().request_concurrency.max(1);
+        let runner = self.runner();
+        let wanted = runner.request_concurrency.max(1);
+        // The runner's series at 0 and its request_concurrency (again after a reload).
+        let endpoint = RunnerEndpoint {
+            url: runner.url.clone(),
+            token: runner.token.clone(),
+            system_id: shared.system_id.clone(),
+        };
+        shared.coordinator.add_runner_metrics(&endpoint, wanted);
         let mut running = self.requesters.lock().unwrap_or_else(|p| p.into_inner());
         while *running < wanted {
             *running += 1;

@@ -196,8 +196,16 @@ impl JobMetrics {
         Ok(m)
     }
 
-    /// Creates a runner's series with closed label sets at 0 (every failure reason).
+    /// Creates a runner's series with closed label sets at 0 (every failure reason); a runner
+    /// already added is left as it is.
     pub fn add_runner(&self, runner: &RunnerKey) {
+        {
+            let mut runners = self.jobs.runners.lock().unwrap_or_else(|p| p.into_inner());
+            if runners.contains(runner) {
+                return;
+            }
+            runners.push(runner.clone());
+        }
         let sid = self.system_id.as_str();
         self.jobs_total
             .with_label_values(&[&runner.runner, &runner.runner_name, sid]);
@@ -215,11 +223,6 @@ impl JobMetrics {
             .with_label_values(&[&runner.runner, &runner.runner_name, sid]);
         self.queue_depth
             .with_label_values(&[&runner.runner, &runner.runner_name, sid]);
-        self.jobs
-            .runners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(runner.clone());
     }
 
     /// A job was received: counts it, observes its time in GitLab's queue (from the payload's

@@ -65,11 +65,21 @@ fn clone_sample(repos: &GitRepos) -> anyhow::Result<Value> {
     )?;
     let mut payload = job(
         "clone",
-        &["cat README.md", "sh src/main.sh"],
+        &[
+            "cat README.md",
+            "mkdir -p dist",
+            "sh src/main.sh | tee dist/build.txt",
+            "echo scratch > dist/build.log",
+        ],
         &[],
         json!([{"key": "GIT_STRATEGY", "value": "clone", "public": true}]),
     );
     payload["job_info"]["pipeline_id"] = json!(pipeline);
+    payload["artifacts"] = json!([{
+        "name": "build", "untracked": false, "paths": ["dist/"], "exclude": ["dist/*.log"],
+        "when": "on_success", "artifact_type": "archive", "artifact_format": "zip",
+        "expire_in": "1 day"
+    }]);
     payload["git_info"] = json!({
         "ref": "main",
         "sha": sha,
@@ -192,31 +202,12 @@ pub async fn run(flotilla: &Path) -> anyhow::Result<bool> {
 
     let mut all_as_expected = true;
     for (sample, id) in samples.iter().zip(&ids) {
-        let record = gitlab
-            .wait_job(*id, Duration::from_secs(300), |j| j.state.is_finished())
-            .await?;
-        println!("──────── job {id} ({}) ────────", sample.name);
-        print!("{}", record.trace_text());
-        let reason = record.failure_reason.clone().unwrap_or_default();
-        let exit = record
-            .exit_code
-            .map(|c| format!(" exit_code={c}"))
-            .unwrap_or_default();
-        let ok = record.state == sample.expect;
-        all_as_expected &= ok;
-        println!(
-            "──────── final state: {}{}{} (expected {}: {}) ────────\n",
-            record.state.gitlab_status(),
-            if reason.is_empty() {
-                String::new()
-            } else {
-                format!(" failure_reason={reason}")
-            },
-            exit,
-            sample.expect.gitlab_status(),
-            if ok { "ok" } else { "UNEXPECTED" }
-        );
+        all_as_expected &= show_job(&gitlab, *id, sample.name, sample.expect).await?;
     }
+    // The clone job uploaded `dist/` (without its `*.log`); a job of a later stage gets it.
+    let dependent = dependent_sample(&gitlab, ids[0])?;
+    let id = gitlab.enqueue(&token, dependent);
+    all_as_expected &= show_job(&gitlab, id, "use-artifacts", JobState::Success).await?;
 
     if let Some(pid) = child.id() {
         let _ = std::process::Command::new("kill")
@@ -227,6 +218,62 @@ pub async fn run(flotilla: &Path) -> anyhow::Result<bool> {
     println!("flotilla exited after SIGQUIT: {status}");
     let _ = std::fs::remove_dir_all(&dir);
     Ok(all_as_expected && status.success())
+}
+
+/// A job depending on the clone job: its artifacts are downloaded before the script.
+fn dependent_sample(gitlab: &crate::GitlabHandle, clone_job: i64) -> anyhow::Result<Value> {
+    let stored = gitlab.artifacts(clone_job);
+    let archive = stored
+        .iter()
+        .find(|a| a.artifact_type == "archive")
+        .ok_or_else(|| anyhow::anyhow!("the clone job uploaded no artifacts archive"))?;
+    let mut payload = job(
+        "use-artifacts",
+        &[
+            "cat dist/build.txt",
+            "test ! -e dist/build.log && echo 'dist/build.log was excluded'",
+        ],
+        &[],
+        json!([]),
+    );
+    payload["dependencies"] = json!([{
+        "id": clone_job, "name": "clone",
+        "artifacts_file": {"filename": archive.filename, "size": archive.bytes.len()}
+    }]);
+    Ok(payload)
+}
+
+/// Waits for job `id`, prints its trace and final state; whether it ended as `expect`.
+async fn show_job(
+    gitlab: &crate::GitlabHandle,
+    id: i64,
+    name: &str,
+    expect: JobState,
+) -> anyhow::Result<bool> {
+    let record = gitlab
+        .wait_job(id, Duration::from_secs(300), |j| j.state.is_finished())
+        .await?;
+    println!("──────── job {id} ({name}) ────────");
+    print!("{}", record.trace_text());
+    let reason = record.failure_reason.clone().unwrap_or_default();
+    let exit = record
+        .exit_code
+        .map(|c| format!(" exit_code={c}"))
+        .unwrap_or_default();
+    let ok = record.state == expect;
+    println!(
+        "──────── final state: {}{}{} (expected {}: {}) ────────\n",
+        record.state.gitlab_status(),
+        if reason.is_empty() {
+            String::new()
+        } else {
+            format!(" failure_reason={reason}")
+        },
+        exit,
+        expect.gitlab_status(),
+        if ok { "ok" } else { "UNEXPECTED" }
+    );
+    Ok(ok)
 }
 
 fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {

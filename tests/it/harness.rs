@@ -262,9 +262,55 @@ fn build_helper_image() -> String {
         .arg("--binary")
         .arg(&binary)
         .args(["--tag", &tag])
+        .args(["--label", TEST_HELPER_LABEL])
         .stdout(std::process::Stdio::null())
         .status()
         .unwrap_or_else(|e| panic!("running {script}: {e}"));
     assert!(status.success(), "{script} failed: {status}");
+    prune_unused_test_helpers(hash);
     tag
+}
+
+/// The label marking helper images built by the tests (and only those) for pruning.
+const TEST_HELPER_LABEL: &str = "com.flotilla.test-helper=true";
+
+/// How long a test helper image is kept after a test process last took it.
+const TEST_HELPER_KEEP: Duration = Duration::from_secs(2 * 3600);
+
+/// Each build of the binary makes a new helper image. Marks `hash`'s as used now (a file per
+/// image under the temporary directory, its mtime the last use), then removes the labelled test
+/// helper images whose mark is older than [`TEST_HELPER_KEEP`] (no test process runs that
+/// long). Images without a mark are kept. Best effort: `docker rmi` without force leaves an
+/// image a container still uses.
+fn prune_unused_test_helpers(hash: &str) {
+    let marks = std::env::temp_dir().join("flotilla-test-helpers");
+    if std::fs::create_dir_all(&marks).is_err() {
+        return;
+    }
+    let _ = std::fs::write(marks.join(hash), b"");
+    let Ok(out) = std::process::Command::new("docker")
+        .args(["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"])
+        .args(["--filter", &format!("label={TEST_HELPER_LABEL}")])
+        .output()
+    else {
+        return;
+    };
+    for image in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(other) = image.strip_prefix("flotilla-helper:test-") else {
+            continue;
+        };
+        let stale = std::fs::metadata(marks.join(other))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > TEST_HELPER_KEEP);
+        if other != hash && stale {
+            let _ = std::process::Command::new("docker")
+                .args(["rmi", image])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+            let _ = std::fs::remove_file(marks.join(other));
+        }
+    }
 }

@@ -82,8 +82,11 @@ async fn get(url: &str) -> (u16, String) {
 fn rendered_dom(url: &str) -> String {
     prom::require("chromium", "chromium", "FLOTILLA_SKIP_BROWSER");
     let profile = tempfile::tempdir().expect("tempdir");
-    let mut cmd = Command::new("chromium");
+    // Bounded: a browser that hangs on a loaded CI machine fails the test instead of stalling it.
+    let mut cmd = Command::new("timeout");
     cmd.args([
+        "120",
+        "chromium",
         "--headless",
         "--disable-gpu",
         "--no-first-run",

@@ -338,3 +338,53 @@ async fn a_merge_request_refspec_is_fetched_since_refspecs_is_advertised() {
     );
     s.manager.drain().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_image_running_as_another_user_can_write_into_the_clone() {
+    let s = git_setup().await;
+    let (repo, first, pipeline) = repo_with_two_commits(&s.repos, "umask");
+    let mut job = git_job(
+        repo.path(),
+        &first,
+        pipeline,
+        &[
+            "id -u",
+            "echo changed > README.md",
+            "touch new-file",
+            "echo wrote as $(id -u)",
+        ],
+        &[("GIT_STRATEGY", "clone")],
+    );
+    job["image"]["executor_opts"] = json!({"docker": {"user": "65534"}});
+    let id = s.gitlab.enqueue(&s.token, job);
+    let (record, trace) = finished(&s.gitlab, id).await;
+    assert_eq!(record.state, JobState::Success, "trace:\n{trace}");
+    assert!(trace.contains("wrote as 65534"), "trace:\n{trace}");
+    s.manager.drain().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_during_get_sources_stops_the_helper_and_fails_the_job() {
+    let s = git_setup().await;
+    let (repo, first, pipeline) = repo_with_two_commits(&s.repos, "slow");
+    let mut job = git_job(repo.path(), &first, pipeline, &["echo never"], &[]);
+    job["runner_info"] = json!({"timeout": 4});
+    job["hooks"] =
+        json!([{"name": "pre_get_sources_script", "script": ["echo slow hook", "sleep 60"]}]);
+    let id = s.gitlab.enqueue(&s.token, job);
+    let (record, trace) = finished(&s.gitlab, id).await;
+    assert_eq!(record.state, JobState::Failed, "trace:\n{trace}");
+    assert_eq!(
+        record.failure_reason.as_deref(),
+        Some("job_execution_timeout"),
+        "trace:\n{trace}"
+    );
+    assert!(trace.contains("$ echo slow hook"), "trace:\n{trace}");
+    assert!(
+        trace.contains("get_sources could not run to completion because the timeout was exceeded."),
+        "trace:\n{trace}"
+    );
+    assert!(!trace.contains("Fetching changes"), "trace:\n{trace}");
+    assert!(containers_of_job(&s.token, id).is_empty());
+    s.manager.drain().await;
+}
