@@ -36,7 +36,7 @@ struct Active {
 struct Retiring {
     identity: RunnerIdentity,
     key: Option<CloudKey>,
-    fleet: Option<FleetHandle>,
+    fleet: FleetHandle,
     /// Who got the pool: the retire task (to shut it down) or a reload that added the runner back.
     claim: Arc<Mutex<Claim>>,
 }
@@ -172,7 +172,6 @@ impl Runners {
         let at = self.retiring.iter().position(|r| {
             &r.identity == id
                 && &r.key == key
-                && r.fleet.is_some()
                 && *r.claim.lock().unwrap_or_else(|p| p.into_inner()) == Claim::Waiting
         })?;
         let retiring = self.retiring.remove(at);
@@ -181,21 +180,23 @@ impl Runners {
             return None;
         }
         *claim = Claim::Revived;
-        retiring.fleet.clone()
+        Some(retiring.fleet.clone())
     }
 
     /// Stops `active`'s requesters, drains its pool, and shuts the pool down once the runner's
     /// last job ended (unless a reload adds the runner back first).
     fn retire(&mut self, fleets: &Fleets, identity: RunnerIdentity, active: Active) {
         active.state.retire();
-        let fleet = active.state.fleet.clone();
+        let Some(fleet) = active.state.fleet.clone() else {
+            return;
+        };
+        fleet.set_draining(true);
         let claim = Arc::new(Mutex::new(Claim::Waiting));
-        if let Some(fleet) = &fleet {
-            fleet.set_draining(true);
+        let task = {
             let (fleet, claim, state) = (fleet.clone(), claim.clone(), active.state.clone());
             let cancel = fleets.cancel.clone();
             let short_token = identity.short_token.clone();
-            fleets.tracker.spawn(async move {
+            async move {
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     _ = state.tracker.wait() => {}
@@ -214,8 +215,9 @@ impl Runners {
                 } else {
                     tracing::warn!(runner = %short_token, vms = ?unconfirmed, "retired runner's VM deletions not confirmed; the next reconcile deletes them");
                 }
-            });
-        }
+            }
+        };
+        fleets.tracker.spawn(task);
         self.retiring.push(Retiring {
             identity,
             key: active.key,

@@ -99,3 +99,260 @@ async fn a_reload_raises_limit_and_idle_count_live_and_an_invalid_file_keeps_the
     assert!(fleet.ours().is_empty());
     fleet.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runners_added_renamed_and_removed_by_a_reload() {
+    use flotilla::fleet::{names::runner_label, RUNNER_LABEL};
+    use flotilla::lifecycle::Control;
+    let fleet = Fleet::start_with(fast_trace(), Duration::from_millis(300), Duration::ZERO).await;
+    let gate = Gate::start().await;
+    let token_b = runner_token();
+    fleet.gitlab.add_runner(&token_b);
+    let only_a = fleet.config_text("", "", "IdleCount = 1\nIdleTime = 600");
+    let at = only_a.find("[[runners]]").unwrap();
+    let (header, block_a) = only_a.split_at(at);
+    let block_b = block_a
+        .replace(&fleet.token, &token_b)
+        .replace("name = \"it-lifecycle\"", "name = \"it-second\"");
+    let path = fleet.write_config(&only_a);
+    let (controls, rx) = tokio::sync::mpsc::channel(4);
+    let source = flotilla::manager::ConfigSource {
+        path: path.clone(),
+        logging: None,
+    };
+    let task = tokio::spawn(flotilla::manager::run_reloadable(
+        config(&only_a),
+        Some(source),
+        rx,
+        Default::default(),
+    ));
+    let (label_a, label_b) = (runner_label(&fleet.token), runner_label(&token_b));
+    let of = |vms: &[&InstanceView], label: &str, status: &str| {
+        vms.iter()
+            .filter(|v| v.labels.get(RUNNER_LABEL).map(String::as_str) == Some(label))
+            .filter(|v| v.status == status)
+            .count()
+    };
+    let job_a = fleet.enqueue(&["echo job-a", &gate.wait_line()]);
+    trace_shows(&fleet.gitlab, job_a, "job-a").await;
+    fleet
+        .wait_ours("A: one busy VM and one idle", DEADLINE, |vms| {
+            of(vms, &label_a, "RUNNING") == 2
+        })
+        .await;
+
+    // Added: B's pool warms and B takes jobs.
+    write_atomically(&path, &format!("{only_a}{block_b}"));
+    controls.send(Control::Reload).await.unwrap();
+    fleet
+        .wait_ours("B's idle VM", DEADLINE, |vms| {
+            of(vms, &label_b, "RUNNING") == 1
+        })
+        .await;
+    let job_b = fleet.gitlab.enqueue(&token_b, job(&["echo job-b"], &[]));
+    let (record, _) = finished(&fleet.gitlab, job_b).await;
+    assert_eq!(record.state, JobState::Success);
+    // B's VMs after its job: the job's back to idle beside the one made meanwhile.
+    fleet
+        .wait_ours("B's VMs idle", DEADLINE, |vms| {
+            vms.iter()
+                .filter(|v| v.labels.get(RUNNER_LABEL) == Some(&label_b))
+                .all(|v| v.status == "RUNNING")
+        })
+        .await;
+    let b_idle: Vec<String> = fleet
+        .ours()
+        .into_iter()
+        .filter(|v| v.labels.get(RUNNER_LABEL) == Some(&label_b))
+        .map(|v| v.name)
+        .collect();
+
+    // Removed A, renamed B: A's idle VM goes at once, its busy one after the job; A takes no
+    // new job; B keeps its pool (a rename is not a new runner).
+    let renamed_b = block_b.replace("name = \"it-second\"", "name = \"it-second-renamed\"");
+    write_atomically(&path, &format!("{header}{renamed_b}"));
+    controls.send(Control::Reload).await.unwrap();
+    fleet
+        .wait_ours("A's idle VM deleted, its busy one kept", DEADLINE, |vms| {
+            vms.iter()
+                .filter(|v| v.labels.get(RUNNER_LABEL) == Some(&label_a))
+                .count()
+                == 1
+        })
+        .await;
+    let late_a = fleet.enqueue(&["echo must-not-run"]);
+    assert_eq!(fleet.gitlab.job(job_a).unwrap().state, JobState::Running);
+    gate.open();
+    let (record, _) = finished(&fleet.gitlab, job_a).await;
+    assert_eq!(
+        record.state,
+        JobState::Success,
+        "the removed runner's job finishes"
+    );
+    fleet
+        .wait_ours("every VM of A deleted after its job", DEADLINE, |vms| {
+            vms.iter()
+                .all(|v| v.labels.get(RUNNER_LABEL) != Some(&label_a))
+        })
+        .await;
+    assert_eq!(fleet.gitlab.job(late_a).unwrap().state, JobState::Pending);
+    let b_now: Vec<String> = fleet
+        .ours()
+        .into_iter()
+        .filter(|v| v.labels.get(RUNNER_LABEL) == Some(&label_b))
+        .map(|v| v.name)
+        .collect();
+    assert_eq!(b_now, b_idle, "B's pool kept across the rename");
+
+    controls.send(Control::Drain).await.unwrap();
+    tokio::time::timeout(DEADLINE, task)
+        .await
+        .expect("the drain ends")
+        .unwrap()
+        .expect("no error");
+    assert!(fleet.ours().is_empty());
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_raises_concurrent_for_jobs_waiting_on_a_slot() {
+    use flotilla::lifecycle::Control;
+    ensure_test_image();
+    let (gitlab, token) = fake_gitlab(fast_trace()).await;
+    let gate = Gate::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(&gitlab.url(), &token, &dir.path().join("state"), "", "");
+    let one = text.replace("concurrent = 4", "concurrent = 1");
+    let path = dir.path().join("config.toml");
+    write_atomically(&path, &one);
+    let (controls, rx) = tokio::sync::mpsc::channel(4);
+    let source = flotilla::manager::ConfigSource {
+        path: path.clone(),
+        logging: None,
+    };
+    let task = tokio::spawn(flotilla::manager::run_reloadable(
+        config(&one),
+        Some(source),
+        rx,
+        Default::default(),
+    ));
+    let wait = gate.wait_line();
+    let first = gitlab.enqueue(&token, job(&["echo first", &wait], &[]));
+    let second = gitlab.enqueue(&token, job(&["echo second", &wait], &[]));
+    trace_shows(&gitlab, first, "first").await;
+    assert_eq!(gitlab.job(second).unwrap().state, JobState::Pending);
+    write_atomically(&path, &text.replace("concurrent = 4", "concurrent = 2"));
+    controls.send(Control::Reload).await.unwrap();
+    trace_shows(&gitlab, second, "second").await;
+    gate.open();
+    for id in [first, second] {
+        let (record, _) = finished(&gitlab, id).await;
+        assert_eq!(record.state, JobState::Success);
+    }
+    controls.send(Control::Drain).await.unwrap();
+    tokio::time::timeout(DEADLINE, task)
+        .await
+        .expect("the drain ends")
+        .unwrap()
+        .expect("no error");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_added_back_while_it_drains_gets_its_pool_back() {
+    use flotilla::fleet::{names::runner_label, RUNNER_LABEL};
+    use flotilla::lifecycle::Control;
+    let fleet = Fleet::start_with(fast_trace(), Duration::from_millis(300), Duration::ZERO).await;
+    let gate = Gate::start().await;
+    let token_b = runner_token();
+    fleet.gitlab.add_runner(&token_b);
+    let only_a = fleet.config_text("", "", "IdleCount = 0\nIdleTime = 600");
+    let at = only_a.find("[[runners]]").unwrap();
+    let (header, block_a) = only_a.split_at(at);
+    let block_b = block_a
+        .replace(&fleet.token, &token_b)
+        .replace("name = \"it-lifecycle\"", "name = \"it-second\"");
+    let both = format!("{only_a}{block_b}");
+    let path = fleet.write_config(&both);
+    let (controls, rx) = tokio::sync::mpsc::channel(4);
+    let source = flotilla::manager::ConfigSource {
+        path: path.clone(),
+        logging: None,
+    };
+    let task = tokio::spawn(flotilla::manager::run_reloadable(
+        config(&both),
+        Some(source),
+        rx,
+        Default::default(),
+    ));
+    let label_a = runner_label(&fleet.token);
+    let job_a = fleet.enqueue(&["echo job-a", &gate.wait_line()]);
+    let running = fleet
+        .gitlab
+        .wait_job(job_a, DEADLINE, |j| j.trace_text().contains("job-a"))
+        .await
+        .expect("A's job runs");
+    let vm_of_a = running
+        .trace_text()
+        .split("Running on VM ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_default()
+        .to_string();
+    assert!(!vm_of_a.is_empty());
+
+    write_atomically(&path, &format!("{header}{block_b}"));
+    controls.send(Control::Reload).await.unwrap();
+    write_atomically(&path, &both);
+    controls.send(Control::Reload).await.unwrap();
+    let again = fleet.enqueue(&["echo a-again"]);
+    let (record, _) = finished(&fleet.gitlab, again).await;
+    assert_eq!(record.state, JobState::Success, "A takes jobs again");
+    assert!(
+        fleet.ours().iter().any(|v| v.name == vm_of_a),
+        "the busy VM of A survives its runner's removal and return"
+    );
+    gate.open();
+    let (record, _) = finished(&fleet.gitlab, job_a).await;
+    assert_eq!(record.state, JobState::Success);
+    controls.send(Control::Drain).await.unwrap();
+    tokio::time::timeout(DEADLINE, task)
+        .await
+        .expect("the drain ends")
+        .unwrap()
+        .expect("no error");
+    assert!(fleet
+        .ours()
+        .iter()
+        .all(|v| v.labels.get(RUNNER_LABEL) != Some(&label_a)));
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_shutdown_timeout_bounds_the_next_abort() {
+    // Deletions take a minute at the fake, so the abort lasts exactly shutdown_timeout.
+    let fleet = Fleet::start(Duration::from_millis(300), Duration::from_secs(60)).await;
+    let machine = "IdleCount = 1\nIdleTime = 600";
+    let path = fleet.write_config(&fleet.config_text("shutdown_timeout = 60", "", machine));
+    let mut manager = Running::start(&path, fleet.dir.path(), "timeout-reload");
+    fleet
+        .wait_ours("an idle VM", DEADLINE, |vms| {
+            vms.iter().any(|v| v.status == "RUNNING")
+        })
+        .await;
+    write_atomically(
+        &path,
+        &fleet.config_text("shutdown_timeout = 2", "", machine),
+    );
+    manager
+        .log_shows("shutdown_timeout: 1m → 2s", DEADLINE)
+        .await;
+    let started = tokio::time::Instant::now();
+    manager.signal("TERM");
+    manager.wait_exit(DEADLINE).await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(10),
+        "the abort waited the reloaded shutdown_timeout: {took:?}"
+    );
+    fleet.stop().await;
+}
