@@ -257,7 +257,9 @@ async fn a_service_without_exposed_ports_is_reported_and_waiting_can_be_turned_o
     let (outcome, text) = run(job, settings(None, Some(Duration::from_secs(5))).await).await;
     assert_eq!(outcome, JobOutcome::Succeeded, "{text}");
     assert!(text.contains("has no exposed ports"), "{text}");
-    assert!(text.contains("no-ports-here"), "{text}");
+    // The service's logs are read as soon as it is found to have no ports, which may be before
+    // it printed anything: the logs of a failing service are checked by the test above, whose
+    // wait gives the service time to print.
 
     let job = job_with_services(&["echo done".into()], service, json!([])).await;
     let (outcome, text) = run(job, settings(None, None).await).await;
