@@ -134,6 +134,11 @@ impl<'a> JobCtx<'a> {
         }
     }
 
+    /// When the job's timeout ends.
+    pub(super) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
     /// GitLab Runner's executor name, for the `Preparing the "…" executor` header.
     fn executor_name(&self) -> &'static str {
         if self.run.labels.vm.is_empty() {
@@ -358,10 +363,9 @@ pub(super) async fn run(ctx: &JobCtx<'_>) -> JobOutcome {
 }
 
 /// The stages after `after_script` (artifacts upload), run unless the job's own deadline has
-/// passed (as GitLab Runner, whose job context is then done) or the job was canceled (where
-/// GitLab Runner would still upload `on_failure` artifacts: a stage here ends at the cancel).
+/// passed (as GitLab Runner, whose job context is then done); after a graceful cancel too.
 async fn after_job_uploads(ctx: &JobCtx<'_>, job_succeeded: bool) -> Result<(), Ended> {
-    if Instant::now() >= ctx.deadline || ctx.run.cancel.is_cancelled() {
+    if Instant::now() >= ctx.deadline {
         return Ok(());
     }
     artifacts::upload_stage(ctx, job_succeeded).await
