@@ -4,6 +4,7 @@
 //! function with the test kit's fakes. See `ARCHITECTURE.md` for the map of the code.
 #![forbid(unsafe_code)]
 
+pub mod cache;
 pub mod cloud;
 pub mod config;
 pub mod coordinator;

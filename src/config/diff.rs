@@ -130,6 +130,9 @@ fn runner_diff(old: &RunnerConfig, new: &RunnerConfig, out: &mut Vec<String>) {
             changed.join(", ")
         ));
     }
+    if old.cache != new.cache {
+        out.push(format!("{who}: cache: changed"));
+    }
     if old.token != new.token {
         out.push(format!("{who}: token: changed"));
     }
@@ -174,6 +177,26 @@ fn docker_diff(
         "docker.helper_image",
         show(&old.helper_image),
         show(&new.helper_image),
+    );
+    field(
+        "docker.wait_for_services_timeout",
+        show(&old.wait_for_services_timeout),
+        show(&new.wait_for_services_timeout),
+    );
+    field(
+        "docker.services_privileged",
+        show(&old.services_privileged),
+        show(&new.services_privileged),
+    );
+    field(
+        "docker.allowed_services",
+        show(&old.allowed_services),
+        show(&new.allowed_services),
+    );
+    field(
+        "docker.services_limit",
+        show(&old.services_limit),
+        show(&new.services_limit),
     );
 }
 

@@ -99,6 +99,8 @@ pub enum WarningKind {
     },
     /// `network_mode = "host"` with docker+machine: job containers bypass the metadata-server block.
     HostNetworkOnVm,
+    /// `[runners.cache] Type` names a storage Flotilla does not implement (s3, azure).
+    CacheTypeNotSupported,
     /// `google-scopes` without `google-service-account`: Flotilla attaches no service account.
     ScopesWithoutServiceAccount,
 }
@@ -136,6 +138,10 @@ impl fmt::Display for ConfigWarning {
             WarningKind::HostNetworkOnVm => f.write_str(
                 "network_mode \"host\" bypasses the block of the metadata server \
                  (169.254.169.254) on the VMs: job containers can reach it",
+            ),
+            WarningKind::CacheTypeNotSupported => f.write_str(
+                "not supported (Flotilla stores caches in GCS or the local cache volume): \
+                 the local cache volume is used instead",
             ),
             WarningKind::ScopesWithoutServiceAccount => f.write_str(
                 "ignored: scopes without a service account (Flotilla attaches none unless \

@@ -73,6 +73,7 @@ pub(super) const RUNNER: Section = Section {
         "machine",
         // Flotilla's own table (docker+machine only).
         "gce",
+        "cache",
     ],
     ignored: &[
         "id",
@@ -102,7 +103,6 @@ pub(super) const RUNNER: Section = Section {
         "labels",
         "custom_build_dir",
         "referees",
-        "cache",
         "artifact",
         "autoscaler",
         "instance",
@@ -126,6 +126,10 @@ pub(super) const DOCKER: Section = Section {
         "cpus",
         "memory",
         "helper_image",
+        "wait_for_services_timeout",
+        "services_privileged",
+        "allowed_services",
+        "services_limit",
     ],
     ignored: &[
         "hostname",
@@ -139,7 +143,6 @@ pub(super) const DOCKER: Section = Section {
         "cpu_shares",
         "dns",
         "dns_search",
-        "services_privileged",
         "disable_entrypoint_overwrite",
         "user",
         "allowed_users",
@@ -165,7 +168,6 @@ pub(super) const DOCKER: Section = Section {
         "mac_address",
         "links",
         "services",
-        "services_limit",
         "service_cpuset_cpus",
         "service_cpu_shares",
         "service_cpus",
@@ -173,12 +175,10 @@ pub(super) const DOCKER: Section = Section {
         "service_memory",
         "service_memory_swap",
         "service_memory_reservation",
-        "wait_for_services_timeout",
         "allowed_images",
         "allowed_privileged_images",
         "allowed_privileged_services",
         "allowed_pull_policies",
-        "allowed_services",
         "isolation",
         "shm_size",
         "tmpfs",
@@ -192,6 +192,26 @@ pub(super) const DOCKER: Section = Section {
         "ulimit",
         "network_mtu",
     ],
+};
+
+/// `[runners.cache]`.
+pub(super) const CACHE: Section = Section {
+    supported: &["Type", "Path", "Shared", "MaxUploadedArchiveSize", "gcs"],
+    ignored: &["s3", "azure"],
+};
+
+/// `[runners.cache.gcs]`: GitLab Runner's keys, then Flotilla's endpoint overrides (for tests).
+pub(super) const CACHE_GCS: Section = Section {
+    supported: &[
+        "BucketName",
+        "CredentialsFile",
+        "AccessID",
+        "PrivateKey",
+        "endpoint",
+        "iam_endpoint",
+        "metadata_endpoint",
+    ],
+    ignored: &["UniverseDomain"],
 };
 
 /// `[runners.machine]` (read with executor docker+machine; with another executor only checked for
@@ -342,6 +362,8 @@ mod tests {
             &GLOBAL,
             &RUNNER,
             &DOCKER,
+            &CACHE,
+            &CACHE_GCS,
             &MACHINE,
             &MACHINE_AUTOSCALING,
             &GCE,

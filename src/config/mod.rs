@@ -9,6 +9,7 @@
 //! carried-over `MachineOptions`, mapped by `machine_options`). Both stages record every problem
 //! and go on, so one run reports them all.
 
+mod cache;
 mod diag;
 mod diff;
 mod error;
@@ -32,6 +33,7 @@ mod tests_machine;
 
 use std::path::Path;
 
+pub use cache::{CacheConfig, CacheStorage, GcsCacheConfig, GcsCredentials};
 pub use diff::{diff, restart_required};
 pub use error::{ConfigError, ConfigWarning, Problem, WarningKind};
 pub use model::*;

@@ -115,6 +115,8 @@ pub struct RunnerConfig {
     /// `[runners.gce]`, merged with a carried-over `MachineDriver = "google"` + `MachineOptions`
     /// (docker+machine only).
     pub gce: Option<GceConfig>,
+    /// `[runners.cache]`: where job caches are kept.
+    pub cache: super::CacheConfig,
 }
 
 impl RunnerConfig {
@@ -208,6 +210,16 @@ pub struct DockerConfig {
     pub memory_bytes: Option<i64>,
     /// `helper_image`.
     pub helper_image: Option<String>,
+    /// `wait_for_services_timeout`: how long to wait for each service's ports (30 s; 0 in the
+    /// file means the default, a negative value turns the wait off → `None`).
+    pub wait_for_services_timeout: Option<Duration>,
+    /// `services_privileged`: run service containers privileged (`privileged` when unset).
+    pub services_privileged: Option<bool>,
+    /// `allowed_services`: glob patterns (`*`, `**`) a job's service images must match; empty
+    /// allows every image.
+    pub allowed_services: Vec<String>,
+    /// `services_limit`: most services per job; `None` (the default, or -1) = no limit.
+    pub services_limit: Option<u32>,
 }
 
 impl Default for DockerConfig {
@@ -222,9 +234,16 @@ impl Default for DockerConfig {
             nano_cpus: None,
             memory_bytes: None,
             helper_image: None,
+            wait_for_services_timeout: Some(DEFAULT_WAIT_FOR_SERVICES),
+            services_privileged: None,
+            allowed_services: Vec::new(),
+            services_limit: None,
         }
     }
 }
+
+/// GitLab Runner's default `wait_for_services_timeout`.
+pub const DEFAULT_WAIT_FOR_SERVICES: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {

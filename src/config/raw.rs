@@ -49,6 +49,8 @@ pub(super) struct RawRunner {
     pub machine: Option<RawMachine>,
     /// `[runners.gce]`, read only with executor `docker+machine`.
     pub gce: Option<RawGce>,
+    /// `[runners.cache]`.
+    pub cache: Option<super::cache::RawCache>,
 }
 
 /// `[runners.docker]` (all keys absent when the table is).
@@ -64,6 +66,10 @@ pub(super) struct RawDocker {
     pub cpus: Option<Field<String>>,
     pub memory: Option<Field<String>>,
     pub helper_image: Option<Field<String>>,
+    pub wait_for_services_timeout: Option<Field<i64>>,
+    pub services_privileged: Option<Field<bool>>,
+    pub allowed_services: Option<Field<Vec<String>>>,
+    pub services_limit: Option<Field<i64>>,
 }
 
 /// `[runners.machine]`.

@@ -153,6 +153,7 @@ fn read_runner(d: &mut Diagnostics, s: Scope<'_>) -> RawRunner {
         }
         (None, None)
     };
+    let cache = s.sub_table(d, "cache").map(|c| super::cache::read(d, &c));
     let docker = match s.sub_table(d, "docker") {
         Some(docker) => read_docker(d, &docker),
         None => RawDocker::default(),
@@ -173,6 +174,7 @@ fn read_runner(d: &mut Diagnostics, s: Scope<'_>) -> RawRunner {
         docker,
         machine,
         gce,
+        cache,
     }
 }
 
@@ -201,6 +203,10 @@ fn read_docker(d: &mut Diagnostics, s: &Scope<'_>) -> RawDocker {
         cpus: string(d, s, "cpus"),
         memory: string(d, s, "memory"),
         helper_image: string(d, s, "helper_image"),
+        wait_for_services_timeout: integer(d, s, "wait_for_services_timeout"),
+        services_privileged: get(d, s, "services_privileged", "a boolean", Item::as_bool),
+        allowed_services: string_list(d, s, "allowed_services"),
+        services_limit: integer(d, s, "services_limit"),
     }
 }
 

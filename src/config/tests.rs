@@ -71,7 +71,6 @@ fn gitlab_runner_register_output_loads_with_warnings_only() {
         "config.toml:6: session_server: ignored: not supported",
         "config.toml:12: runners[0].id: ignored: not supported",
         "config.toml:14: runners[0].token_obtained_at: ignored: not supported",
-        "config.toml:18: runners[0].cache: ignored: not supported",
         "config.toml:24: runners[0].docker.tls_verify: ignored: not supported",
         "config.toml:32: runners[0].docker.network_mtu: ignored: not supported",
     ] {
@@ -80,6 +79,11 @@ fn gitlab_runner_register_output_loads_with_warnings_only() {
             "missing {expected:?} in {warnings:#?}"
         );
     }
+    assert!(
+        !warnings.iter().any(|w| w.contains("runners[0].cache")),
+        "MaxUploadedArchiveSize = 0 and empty s3/gcs/azure tables earn no warning: {warnings:#?}"
+    );
+    assert_eq!(r.cache, crate::config::CacheConfig::default());
     assert!(
         !warnings.iter().any(|w| w.contains("custom_build_dir")),
         "an empty table earns no warning: {warnings:#?}"
@@ -306,4 +310,52 @@ fn check_file_reads_from_disk() {
     assert!(!warnings.is_empty());
     let missing = check_file(&dir.path().join("nope.toml")).expect_err("missing file");
     assert_eq!(missing.kind(), "read");
+}
+
+#[test]
+fn wait_for_services_timeout_defaults_disables_and_sets() {
+    let docker = |text: &str| {
+        load(&with_runner("", text)).config.runners[0]
+            .docker
+            .clone()
+    };
+    let default = Some(Duration::from_secs(30));
+    assert_eq!(docker("").wait_for_services_timeout, default);
+    assert_eq!(
+        docker("wait_for_services_timeout = 0").wait_for_services_timeout,
+        default
+    );
+    assert_eq!(
+        docker("wait_for_services_timeout = -1").wait_for_services_timeout,
+        None
+    );
+    let set = docker("wait_for_services_timeout = 5\nservices_privileged = true");
+    assert_eq!(set.wait_for_services_timeout, Some(Duration::from_secs(5)));
+    assert_eq!(set.services_privileged, Some(true));
+    assert!(load(&with_runner("", "wait_for_services_timeout = 5"))
+        .warnings
+        .is_empty());
+    assert!(
+        errors(&with_runner("", "wait_for_services_timeout = \"5s\""))[0]
+            .contains("wait_for_services_timeout")
+    );
+}
+
+#[test]
+fn allowed_services_and_services_limit_load() {
+    let docker = |text: &str| {
+        load(&with_runner("", text)).config.runners[0]
+            .docker
+            .clone()
+    };
+    let d = docker("allowed_services = [\"postgres:*\", \"reg.io/**\"]\nservices_limit = 2");
+    assert_eq!(d.allowed_services, vec!["postgres:*", "reg.io/**"]);
+    assert_eq!(d.services_limit, Some(2));
+    assert_eq!(docker("services_limit = -1").services_limit, None);
+    assert_eq!(docker("").services_limit, None);
+    let bad = errors(&with_runner("", "allowed_services = [\"[oops\"]"));
+    assert!(
+        bad[0].contains("allowed_services") && bad[0].contains("[oops"),
+        "{bad:?}"
+    );
 }

@@ -154,6 +154,7 @@ fn runner(d: &mut Diagnostics, r: RawRunner) -> RunnerConfig {
         docker,
         machine,
         gce,
+        cache: super::cache::build(d, r.cache),
     }
 }
 
@@ -273,7 +274,26 @@ fn docker(d: &mut Diagnostics, raw: RawDocker, path: &str) -> DockerConfig {
         nano_cpus: parsed(d, non_empty(raw.cpus), &p("cpus"), units::parse_cpus),
         memory_bytes: parsed(d, non_empty(raw.memory), &p("memory"), units::parse_memory),
         helper_image,
+        wait_for_services_timeout: match raw.wait_for_services_timeout.map(|f| f.value) {
+            None | Some(0) => defaults.wait_for_services_timeout,
+            Some(secs) if secs < 0 => None,
+            Some(secs) => Some(Duration::from_secs(secs.unsigned_abs())),
+        },
+        services_privileged: raw.services_privileged.map(|f| f.value),
+        allowed_services: allowed_services(d, raw.allowed_services, &p("allowed_services")),
+        services_limit: raw.services_limit.and_then(|f| u32::try_from(f.value).ok()),
     }
+}
+
+/// `allowed_services`, each pattern checked to be a valid glob.
+fn allowed_services(d: &mut Diagnostics, f: Option<Field<Vec<String>>>, path: &str) -> Vec<String> {
+    let Some(f) = f else { return Vec::new() };
+    for pattern in &f.value {
+        if let Err(e) = globset::GlobBuilder::new(pattern).build() {
+            d.error(f.line, path, format!("invalid pattern {pattern:?}: {e}"));
+        }
+    }
+    f.value
 }
 
 fn log_level(d: &mut Diagnostics, f: Option<Field<String>>) -> String {

@@ -11,8 +11,7 @@
 //! The helper reaches GitLab at `CI_SERVER_URL`.
 
 use super::script::quote;
-use super::section::stage_description;
-use super::stages::{Ended, Interrupt, JobCtx};
+use super::stages::{Ended, JobCtx};
 use crate::helper::artifacts::TOKEN_ENV;
 use crate::job::{Artifact, JobPayload, JobVariable, Variables};
 
@@ -222,35 +221,8 @@ pub(super) async fn upload_stage(ctx: &JobCtx<'_>, job_succeeded: bool) -> Resul
         "upload_artifacts_on_failure"
     };
     let stage_vars = script.variables_with(vars);
-    upload_section(ctx, name, &script.lines, &stage_vars).await
-}
-
-/// Runs an upload stage in its section, bounded by the job's timeout only: after a graceful
-/// cancel GitLab Runner still uploads (`on_failure` artifacts), with the job's context.
-async fn upload_section(
-    ctx: &JobCtx<'_>,
-    name: &str,
-    lines: &[String],
-    vars: &Variables,
-) -> Result<(), Ended> {
-    ctx.log.start(name, &stage_description(name));
-    let result =
-        tokio::time::timeout_at(ctx.deadline(), ctx.run_helper_stage(name, lines, vars)).await;
-    ctx.log.end(name);
-    match result {
-        Ok(Ok(0)) => Ok(()),
-        Ok(Ok(code)) => Err(Ended::Failed(i32::try_from(code).unwrap_or(i32::MAX))),
-        Ok(Err(e)) => Err(Ended::Error(e)),
-        Err(_elapsed) => {
-            ctx.log.warning(&format!(
-                "{name} could not run to completion because the timeout was exceeded."
-            ));
-            match ctx.kill_helper().await {
-                Ok(()) => Err(Ended::Interrupted(Interrupt::TimedOut)),
-                Err(e) => Err(Ended::Error(e)),
-            }
-        }
-    }
+    ctx.after_job_section(name, ctx.run_helper_stage(name, &script.lines, &stage_vars))
+        .await
 }
 
 #[cfg(test)]

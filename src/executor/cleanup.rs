@@ -40,6 +40,9 @@ pub(super) fn labels(l: &ContainerLabels) -> HashMap<String, String> {
 /// The names of a job's objects on the engine: `flotilla-<runner>-<job id>-<role>`.
 #[derive(Debug, Clone)]
 pub(super) struct Names {
+    /// The common prefix of the job's names (`flotilla-<runner>-<job id>-<random>`); service
+    /// containers are named `<prefix>-<service>-<index>`.
+    pub prefix: String,
     /// The container running user steps and `after_script`.
     pub build_container: String,
     /// The container running non-user stages (git, cache, artifacts) from the helper image;
@@ -82,6 +85,7 @@ impl Names {
             helper_container: format!("{base}-helper"),
             builds_volume: format!("{base}-builds"),
             network: format!("{base}-network"),
+            prefix: base,
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::trace::{JobTrace, StreamKind, TraceStream, WORK_STREAM};
 use bollard::container::{AttachContainerResults, LogOutput};
 use bollard::models::{
     ContainerCreateBody, ContainerStateStatusEnum, HostConfig, HostConfigLogConfig, Mount,
-    MountType, MountVolumeOptions, NetworkCreateRequest, VolumeCreateRequest,
+    MountType, MountVolumeOptions, NetworkCreateRequest, NetworkingConfig, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
@@ -65,7 +65,7 @@ pub(super) async fn create_volume(
         .create_volume(request)
         .await
         .map(|_| ())
-        .map_err(|e| ExecError::docker(format!("creating the builds volume {name}"), e))
+        .map_err(|e| ExecError::docker(format!("creating the volume {name}"), e))
 }
 
 /// Creates the job's own bridge network.
@@ -103,10 +103,27 @@ pub(super) struct BuildContainer<'a> {
     pub settings: &'a DockerConfig,
     /// The job's builds volume, mounted at [`BUILDS_DIR`].
     pub builds_volume: &'a str,
+    /// The runner's local cache volume, mounted at `/cache` (helper container only); it takes
+    /// the place of a `/cache` entry of `[runners.docker] volumes`.
+    pub cache_volume: Option<&'a str>,
     /// `host`, a network name, or the per-job network.
     pub network_mode: Option<String>,
+    /// Its endpoint on a user-defined network, with DNS aliases (`build`).
+    pub network_endpoint: Option<NetworkingConfig>,
+    /// `/etc/hosts` entries (`alias:address`) for services reached without DNS aliases.
+    pub extra_hosts: Vec<String>,
     /// The job's labels.
     pub labels: &'a HashMap<String, String>,
+}
+
+/// The container path of a `[runners.docker] volumes` entry (`/path`, `host:/path[:mode]`).
+fn volume_target(volume: &str) -> &str {
+    let mut parts = volume.split(':');
+    match (parts.next(), parts.next()) {
+        (Some(_), Some(target)) => target.trim_end_matches('/'),
+        (Some(only), None) => only.trim_end_matches('/'),
+        _ => volume,
+    }
 }
 
 impl BuildContainer<'_> {
@@ -119,7 +136,19 @@ impl BuildContainer<'_> {
             ..Default::default()
         }];
         let mut binds = Vec::new();
+        if let Some(cache) = self.cache_volume {
+            mounts.push(Mount {
+                target: Some(crate::cache::LOCAL_CACHE_DIR.into()),
+                source: Some(cache.into()),
+                typ: Some(MountType::VOLUME),
+                ..Default::default()
+            });
+        }
         for volume in &self.settings.volumes {
+            if self.cache_volume.is_some() && volume_target(volume) == crate::cache::LOCAL_CACHE_DIR
+            {
+                continue;
+            }
             if volume.contains(':') {
                 binds.push(volume.clone());
             } else {
@@ -157,8 +186,10 @@ impl BuildContainer<'_> {
                 }),
                 mounts: Some(mounts),
                 binds: (!binds.is_empty()).then_some(binds),
+                extra_hosts: (!self.extra_hosts.is_empty()).then(|| self.extra_hosts.clone()),
                 ..Default::default()
             }),
+            networking_config: self.network_endpoint.clone(),
             ..Default::default()
         }
     }
@@ -327,7 +358,10 @@ mod tests {
             user: None,
             settings: &settings,
             builds_volume: "vol",
+            cache_volume: None,
             network_mode: Some("host".into()),
+            network_endpoint: None,
+            extra_hosts: vec!["redis:127.0.0.1".into()],
             labels: &labels,
         };
         let body = spec.body();
@@ -344,7 +378,43 @@ mod tests {
         assert_eq!(mounts[0].target.as_deref(), Some(BUILDS_DIR));
         assert_eq!(mounts[1].target.as_deref(), Some("/cache"));
         assert_eq!(host.network_mode.as_deref(), Some("host"));
+        assert_eq!(host.extra_hosts, Some(vec!["redis:127.0.0.1".to_string()]));
         assert_eq!(host.privileged, Some(true));
         assert_eq!(host.memory, Some(1 << 30));
+    }
+
+    #[test]
+    fn the_cache_volume_takes_the_place_of_a_cache_entry_in_volumes() {
+        let settings = DockerConfig {
+            volumes: vec!["/cache/".into(), "/srv:/cache:ro".into(), "/other".into()],
+            ..DockerConfig::default()
+        };
+        let labels = HashMap::new();
+        let spec = BuildContainer {
+            role: Role::Helper,
+            name: "h",
+            image: "img",
+            entrypoint: None,
+            user: None,
+            settings: &settings,
+            builds_volume: "vol",
+            cache_volume: Some("flotilla-runner-abc-cache"),
+            network_mode: None,
+            network_endpoint: None,
+            extra_hosts: Vec::new(),
+            labels: &labels,
+        };
+        let host = spec.body().host_config.unwrap();
+        let mounts = host.mounts.unwrap();
+        let targets: Vec<_> = mounts
+            .iter()
+            .map(|m| m.target.as_deref().unwrap())
+            .collect();
+        assert_eq!(targets, vec![BUILDS_DIR, "/cache", "/other"]);
+        assert_eq!(
+            mounts[1].source.as_deref(),
+            Some("flotilla-runner-abc-cache")
+        );
+        assert_eq!(host.binds, None);
     }
 }

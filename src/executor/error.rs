@@ -12,9 +12,10 @@ pub(super) enum ExecError {
     /// The job's image could not be had.
     #[error("{0}")]
     ImagePull(String),
-    /// The job asks for what this executor does not do yet.
+    /// The job's own settings cannot be followed (a bad `GIT_SUBMODULE_STRATEGY`, a
+    /// `GIT_CLONE_PATH` outside the builds directory): a script failure, as in GitLab Runner.
     #[error("{0}")]
-    Unsupported(String),
+    Job(String),
     /// The engine answered a request with an error.
     #[error("{what}: {source}")]
     Docker {
@@ -57,7 +58,7 @@ impl ExecError {
         match self {
             ExecError::Configuration(m) => system(FailureReason::RunnerConfigurationError, m),
             ExecError::ImagePull(m) => system(FailureReason::ImagePullFailure, m),
-            ExecError::Unsupported(m) => system(FailureReason::RunnerSystemFailure, m),
+            ExecError::Job(m) => system(FailureReason::ScriptFailure, m),
             e @ ExecError::Docker { .. } if phase == Phase::Prepare => {
                 system(FailureReason::RunnerSystemFailure, e.to_string())
             }

@@ -80,7 +80,7 @@ impl JobCtx<'_> {
                     &image,
                     &[PullPolicy::IfNotPresent],
                     None,
-                    &self.run.job.credentials,
+                    &self.auths,
                 )
                 .await
                 .map_err(|e| {
@@ -90,8 +90,17 @@ impl JobCtx<'_> {
                          helper_image"
                     ))
                 })?;
+                let cache_volume = self.run.cache.local_volume.as_deref();
+                if let Some(volume) = cache_volume {
+                    // The runner's cache volume outlives the job: no job label, so the job's
+                    // cleanup leaves it.
+                    let mut labels = self.labels().clone();
+                    labels.remove(super::LABEL_JOB_ID);
+                    container::create_volume(self.docker, volume, &labels).await?;
+                }
                 BuildContainer {
                     role: Role::Helper,
+                    cache_volume,
                     name: &self.names.helper_container,
                     image: &image,
                     // `[""]` clears an entrypoint the image may have: the script runs as is.
@@ -100,6 +109,8 @@ impl JobCtx<'_> {
                     settings: self.settings,
                     builds_volume: &self.names.builds_volume,
                     network_mode: Some(self.network_mode()),
+                    network_endpoint: None,
+                    extra_hosts: Vec::new(),
                     labels: self.labels(),
                 }
                 .create(self.docker)

@@ -6,13 +6,18 @@
 //! containers, running a script), `helper` (the helper container and its stages), `sources`
 //! (`get_sources`) with `git` (its script), `script` (the shell text), `pull` (image and pull
 //! policies), `section` (trace sections and runner lines), `timeouts`, `cleanup` (names, labels,
-//! removal), `error`.
+//! removal), `error`, `services` (service containers, aliases, waiting for their ports), `auth`
+//! (registry credentials for pulls).
 //!
-//! Invariants: variables reach containers only inside the script written to stdin (never as
-//! `Env`); every container, volume and network a job makes carries the `com.flotilla.*` labels
+//! Invariants: variables reach the build container only inside the script written to stdin
+//! (never as `Env`; service containers get their variables as `Env`, as in GitLab Runner, and
+//! the `bollard`/`hyper` log targets stay at warn so request bodies are never logged); every
+//! container, volume and network a job makes carries the `com.flotilla.*` labels
 //! and is removed when the job ends, however it ends.
 
 mod artifacts;
+mod auth;
+mod cache;
 mod cleanup;
 mod container;
 mod error;
@@ -21,11 +26,13 @@ mod helper;
 mod pull;
 mod script;
 mod section;
+mod services;
 mod sources;
 mod stages;
 mod timeouts;
 
 pub use cleanup::{LABEL_JOB_ID, LABEL_MANAGED, LABEL_RUNNER, LABEL_VM};
+pub use services::{LABEL_SERVICE, LABEL_TYPE};
 
 use crate::config::DockerConfig;
 use crate::job::{FailureReason, JobPayload, Variables};
@@ -85,13 +92,29 @@ pub struct JobRun {
     pub cancel: CancellationToken,
     /// Abort: stop everything at once and clean up.
     pub abort: CancellationToken,
+    /// What the cache stages do (keys, paths, signed URLs), computed by the manager.
+    pub cache: crate::cache::CachePlan,
 }
 
 /// Runs the job to its end and removes every container, volume and network it made.
 ///
 /// `abort` stops the job at once (no `after_script`) and still cleans up before returning. If
 /// this future is dropped instead, a guard starts the same cleanup on the current runtime.
-pub async fn run_job(docker: &bollard::Docker, settings: &DockerConfig, run: JobRun) -> JobOutcome {
+pub async fn run_job(
+    docker: &bollard::Docker,
+    settings: &DockerConfig,
+    mut run: JobRun,
+) -> JobOutcome {
+    let builds_dir = run
+        .variables
+        .expanded("CI_BUILDS_DIR")
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| container::BUILDS_DIR.to_string());
+    if let Err(e) = sources::apply_clone_path(&mut run.variables, &builds_dir) {
+        let log = section::RunnerLog::new(run.trace.clone(), run.job.features.trace_sections);
+        log.error(&e.to_string());
+        return e.outcome(error::Phase::Prepare);
+    }
     let names = cleanup::Names::new(&run.labels);
     let guard = cleanup::CleanupGuard::new(docker.clone(), names.clone(), run.labels.clone());
     let ctx = stages::JobCtx::new(docker, settings, &run, &names);

@@ -1,12 +1,13 @@
 //! The job image: which one (the job's `image.name`, else `[runners.docker] image`, with
 //! variables expanded), and getting it onto the engine by the pull policies in order (the job's
 //! `image.pull_policy` if it gives one, else the runner's), as GitLab Runner's pull manager does.
+//! Pulls authenticate with the job's [`RegistryAuths`] (`auth.rs`).
 
+use super::auth::RegistryAuths;
 use super::error::{is_not_found, ExecError};
 use super::section::RunnerLog;
 use crate::config::{DockerConfig, PullPolicy};
-use crate::job::{Credential, JobPayload, Variables};
-use bollard::auth::DockerCredentials;
+use crate::job::{Image, JobPayload, Variables};
 use bollard::query_parameters::CreateImageOptionsBuilder;
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -39,11 +40,15 @@ pub(super) fn pull_policies(
     job: &JobPayload,
     settings: &DockerConfig,
 ) -> Result<Vec<PullPolicy>, ExecError> {
-    let from_job = job
-        .image
-        .as_ref()
-        .map(|i| i.pull_policy.as_slice())
-        .unwrap_or_default();
+    image_pull_policies(job.image.as_ref(), settings)
+}
+
+/// The pull policies for `image` (the job's or a service's): its own, else the runner's.
+pub(super) fn image_pull_policies(
+    image: Option<&Image>,
+    settings: &DockerConfig,
+) -> Result<Vec<PullPolicy>, ExecError> {
+    let from_job = image.map(|i| i.pull_policy.as_slice()).unwrap_or_default();
     if from_job.is_empty() {
         return Ok(if settings.pull_policy.is_empty() {
             vec![PullPolicy::Always]
@@ -56,8 +61,9 @@ pub(super) fn pull_policies(
         .map(|p| {
             PullPolicy::parse(p.trim()).ok_or_else(|| {
                 ExecError::Configuration(format!(
-                    "unknown pull policy {p:?} in the job's image (use always, if-not-present \
-                     or never)"
+                    "unknown pull policy {p:?} for image {:?} (use always, if-not-present \
+                     or never)",
+                    image.map(|i| i.name.as_str()).unwrap_or_default()
                 ))
             })
         })
@@ -71,7 +77,7 @@ pub(super) async fn ensure_image(
     image: &str,
     policies: &[PullPolicy],
     platform: Option<&str>,
-    credentials: &[Credential],
+    auths: &RegistryAuths,
 ) -> Result<(), ExecError> {
     let mut last_error = String::from("no pull policy given");
     for policy in policies {
@@ -99,8 +105,7 @@ pub(super) async fn ensure_image(
             }
             PullPolicy::Always => {}
         }
-        log.line(&format!("Pulling docker image {image} ..."));
-        match pull(docker, image, platform, credentials).await {
+        match pull(docker, log, image, platform, auths).await {
             Ok(()) => {
                 if let Some(found) = inspect(docker, image).await? {
                     log.line(&found);
@@ -142,19 +147,29 @@ async fn inspect(docker: &Docker, image: &str) -> Result<Option<String>, ExecErr
     }
 }
 
-/// Pulls `image`; the engine's message on failure.
+/// Pulls `image` with the credentials `auths` has for its registry; the engine's message on
+/// failure.
 async fn pull(
     docker: &Docker,
+    log: &RunnerLog,
     image: &str,
     platform: Option<&str>,
-    credentials: &[Credential],
+    auths: &RegistryAuths,
 ) -> Result<(), String> {
     let (repo, tag) = split_reference(image);
     let mut options = CreateImageOptionsBuilder::new().from_image(&repo).tag(&tag);
     if let Some(p) = platform {
         options = options.platform(p);
     }
-    let auth = registry_credentials(image, credentials);
+    let found = auths.for_image(image);
+    if let Some(found) = found {
+        log.line(&format!(
+            "Authenticating with credentials from {}",
+            found.source
+        ));
+    }
+    log.line(&format!("Pulling docker image {image} ..."));
+    let auth = found.map(|f| f.credentials.clone());
     let mut progress = docker.create_image(Some(options.build()), None, auth);
     while let Some(item) = progress.next().await {
         match item {
@@ -182,37 +197,6 @@ fn split_reference(image: &str) -> (String, String) {
         }
         None => (image.to_string(), "latest".to_string()),
     }
-}
-
-/// The registry host of an image reference (`docker.io` for Docker Hub names).
-fn registry_host(image: &str) -> &str {
-    match image.split_once('/') {
-        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first,
-        _ => "docker.io",
-    }
-}
-
-/// The job's `registry` credential for the image's registry, if it sent one.
-fn registry_credentials(image: &str, credentials: &[Credential]) -> Option<DockerCredentials> {
-    let host = registry_host(image);
-    let hub = ["docker.io", "index.docker.io", "registry-1.docker.io"];
-    credentials
-        .iter()
-        .filter(|c| c.kind == "registry")
-        .find(|c| {
-            let url = c
-                .url
-                .trim_start_matches("https://")
-                .trim_start_matches("http://");
-            let url = url.split('/').next().unwrap_or(url);
-            url == host || (hub.contains(&url) && hub.contains(&host))
-        })
-        .map(|c| DockerCredentials {
-            username: Some(c.username.clone()),
-            password: Some(c.password.clone()),
-            serveraddress: Some(host.to_string()),
-            ..Default::default()
-        })
 }
 
 #[cfg(test)]
@@ -278,28 +262,5 @@ mod tests {
         for (image, (repo, tag)) in cases {
             assert_eq!(split_reference(image), (repo.into(), tag.into()), "{image}");
         }
-    }
-
-    #[test]
-    fn registry_credentials_match_the_image_host() {
-        let creds = vec![
-            Credential {
-                kind: "registry".into(),
-                url: "registry.example.com".into(),
-                username: "u".into(),
-                password: "p".into(),
-            },
-            Credential {
-                kind: "registry".into(),
-                url: "https://index.docker.io/v1/".into(),
-                username: "hub".into(),
-                password: "q".into(),
-            },
-        ];
-        let found = registry_credentials("registry.example.com/g/app:1", &creds).unwrap();
-        assert_eq!(found.username.as_deref(), Some("u"));
-        let hub = registry_credentials("library/busybox", &creds).unwrap();
-        assert_eq!(hub.username.as_deref(), Some("hub"));
-        assert!(registry_credentials("other.io/x", &creds).is_none());
     }
 }

@@ -1,5 +1,5 @@
 //! The order of a job's stages and what ends them (GitLab Runner's `common/build.go`):
-//! `prepare_executor` (image, volume, network, build container) → the stages before the user
+//! `prepare_executor` (image, volume, network, services, build container) → the stages before the user
 //! steps (`get_sources`, …, in the helper container) → the user steps (`step_script`,
 //! `step_release`, …) → `after_script`. Every stage is bounded by the job timeout and stopped by
 //! a graceful cancel; user steps also by `RUNNER_SCRIPT_TIMEOUT`. When a stage before the user
@@ -11,12 +11,14 @@
 //! [`JobCtx::helper_section`]; its logic lives in its own file.
 
 use super::artifacts;
+use super::auth::{self, RegistryAuths};
 use super::cleanup::{self, Names};
 use super::container::{self, BuildContainer, Role, BUILDS_DIR};
 use super::error::{ExecError, Phase};
 use super::script::StepScript;
 use super::section::{stage_description, RunnerLog};
-use super::{pull, sources, timeouts, JobOutcome, JobRun};
+use super::services::{Networking, Services};
+use super::{helper, pull, sources, timeouts, JobOutcome, JobRun};
 use crate::config::DockerConfig;
 use crate::job::{JobVariable, Step, StepWhen, Variables};
 use bollard::Docker;
@@ -83,6 +85,8 @@ pub(super) struct JobCtx<'a> {
     pub run: &'a JobRun,
     pub names: &'a Names,
     pub log: RunnerLog,
+    /// Registry credentials for every image the job pulls (job, services, helper).
+    pub auths: RegistryAuths,
     labels: HashMap<String, String>,
     deadline: Instant,
     /// The helper container's id once a stage made it (see `helper.rs`).
@@ -98,7 +102,11 @@ impl<'a> JobCtx<'a> {
         names: &'a Names,
     ) -> Self {
         let timeout = std::time::Duration::from_secs(run.job.timeout_secs());
+        let host_config = auth::host_config_path(|key| std::env::var(key).ok());
+        let auths =
+            RegistryAuths::resolve(&run.variables, host_config.as_deref(), &run.job.credentials);
         JobCtx {
+            auths,
             docker,
             settings,
             run,
@@ -134,11 +142,6 @@ impl<'a> JobCtx<'a> {
         }
     }
 
-    /// When the job's timeout ends.
-    pub(super) fn deadline(&self) -> Instant {
-        self.deadline
-    }
-
     /// GitLab Runner's executor name, for the `Preparing the "…" executor` header.
     fn executor_name(&self) -> &'static str {
         if self.run.labels.vm.is_empty() {
@@ -172,6 +175,9 @@ impl<'a> JobCtx<'a> {
         let image = pull::resolve_image(job, self.settings, &self.run.variables)?;
         self.log
             .line(&format!("Using Docker executor with image {image} ..."));
+        for warning in self.auths.warnings() {
+            self.log.warning(warning);
+        }
         let policies = pull::pull_policies(job, self.settings)?;
         let job_image = job.image.as_ref();
         let platform = job_image.and_then(|i| i.docker_platform());
@@ -181,13 +187,15 @@ impl<'a> JobCtx<'a> {
             &image,
             &policies,
             platform.as_deref(),
-            &job.credentials,
+            &self.auths,
         )
         .await?;
         container::create_volume(self.docker, &self.names.builds_volume, &self.labels).await?;
         if self.settings.network_mode.is_none() {
             container::create_network(self.docker, &self.names.network, &self.labels).await?;
         }
+        let networking = Networking::from_mode(&self.network_mode());
+        let extra_hosts = self.start_services(&networking).await?;
         let entrypoint = job_image
             .map(|i| i.entrypoint.clone())
             .filter(|e| !e.is_empty());
@@ -199,11 +207,43 @@ impl<'a> JobCtx<'a> {
             user: job_image.and_then(|i| i.docker_user()),
             settings: self.settings,
             builds_volume: &self.names.builds_volume,
+            cache_volume: None,
             network_mode: Some(self.network_mode()),
+            network_endpoint: networking
+                .endpoint(&["build".to_string(), self.names.build_container.clone()]),
+            extra_hosts,
             labels: &self.labels,
         }
         .create(self.docker)
         .await
+    }
+
+    /// Starts the job's services and waits for them; the build container's `/etc/hosts`
+    /// entries for them (host and built-in network modes).
+    async fn start_services(&self, networking: &Networking) -> Result<Vec<String>, ExecError> {
+        if self.run.job.services.is_empty() {
+            return Ok(Vec::new());
+        }
+        let services = Services {
+            docker: self.docker,
+            settings: self.settings,
+            log: &self.log,
+            variables: &self.run.variables,
+            auths: &self.auths,
+            labels: &self.labels,
+            name_prefix: &self.names.prefix,
+            builds_volume: &self.names.builds_volume,
+            networking,
+        };
+        let started = services.start_all(&self.run.job.services).await?;
+        if let Some(timeout) = self.settings.wait_for_services_timeout {
+            let helper = helper::helper_image(self.settings);
+            services.wait_all(&started, timeout, &helper).await;
+        }
+        Ok(started
+            .iter()
+            .flat_map(|s| s.extra_hosts(networking))
+            .collect())
     }
 
     /// Runs one stage's script in the build container; the exit code.
@@ -259,6 +299,31 @@ impl<'a> JobCtx<'a> {
     }
 }
 
+impl JobCtx<'_> {
+    /// Runs a stage after `after_script` (cache archive, artifacts upload) in its section,
+    /// bounded by the job's timeout only: a graceful cancel does not cut it short.
+    pub(super) async fn after_job_section<F>(&self, name: &str, stage: F) -> Result<(), Ended>
+    where
+        F: Future<Output = Result<i64, ExecError>>,
+    {
+        self.log.start(name, &stage_description(name));
+        let result = tokio::time::timeout_at(self.deadline, stage).await;
+        self.log.end(name);
+        match result {
+            Ok(Ok(0)) => Ok(()),
+            Ok(Ok(code)) => Err(Ended::Failed(i32::try_from(code).unwrap_or(i32::MAX))),
+            Ok(Err(e)) => Err(Ended::Error(e)),
+            Err(_elapsed) => {
+                Interrupt::TimedOut.warn(&self.log, name);
+                match self.kill_helper().await {
+                    Ok(()) => Err(Ended::Interrupted(Interrupt::TimedOut)),
+                    Err(e) => Err(Ended::Error(e)),
+                }
+            }
+        }
+    }
+}
+
 /// How the stages up to `after_script` ended, short of success.
 pub(super) enum Ended {
     /// A stage exited non-zero (the job fails as a script failure with this code).
@@ -272,8 +337,11 @@ pub(super) enum Ended {
 /// The stages between `prepare_executor` and the user steps, in GitLab Runner's order: the
 /// first that does not succeed ends the job's way to the user steps.
 async fn before_user_steps(ctx: &JobCtx<'_>) -> Result<(), Ended> {
-    ctx.helper_section("get_sources", sources::get_sources(ctx))
-        .await?;
+    sources::get_sources_stage(ctx).await?;
+    if ctx.has_cache() {
+        ctx.helper_section("restore_cache", ctx.restore_cache())
+            .await?;
+    }
     artifacts::download_stage(ctx).await?;
     Ok(())
 }
@@ -362,11 +430,23 @@ pub(super) async fn run(ctx: &JobCtx<'_>) -> JobOutcome {
     }
 }
 
-/// The stages after `after_script` (artifacts upload), run unless the job's own deadline has
-/// passed (as GitLab Runner, whose job context is then done); after a graceful cancel too.
+/// The stages after `after_script` (cache archive, then artifacts upload), run unless the job's
+/// own deadline has passed (as GitLab Runner, whose job context is then done); after a graceful
+/// cancel too (GitLab Runner runs them with the job's context, not the script's).
 async fn after_job_uploads(ctx: &JobCtx<'_>, job_succeeded: bool) -> Result<(), Ended> {
     if Instant::now() >= ctx.deadline {
         return Ok(());
+    }
+    if ctx.has_cache() {
+        let name = super::cache::archive_stage_name(job_succeeded);
+        match ctx
+            .after_job_section(name, ctx.archive_cache(job_succeeded))
+            .await
+        {
+            // A cache that could not be saved fails no job (GitLab Runner warns and goes on).
+            Ok(()) | Err(Ended::Failed(_)) => {}
+            Err(other) => return Err(other),
+        }
     }
     artifacts::upload_stage(ctx, job_succeeded).await
 }

@@ -507,7 +507,10 @@ pub fn extract_zip(archive: &Path, dest: &Path) -> Result<usize, ArchiveError> {
         let mut entry = zip
             .by_index(index)
             .map_err(zip_error(format!("{} entry {index}", archive.display())))?;
-        let name = entry.name().to_string();
+        let name = entry
+            .name()
+            .map_err(zip_error(format!("{} entry {index}", archive.display())))?
+            .into_owned();
         let path = entry_path(&dest_real, &name)?;
         if entry.is_dir() {
             safe_dir(&dest_real, &path, &name)?;

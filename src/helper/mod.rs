@@ -8,6 +8,10 @@
 
 mod archive;
 pub mod artifacts;
+mod cache;
+mod ports;
+
+pub use ports::WaitForPorts;
 
 use std::process::ExitCode;
 
@@ -22,6 +26,14 @@ pub enum HelperCommand {
     /// Download a dependency's artifacts and extract them into the working directory (GitLab
     /// Runner's `artifacts-downloader`; the token comes from `FLOTILLA_JOB_TOKEN`).
     ArtifactsDownloader(artifacts::DownloaderArgs),
+    /// Zip a job cache and store it (local cache volume or a signed URL); reads its spec from
+    /// `FLOTILLA_CACHE_SPEC`.
+    CacheArchiver(cache::CacheArgs),
+    /// Restore a job cache (key, then fallback keys); reads its spec from `FLOTILLA_CACHE_SPEC`.
+    CacheExtractor(cache::CacheArgs),
+    /// Wait until a TCP connection to every given port of a host succeeds (service health
+    /// check; the executor bounds the wait).
+    WaitForPorts(WaitForPorts),
 }
 
 /// Runs a helper command to its end; the process exit code.
@@ -33,5 +45,8 @@ pub fn run(command: HelperCommand) -> ExitCode {
         }
         HelperCommand::ArtifactsUploader(args) => artifacts::run_uploader(args),
         HelperCommand::ArtifactsDownloader(args) => artifacts::run_downloader(args),
+        HelperCommand::CacheArchiver(args) => cache::archiver(args),
+        HelperCommand::CacheExtractor(args) => cache::extractor(args),
+        HelperCommand::WaitForPorts(args) => ports::run(&args),
     }
 }

@@ -44,13 +44,17 @@ pub struct FeaturesInfo {
 
 impl FeaturesInfo {
     /// What Flotilla's docker executor implements today: variables (with `file` and `raw`), the
-    /// job image with its docker executor options, masking, multiple script steps, the trace
-    /// protocol (reset, checksum, size), graceful cancel, exit codes and the two-phase commit;
-    /// artifacts (zip archives, gzip and raw reports, exclusions).
+    /// job image and services (with their variables, multiple aliases and docker executor
+    /// options), masking, multiple script steps, the trace protocol (reset, checksum, size),
+    /// graceful cancel, exit codes, the two-phase commit, fetching the payload's git refspecs,
+    /// artifacts (zip archives, gzip and raw reports, exclusions) and caches with fallback keys.
     pub fn implemented() -> Self {
         FeaturesInfo {
             variables: true,
             image: true,
+            cache: true,
+            fallback_cache_keys: true,
+            services: true,
             masking: true,
             raw_variables: true,
             multi_build_steps: true,
@@ -59,9 +63,13 @@ impl FeaturesInfo {
             trace_size: true,
             cancelable: true,
             return_exit_code: true,
+            service_variables: true,
+            service_multiple_aliases: true,
             image_executor_opts: true,
+            service_executor_opts: true,
             cancel_gracefully: true,
             two_phase_job_commit: true,
+            refspecs: true,
             artifacts: true,
             upload_multiple_artifacts: true,
             upload_raw_artifacts: true,

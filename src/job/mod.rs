@@ -14,4 +14,4 @@ pub use payload::{
     Artifact, ArtifactsFile, Cache, Credential, Dependency, GitInfo, Hook, Image, JobFeatures,
     JobHandle, JobInfo, JobPayload, PayloadError, Port, RunnerInfo, Step, StepWhen,
 };
-pub use variables::{expand, JobVariable, RunnerEnvironment, Variables};
+pub use variables::{expand, go_arch, JobVariable, RunnerEnvironment, Variables};

@@ -230,7 +230,9 @@ impl JobTask {
                 return FinalState::failed(reason.for_job(&job.features.failure_reasons), None);
             }
         };
+        let cache = cache_plan(&job, &variables, &self.runner).await;
         let run = JobRun {
+            cache,
             job: job.clone(),
             variables,
             trace: trace.clone(),
@@ -342,6 +344,23 @@ impl JobTask {
 }
 
 /// Runs `f`, then waits forever: lets a side task live exactly as long as the `select!` it is in.
+/// The job's cache plan. Signing GCS URLs may call the metadata server and IAM: each call is
+/// bounded, and a failure is a warning in the plan, never a job failure.
+async fn cache_plan(
+    job: &JobPayload,
+    variables: &crate::job::Variables,
+    runner: &RunnerConfig,
+) -> crate::cache::CachePlan {
+    let short_token = runner.short_token();
+    crate::cache::plan_job(crate::cache::PlanInput {
+        job,
+        variables,
+        config: &runner.cache,
+        short_token: &short_token,
+    })
+    .await
+}
+
 async fn never_after(f: impl std::future::Future<Output = ()>) -> std::convert::Infallible {
     f.await;
     std::future::pending().await

@@ -1,9 +1,10 @@
-//! `testkit demo`: the README's demo. Starts the fake GitLab with a few sample jobs, writes a
-//! config.toml for the local docker executor, runs the real `flotilla run` as a child process,
-//! prints each job's trace and final state as GitLab would show them, drains flotilla with
-//! SIGQUIT and exits 0 when every job reached the state it was meant to.
+//! `testkit demo`: the README's demo. Starts the fake GitLab with a few sample jobs and a sample
+//! repository it serves over git, writes a config.toml for the local docker executor (host
+//! networking, so the helper container reaches the fake), runs the real `flotilla run` as a child
+//! process, prints each job's trace and final state as GitLab would show them, drains flotilla
+//! with SIGQUIT and exits 0 when every job reached the state it was meant to.
 
-use crate::{FakeGitlab, FakeGitlabOptions, JobState};
+use crate::{FakeGitlab, FakeGitlabOptions, GitRepos, JobState};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::Duration;
@@ -37,8 +38,57 @@ fn job(name: &str, script: &[&str], after: &[&str], extra_vars: Value) -> Value 
     })
 }
 
-fn samples() -> Vec<Sample> {
-    vec![
+/// The sample repository `demo/app`: a first commit that the pipeline runs on, and a later one
+/// on `main` that the job must not see. Returns the job payload cloning it.
+fn clone_sample(repos: &GitRepos) -> anyhow::Result<Value> {
+    let repo = repos.create("demo/app")?;
+    let sha = repo.commit(
+        "main",
+        &[
+            (
+                "README.md",
+                "# demo/app\nThis file comes from the pipeline's commit.\n",
+            ),
+            ("src/main.sh", "echo built from source\n"),
+        ],
+        "first commit",
+    )?;
+    let pipeline = 4242;
+    repo.set_ref(&format!("refs/pipelines/{pipeline}"), &sha)?;
+    repo.commit(
+        "main",
+        &[(
+            "README.md",
+            "# demo/app\nA later commit the job must not see.\n",
+        )],
+        "later commit",
+    )?;
+    let mut payload = job(
+        "clone",
+        &["cat README.md", "sh src/main.sh"],
+        &[],
+        json!([{"key": "GIT_STRATEGY", "value": "clone", "public": true}]),
+    );
+    payload["job_info"]["pipeline_id"] = json!(pipeline);
+    payload["git_info"] = json!({
+        "ref": "main",
+        "sha": sha,
+        "depth": 20,
+        "refspecs": [
+            format!("+refs/pipelines/{pipeline}:refs/pipelines/{pipeline}"),
+            "+refs/heads/main:refs/remotes/origin/main",
+        ],
+    });
+    Ok(payload)
+}
+
+fn samples(repos: &GitRepos) -> anyhow::Result<Vec<Sample>> {
+    Ok(vec![
+        Sample {
+            name: "clone",
+            payload: clone_sample(repos)?,
+            expect: JobState::Success,
+        },
         Sample {
             name: "hello",
             payload: job(
@@ -76,7 +126,7 @@ fn samples() -> Vec<Sample> {
             ),
             expect: JobState::Failed,
         },
-    ]
+    ])
 }
 
 fn config(url: &str, token: &str, state_dir: &Path) -> String {
@@ -94,6 +144,7 @@ executor = "docker"
 [runners.docker]
 image = "{IMAGE}"
 pull_policy = ["if-not-present"]
+network_mode = "host"
 "#,
         state_dir.display()
     )
@@ -101,7 +152,7 @@ pull_policy = ["if-not-present"]
 
 /// Runs the demo with the `flotilla` binary at `flotilla`.
 pub async fn run(flotilla: &Path) -> anyhow::Result<bool> {
-    let gitlab = FakeGitlab::start(FakeGitlabOptions {
+    let (gitlab, repos) = FakeGitlab::start_with_git(FakeGitlabOptions {
         trace_update_interval_secs: Some(1),
         ..FakeGitlabOptions::default()
     })
@@ -123,7 +174,7 @@ pub async fn run(flotilla: &Path) -> anyhow::Result<bool> {
         config_path.display()
     );
 
-    let samples = samples();
+    let samples = samples(&repos)?;
     let ids: Vec<i64> = samples
         .iter()
         .map(|s| gitlab.enqueue(&token, s.payload.clone()))

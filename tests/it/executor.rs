@@ -106,6 +106,7 @@ fn start(job: JobPayload) -> Started {
         },
         cancel: cancel.clone(),
         abort: abort.clone(),
+        cache: Default::default(),
     };
     Started {
         run,

@@ -2,6 +2,7 @@
 //! local Docker engine and the test kit's fakes over real HTTP on 127.0.0.1.
 //!
 //! - `artifacts`: jobs uploading artifacts and dependencies downloading them (helper image).
+//! - `cache`: job caches end to end (local volume; GCS through the fake with signed URLs).
 //! - `cloud_gce`: the GCE `Cloud` against the fake Compute Engine.
 //! - `support`: shared helpers (test images, Docker connection, waiting on a trace).
 //! - `harness`: a fake GitLab, a config pointing at it, the manager in-process or as a binary.
@@ -12,10 +13,13 @@
 //! - `sources`: the helper container and `get_sources` (git over smart HTTP from the fake GitLab).
 //! - `docker_tls`: a fake GCE VM's dockerd over mutual TLS, verified by VM name.
 //! - `vm_startup`: the VM startup script against a fake metadata server, in a scratch root.
+//! - `registry`: private images pulled with the job's credentials from Debian's docker-registry.
+//! - `services`: service containers (aliases, variables, waiting for ports, host mode).
 //! - `machine_e2e`: docker+machine jobs on fake GCE VMs end to end (warm pool, MaxBuilds, IdleTime,
 //!   limit and MaxGrowthRate, stockouts, rate limits, preemption, leftovers, shutdowns).
 
 mod artifacts;
+mod cache;
 mod cloud_gce;
 mod docker_tls;
 mod executor;
@@ -24,6 +28,8 @@ mod jobs;
 mod machine_e2e;
 mod mock_coordinator;
 mod process;
+mod registry;
+mod services;
 mod sources;
 mod support;
 mod vm_startup;

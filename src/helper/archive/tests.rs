@@ -162,7 +162,11 @@ fn zip_round_trip_keeps_tree_modes_and_links() {
     fs::write(archive.path(), buf.get_ref()).unwrap();
 
     let mut zip = zip::ZipArchive::new(io::Cursor::new(buf.get_ref().clone())).unwrap();
-    let entries: Vec<&str> = zip.file_names().collect();
+    let names: Vec<String> = zip
+        .file_names()
+        .map(|name| name.unwrap().into_owned())
+        .collect();
+    let entries: Vec<&str> = names.iter().map(String::as_str).collect();
     assert!(entries.contains(&"out/"), "{entries:?}");
     assert!(entries.contains(&"out/sub/deep.txt"), "{entries:?}");
     assert!(

@@ -96,7 +96,11 @@ impl StoredArtifact {
     /// The entry names of a zip artifact, in archive order (directories end in `/`).
     pub fn zip_entries(&self) -> anyhow::Result<Vec<String>> {
         let archive = zip::ZipArchive::new(std::io::Cursor::new(&self.bytes))?;
-        Ok(archive.file_names().map(str::to_owned).collect())
+        let names = archive
+            .file_names()
+            .map(|name| name.map(|name| name.into_owned()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(names)
     }
 
     /// The content of entry `name` of a zip artifact.

@@ -112,15 +112,20 @@ pub(crate) fn complete_job(job: Value, d: &JobDefaults<'_>) -> (Value, Vec<Strin
     fill(info, "queue_size", json!(0));
     fill(info, "queue_depth", json!(0));
 
+    // GitLab's clone URL names the project's full path.
+    let project_path = info["project_full_path"]
+        .as_str()
+        .unwrap_or("group/project")
+        .to_owned();
     let base = d.server_url.trim_end_matches('/');
     let repo_url = match base.split_once("://") {
         Some((scheme, rest)) => {
             format!(
-                "{scheme}://gitlab-ci-token:{}@{rest}/group/project.git",
+                "{scheme}://gitlab-ci-token:{}@{rest}/{project_path}.git",
                 d.token
             )
         }
-        None => format!("{base}/group/project.git"),
+        None => format!("{base}/{project_path}.git"),
     };
     let git = object(&mut obj, "git_info");
     fill(git, "repo_url", json!(repo_url));

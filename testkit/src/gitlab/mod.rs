@@ -8,12 +8,14 @@
 //!
 //! Extension point: [`FakeGitlab::start_with`] merges extra routes (git smart HTTP)
 //! built from a [`GitlabHandle`], which can resolve job tokens with [`GitlabHandle::job_by_token`].
+//! [`FakeGitlab::start_with_git`] serves real repositories (`git.rs`).
 //! Artifacts are built in (`artifacts.rs`): read what a job uploaded with
 //! [`GitlabHandle::artifacts`].
 
 mod admin;
 mod artifacts;
 mod faults;
+mod git;
 mod http;
 mod jobs;
 mod request;
@@ -37,6 +39,7 @@ use tokio_util::task::TaskTracker;
 pub use admin::AdminJob;
 pub use artifacts::{StoredArtifact, DEFAULT_MAX_ARTIFACTS_BYTES};
 pub use faults::Fault;
+pub use git::{GitRepos, Repo};
 pub use jobs::{FeatureCheck, DEFAULT_FAILURE_REASONS};
 pub use state::{JobRecord, JobState, RecordedRequest};
 
@@ -345,6 +348,16 @@ impl FakeGitlab {
             handle,
             guard: Arc::new(Guard { shared, tracker }),
         })
+    }
+
+    /// Starts a fake that also serves the repositories it returns over smart HTTP at
+    /// `/<namespace>/<project>.git` (basic auth `gitlab-ci-token` + a running job's token).
+    /// A job's default `git_info.repo_url` names its `job_info.project_full_path`.
+    pub async fn start_with_git(opts: FakeGitlabOptions) -> anyhow::Result<(FakeGitlab, GitRepos)> {
+        let repos = GitRepos::new()?;
+        let served = repos.clone();
+        let fake = Self::start_with(opts, move |handle| served.router(handle)).await?;
+        Ok((fake, repos))
     }
 
     /// Stops the server and waits for its task to end.

@@ -1,12 +1,13 @@
 //! The test kit's integration tests (one binary): the fake GitLab over real HTTP on loopback, as
 //! a runner sees it (validation and authentication answers, long polling, the two-phase ack,
-//! trace ranges and limits, the feature check, cancel, every fault, the admin API, shutdown) and
-//! the `testkit` binary. This file holds the shared runner helper.
+//! trace ranges and limits, the feature check, cancel, every fault, the admin API, shutdown, git
+//! over smart HTTP) and the `testkit` binary. This file holds the shared runner helper.
 
 mod admin;
 mod artifacts;
 mod binary;
 mod faults;
+mod git;
 mod job_updates;
 mod polling;
 
