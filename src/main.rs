@@ -4,7 +4,9 @@ use clap::{Parser, Subcommand};
 use flotilla::config::{Config, LogFormat};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter, Layer};
 
 /// Exit code for a configuration that cannot be used (EX_USAGE... sysexits' EX_DATAERR family).
 const EXIT_BAD_CONFIG: u8 = 64;
@@ -88,7 +90,7 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
-    init_logging(&loaded.config.log_level, loaded.config.log_format);
+    let logging = init_logging(&loaded.config.log_level, loaded.config.log_format);
     for warning in &loaded.warnings {
         tracing::warn!(%warning, "configuration");
     }
@@ -105,13 +107,32 @@ fn run(path: &std::path::Path) -> ExitCode {
     let result = runtime.block_on(async move {
         let tracker = tokio_util::task::TaskTracker::new();
         let stop = tokio_util::sync::CancellationToken::new();
-        let controls = flotilla::lifecycle::listen_for_signals(&tracker, stop.clone())?;
-        let result = flotilla::run(loaded.config, controls).await;
+        let (tx, controls) = tokio::sync::mpsc::channel(16);
+        flotilla::lifecycle::send_signals_to(&tracker, stop.clone(), tx.clone())?;
+        if let Err(e) =
+            flotilla::lifecycle::watch_config_file(&tracker, stop.clone(), path, tx.clone())
+        {
+            tracing::warn!(file = %path.display(), error = %e, "cannot watch the configuration file: reload with SIGHUP");
+        }
+        drop(tx);
+        let source = flotilla::manager::ConfigSource {
+            path: path.to_path_buf(),
+            logging: Some(logging),
+        };
+        let result = flotilla::manager::run_reloadable(
+            loaded.config,
+            Some(source),
+            controls,
+            flotilla::manager::Hooks::default(),
+        )
+        .await;
         stop.cancel();
         tracker.close();
         tracker.wait().await;
         result.map_err(anyhow::Error::from)
     });
+    // Tasks still running (an abort's second signal leaves some) are not waited for.
+    runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -122,18 +143,48 @@ fn run(path: &std::path::Path) -> ExitCode {
     }
 }
 
-/// Logs at `log_level`, except for the HTTP and Docker client crates, which log request bodies
-/// (container environments, tokens) at debug: they stay at warn whatever the level.
-fn init_logging(level: &str, format: LogFormat) {
+/// The logging filter for `level`: the HTTP and Docker client crates log request bodies
+/// (container environments, tokens) at debug, so they stay at warn whatever the level.
+fn log_filter(level: &str) -> Result<EnvFilter, String> {
     let directives = format!(
         "{level},bollard=warn,hyper=warn,hyper_util=warn,reqwest=warn,h2=warn,rustls=warn,tower=warn,axum=warn"
     );
-    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    EnvFilter::try_new(&directives).map_err(|e| format!("log_level {level:?}: {e}"))
+}
+
+/// The output layer for `format` (stderr).
+fn log_output<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    // Colours only on a terminal: journald and log files get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => layer.json().boxed(),
+        LogFormat::Text => layer.boxed(),
     }
+}
+
+/// Starts logging at `level` in `format`; returns what a configuration reload calls to change
+/// both (tracing-subscriber's reload layers: the filter and the output layer are swapped live).
+fn init_logging(level: &str, format: LogFormat) -> flotilla::manager::LogReload {
+    let filter = log_filter(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, filter_handle) = reload::Layer::new(filter);
+    let (output, output_handle) = reload::Layer::new(log_output(format));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
+        .init();
+    std::sync::Arc::new(move |level: &str, format: LogFormat| {
+        let filter = log_filter(level)?;
+        filter_handle
+            .reload(filter)
+            .map_err(|e| format!("cannot change the log level: {e}"))?;
+        output_handle
+            .reload(log_output(format))
+            .map_err(|e| format!("cannot change the log format: {e}"))
+    })
 }

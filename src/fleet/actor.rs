@@ -53,6 +53,7 @@ pub(super) enum Command {
         reply: oneshot::Sender<Vec<String>>,
     },
     Reconfigure(Box<(FleetSettings, Schedule)>),
+    Drain(bool),
 }
 
 /// What the pool knows of a VM, for `vm_fate`.
@@ -77,6 +78,8 @@ struct Vm {
     /// The worker acting on this VM (creating or deleting), if any.
     worker: Option<CancellationToken>,
     retry_delete_at: Option<Instant>,
+    /// In a zone a reload dropped: removed when its job ends, never leased again.
+    retire: bool,
 }
 
 /// A VM this pool deletes but does not hold (a leftover, or of a runner no pool holds): not
@@ -123,6 +126,8 @@ struct Actor {
     failure_backoff_until: Option<Instant>,
     consecutive_failures: u32,
     shutdown: Option<(Instant, Vec<oneshot::Sender<Vec<String>>>)>,
+    /// Draining: no idle VMs kept, VMs made only for waiting jobs (see `FleetHandle::set_draining`).
+    draining: bool,
     stats: Stats,
 }
 
@@ -176,6 +181,7 @@ pub(super) fn spawn(
         failure_backoff_until: None,
         consecutive_failures: 0,
         shutdown: None,
+        draining: false,
         stats: Stats::default(),
         s,
     };
@@ -280,8 +286,19 @@ impl Actor {
             .unwrap_or(now + HOUSEKEEPING)
     }
 
+    /// The idle settings in force: the schedule's, or none kept while draining.
     fn active_idle(&self) -> IdleSettings {
-        self.schedule.active(chrono::Utc::now())
+        let active = self.schedule.active(chrono::Utc::now());
+        if self.draining {
+            IdleSettings {
+                idle_count: 0,
+                idle_count_min: 0,
+                idle_scale_factor: 0.0,
+                ..active
+            }
+        } else {
+            active
+        }
     }
 
     fn caps(&self) -> Caps {
@@ -316,8 +333,15 @@ impl Actor {
         }
         // Jobs waiting on demand take idle VMs before any idle VM is judged for removal.
         self.serve_waiters();
+        if self.draining {
+            self.remove_every_idle("draining");
+        }
         let idle = self.active_idle();
-        let backlog = self.backlog.map_or(0, |(b, _)| b);
+        let backlog = if self.draining {
+            0
+        } else {
+            self.backlog.map_or(0, |(b, _)| b)
+        };
         let mut busy = self.counts();
         busy.idle = 0;
         let idle_names: Vec<&String> = self
@@ -371,6 +395,20 @@ impl Actor {
             if !self.dispatch_create(zone, now) {
                 break;
             }
+        }
+    }
+
+    /// Removes every idle VM now (a drain keeps none).
+    fn remove_every_idle(&mut self, reason: &str) {
+        let names: Vec<String> = self
+            .vms
+            .iter()
+            .filter(|(_, v)| v.state == VmState::Idle)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in names {
+            tracing::info!(vm = %n, reason, "removing idle VM");
+            self.start_removal(&n);
         }
     }
 
@@ -446,6 +484,7 @@ impl Actor {
                 removal_attempts: 0,
                 worker: Some(token.clone()),
                 retry_delete_at: None,
+                retire: false,
             },
         );
         self.tracker
@@ -478,7 +517,7 @@ impl Actor {
     fn newest_idle(&self) -> Option<String> {
         self.vms
             .iter()
-            .filter(|(_, v)| v.state == VmState::Idle && v.docker.is_some())
+            .filter(|(_, v)| v.state == VmState::Idle && v.docker.is_some() && !v.retire)
             .max_by_key(|(_, v)| v.idle_since)
             .map(|(n, _)| n.clone())
     }

@@ -211,6 +211,21 @@ impl FleetHandle {
             .map_err(|_| FleetError::Closed)
     }
 
+    /// Starts (`true`) or ends (`false`) a drain: while draining the pool keeps no idle VMs
+    /// (idle ones are deleted at once, released ones after their job), offers no idle lease and
+    /// creates VMs only for jobs already taken that wait for one. Used by SIGQUIT and for a
+    /// runner removed (or moved to another project) by a reload; `false` when it comes back.
+    pub fn set_draining(&self, draining: bool) {
+        let _ = self.tx.send(Command::Drain(draining));
+    }
+
+    /// Brings a shutdown's deadline forward (or starts a shutdown) without waiting for it: an
+    /// abort arriving while a drain deletes the VMs.
+    pub fn hasten_shutdown(&self, deadline: Instant) {
+        let (reply, _) = oneshot::channel();
+        let _ = self.tx.send(Command::Shutdown { deadline, reply });
+    }
+
     /// Deletes every VM: idle and creating ones at once, leased ones when released. Returns
     /// when all are confirmed deleted or at `deadline`, with the names not confirmed deleted;
     /// the pool then stops.

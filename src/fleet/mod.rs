@@ -29,7 +29,7 @@ pub use schedule::IdleSettings;
 use crate::cloud::Cloud;
 use crate::config::{Config, GceConfig, MachineConfig, RunnerConfig};
 use async_trait::async_trait;
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -269,11 +269,12 @@ impl FleetSettings {
 
 /// The runner labels of this process's live pools, shared by them so a reconcile can tell a
 /// VM of another runner of this process (left to that pool) from one of a runner no pool
-/// holds (deleted, by one pool only: the one with the smallest label). A std `Mutex`: held
-/// for a set operation, never across an await.
+/// holds (deleted, by one pool only: the one with the smallest label). Counted: after a reload
+/// that moves a runner to another project, its old pool (draining) and its new one hold the same
+/// label for a while. A std `Mutex`: held for a map operation, never across an await.
 #[derive(Debug, Clone, Default)]
 pub struct RunnerRegistry {
-    labels: Arc<Mutex<BTreeSet<String>>>,
+    labels: Arc<Mutex<BTreeMap<String, usize>>>,
 }
 
 impl RunnerRegistry {
@@ -282,26 +283,32 @@ impl RunnerRegistry {
         RunnerRegistry::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, usize>> {
         self.labels.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether a pool holds `label`.
     pub fn contains(&self, label: &str) -> bool {
-        self.lock().contains(label)
+        self.lock().contains_key(label)
     }
 
     fn register(&self, label: &str) {
-        self.lock().insert(label.to_string());
+        *self.lock().entry(label.to_string()).or_default() += 1;
     }
 
     fn deregister(&self, label: &str) {
-        self.lock().remove(label);
+        let mut labels = self.lock();
+        if let Some(count) = labels.get_mut(label) {
+            *count -= 1;
+            if *count == 0 {
+                labels.remove(label);
+            }
+        }
     }
 
     /// Whether `label`'s pool deletes VMs of runners no pool holds.
     fn is_janitor(&self, label: &str) -> bool {
-        self.lock().iter().next().is_some_and(|l| l == label)
+        self.lock().keys().next().is_some_and(|l| l == label)
     }
 }
 

@@ -3,7 +3,7 @@
 //! that the fleets' VMs trust, and one fleet per docker+machine runner.
 
 use crate::cloud::{Cloud, CloudError, GceCloud, GceCloudSettings};
-use crate::config::{Config, ExecutorKind, RunnerConfig, RunnerIdentity};
+use crate::config::{Config, ExecutorKind, RunnerConfig};
 use crate::docker::{DockerCa, TlsError};
 use crate::fleet::{self, FleetError, FleetHandle, FleetSettings, RunnerRegistry, VmConnector};
 use async_trait::async_trait;
@@ -61,55 +61,87 @@ impl VmConnector for CaConnector {
     }
 }
 
-/// The running fleets, by runner identity. Created at start; shut down by the supervisor.
-#[derive(Default)]
+/// What makes two runners share one Compute client: project, endpoint and credentials. A
+/// reload that changes it for a runner moves the runner to a new pool.
+pub(crate) type CloudKey = (String, Option<String>, Option<PathBuf>);
+
+/// The key of a runner's Compute client (`None` for a docker runner).
+pub(crate) fn cloud_key(runner: &RunnerConfig) -> Option<CloudKey> {
+    if runner.executor != ExecutorKind::DockerMachine {
+        return None;
+    }
+    let gce = runner.gce.as_ref()?;
+    Some((
+        gce.project.clone(),
+        gce.endpoint.clone(),
+        gce.credentials_file.clone(),
+    ))
+}
+
+/// Every pool of this process and what starts new ones (at start, and for runners a reload
+/// adds). Owned by the manager's supervisor; shut down once at the end.
 pub(crate) struct Fleets {
-    /// One handle per docker+machine runner.
-    pub by_runner: HashMap<RunnerIdentity, FleetHandle>,
+    manager_id: String,
+    registry: prometheus::Registry,
+    /// Made with the first pool (a process without docker+machine runners makes none).
+    connector: Option<Arc<dyn VmConnector>>,
+    pools: RunnerRegistry,
+    clouds: HashMap<CloudKey, Arc<dyn Cloud>>,
+    /// Every pool started, also those retired by a reload (shutting down a stopped pool is a
+    /// no-op).
+    all: Vec<FleetHandle>,
     /// The fleets' own tasks (kept apart from job tasks so a drain can wait for jobs first).
     pub tracker: TaskTracker,
     /// Stops every fleet task once the fleets are shut down.
     pub cancel: CancellationToken,
 }
 
-/// What makes two runners share one Compute client: project, endpoint and credentials.
-type CloudKey = (String, Option<String>, Option<PathBuf>);
-
-/// Starts a fleet for every docker+machine runner of `config`.
-pub(crate) async fn start_fleets(
-    config: &Config,
-    manager_id: &str,
-    registry: &prometheus::Registry,
-) -> Result<Fleets, MachinesError> {
-    let mut fleets = Fleets::default();
-    let runners: Vec<&RunnerConfig> = config
-        .runners
-        .iter()
-        .filter(|r| r.executor == ExecutorKind::DockerMachine)
-        .collect();
-    if runners.is_empty() {
-        return Ok(fleets);
+impl Fleets {
+    /// No pools yet; [`Fleets::start`] makes them.
+    pub(crate) fn new(manager_id: &str, registry: &prometheus::Registry) -> Fleets {
+        Fleets {
+            manager_id: manager_id.to_string(),
+            registry: registry.clone(),
+            connector: None,
+            pools: RunnerRegistry::new(),
+            clouds: HashMap::new(),
+            all: Vec::new(),
+            tracker: TaskTracker::new(),
+            cancel: CancellationToken::new(),
+        }
     }
-    let connector: Arc<dyn VmConnector> = Arc::new(CaConnector {
-        ca: Arc::new(DockerCa::new()?),
-    });
-    let pools = RunnerRegistry::new();
-    let mut clouds: HashMap<CloudKey, Arc<dyn Cloud>> = HashMap::new();
-    for runner in runners {
-        let settings = FleetSettings::for_runner(config, runner, manager_id)?;
+
+    /// Starts the pool of docker+machine `runner` (its settings from `config`).
+    pub(crate) async fn start(
+        &mut self,
+        config: &Config,
+        runner: &RunnerConfig,
+    ) -> Result<FleetHandle, MachinesError> {
+        let settings = FleetSettings::for_runner(config, runner, &self.manager_id)?;
+        settings.validate()?;
+        let connector = match &self.connector {
+            Some(c) => c.clone(),
+            None => {
+                let c: Arc<dyn VmConnector> = Arc::new(CaConnector {
+                    ca: Arc::new(DockerCa::new()?),
+                });
+                self.connector = Some(c.clone());
+                c
+            }
+        };
         let gce = &settings.gce;
         let key = (
             gce.project.clone(),
             gce.endpoint.clone(),
             gce.credentials_file.clone(),
         );
-        let cloud = match clouds.get(&key) {
+        let cloud = match self.clouds.get(&key) {
             Some(cloud) => cloud.clone(),
             None => {
                 // The API metrics of the first project's client go to the manager's registry;
                 // their names carry no project label, so further projects count apart.
-                let metrics = if clouds.is_empty() {
-                    registry.clone()
+                let metrics = if self.clouds.is_empty() {
+                    self.registry.clone()
                 } else {
                     prometheus::Registry::new()
                 };
@@ -124,33 +156,59 @@ pub(crate) async fn start_fleets(
                             source,
                         }
                     })?);
-                clouds.insert(key, cloud.clone());
+                self.clouds.insert(key, cloud.clone());
                 cloud
             }
         };
         let handle = fleet::start(
             settings,
             cloud,
-            connector.clone(),
-            pools.clone(),
-            &fleets.tracker,
-            fleets.cancel.child_token(),
+            connector,
+            self.pools.clone(),
+            &self.tracker,
+            self.cancel.child_token(),
         )?;
-        fleets.by_runner.insert(runner.identity(), handle);
+        self.all.push(handle.clone());
+        Ok(handle)
     }
-    fleets.tracker.close();
-    Ok(fleets)
-}
 
-impl Fleets {
-    /// Deletes every VM of every fleet by `deadline` and stops the fleets. Returns the names of
+    /// Whether any pool was started.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.all.is_empty()
+    }
+
+    /// Every pool started (for drains and progress).
+    pub(crate) fn handles(&self) -> &[FleetHandle] {
+        &self.all
+    }
+
+    /// VMs held by every pool now (for drain progress).
+    pub(crate) async fn vms_held(&self) -> u32 {
+        let mut total = 0;
+        for handle in &self.all {
+            total += handle.snapshot().await.counts.total();
+        }
+        total
+    }
+
+    /// Brings every pool's shutdown deadline forward to `deadline`.
+    pub(crate) fn hasten_shutdown(&self, deadline: tokio::time::Instant) {
+        for handle in &self.all {
+            handle.hasten_shutdown(deadline);
+        }
+    }
+
+    /// Deletes every VM of every pool by `deadline` and stops the pools. Returns the names of
     /// VMs whose deletion was not confirmed in time (the next start's reconcile deletes them).
     pub(crate) async fn shutdown(&self, deadline: tokio::time::Instant) -> Vec<String> {
-        let mut unconfirmed = Vec::new();
-        for handle in self.by_runner.values() {
-            unconfirmed.extend(handle.shutdown(deadline).await);
-        }
+        let asks = self.all.iter().map(|handle| handle.shutdown(deadline));
+        let unconfirmed: Vec<String> = futures_util::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
         self.cancel.cancel();
+        self.tracker.close();
         let _ = tokio::time::timeout_at(deadline, self.tracker.wait()).await;
         unconfirmed
     }

@@ -10,7 +10,12 @@
 mod job_task;
 mod machines;
 mod recovery;
+mod reload;
 mod runner_loop;
+mod runners;
+mod slots;
+
+pub use reload::{ConfigSource, LogReload};
 
 use crate::config::Config;
 use crate::coordinator::{ClientSettings, Coordinator, CoordinatorError};
@@ -19,9 +24,9 @@ use crate::lifecycle::Control;
 use crate::state::{StateDir, StateError};
 use crate::trace::JobTrace;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -58,9 +63,11 @@ pub(crate) struct Shared {
     pub state: StateDir,
     pub system_id: String,
     pub hooks: Hooks,
-    pub config: Arc<Config>,
+    /// The configuration in force; a reload swaps it (a std `RwLock`: read for a clone of the
+    /// `Arc`, never held across an await).
+    config: RwLock<Arc<Config>>,
     /// The global `concurrent` slots: a job holds one from its request to its final update.
-    pub concurrent: Arc<Semaphore>,
+    pub concurrent: Arc<slots::Slots>,
     /// Cancelled when the operator asks to stop taking jobs (drain or abort).
     pub stop_requesting: CancellationToken,
     /// Cancelled on abort: running jobs stop and are reported interrupted.
@@ -70,14 +77,38 @@ pub(crate) struct Shared {
     pub active_jobs: AtomicUsize,
 }
 
+impl Shared {
+    /// The configuration in force now.
+    pub(crate) fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_config(&self, config: Arc<Config>) {
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
+    }
+}
+
 /// Runs the manager until a drain completes or an abort ends it.
 pub async fn run(config: Config, controls: mpsc::Receiver<Control>) -> Result<(), RunError> {
     run_with(config, controls, Hooks::default()).await
 }
 
-/// [`run`] with observation hooks.
+/// [`run`] with observation hooks (no configuration file: a reload is refused).
 pub async fn run_with(
     config: Config,
+    controls: mpsc::Receiver<Control>,
+    hooks: Hooks,
+) -> Result<(), RunError> {
+    run_reloadable(config, None, controls, hooks).await
+}
+
+/// [`run_with`], reloading the configuration from `source` on [`Control::Reload`].
+pub async fn run_reloadable(
+    config: Config,
+    source: Option<ConfigSource>,
     mut controls: mpsc::Receiver<Control>,
     hooks: Hooks,
 ) -> Result<(), RunError> {
@@ -101,101 +132,174 @@ pub async fn run_with(
         registry: registry.clone(),
         ..ClientSettings::default()
     })?;
-    let fleets = machines::start_fleets(&config, &system_id, &registry).await?;
     let shared = Arc::new(Shared {
         coordinator,
         state,
         system_id,
         hooks,
-        concurrent: Arc::new(Semaphore::new(config.concurrent.max(1))),
-        config: Arc::new(config),
+        concurrent: slots::Slots::new(Some(config.concurrent.max(1))),
+        config: RwLock::new(Arc::new(config)),
         stop_requesting: CancellationToken::new(),
         abort_jobs: CancellationToken::new(),
         tracker: TaskTracker::new(),
         active_jobs: AtomicUsize::new(0),
     });
+    let config = shared.config();
     tracing::info!(
         version = crate::VERSION,
         system_id = %shared.system_id,
-        runners = shared.config.runners.len(),
-        concurrent = shared.config.concurrent,
+        runners = config.runners.len(),
+        concurrent = config.concurrent,
         "flotilla starting"
     );
+    let mut fleets = machines::Fleets::new(&shared.system_id, &registry);
     recovery::fail_leftover_jobs(&shared).await;
-    for runner in &shared.config.runners {
-        let fleet = fleets.by_runner.get(&runner.identity()).cloned();
-        runner_loop::spawn(&shared, Arc::new(runner.clone()), fleet);
-    }
-    shared.tracker.close();
-    let deadline = supervise(&shared, &mut controls).await;
-    if !fleets.by_runner.is_empty() {
-        let deadline =
-            deadline.unwrap_or_else(|| tokio::time::Instant::now() + DRAIN_DELETE_TIMEOUT);
-        tracing::info!(fleets = fleets.by_runner.len(), "deleting every VM");
-        let unconfirmed = fleets.shutdown(deadline).await;
-        if unconfirmed.is_empty() {
-            tracing::info!("every VM deleted");
-        } else {
-            tracing::warn!(vms = ?unconfirmed, "VM deletions not confirmed in time; the next start deletes them");
+    let runners = match runners::Runners::start(&shared, &mut fleets, &config).await {
+        Ok(runners) => runners,
+        Err(e) => {
+            shared.stop_requesting.cancel();
+            shared.abort_jobs.cancel();
+            fleets.shutdown(tokio::time::Instant::now()).await;
+            return Err(e.into());
         }
-    }
+    };
+    shared.tracker.close();
+    let mut supervisor = Supervisor {
+        shared: shared.clone(),
+        fleets,
+        runners,
+        source,
+    };
+    let deadline = supervisor.supervise(&mut controls).await;
+    supervisor.delete_every_vm(&mut controls, deadline).await;
+    tracing::info!("flotilla stopped");
     Ok(())
 }
 
 /// How long a drain waits for its VM deletions to be confirmed.
 const DRAIN_DELETE_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// The one `select!` loop: waits for every job task to end, acting on controls meanwhile.
-/// Returns the abort deadline when the run ended by an abort (what is left of it bounds the
-/// VM deletions), `None` after a drain.
-async fn supervise(
-    shared: &Shared,
-    controls: &mut mpsc::Receiver<Control>,
-) -> Option<tokio::time::Instant> {
-    let mut draining = false;
-    let mut abort_deadline: Option<tokio::time::Instant> = None;
-    let mut controls_open = true;
-    let mut progress = tokio::time::interval(Duration::from_secs(10));
-    progress.tick().await;
-    loop {
-        tokio::select! {
-            _ = shared.tracker.wait() => {
-                tracing::info!(phase = if abort_deadline.is_some() { "abort" } else { "drain" }, "all jobs finished");
-                return abort_deadline;
+/// How often a drain logs what it still waits for.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// The main loop's state: the runners and pools a reload changes.
+struct Supervisor {
+    shared: Arc<Shared>,
+    fleets: machines::Fleets,
+    runners: runners::Runners,
+    source: Option<ConfigSource>,
+}
+
+impl Supervisor {
+    /// The one `select!` loop: waits for every job task to end, acting on controls meanwhile.
+    /// Returns the abort deadline when the run ended by an abort (what is left of it bounds the
+    /// VM deletions), `None` after a drain.
+    async fn supervise(
+        &mut self,
+        controls: &mut mpsc::Receiver<Control>,
+    ) -> Option<tokio::time::Instant> {
+        let shared = self.shared.clone();
+        let mut draining = false;
+        let mut abort_deadline: Option<tokio::time::Instant> = None;
+        let mut controls_open = true;
+        let mut progress = tokio::time::interval(PROGRESS_EVERY);
+        progress.tick().await;
+        loop {
+            tokio::select! {
+                _ = shared.tracker.wait() => {
+                    tracing::info!(phase = if abort_deadline.is_some() { "abort" } else { "drain" }, "all jobs finished");
+                    return abort_deadline;
+                }
+                control = controls.recv(), if controls_open => match control {
+                    None => controls_open = false,
+                    Some(Control::Drain) if draining || abort_deadline.is_some() => {
+                        tracing::warn!("SIGQUIT again: already shutting down, ignored");
+                    }
+                    Some(Control::Drain) => {
+                        draining = true;
+                        // The ticks missed while not draining would otherwise all fire at once.
+                        progress.reset();
+                        let vms_left = self.fleets.vms_held().await;
+                        tracing::info!(jobs_left = running_jobs(&shared), vms_left, "graceful shutdown: no new jobs; waiting for running ones; idle VMs are deleted");
+                        shared.stop_requesting.cancel();
+                        self.runners.drain_pools(&self.fleets);
+                    }
+                    Some(Control::Abort) if abort_deadline.is_some() => {
+                        tracing::warn!("second stop signal: exiting at once");
+                        return Some(tokio::time::Instant::now());
+                    }
+                    Some(Control::Abort) => {
+                        // Read when shutting down, so a reloaded value applies.
+                        let timeout = shared.config().shutdown_timeout;
+                        tracing::warn!(jobs_left = running_jobs(&shared), timeout_secs = timeout.as_secs(), was_draining = draining, "forceful shutdown: stopping running jobs");
+                        abort_deadline = Some(tokio::time::Instant::now() + timeout);
+                        shared.stop_requesting.cancel();
+                        shared.abort_jobs.cancel();
+                    }
+                    Some(Control::Reload) if draining || abort_deadline.is_some() => {
+                        tracing::warn!("configuration reload ignored: shutting down");
+                    }
+                    Some(Control::Reload) => self.reload().await,
+                },
+                _ = sleep_until_opt(abort_deadline) => {
+                    tracing::error!(jobs_left = running_jobs(&shared), "shutdown_timeout reached: exiting with jobs unconfirmed");
+                    return abort_deadline;
+                }
+                _ = progress.tick(), if draining => {
+                    let vms_left = self.fleets.vms_held().await;
+                    tracing::info!(jobs_left = running_jobs(&shared), vms_left, "draining");
+                }
             }
-            control = controls.recv(), if controls_open => match control {
-                None => controls_open = false,
-                Some(Control::Drain) if draining || abort_deadline.is_some() => {
-                    tracing::warn!("SIGQUIT again: already shutting down, ignored");
-                }
-                Some(Control::Drain) => {
-                    draining = true;
-                    // The ticks missed while not draining would otherwise all fire at once.
-                    progress.reset();
-                    tracing::info!(jobs_left = running_jobs(shared), "graceful shutdown: no new jobs; waiting for running ones");
-                    shared.stop_requesting.cancel();
-                }
-                Some(Control::Abort) if abort_deadline.is_some() => {
-                    tracing::warn!("second stop signal: exiting at once");
-                    return Some(tokio::time::Instant::now());
-                }
-                Some(Control::Abort) => {
-                    let timeout = shared.config.shutdown_timeout;
-                    tracing::warn!(jobs_left = running_jobs(shared), timeout_secs = timeout.as_secs(), "forceful shutdown: stopping running jobs");
-                    abort_deadline = Some(tokio::time::Instant::now() + timeout);
-                    shared.stop_requesting.cancel();
-                    shared.abort_jobs.cancel();
-                }
-                Some(Control::Reload) => {
-                    tracing::warn!("configuration reload is not supported yet: restart to apply changes");
-                }
-            },
-            _ = sleep_until_opt(abort_deadline) => {
-                tracing::error!(jobs_left = running_jobs(shared), "shutdown_timeout reached: exiting with jobs unconfirmed");
-                return abort_deadline;
+        }
+    }
+}
+
+impl Supervisor {
+    /// The last phase: every VM deleted, by the abort deadline (`Some`) or within
+    /// [`DRAIN_DELETE_TIMEOUT`] after a drain. Controls still count: an abort during a drain's
+    /// deletions bounds them by `shutdown_timeout`, a second stop signal exits at once.
+    async fn delete_every_vm(
+        &self,
+        controls: &mut mpsc::Receiver<Control>,
+        abort_deadline: Option<tokio::time::Instant>,
+    ) {
+        let fleets = &self.fleets;
+        if fleets.is_empty() {
+            return;
+        }
+        let mut aborting = abort_deadline.is_some();
+        let deadline =
+            abort_deadline.unwrap_or_else(|| tokio::time::Instant::now() + DRAIN_DELETE_TIMEOUT);
+        tracing::info!(pools = fleets.handles().len(), "deleting every VM");
+        let shutdown = fleets.shutdown(deadline);
+        tokio::pin!(shutdown);
+        let mut controls_open = true;
+        let unconfirmed = loop {
+            tokio::select! {
+                unconfirmed = &mut shutdown => break unconfirmed,
+                control = controls.recv(), if controls_open => match control {
+                    None => controls_open = false,
+                    Some(Control::Abort) if aborting => {
+                        tracing::warn!("second stop signal: exiting at once; VMs not confirmed deleted are left to the next start");
+                        return;
+                    }
+                    Some(Control::Abort) => {
+                        aborting = true;
+                        let timeout = self.shared.config().shutdown_timeout;
+                        tracing::warn!(timeout_secs = timeout.as_secs(), "forceful shutdown during the drain's VM deletions");
+                        fleets.hasten_shutdown(tokio::time::Instant::now() + timeout);
+                    }
+                    Some(Control::Drain | Control::Reload) => {
+                        tracing::warn!("already shutting down: ignored");
+                    }
+                },
             }
-            _ = progress.tick(), if draining => {
-                tracing::info!(jobs_left = running_jobs(shared), "draining");
+        };
+        if unconfirmed.is_empty() {
+            tracing::info!("every VM deleted");
+        } else {
+            for vm in &unconfirmed {
+                tracing::warn!(%vm, "VM deletion not confirmed in time; the next start deletes it");
             }
         }
     }

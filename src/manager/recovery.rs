@@ -3,7 +3,7 @@
 //! than after its stuck-job timeout), then forgotten.
 
 use super::Shared;
-use crate::coordinator::{JobCredentials, RunnerEndpoint};
+use crate::coordinator::{CoordinatorError, JobCredentials, RunnerEndpoint};
 use crate::job::FailureReason;
 
 /// Fails every job left in `jobs.json` by an earlier process. Errors are logged; a job whose
@@ -24,6 +24,17 @@ pub(super) async fn fail_leftover_jobs(shared: &Shared) {
             Ok(()) => {
                 let _ = shared.state.remove_job(job.id, &job.url);
             }
+            // A final refusal (e.g. 400 for a job never acknowledged, 403/404 for one GitLab
+            // no longer has running): there is nothing more to tell; GitLab re-assigns or has
+            // already ended it.
+            Err(CoordinatorError::Status { status, .. }) if is_final_refusal(status) => {
+                tracing::warn!(
+                    job = job.id,
+                    status,
+                    "the coordinator refused the failure of the leftover job; forgetting it"
+                );
+                let _ = shared.state.remove_job(job.id, &job.url);
+            }
             Err(e) => {
                 tracing::error!(job = job.id, error = %e, "could not fail the leftover job; will retry at the next start");
             }
@@ -31,11 +42,16 @@ pub(super) async fn fail_leftover_jobs(shared: &Shared) {
     }
 }
 
+/// A 4xx other than the retryable ones (408, 429).
+fn is_final_refusal(status: u16) -> bool {
+    (400..500).contains(&status) && status != 408 && status != 429
+}
+
 /// The endpoint to report a leftover job through: the configured runner of that URL when there is
 /// one (for the metric labels), else the URL alone (a runner removed from the config since).
 fn endpoint_for(shared: &Shared, url: &str) -> RunnerEndpoint {
-    let runner = shared
-        .config
+    let config = shared.config();
+    let runner = config
         .runners
         .iter()
         .find(|r| r.url.trim_end_matches('/') == url.trim_end_matches('/'));

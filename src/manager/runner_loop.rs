@@ -5,88 +5,151 @@
 //! Health: 403 and transport errors count; `unhealthy_requests_limit` in a row pause the runner
 //! for `unhealthy_interval`.
 
+use super::slots::{SlotGuard, Slots};
 use super::{job_task, Shared};
 use crate::config::RunnerConfig;
 use crate::coordinator::{PollState, RequestOutcome, RunnerEndpoint};
 use crate::fleet::{FleetHandle, Lease};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
-use tokio::sync::Semaphore;
+use std::sync::{Arc, Mutex, RwLock};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-/// What the requesters of one runner share.
-struct RunnerState {
-    runner: Arc<RunnerConfig>,
-    endpoint: RunnerEndpoint,
-    /// The runner's `limit` slots (None: only `concurrent` applies).
-    limit: Option<Arc<Semaphore>>,
+/// One runner as started by the manager (at start, or added by a reload): its requesters and
+/// the jobs they took. A reload updates it in place ([`RunnerState::update`]); a runner removed
+/// by a reload, or replaced because its VMs must come from another project, is retired
+/// ([`RunnerState::retire`]): its requesters stop, its jobs run to their end.
+pub(super) struct RunnerState {
+    /// The settings new jobs get; a reload replaces them. A std `RwLock`: read once per request.
+    runner: RwLock<Arc<RunnerConfig>>,
+    /// The runner's `limit` slots (unbounded for `limit = 0`).
+    limit: Arc<Slots>,
     /// Consecutive unhealthy answers.
     unhealthy: AtomicU32,
     /// Which CI_CONCURRENT_ID values are taken.
-    slots: Arc<std::sync::Mutex<std::collections::BTreeSet<u32>>>,
+    slots: Arc<Mutex<std::collections::BTreeSet<u32>>>,
     /// The runner's VM pool (docker+machine only).
-    fleet: Option<FleetHandle>,
-    /// With IdleCount > 0 a job is requested only with an idle VM leased (VMs being created do
-    /// not count); with IdleCount = 0 the job is taken and its VM made on demand.
-    lease_before_request: bool,
+    pub(super) fleet: Option<FleetHandle>,
+    /// Stops this runner's requesters (a child of the manager's `stop_requesting`).
+    pub(super) stop: CancellationToken,
+    /// This runner's requesters and jobs (each also on the manager's tracker).
+    pub(super) tracker: TaskTracker,
+    /// Requesters running; above `request_concurrency` (after a reload) one stops.
+    requesters: Mutex<usize>,
 }
 
-/// Starts the requesters of `runner` on the shared tracker; `fleet` is its VM pool when the
-/// runner is docker+machine.
-pub(super) fn spawn(shared: &Arc<Shared>, runner: Arc<RunnerConfig>, fleet: Option<FleetHandle>) {
-    let endpoint = RunnerEndpoint {
-        url: runner.url.clone(),
-        token: runner.token.clone(),
-        system_id: shared.system_id.clone(),
-    };
-    let idle_count = runner.machine.as_ref().map_or(0, |m| m.idle_count);
+/// Starts the requesters of `runner`; `fleet` is its VM pool when the runner is docker+machine.
+pub(super) fn start(
+    shared: &Arc<Shared>,
+    runner: Arc<RunnerConfig>,
+    fleet: Option<FleetHandle>,
+) -> Arc<RunnerState> {
     let state = Arc::new(RunnerState {
-        limit: (runner.limit > 0).then(|| Arc::new(Semaphore::new(runner.limit))),
-        endpoint,
+        limit: Slots::new(limit_size(&runner)),
         unhealthy: AtomicU32::new(0),
         slots: Arc::default(),
-        lease_before_request: fleet.is_some() && idle_count > 0,
         fleet,
-        runner,
+        stop: shared.stop_requesting.child_token(),
+        tracker: TaskTracker::new(),
+        requesters: Mutex::new(0),
+        runner: RwLock::new(runner),
     });
-    tracing::info!(runner = %state.runner.short_token(), name = %state.runner.name, url = %state.runner.url, executor = state.runner.executor.as_str(), "runner started");
-    for _ in 0..state.runner.request_concurrency.max(1) {
-        let shared = shared.clone();
-        let state = state.clone();
-        shared
-            .tracker
+    let runner = state.runner();
+    tracing::info!(runner = %runner.short_token(), name = %runner.name, url = %runner.url, executor = runner.executor.as_str(), "runner started");
+    state.spawn_requesters(shared);
+    state
+}
+
+fn limit_size(runner: &RunnerConfig) -> Option<usize> {
+    (runner.limit > 0).then_some(runner.limit)
+}
+
+impl RunnerState {
+    /// The settings in force now.
+    pub(super) fn runner(&self) -> Arc<RunnerConfig> {
+        self.runner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
             .clone()
-            .spawn(async move { requester(shared, state).await });
+    }
+
+    /// Applies reloaded settings: new jobs get them, `limit` and `request_concurrency` change
+    /// now (jobs running keep their slots).
+    pub(super) fn update(self: &Arc<Self>, shared: &Arc<Shared>, runner: Arc<RunnerConfig>) {
+        self.limit.resize(limit_size(&runner));
+        *self.runner.write().unwrap_or_else(|p| p.into_inner()) = runner;
+        self.spawn_requesters(shared);
+    }
+
+    /// Stops taking jobs for this runner; its running jobs go on. The caller drains its pool.
+    pub(super) fn retire(&self) {
+        self.stop.cancel();
+        self.tracker.close();
+    }
+
+    fn spawn_requesters(self: &Arc<Self>, shared: &Arc<Shared>) {
+        if self.stop.is_cancelled() {
+            return;
+        }
+        let wanted = self.runner().request_concurrency.max(1);
+        let mut running = self.requesters.lock().unwrap_or_else(|p| p.into_inner());
+        while *running < wanted {
+            *running += 1;
+            let (shared2, state) = (shared.clone(), self.clone());
+            shared
+                .tracker
+                .spawn(self.tracker.track_future(requester(shared2, state)));
+        }
+    }
+
+    /// Whether this requester should stop because `request_concurrency` was lowered (it then
+    /// counts itself out).
+    fn one_too_many(&self) -> bool {
+        let wanted = self.runner().request_concurrency.max(1);
+        let mut running = self.requesters.lock().unwrap_or_else(|p| p.into_inner());
+        if *running > wanted {
+            *running -= 1;
+            true
+        } else {
+            false
+        }
     }
 }
 
-/// Requests jobs until the manager stops taking them. A request in flight when a drain starts is
+/// Requests jobs until the runner stops taking them. A request in flight when a drain starts is
 /// allowed to finish (its job runs); an abort cancels it.
 async fn requester(shared: Arc<Shared>, state: Arc<RunnerState>) {
     let mut poll = PollState::default();
-    let stop = shared.stop_requesting.clone();
-    let check_interval = shared.config.check_interval;
+    let stop = state.stop.clone();
     loop {
-        let slot = tokio::select! {
+        if state.one_too_many() {
+            break;
+        }
+        let global = tokio::select! {
             _ = stop.cancelled() => break,
-            permit = shared.concurrent.clone().acquire_owned() => permit,
+            slot = shared.concurrent.acquire() => slot,
         };
-        let Ok(global) = slot else { break };
-        let local = match &state.limit {
-            None => None,
-            Some(limit) => tokio::select! {
-                _ = stop.cancelled() => break,
-                permit = limit.clone().acquire_owned() => match permit {
-                    Ok(p) => Some(p),
-                    Err(_) => break,
-                },
-            },
+        let local = tokio::select! {
+            _ = stop.cancelled() => break,
+            slot = state.limit.acquire() => slot,
         };
-        let lease = match (&state.fleet, state.lease_before_request) {
-            (Some(fleet), true) => match lease_idle_vm(fleet, &stop).await {
+        // Read after the slots: a reload while waiting for them applies to this request.
+        let runner = state.runner();
+        let check_interval = shared.config().check_interval;
+        let idle_count = runner.machine.as_ref().map_or(0, |m| m.idle_count);
+        let lease = match &state.fleet {
+            // With IdleCount > 0 a job is requested only with an idle VM leased (VMs being
+            // created do not count); with IdleCount = 0 the job is taken and its VM made on demand.
+            Some(fleet) if idle_count > 0 => match lease_idle_vm(fleet, &stop).await {
                 Some(lease) => Some(lease),
                 None => break,
             },
             _ => None,
+        };
+        let endpoint = RunnerEndpoint {
+            url: runner.url.clone(),
+            token: runner.token.clone(),
+            system_id: shared.system_id.clone(),
         };
         let outcome = tokio::select! {
             _ = shared.abort_jobs.cancelled() => {
@@ -95,7 +158,7 @@ async fn requester(shared: Arc<Shared>, state: Arc<RunnerState>) {
                 }
                 break;
             }
-            outcome = shared.coordinator.request_job(&state.endpoint, &mut poll) => outcome,
+            outcome = shared.coordinator.request_job(&endpoint, &mut poll) => outcome,
         };
         let pause = match outcome {
             RequestOutcome::Job {
@@ -111,11 +174,10 @@ async fn requester(shared: Arc<Shared>, state: Arc<RunnerState>) {
                     fleet.observe_backlog(backlog(&payload));
                 }
                 let concurrent_id = take_slot(&state.slots);
-                let slots = state.slots.clone();
                 let task = job_task::JobTask {
                     shared: shared.clone(),
-                    runner: state.runner.clone(),
-                    endpoint: state.endpoint.clone(),
+                    runner,
+                    endpoint,
                     fleet: state.fleet.clone(),
                     lease,
                     handle,
@@ -123,14 +185,7 @@ async fn requester(shared: Arc<Shared>, state: Arc<RunnerState>) {
                     received_at: time,
                     concurrent_id,
                 };
-                shared.tracker.spawn(async move {
-                    task.run().await;
-                    slots
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&concurrent_id);
-                    drop((global, local));
-                });
+                spawn_job(&shared, &state, task, concurrent_id, (global, local));
                 None
             }
             RequestOutcome::NoJob { retry_now } => {
@@ -141,13 +196,13 @@ async fn requester(shared: Arc<Shared>, state: Arc<RunnerState>) {
             RequestOutcome::Unhealthy(reason) => {
                 give_back(&state, lease, false);
                 let count = state.unhealthy.fetch_add(1, Ordering::Relaxed) + 1;
-                let limit = state.runner.unhealthy_requests_limit.max(1);
+                let limit = runner.unhealthy_requests_limit.max(1);
                 if count >= limit {
-                    tracing::warn!(runner = %state.runner.short_token(), %reason, count, pause_secs = state.runner.unhealthy_interval.as_secs(), "runner unhealthy: pausing job requests");
+                    tracing::warn!(runner = %runner.short_token(), %reason, count, pause_secs = runner.unhealthy_interval.as_secs(), "runner unhealthy: pausing job requests");
                     state.unhealthy.store(0, Ordering::Relaxed);
-                    Some(state.runner.unhealthy_interval)
+                    Some(runner.unhealthy_interval)
                 } else {
-                    tracing::warn!(runner = %state.runner.short_token(), %reason, count, "job request failed");
+                    tracing::warn!(runner = %runner.short_token(), %reason, count, "job request failed");
                     Some(check_interval)
                 }
             }
@@ -159,17 +214,34 @@ async fn requester(shared: Arc<Shared>, state: Arc<RunnerState>) {
             }
         }
     }
-    tracing::debug!(runner = %state.runner.short_token(), "requester stopped");
+    tracing::debug!(runner = %state.runner().short_token(), "requester stopped");
+}
+
+/// Runs a job in its own task (on the manager's tracker and the runner's), holding its slots
+/// and its CI_CONCURRENT_ID until the final update.
+fn spawn_job(
+    shared: &Shared,
+    state: &RunnerState,
+    task: job_task::JobTask,
+    concurrent_id: u32,
+    held: (SlotGuard, SlotGuard),
+) {
+    let slots = state.slots.clone();
+    shared.tracker.spawn(state.tracker.track_future(async move {
+        task.run().await;
+        slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&concurrent_id);
+        drop(held);
+    }));
 }
 
 /// How long an idle VM's dockerd may take to answer before the VM is given up.
 const IDLE_PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Waits for an idle VM of `fleet` and leases it; `None` when the manager stops taking jobs.
-async fn lease_idle_vm(
-    fleet: &FleetHandle,
-    stop: &tokio_util::sync::CancellationToken,
-) -> Option<Lease> {
+async fn lease_idle_vm(fleet: &FleetHandle, stop: &CancellationToken) -> Option<Lease> {
     loop {
         if let Some(lease) = fleet.try_lease().await {
             // As GitLab Runner checks it can connect before using an idle machine: a VM whose
@@ -212,7 +284,7 @@ fn backlog(payload: &serde_json::Value) -> u64 {
 }
 
 /// The lowest free CI_CONCURRENT_ID.
-fn take_slot(slots: &std::sync::Mutex<std::collections::BTreeSet<u32>>) -> u32 {
+fn take_slot(slots: &Mutex<std::collections::BTreeSet<u32>>) -> u32 {
     let mut taken = slots.lock().unwrap_or_else(|p| p.into_inner());
     let id = (0..).find(|i| !taken.contains(i)).unwrap_or(0);
     taken.insert(id);

@@ -225,9 +225,12 @@ pub async fn eventually(what: &str, deadline: Duration, mut check: impl FnMut() 
     }
 }
 
-/// The path of the built `flotilla` binary.
+/// The path of the built `flotilla` binary (`FLOTILLA_TEST_BIN` overrides it: a copy taken
+/// right after the build, where several worktrees share one target directory).
 pub fn flotilla_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_flotilla"))
+    std::env::var_os("FLOTILLA_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_flotilla")))
 }
 
 /// The helper image holding this test build's `flotilla` binary, built once per test process on

@@ -8,6 +8,7 @@
 //! - `harness`: a fake GitLab, a config pointing at it, the manager in-process or as a binary.
 //! - `executor`: job stages in containers on the local engine.
 //! - `jobs`: whole jobs from the fake GitLab through the manager.
+//! - `lifecycle`: drains, aborts, hot reload, `kill -9` loops and the upgrade script (issue 5).
 //! - `process`: the real `flotilla` binary (crash recovery, log secrecy, `config check`).
 //! - `mock_coordinator`: the happy path against `gitlab-runner-mock`.
 //! - `sources`: the helper container and `get_sources` (git over smart HTTP from the fake GitLab).
@@ -25,6 +26,7 @@ mod docker_tls;
 mod executor;
 mod harness;
 mod jobs;
+mod lifecycle;
 mod machine_e2e;
 mod mock_coordinator;
 mod process;

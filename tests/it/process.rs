@@ -8,13 +8,17 @@ use std::time::Duration;
 use testkit::{FakeGitlabOptions, JobState};
 
 /// A `flotilla run` child process whose stderr (the log) is collected in a file.
-struct Running {
-    child: Child,
+pub(crate) struct Running {
+    pub child: Child,
     log_path: std::path::PathBuf,
 }
 
 impl Running {
-    fn start(config_path: &std::path::Path, dir: &std::path::Path, name: &str) -> Running {
+    pub(crate) fn start(
+        config_path: &std::path::Path,
+        dir: &std::path::Path,
+        name: &str,
+    ) -> Running {
         let log_path = dir.join(format!("{name}.log"));
         let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(flotilla_bin())
@@ -27,7 +31,7 @@ impl Running {
         Running { child, log_path }
     }
 
-    fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .args([&format!("-{signal}"), &self.child.id().to_string()])
             .status()
@@ -35,7 +39,7 @@ impl Running {
         assert!(status.success());
     }
 
-    async fn wait_exit(&mut self, deadline: Duration) -> std::process::ExitStatus {
+    pub(crate) async fn wait_exit(&mut self, deadline: Duration) -> std::process::ExitStatus {
         let end = tokio::time::Instant::now() + deadline;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -49,7 +53,7 @@ impl Running {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         let mut text = String::new();
         std::fs::File::open(&self.log_path)
             .unwrap()
@@ -59,8 +63,30 @@ impl Running {
     }
 }
 
+impl Running {
+    /// Waits until the log contains `text`.
+    pub(crate) async fn log_shows(&self, text: &str, deadline: Duration) {
+        let end = tokio::time::Instant::now() + deadline;
+        while !self.log().contains(text) {
+            assert!(
+                tokio::time::Instant::now() < end,
+                "the log never showed {text:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- log of {} ----\n{}",
+                self.log_path.display(),
+                self.log()
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

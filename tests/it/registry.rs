@@ -239,6 +239,7 @@ async fn run(job: JobPayload) -> (JobOutcome, String) {
         },
         cancel: CancellationToken::new(),
         abort: CancellationToken::new(),
+        cache: Default::default(),
     };
     let outcome = run_job(&docker, &settings, run).await;
     let text = trace_text(&trace);

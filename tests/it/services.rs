@@ -120,6 +120,7 @@ async fn run_with(
         },
         cancel: CancellationToken::new(),
         abort: CancellationToken::new(),
+        cache: Default::default(),
     };
     watch((trace.clone(), run.abort.clone()));
     let outcome = run_job(&docker, &settings, run).await;

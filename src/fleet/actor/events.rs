@@ -9,7 +9,7 @@ impl Actor {
         let now = Instant::now();
         match cmd {
             Command::TryLease(reply) => {
-                let lease = if self.shutdown.is_some() || !self.started {
+                let lease = if self.shutdown.is_some() || self.draining || !self.started {
                     None
                 } else {
                     self.newest_idle().map(|n| self.lease(&n, VmState::Leased))
@@ -49,7 +49,10 @@ impl Actor {
                 if used {
                     vm.used_count = vm.used_count.saturating_add(1);
                 }
-                if max_builds > 0 && vm.used_count >= max_builds {
+                if vm.retire {
+                    tracing::info!(vm = %name, reason = "zone_dropped", "removing VM after its job");
+                    self.start_removal(&name);
+                } else if max_builds > 0 && vm.used_count >= max_builds {
                     tracing::info!(vm = %name, reason = RemoveReason::TooManyBuilds.as_str(), "removing VM after its job");
                     self.start_removal(&name);
                 } else {
@@ -96,7 +99,14 @@ impl Actor {
                     .reconfigure(new.gce.zones.clone(), new.gce.zone_cooldown);
                 self.schedule = schedule;
                 self.s = new;
+                self.retire_dropped_zones();
                 tracing::info!(runner = %self.s.short_token, "machine pool reconfigured");
+            }
+            Command::Drain(draining) => {
+                if draining != self.draining {
+                    tracing::info!(runner = %self.s.short_token, draining, "machine pool drain");
+                }
+                self.draining = draining;
             }
             Command::Shutdown { deadline, reply } => {
                 tracing::info!(runner = %self.s.short_token, "machine pool shutting down: deleting every VM");
@@ -111,15 +121,40 @@ impl Actor {
         }
     }
 
+    /// After a reload dropped zones: their idle and creating VMs go now, busy ones after their
+    /// job (marked to retire).
+    fn retire_dropped_zones(&mut self) {
+        let zones = self.s.gce.zones.clone();
+        let dropped: Vec<(String, VmState)> = self
+            .vms
+            .iter()
+            .filter(|(_, v)| !zones.contains(&v.zone) && v.state != VmState::Removing)
+            .map(|(n, v)| (n.clone(), v.state))
+            .collect();
+        for (name, state) in dropped {
+            match state {
+                VmState::Idle | VmState::Creating => {
+                    tracing::info!(vm = %name, reason = "zone_dropped", "removing VM");
+                    self.start_removal(&name);
+                }
+                _ => {
+                    if let Some(vm) = self.vms.get_mut(&name) {
+                        vm.retire = true;
+                    }
+                }
+            }
+        }
+    }
+
     fn back_to_idle(&mut self, name: &str, now: Instant) {
-        let shutting_down = self.shutdown.is_some();
+        let leaving = self.shutdown.is_some() || self.draining;
         let Some(vm) = self.vms.get_mut(name) else {
             return;
         };
         if !matches!(vm.state, VmState::Leased | VmState::Used) {
             return;
         }
-        if shutting_down {
+        if leaving || vm.retire {
             self.start_removal(name);
         } else {
             vm.state = VmState::Idle;

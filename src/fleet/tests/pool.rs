@@ -343,3 +343,86 @@ async fn reconfigure_applies_idle_count_and_a_lower_limit() {
     assert!(bad.is_err());
     env.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_drain_deletes_idle_vms_serves_waiting_jobs_and_removes_released_ones() {
+    let env = Env::start(with(|s| s.machine.idle_count = 2), FakeCloud::new());
+    env.until("two idle", 2 * MIN, |s| s.counts.idle == 2).await;
+    let busy = env.handle.try_lease().await.expect("an idle VM");
+    env.handle.mark_used(&busy);
+    env.handle.set_draining(true);
+    env.until("the idle VM deleted, the busy one kept", 2 * MIN, |s| {
+        s.counts.idle == 0 && s.counts.total() == 1
+    })
+    .await;
+    assert!(
+        env.handle.try_lease().await.is_none(),
+        "no idle lease while draining"
+    );
+    // A job taken before the drain (the long poll in flight) still gets a VM.
+    let on_demand = env
+        .handle
+        .lease_on_demand(CancellationToken::new())
+        .await
+        .expect("a VM for a job already taken");
+    sleep(5 * MIN).await;
+    assert_eq!(
+        env.handle.snapshot().await.counts.idle,
+        0,
+        "no warming while draining"
+    );
+    let names = [busy.name.clone(), on_demand.name.clone()];
+    env.handle.release(busy, true);
+    env.handle.release(on_demand, true);
+    env.until_cloud("every VM deleted", 2 * MIN, |c| {
+        names.iter().all(|n| !c.exists(n))
+    })
+    .await;
+    env.until("an empty pool", 2 * MIN, |s| s.counts.total() == 0)
+        .await;
+    env.handle.set_draining(false);
+    env.until("warm again after the drain ends", 2 * MIN, |s| {
+        s.counts.idle == 2
+    })
+    .await;
+    env.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_zone_loses_its_idle_vms_now_and_busy_ones_after_their_job() {
+    let only_a = |s: &mut crate::fleet::FleetSettings| {
+        s.machine.idle_count = 2;
+        s.gce.zones = vec!["us-central1-a".into()];
+    };
+    let env = Env::start(with(only_a), FakeCloud::new());
+    env.until("two idle in zone a", 2 * MIN, |s| s.counts.idle == 2)
+        .await;
+    let busy = env.handle.try_lease().await.expect("an idle VM");
+    env.handle.mark_used(&busy);
+    env.handle
+        .reconfigure(with(|s| {
+            s.machine.idle_count = 2;
+            s.gce.zones = vec!["us-central1-b".into()];
+        }))
+        .expect("valid");
+    let snap = env
+        .until("two idle VMs in zone b", 2 * MIN, |s| {
+            s.counts.idle == 2
+                && s.vms
+                    .iter()
+                    .filter(|v| v.state == VmState::Idle)
+                    .all(|v| v.zone == "us-central1-b")
+        })
+        .await;
+    assert!(
+        snap.vms.iter().any(|v| v.name == busy.name),
+        "the busy VM stays until its job ends: {snap:#?}"
+    );
+    let name = busy.name.clone();
+    env.handle.release(busy, true);
+    env.until_cloud("the busy VM deleted after its job", 2 * MIN, |c| {
+        !c.exists(&name)
+    })
+    .await;
+    env.stop().await;
+}

@@ -206,7 +206,8 @@ impl GitlabHandle {
         self.shared.held_polls.load(Ordering::SeqCst)
     }
 
-    /// Waits (woken by changes, no polling loop) until exactly `n` long polls are held, e.g.
+    /// Waits (woken by changes, no polling loop) until exactly `n` long polls (or requests
+    /// delayed by [`Fault::SlowRequest`]) are held, e.g.
     /// to enqueue only once a runner's poll is parked.
     pub async fn wait_held_polls(&self, n: usize, timeout: Duration) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;

@@ -47,6 +47,8 @@ pub(crate) async fn request_job(
 ) -> Response {
     let delay = app.state.lock().faults.slow_request();
     if let Some(delay) = delay {
+        // A delayed request counts as held, so a test can act while it is in flight.
+        let _held = HeldPoll::new(&app);
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = app.cancel.cancelled() => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
