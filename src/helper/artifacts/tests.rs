@@ -71,6 +71,28 @@ fn filenames_follow_gitlab_runner() {
         .contains("unsupported"));
 }
 
+#[test]
+fn the_direct_download_flag_reads_go_booleans() {
+    use clap::Parser as _;
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: DownloaderArgs,
+    }
+    let parse = |extra: &[&str]| {
+        let mut argv = vec!["x", "--url", "http://gitlab", "--id", "3"];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).map(|c| c.args.direct_download)
+    };
+    assert!(parse(&["--direct-download"]).unwrap());
+    assert!(!parse(&["--direct-download", "0"]).unwrap());
+    assert!(parse(&["--direct-download=True"]).unwrap());
+    assert!(parse(&["--direct-download", "maybe"]).is_err());
+    for (value, want) in [("1", true), ("f", false), ("FALSE", false)] {
+        assert_eq!(parse_go_bool(value), Ok(want), "{value}");
+    }
+}
+
 #[tokio::test]
 async fn upload_then_download_into_another_project() {
     let fake = FakeGitlab::start(FakeGitlabOptions::default())
