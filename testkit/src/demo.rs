@@ -1,4 +1,5 @@
-//! `testkit demo`: the README's demo. Starts the fake GitLab with a few sample jobs and a sample
+//! `testkit demo`: the README's demo. Starts the fake GitLab with a few sample jobs (one job
+//! uploads artifacts that a second, enqueued once the first succeeded, downloads) and a sample
 //! repository it serves over git, writes a config.toml for the local docker executor (host
 //! networking, so the helper container reaches the fake), runs the real `flotilla run` as a child
 //! process, prints each job's trace and final state as GitLab would show them, drains flotilla
@@ -82,6 +83,36 @@ fn clone_sample(repos: &GitRepos) -> anyhow::Result<Value> {
     Ok(payload)
 }
 
+/// A job that builds `dist/` and uploads it as artifacts (its scratch files excluded); the
+/// `test` job, enqueued once it succeeded, downloads them before its script.
+fn build_sample() -> Value {
+    let mut payload = job(
+        "build",
+        &[
+            "mkdir -p dist",
+            "echo \"built by job $CI_JOB_ID\" > dist/app.txt",
+            "echo scratch > dist/build.tmp",
+        ],
+        &[],
+        json!([]),
+    );
+    payload["artifacts"] = json!([{
+        "name": "artifacts", "paths": ["dist/"], "exclude": ["dist/*.tmp"], "when": "on_success",
+        "artifact_type": "archive", "artifact_format": "zip", "expire_in": "1 week"
+    }]);
+    payload
+}
+
+/// The job that depends on `build` (id `build_id`): its artifacts are there before its script.
+fn test_sample(build_id: i64, archive_size: usize) -> Value {
+    let mut payload = job("test", &["ls dist", "cat dist/app.txt"], &[], json!([]));
+    payload["dependencies"] = json!([{
+        "id": build_id, "name": "build",
+        "artifacts_file": {"filename": "artifacts.zip", "size": archive_size}
+    }]);
+    payload
+}
+
 fn samples(repos: &GitRepos) -> anyhow::Result<Vec<Sample>> {
     Ok(vec![
         Sample {
@@ -114,6 +145,11 @@ fn samples(repos: &GitRepos) -> anyhow::Result<Vec<Sample>> {
                 &[],
                 json!([{"key": "DEMO_PASSWORD", "value": "hunter2-hunter2", "masked": true, "public": false}]),
             ),
+            expect: JobState::Success,
+        },
+        Sample {
+            name: "build",
+            payload: build_sample(),
             expect: JobState::Success,
         },
         Sample {
@@ -192,30 +228,17 @@ pub async fn run(flotilla: &Path) -> anyhow::Result<bool> {
 
     let mut all_as_expected = true;
     for (sample, id) in samples.iter().zip(&ids) {
-        let record = gitlab
-            .wait_job(*id, Duration::from_secs(300), |j| j.state.is_finished())
-            .await?;
-        println!("──────── job {id} ({}) ────────", sample.name);
-        print!("{}", record.trace_text());
-        let reason = record.failure_reason.clone().unwrap_or_default();
-        let exit = record
-            .exit_code
-            .map(|c| format!(" exit_code={c}"))
-            .unwrap_or_default();
-        let ok = record.state == sample.expect;
-        all_as_expected &= ok;
-        println!(
-            "──────── final state: {}{}{} (expected {}: {}) ────────\n",
-            record.state.gitlab_status(),
-            if reason.is_empty() {
-                String::new()
-            } else {
-                format!(" failure_reason={reason}")
-            },
-            exit,
-            sample.expect.gitlab_status(),
-            if ok { "ok" } else { "UNEXPECTED" }
-        );
+        all_as_expected &= report(&gitlab, *id, sample.name, sample.expect).await?;
+    }
+    // Artifacts between two jobs: `test` depends on `build`, as a later stage would.
+    let build = samples.iter().zip(&ids).find(|(s, _)| s.name == "build");
+    if let Some((_, build_id)) = build {
+        let size = gitlab
+            .artifacts(*build_id)
+            .first()
+            .map_or(0, |a| a.bytes.len());
+        let test_id = gitlab.enqueue(&token, test_sample(*build_id, size));
+        all_as_expected &= report(&gitlab, test_id, "test", JobState::Success).await?;
     }
 
     if let Some(pid) = child.id() {
@@ -227,6 +250,40 @@ pub async fn run(flotilla: &Path) -> anyhow::Result<bool> {
     println!("flotilla exited after SIGQUIT: {status}");
     let _ = std::fs::remove_dir_all(&dir);
     Ok(all_as_expected && status.success())
+}
+
+/// Waits for job `id` to finish, prints its trace and final state as GitLab shows them; whether
+/// it ended as `expect`.
+async fn report(
+    gitlab: &FakeGitlab,
+    id: i64,
+    name: &str,
+    expect: JobState,
+) -> anyhow::Result<bool> {
+    let record = gitlab
+        .wait_job(id, Duration::from_secs(300), |j| j.state.is_finished())
+        .await?;
+    println!("──────── job {id} ({name}) ────────");
+    print!("{}", record.trace_text());
+    let reason = record.failure_reason.clone().unwrap_or_default();
+    let exit = record
+        .exit_code
+        .map(|c| format!(" exit_code={c}"))
+        .unwrap_or_default();
+    let ok = record.state == expect;
+    println!(
+        "──────── final state: {}{}{} (expected {}: {}) ────────\n",
+        record.state.gitlab_status(),
+        if reason.is_empty() {
+            String::new()
+        } else {
+            format!(" failure_reason={reason}")
+        },
+        exit,
+        expect.gitlab_status(),
+        if ok { "ok" } else { "UNEXPECTED" }
+    );
+    Ok(ok)
 }
 
 fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
