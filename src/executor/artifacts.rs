@@ -300,6 +300,33 @@ mod tests {
     }
 
     #[test]
+    fn attempts_are_clamped_and_a_missing_server_url_skips() {
+        let with = |key: &str, value: &str| Variables::new(vec![JobVariable::plain(key, value)]);
+        assert_eq!(download_attempts(&Variables::default()), 1);
+        assert_eq!(
+            download_attempts(&with("ARTIFACT_DOWNLOAD_ATTEMPTS", "3")),
+            3
+        );
+        assert_eq!(
+            download_attempts(&with("ARTIFACT_DOWNLOAD_ATTEMPTS", "0")),
+            1
+        );
+        assert_eq!(
+            download_attempts(&with("ARTIFACT_DOWNLOAD_ATTEMPTS", "99")),
+            10
+        );
+        assert_eq!(
+            download_attempts(&with("ARTIFACT_DOWNLOAD_ATTEMPTS", "x")),
+            1
+        );
+        assert_eq!(server_url(&with("CI_SERVER_URL", " ")), None);
+        assert_eq!(
+            server_url(&with("CI_SERVER_URL", URL)).as_deref(),
+            Some(URL)
+        );
+    }
+
+    #[test]
     fn uploads_honour_when_and_skip_empty_selections() {
         let mut job = job();
         job.artifacts = vec![
