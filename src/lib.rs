@@ -15,6 +15,7 @@ pub mod helper;
 pub mod job;
 pub mod lifecycle;
 pub mod manager;
+pub mod metrics;
 pub mod state;
 pub mod trace;
 

@@ -90,7 +90,7 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
-    let logging = init_logging(&loaded.config.log_level, loaded.config.log_format);
+    let (logging, errors) = init_logging(&loaded.config.log_level, loaded.config.log_format);
     for warning in &loaded.warnings {
         tracing::warn!(%warning, "configuration");
     }
@@ -123,7 +123,10 @@ fn run(path: &std::path::Path) -> ExitCode {
             loaded.config,
             Some(source),
             controls,
-            flotilla::manager::Hooks::default(),
+            flotilla::manager::Hooks {
+                errors: Some(errors),
+                ..Default::default()
+            },
         )
         .await;
         stop.cancel();
@@ -169,16 +172,25 @@ where
 }
 
 /// Starts logging at `level` in `format`; returns what a configuration reload calls to change
-/// both (tracing-subscriber's reload layers: the filter and the output layer are swapped live).
-fn init_logging(level: &str, format: LogFormat) -> flotilla::manager::LogReload {
+/// both (tracing-subscriber's reload layers: the filter and the output layer are swapped live),
+/// and the counter of warnings and errors logged (`gitlab_runner_errors_total`).
+fn init_logging(
+    level: &str,
+    format: LogFormat,
+) -> (
+    flotilla::manager::LogReload,
+    flotilla::metrics::ErrorCounter,
+) {
     let filter = log_filter(level).unwrap_or_else(|_| EnvFilter::new("info"));
     let (filter, filter_handle) = reload::Layer::new(filter);
     let (output, output_handle) = reload::Layer::new(log_output(format));
+    let errors = flotilla::metrics::ErrorCounter::new();
     tracing_subscriber::registry()
         .with(filter)
+        .with(errors.layer())
         .with(output)
         .init();
-    std::sync::Arc::new(move |level: &str, format: LogFormat| {
+    let reload = std::sync::Arc::new(move |level: &str, format: LogFormat| {
         let filter = log_filter(level)?;
         filter_handle
             .reload(filter)
@@ -186,5 +198,6 @@ fn init_logging(level: &str, format: LogFormat) -> flotilla::manager::LogReload 
         output_handle
             .reload(log_output(format))
             .map_err(|e| format!("cannot change the log format: {e}"))
-    })
+    });
+    (reload, errors)
 }

@@ -30,7 +30,8 @@ use google_cloud_gax::retry_policy::NeverRetry;
 use self::aggregated::{AggregatedLister, PageRequest, DEFAULT_ENDPOINT};
 use self::body::{instance_body, instance_from_model, label_filter, short_name};
 use self::classify::{operation_status, sync_error, ErrorFacts};
-use self::rate::{GceMetrics, RateLimiter};
+pub use self::rate::GceMetrics;
+use self::rate::RateLimiter;
 use super::{
     Cloud, CloudError, Instance, InstanceSpec, ListScope, Listing, OperationRef, OperationStatus,
 };
@@ -50,8 +51,11 @@ pub struct GceCloudSettings {
     pub credentials_file: Option<PathBuf>,
     /// Client-side ceiling on API calls per minute (every attempt counts).
     pub api_rate_per_minute: u32,
-    /// Where the API-call counters are registered.
+    /// Where the API-call counters are registered (when `metrics` is `None`).
     pub registry: prometheus::Registry,
+    /// Counters already registered and shared with other clients (one per project): the
+    /// manager makes one [`GceMetrics`] for every project, so the registry holds them once.
+    pub metrics: Option<GceMetrics>,
     /// Our own limit on one `zoneOperations.wait` call (Compute holds it ~2 min): keep it above
     /// ~130 s in production. A wait that hits it reports [`OperationStatus::Pending`].
     pub wait_timeout: Duration,
@@ -73,6 +77,7 @@ impl GceCloudSettings {
             credentials_file: None,
             api_rate_per_minute: 600,
             registry,
+            metrics: None,
             wait_timeout: Duration::from_secs(150),
             page_size: 500,
             unavailable_retries: 3,
@@ -183,8 +188,11 @@ impl GceCloud {
             creds,
             Duration::from_secs(120),
         )?;
-        let metrics = GceMetrics::register(&settings.registry)
-            .map_err(|e| setup_error("registering gce metrics", e))?;
+        let metrics = match settings.metrics.clone() {
+            Some(shared) => shared,
+            None => GceMetrics::register(&settings.registry)
+                .map_err(|e| setup_error("registering gce metrics", e))?,
+        };
         let rate = settings.api_rate_per_minute.max(1);
         Ok(GceCloud {
             project: settings.project,

@@ -8,7 +8,7 @@
 pub mod gce;
 
 /// The Compute Engine implementation and how to build it.
-pub use gce::{GceCloud, GceCloudSettings};
+pub use gce::{GceCloud, GceCloudSettings, GceMetrics};
 
 use async_trait::async_trait;
 use std::collections::BTreeMap;

@@ -184,6 +184,16 @@ impl Coordinator {
         })
     }
 
+    /// Whether the coordinator answered any call yet (with any HTTP status): readiness.
+    pub fn has_answered(&self) -> bool {
+        self.inner.metrics.has_answered()
+    }
+
+    /// Creates the per-runner series that must exist at 0 before the first event.
+    pub fn add_runner_metrics(&self, runner: &RunnerEndpoint) {
+        self.inner.metrics.add_runner(&runner.labels());
+    }
+
     /// Sends one call, retrying as GitLab Runner does: statuses 408, 429, 500, 502, 503, 504
     /// and ≥ 512, at most [`MAX_ATTEMPTS`] attempts; the wait is the server's
     /// (`RateLimit-ResetTime`, then `Retry-After`), else exponential backoff with jitter.
@@ -205,6 +215,7 @@ impl Coordinator {
                 .http
                 .request(call.method.clone(), call.url.clone())
                 .header("X-Request-Id", uuid::Uuid::new_v4().simple().to_string());
+            let started = tokio::time::Instant::now();
             let response =
                 build(request)
                     .send()
@@ -215,9 +226,13 @@ impl Coordinator {
                         source,
                     })?;
             let status = response.status().as_u16();
-            self.inner
-                .metrics
-                .response(call.labels, call.endpoint, call.method.as_str(), status);
+            self.inner.metrics.response(
+                call.labels,
+                call.endpoint,
+                call.method.as_str(),
+                status,
+                started.elapsed(),
+            );
             if !is_retryable(status) || attempt >= MAX_ATTEMPTS {
                 return Ok(response);
             }

@@ -122,6 +122,9 @@ impl Coordinator {
                 status,
             })
         });
+        if matches!(result, PatchResult::Succeeded { .. }) {
+            self.inner.metrics.trace_bytes_sent(&target.labels, len);
+        }
         PatchResponse { result, remote }
     }
 }

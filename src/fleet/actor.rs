@@ -5,6 +5,7 @@
 //! a rate-limit pause, the next reconcile, a schedule check), never in a polling loop.
 
 use super::handle::{FleetHandle, Lease, LeaseGuard};
+use super::metrics::PoolMetrics;
 use super::policy::{self, Caps, Counts, Demand, IdleVm, RemoveReason};
 use super::schedule::{IdleSettings, Schedule};
 use super::worker::{self, CreateFailure, CreatePlan, Ctx, Event};
@@ -75,11 +76,24 @@ struct Vm {
     used_count: u32,
     docker: Option<bollard::Docker>,
     removal_attempts: u32,
+    /// When its removal started (the removal-duration histogram).
+    removing_since: Option<Instant>,
     /// The worker acting on this VM (creating or deleting), if any.
     worker: Option<CancellationToken>,
     retry_delete_at: Option<Instant>,
     /// In a zone a reload dropped: removed when its job ends, never leased again.
     retire: bool,
+}
+
+impl Vm {
+    /// GitLab Runner's state name: `stuck-on-removing` past the bounded deletion retries.
+    fn state_name(&self) -> &'static str {
+        if self.state == VmState::Removing && self.removal_attempts >= STUCK_AFTER_ATTEMPTS {
+            "stuck-on-removing"
+        } else {
+            self.state.as_str()
+        }
+    }
 }
 
 /// A VM this pool deletes but does not hold (a leftover, or of a runner no pool holds): not
@@ -129,6 +143,10 @@ struct Actor {
     /// Draining: no idle VMs kept, VMs made only for waiting jobs (see `FleetHandle::set_draining`).
     draining: bool,
     stats: Stats,
+    metrics: PoolMetrics,
+    /// VM-time accounting: when it was last added up, and the (idle, busy) VM counts since.
+    accrued_at: Instant,
+    accruing: (u32, u32),
 }
 
 pub(super) fn spawn(
@@ -136,6 +154,7 @@ pub(super) fn spawn(
     cloud: Arc<dyn Cloud>,
     connector: Arc<dyn VmConnector>,
     registry: RunnerRegistry,
+    metrics: PoolMetrics,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> Result<FleetHandle, FleetError> {
@@ -183,6 +202,9 @@ pub(super) fn spawn(
         shutdown: None,
         draining: false,
         stats: Stats::default(),
+        metrics,
+        accrued_at: Instant::now(),
+        accruing: (0, 0),
         s,
     };
     tracker.spawn(actor.run());
@@ -225,6 +247,8 @@ impl Actor {
         self.cancel.cancel();
         self.registry.deregister(&self.s.runner_label);
         self.idle_tx.send_replace(0);
+        self.accrue(Instant::now());
+        self.metrics.forget();
         tracing::info!(runner = %self.s.short_token, vms_left = left.len(), "machine pool stopped");
     }
 
@@ -260,6 +284,23 @@ impl Actor {
             *n = c.idle;
             changed
         });
+        let now = Instant::now();
+        self.accrue(now);
+        self.accruing = (c.idle + c.leased, c.used);
+        self.metrics.publish(
+            self.vms.values().map(|v| (v.zone.as_str(), v.state_name())),
+            &self.zones.cooling_now(now),
+        );
+    }
+
+    /// Adds the VM time since the last call, at the counts that held since then (states change
+    /// only between two calls: in command and event handlers).
+    fn accrue(&mut self, now: Instant) {
+        let secs = now.duration_since(self.accrued_at).as_secs_f64();
+        self.accrued_at = now;
+        let (idle, busy) = self.accruing;
+        self.metrics
+            .accrue(f64::from(idle) * secs, f64::from(busy) * secs);
     }
 
     fn next_wake(&self, now: Instant) -> Instant {
@@ -482,6 +523,7 @@ impl Actor {
                 used_count: 0,
                 docker: None,
                 removal_attempts: 0,
+                removing_since: None,
                 worker: Some(token.clone()),
                 retry_delete_at: None,
                 retire: false,
@@ -508,8 +550,10 @@ impl Actor {
                 return;
             };
             let lease = self.lease(&name, VmState::Used);
-            if let Err(Ok(lease)) = w.send(Ok(lease)) {
-                self.take_back(lease);
+            let zone = lease.zone.clone();
+            match w.send(Ok(lease)) {
+                Err(Ok(lease)) => self.take_back(lease),
+                _ => self.metrics.used(&zone),
             }
         }
     }

@@ -12,6 +12,7 @@
 
 mod actor;
 mod handle;
+pub mod metrics;
 pub mod names;
 pub mod policy;
 pub mod schedule;
@@ -23,6 +24,7 @@ pub mod zones;
 mod tests;
 
 pub use handle::{FleetHandle, Lease};
+pub use metrics::FleetMetrics;
 pub use policy::Counts;
 pub use schedule::IdleSettings;
 
@@ -324,7 +326,37 @@ pub fn start(
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> Result<FleetHandle, FleetError> {
+    start_with_metrics(
+        settings,
+        cloud,
+        connector,
+        registry,
+        &FleetMetrics::unregistered(),
+        tracker,
+        cancel,
+    )
+}
+
+/// [`start`] reporting the pool's events and states to `metrics` (the manager's registry).
+pub fn start_with_metrics(
+    settings: FleetSettings,
+    cloud: Arc<dyn Cloud>,
+    connector: Arc<dyn VmConnector>,
+    registry: RunnerRegistry,
+    metrics: &FleetMetrics,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+) -> Result<FleetHandle, FleetError> {
     settings.validate()?;
     registry.register(&settings.runner_label);
-    actor::spawn(settings, cloud, connector, registry, tracker, cancel)
+    let pool_metrics = metrics.pool(&settings);
+    actor::spawn(
+        settings,
+        cloud,
+        connector,
+        registry,
+        pool_metrics,
+        tracker,
+        cancel,
+    )
 }

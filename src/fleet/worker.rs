@@ -47,6 +47,8 @@ pub(super) enum Event {
 #[derive(Debug)]
 pub(super) struct Ready {
     pub docker: bollard::Docker,
+    /// How long each phase of the creation took.
+    pub phases: super::metrics::CreatePhases,
 }
 
 /// Why a creation failed.
@@ -154,9 +156,11 @@ async fn create_flow(
     plan: &CreatePlan,
     inserted: &AtomicBool,
 ) -> Result<Ready, CreateFailure> {
+    let started = Instant::now();
     let op = insert(ctx, &plan.spec, &plan.request_id, plan.timeout).await?;
     inserted.store(true, Ordering::SeqCst);
-    match tokio::time::timeout(plan.timeout, until_ready(ctx, plan, &op)).await {
+    let insert_took = started.elapsed();
+    match tokio::time::timeout(plan.timeout, until_ready(ctx, plan, &op, insert_took)).await {
         Ok(r) => r,
         Err(_) => Err(CreateFailure::Timeout { may_exist: true }),
     }
@@ -167,8 +171,10 @@ async fn until_ready(
     ctx: &Ctx,
     plan: &CreatePlan,
     op: &OperationRef,
+    insert_took: Duration,
 ) -> Result<Ready, CreateFailure> {
     let spec = &plan.spec;
+    let accepted = Instant::now();
     match await_operation(ctx, op).await {
         Ok(()) => {}
         Err(OpEnd::Failed(OperationFailure::Stockout { code, message })) => {
@@ -185,6 +191,7 @@ async fn until_ready(
         }
         Err(OpEnd::Error(e)) => return Err(other(format!("waiting for insert: {e}"), true)),
     }
+    let running = Instant::now();
     let ip = address(ctx, spec, plan.use_internal_ip).await?;
     let addr = SocketAddr::new(ip, plan.docker_port);
     // Readiness: dockerd answers over mTLS. Backoff from 250 ms to 5 s; the caller's timeout
@@ -193,7 +200,14 @@ async fn until_ready(
     loop {
         match ctx.connector.connect(&spec.name, addr).await {
             Ok(docker) => match ctx.connector.ping(&spec.name, &docker).await {
-                Ok(()) => return Ok(Ready { docker }),
+                Ok(()) => {
+                    let phases = super::metrics::CreatePhases {
+                        insert: insert_took,
+                        running: running.duration_since(accepted),
+                        docker_ready: running.elapsed(),
+                    };
+                    return Ok(Ready { docker, phases });
+                }
                 Err(e) => tracing::debug!(vm = %spec.name, error = %e, "dockerd not answering yet"),
             },
             Err(e) => tracing::debug!(vm = %spec.name, error = %e, "cannot connect to dockerd yet"),

@@ -10,14 +10,16 @@
 //! tries each source in order (key, `fallback_keys`, `CACHE_FALLBACK_KEY`): a missing archive or
 //! a 404 means "no cache for this key", and the next source is tried. Cache problems never fail
 //! the job: both commands exit 0 after a warning, as GitLab Runner's stage script does.
+//!
+//! Selecting, zipping and extracting files is `super::archive`'s (shared with artifacts).
 
-use std::collections::BTreeSet;
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, Write};
-use std::path::{Component, Path, PathBuf};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use super::archive::{self, ArchiveError, Selection};
 use crate::cache::{ArchiveSpec, Location, RestoreSpec, Target, SPEC_ENV};
 
 /// Arguments of both commands.
@@ -40,8 +42,8 @@ enum CacheError {
     NotFound,
     #[error("{0}")]
     Http(String),
-    #[error("invalid archive: {0}")]
-    Zip(String),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
 }
 
 fn io_err(what: &str, e: io::Error) -> CacheError {
@@ -88,7 +90,16 @@ pub fn archiver(args: CacheArgs) -> ExitCode {
 }
 
 fn archive(spec: &ArchiveSpec, dir: &Path) -> Result<String, CacheError> {
-    let files = collect(dir, &spec.paths, spec.untracked)?;
+    let selection = Selection {
+        paths: spec.paths.clone(),
+        exclude: Vec::new(),
+        untracked: spec.untracked,
+    };
+    let collected = archive::collect(dir, &selection)?;
+    for message in &collected.messages {
+        println!("{message}");
+    }
+    let files = collected.files;
     if files.is_empty() {
         warn("No files to archive.");
     }
@@ -102,7 +113,7 @@ fn archive(spec: &ArchiveSpec, dir: &Path) -> Result<String, CacheError> {
     };
     let mut scratch = tempfile::NamedTempFile::new_in(&scratch_dir)
         .map_err(|e| io_err("creating the archive", e))?;
-    write_zip(dir, &files, scratch.as_file_mut())?;
+    archive::write_zip(dir, &files, scratch.as_file_mut())?;
     let size = scratch
         .as_file()
         .metadata()
@@ -232,27 +243,23 @@ pub fn extractor(args: CacheArgs) -> ExitCode {
 }
 
 fn extract_one(location: &Location, dir: &Path, timeout_secs: u64) -> Result<usize, CacheError> {
+    fs::create_dir_all(dir).map_err(|e| io_err(&dir.display().to_string(), e))?;
     match location {
-        Location::File(path) => {
-            let file = match File::open(path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(CacheError::NotFound),
-                Err(e) => return Err(io_err(path, e)),
-            };
-            extract_zip(file, dir)
-        }
+        Location::File(path) => match fs::metadata(path) {
+            Ok(_) => Ok(archive::extract_zip(Path::new(path), dir)?),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(CacheError::NotFound),
+            Err(e) => Err(io_err(path, e)),
+        },
         Location::Url(url) => {
-            let mut scratch = tempfile::tempfile().map_err(|e| io_err("scratch file", e))?;
+            let mut scratch =
+                tempfile::NamedTempFile::new().map_err(|e| io_err("scratch file", e))?;
             let rt = runtime().map_err(CacheError::Io)?;
             rt.block_on(download(
                 url,
-                &mut scratch,
+                scratch.as_file_mut(),
                 Duration::from_secs(timeout_secs),
             ))?;
-            scratch
-                .seek(io::SeekFrom::Start(0))
-                .map_err(|e| io_err("scratch file", e))?;
-            extract_zip(scratch, dir)
+            Ok(archive::extract_zip(scratch.path(), dir)?)
         }
     }
 }
@@ -292,220 +299,6 @@ async fn download(url: &str, out: &mut File, timeout: Duration) -> Result<(), Ca
     Ok(())
 }
 
-/// Whether a relative path names something inside `.git` (never archived nor extracted).
-fn in_git_dir(rel: &Path) -> bool {
-    rel.components().next() == Some(Component::Normal(".git".as_ref()))
-}
-
-/// A path relative to the project that stays inside it (no `..`, not absolute).
-fn inside(rel: &Path) -> bool {
-    rel.components()
-        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
-}
-
-/// Every file, directory and symlink the archive holds, relative to `dir`, sorted.
-fn collect(dir: &Path, paths: &[String], untracked: bool) -> Result<BTreeSet<PathBuf>, CacheError> {
-    let mut out = BTreeSet::new();
-    let mut globs = globset::GlobSetBuilder::new();
-    let mut any_glob = false;
-    for raw in paths {
-        let cleaned = raw.trim_start_matches("./").trim_end_matches('/');
-        if cleaned.is_empty() {
-            continue;
-        }
-        let rel = Path::new(cleaned);
-        if !inside(rel) {
-            warn(&format!("{raw}: not inside the project directory, skipped"));
-            continue;
-        }
-        if cleaned.contains(['*', '?', '[', '{']) {
-            match globset::GlobBuilder::new(cleaned)
-                .literal_separator(true)
-                .build()
-            {
-                Ok(g) => {
-                    globs.add(g);
-                    any_glob = true;
-                }
-                Err(e) => warn(&format!("{raw}: invalid pattern: {e}")),
-            }
-            continue;
-        }
-        if fs::symlink_metadata(dir.join(rel)).is_ok() {
-            add_tree(dir, rel, &mut out);
-        } else {
-            warn(&format!("{raw}: no matching files"));
-        }
-    }
-    if any_glob {
-        let set = globs
-            .build()
-            .map_err(|e| CacheError::Io(format!("patterns: {e}")))?;
-        let mut all = BTreeSet::new();
-        add_tree(dir, Path::new(""), &mut all);
-        for rel in all {
-            if set.is_match(&rel) {
-                add_tree(dir, &rel, &mut out);
-            }
-        }
-    }
-    if untracked {
-        let listed = std::process::Command::new("git")
-            .args(["ls-files", "-o", "-z"])
-            .current_dir(dir)
-            .output();
-        match listed {
-            Ok(o) if o.status.success() => {
-                for name in o.stdout.split(|b| *b == 0).filter(|n| !n.is_empty()) {
-                    let rel = PathBuf::from(String::from_utf8_lossy(name).into_owned());
-                    if inside(&rel) {
-                        add_tree(dir, &rel, &mut out);
-                    }
-                }
-            }
-            Ok(o) => warn(&format!(
-                "untracked files: git ls-files failed: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            )),
-            Err(e) => warn(&format!("untracked files: cannot run git: {e}")),
-        }
-    }
-    // Parent directories of everything listed, so modes survive and empty dirs are kept.
-    let parents: Vec<PathBuf> = out
-        .iter()
-        .flat_map(|p| {
-            p.ancestors()
-                .skip(1)
-                .map(Path::to_path_buf)
-                .collect::<Vec<_>>()
-        })
-        .filter(|p| !p.as_os_str().is_empty())
-        .collect();
-    out.extend(parents);
-    out.retain(|p| !in_git_dir(p));
-    Ok(out)
-}
-
-/// Adds `rel` and, for a directory (not followed through symlinks), everything below it.
-fn add_tree(dir: &Path, rel: &Path, out: &mut BTreeSet<PathBuf>) {
-    if in_git_dir(rel) {
-        return;
-    }
-    let full = dir.join(rel);
-    let Ok(meta) = fs::symlink_metadata(&full) else {
-        return;
-    };
-    if !rel.as_os_str().is_empty() {
-        out.insert(rel.to_path_buf());
-    }
-    if meta.is_dir() {
-        let Ok(entries) = fs::read_dir(&full) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            add_tree(dir, &rel.join(entry.file_name()), out);
-        }
-    }
-}
-
-fn zip_time(meta: &fs::Metadata) -> zip::DateTime {
-    use chrono::{Datelike, Timelike};
-    let modified: chrono::DateTime<chrono::Utc> = meta
-        .modified()
-        .map(Into::into)
-        .unwrap_or_else(|_| chrono::Utc::now());
-    let n = modified.naive_utc();
-    zip::DateTime::from_date_and_time(
-        u16::try_from(n.year()).unwrap_or(1980),
-        u8::try_from(n.month()).unwrap_or(1),
-        u8::try_from(n.day()).unwrap_or(1),
-        u8::try_from(n.hour()).unwrap_or(0),
-        u8::try_from(n.minute()).unwrap_or(0),
-        u8::try_from(n.second()).unwrap_or(0),
-    )
-    .unwrap_or_default()
-}
-
-/// Writes `files` (relative to `dir`, sorted) into a zip archive.
-fn write_zip(dir: &Path, files: &BTreeSet<PathBuf>, out: &mut File) -> Result<(), CacheError> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let zerr = |e: zip::result::ZipError| CacheError::Zip(e.to_string());
-    let mut zip = zip::ZipWriter::new(out);
-    for rel in files {
-        let full = dir.join(rel);
-        let Ok(meta) = fs::symlink_metadata(&full) else {
-            continue;
-        };
-        let name = rel.to_string_lossy().into_owned();
-        let options = zip::write::SimpleFileOptions::default()
-            .last_modified_time(zip_time(&meta))
-            .unix_permissions(meta.permissions().mode() & 0o7777)
-            .large_file(meta.len() >= u64::from(u32::MAX));
-        if meta.file_type().is_symlink() {
-            let target = fs::read_link(&full).map_err(|e| io_err(&name, e))?;
-            zip.add_symlink(name, target.to_string_lossy(), options)
-                .map_err(zerr)?;
-        } else if meta.is_dir() {
-            zip.add_directory(format!("{name}/"), options)
-                .map_err(zerr)?;
-        } else {
-            let mut f = File::open(&full).map_err(|e| io_err(&name, e))?;
-            zip.start_file(name.clone(), options).map_err(zerr)?;
-            io::copy(&mut f, &mut zip).map_err(|e| io_err(&name, e))?;
-        }
-    }
-    zip.finish().map_err(zerr)?;
-    Ok(())
-}
-
-/// Extracts an archive into `dir`; the number of entries. Entries outside `dir` or in `.git`
-/// are skipped.
-fn extract_zip<R: Read + Seek>(reader: R, dir: &Path) -> Result<usize, CacheError> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let zerr = |e: zip::result::ZipError| CacheError::Zip(e.to_string());
-    let mut archive = zip::ZipArchive::new(reader).map_err(zerr)?;
-    let mut count = 0;
-    for i in 0..archive.len() {
-        let mut entry = archive.by_index(i).map_err(zerr)?;
-        let Some(rel) = entry.enclosed_name() else {
-            let name = entry.name().map(|n| n.into_owned()).unwrap_or_default();
-            warn(&format!("{name}: outside the project directory, skipped"));
-            continue;
-        };
-        if in_git_dir(&rel) {
-            continue;
-        }
-        let target = dir.join(&rel);
-        let shown = rel.display().to_string();
-        if entry.is_dir() {
-            fs::create_dir_all(&target).map_err(|e| io_err(&shown, e))?;
-        } else {
-            if let Some(parent) = target.parent() {
-                fs::create_dir_all(parent).map_err(|e| io_err(&shown, e))?;
-            }
-            if fs::symlink_metadata(&target).is_ok_and(|m| !m.is_dir()) {
-                fs::remove_file(&target).map_err(|e| io_err(&shown, e))?;
-            }
-            if entry.is_symlink() {
-                let mut link = String::new();
-                entry
-                    .read_to_string(&mut link)
-                    .map_err(|e| io_err(&shown, e))?;
-                std::os::unix::fs::symlink(&link, &target).map_err(|e| io_err(&shown, e))?;
-                count += 1;
-                continue;
-            }
-            let mut out = File::create(&target).map_err(|e| io_err(&shown, e))?;
-            io::copy(&mut entry, &mut out).map_err(|e| io_err(&shown, e))?;
-        }
-        if let Some(mode) = entry.unix_mode() {
-            let _ = fs::set_permissions(&target, fs::Permissions::from_mode(mode & 0o7777));
-        }
-        count += 1;
-    }
-    Ok(count)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -514,70 +307,6 @@ mod tests {
         let p = dir.join(rel);
         fs::create_dir_all(p.parent().unwrap()).unwrap();
         fs::write(p, content).unwrap();
-    }
-
-    #[test]
-    fn collects_paths_globs_and_skips_git_and_escapes() {
-        let d = tempfile::tempdir().unwrap();
-        touch(d.path(), "vendor/a/x.txt", "x");
-        touch(d.path(), "vendor/b.txt", "b");
-        touch(d.path(), "build/out.o", "o");
-        touch(d.path(), "build/out.txt", "t");
-        touch(d.path(), ".git/config", "c");
-        let paths = vec![
-            "vendor/".to_string(),
-            "build/*.o".to_string(),
-            "../outside".to_string(),
-            ".git".to_string(),
-            "missing".to_string(),
-        ];
-        let got: Vec<String> = collect(d.path(), &paths, false)
-            .unwrap()
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                "build",
-                "build/out.o",
-                "vendor",
-                "vendor/a",
-                "vendor/a/x.txt",
-                "vendor/b.txt"
-            ]
-        );
-    }
-
-    #[test]
-    fn zip_round_trip_keeps_modes_symlinks_and_contents() {
-        use std::os::unix::fs::PermissionsExt as _;
-        let src = tempfile::tempdir().unwrap();
-        touch(src.path(), "vendor/run.sh", "#!/bin/sh\n");
-        fs::set_permissions(
-            src.path().join("vendor/run.sh"),
-            fs::Permissions::from_mode(0o755),
-        )
-        .unwrap();
-        std::os::unix::fs::symlink("run.sh", src.path().join("vendor/link")).unwrap();
-        let files = collect(src.path(), &["vendor".into()], false).unwrap();
-        let mut archive = tempfile::tempfile().unwrap();
-        write_zip(src.path(), &files, &mut archive).unwrap();
-        archive.seek(io::SeekFrom::Start(0)).unwrap();
-        let dst = tempfile::tempdir().unwrap();
-        touch(dst.path(), "vendor/run.sh", "old");
-        let n = extract_zip(archive, dst.path()).unwrap();
-        assert_eq!(n, 3);
-        let run = dst.path().join("vendor/run.sh");
-        assert_eq!(fs::read_to_string(&run).unwrap(), "#!/bin/sh\n");
-        assert_eq!(
-            fs::metadata(&run).unwrap().permissions().mode() & 0o777,
-            0o755
-        );
-        assert_eq!(
-            fs::read_link(dst.path().join("vendor/link")).unwrap(),
-            PathBuf::from("run.sh")
-        );
     }
 
     #[test]
@@ -616,6 +345,27 @@ mod tests {
             fs::read_to_string(restored.path().join("deps/lib.txt")).unwrap(),
             "v1"
         );
+    }
+
+    #[test]
+    fn an_archive_over_max_uploaded_archive_size_is_not_uploaded() {
+        let project = tempfile::tempdir().unwrap();
+        touch(project.path(), "big/file", &"x".repeat(4096));
+        let spec = ArchiveSpec {
+            key: "k".into(),
+            when: crate::cache::key::When::OnSuccess,
+            paths: vec!["big".into()],
+            untracked: false,
+            // Nothing listens there: the size check must come before any request.
+            target: Target::Url {
+                url: "http://127.0.0.1:9/bucket/object".into(),
+                headers: Vec::new(),
+            },
+            timeout_secs: 5,
+            max_size: 100,
+        };
+        let e = archive(&spec, project.path()).unwrap_err().to_string();
+        assert!(e.contains("over MaxUploadedArchiveSize 100"), "{e}");
     }
 
     #[test]

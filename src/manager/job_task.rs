@@ -47,6 +47,14 @@ impl JobTask {
         let _active = ActiveGuard(&shared);
         let job_id = self.handle.id;
         let url = self.runner.url.clone();
+        let tracked = shared.metrics.jobs.track(
+            &crate::metrics::RunnerKey {
+                runner: self.runner.short_token(),
+                runner_name: self.runner.name.clone(),
+            },
+            job_id,
+            &self.payload,
+        );
         let record = RunningJob {
             id: job_id,
             url: url.clone(),
@@ -85,6 +93,7 @@ impl JobTask {
         };
         match ack {
             AckOutcome::Accepted => {
+                tracked.acknowledged();
                 let _ = shared.state.mark_acknowledged(job_id, &url);
                 tracing::info!(job = job_id, runner = %self.runner.short_token(), pickup_ms = self.received_at.elapsed().as_millis() as u64, "job received");
             }
@@ -142,6 +151,9 @@ impl JobTask {
             }
         };
         trace.finish();
+        if final_state.state == JobState::Failed {
+            tracked.failed(final_state.failure_reason);
+        }
         let result = session.finish(final_state.clone()).await;
         match result {
             Ok(()) => {

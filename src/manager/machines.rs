@@ -2,7 +2,7 @@
 //! a project share its API quota, so one client per project keeps one rate limit), the Docker CA
 //! that the fleets' VMs trust, and one fleet per docker+machine runner.
 
-use crate::cloud::{Cloud, CloudError, GceCloud, GceCloudSettings};
+use crate::cloud::{Cloud, CloudError, GceCloud, GceCloudSettings, GceMetrics};
 use crate::config::{Config, ExecutorKind, RunnerConfig};
 use crate::docker::{DockerCa, TlsError};
 use crate::fleet::{self, FleetError, FleetHandle, FleetSettings, RunnerRegistry, VmConnector};
@@ -87,6 +87,12 @@ pub(crate) struct Fleets {
     connector: Option<Arc<dyn VmConnector>>,
     pools: RunnerRegistry,
     clouds: HashMap<CloudKey, Arc<dyn Cloud>>,
+    /// The pools' series (machine states, creations, VM-seconds) on the manager's registry.
+    fleet_metrics: fleet::FleetMetrics,
+    /// One set of Compute API counters for every project's client, registered with the first.
+    gce_metrics: Option<GceMetrics>,
+    /// Every pool by runner short token, as the status page shows them.
+    live: crate::metrics::LivePools,
     /// Every pool started, also those retired by a reload (shutting down a stopped pool is a
     /// no-op).
     all: Vec<FleetHandle>,
@@ -98,13 +104,21 @@ pub(crate) struct Fleets {
 
 impl Fleets {
     /// No pools yet; [`Fleets::start`] makes them.
-    pub(crate) fn new(manager_id: &str, registry: &prometheus::Registry) -> Fleets {
+    pub(crate) fn new(
+        manager_id: &str,
+        registry: &prometheus::Registry,
+        fleet_metrics: &fleet::FleetMetrics,
+        live: crate::metrics::LivePools,
+    ) -> Fleets {
         Fleets {
             manager_id: manager_id.to_string(),
             registry: registry.clone(),
             connector: None,
             pools: RunnerRegistry::new(),
             clouds: HashMap::new(),
+            fleet_metrics: fleet_metrics.clone(),
+            gce_metrics: None,
+            live,
             all: Vec::new(),
             tracker: TaskTracker::new(),
             cancel: CancellationToken::new(),
@@ -138,14 +152,24 @@ impl Fleets {
         let cloud = match self.clouds.get(&key) {
             Some(cloud) => cloud.clone(),
             None => {
-                // The API metrics of the first project's client go to the manager's registry;
-                // their names carry no project label, so further projects count apart.
-                let metrics = if self.clouds.is_empty() {
-                    self.registry.clone()
-                } else {
-                    prometheus::Registry::new()
+                let gce_metrics = match &self.gce_metrics {
+                    Some(metrics) => metrics.clone(),
+                    None => {
+                        let metrics = GceMetrics::register(&self.registry).map_err(|e| {
+                            MachinesError::Cloud {
+                                project: gce.project.clone(),
+                                source: CloudError::Failed {
+                                    method: "setup",
+                                    message: format!("registering the gce metrics: {e}"),
+                                },
+                            }
+                        })?;
+                        self.gce_metrics = Some(metrics.clone());
+                        metrics
+                    }
                 };
-                let mut cloud_settings = GceCloudSettings::new(&gce.project, metrics);
+                let mut cloud_settings = GceCloudSettings::new(&gce.project, self.registry.clone());
+                cloud_settings.metrics = Some(gce_metrics);
                 cloud_settings.endpoint = gce.endpoint.clone();
                 cloud_settings.credentials_file = gce.credentials_file.clone();
                 cloud_settings.api_rate_per_minute = gce.api_rate_per_minute;
@@ -160,15 +184,21 @@ impl Fleets {
                 cloud
             }
         };
-        let handle = fleet::start(
+        let short_token = runner.short_token().to_string();
+        let handle = fleet::start_with_metrics(
             settings,
             cloud,
             connector,
             self.pools.clone(),
+            &self.fleet_metrics,
             &self.tracker,
             self.cancel.child_token(),
         )?;
         self.all.push(handle.clone());
+        self.live
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((short_token, handle.clone()));
         Ok(handle)
     }
 

@@ -42,6 +42,12 @@ pub enum RunError {
     /// The VM fleets cannot be started.
     #[error(transparent)]
     Machines(#[from] machines::MachinesError),
+    /// The metrics cannot be registered.
+    #[error("cannot register the metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The admin server (`/metrics`, status page) cannot listen.
+    #[error(transparent)]
+    Admin(#[from] crate::metrics::ServerError),
 }
 
 /// Called with each job's id and trace as soon as the job is received.
@@ -55,6 +61,11 @@ pub struct Hooks {
     /// Replaces the advertised features. Only for coordinators that refuse honest runners (the
     /// `gitlab-runner-mock` stub serves only runners advertising `refspecs`).
     pub features_override: Option<FeaturesInfo>,
+    /// The counter `main`'s tracing layer feeds (`gitlab_runner_errors_total`); `None`: a
+    /// counter nothing feeds (tests without that layer).
+    pub errors: Option<crate::metrics::ErrorCounter>,
+    /// Called with the admin server's address once it listens (tests bind port 0).
+    pub on_admin_listening: Option<Arc<dyn Fn(std::net::SocketAddr) + Send + Sync>>,
 }
 
 /// What every runner loop and job task shares. Created once by [`run_with`].
@@ -75,6 +86,8 @@ pub(crate) struct Shared {
     pub tracker: TaskTracker,
     /// Jobs between receipt and final update, for progress logs.
     pub active_jobs: AtomicUsize,
+    /// The metrics (process state, job series) on the run's one registry.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Shared {
@@ -115,6 +128,12 @@ pub async fn run_reloadable(
     let state = StateDir::open(&config.state_dir)?;
     let system_id = state.manager_id(config.manager_id.as_deref())?;
     let registry = prometheus::Registry::new();
+    let metrics = Arc::new(crate::metrics::Metrics::new(
+        registry.clone(),
+        &config,
+        &system_id,
+        hooks.errors.as_ref(),
+    )?);
     let executor = if config
         .runners
         .iter()
@@ -143,8 +162,31 @@ pub async fn run_reloadable(
         abort_jobs: CancellationToken::new(),
         tracker: TaskTracker::new(),
         active_jobs: AtomicUsize::new(0),
+        metrics,
     });
     let config = shared.config();
+    let live_pools = crate::metrics::LivePools::default();
+    let admin = AdminTasks::default();
+    if let Some(address) = &config.listen_address {
+        let listener = crate::metrics::bind(address).await?;
+        let source = Arc::new(crate::metrics::StatusSource {
+            metrics: shared.metrics.clone(),
+            config: {
+                let shared = shared.clone();
+                Arc::new(move || shared.config())
+            },
+            system_id: shared.system_id.clone(),
+            fleets: live_pools.clone(),
+            ready: {
+                let coordinator = shared.coordinator.clone();
+                Arc::new(move || coordinator.has_answered())
+            },
+        });
+        let addr = crate::metrics::serve(listener, source, &admin.tracker, admin.cancel.clone());
+        if let (Some(addr), Some(hook)) = (addr, &shared.hooks.on_admin_listening) {
+            hook(addr);
+        }
+    }
     tracing::info!(
         version = crate::VERSION,
         system_id = %shared.system_id,
@@ -152,7 +194,12 @@ pub async fn run_reloadable(
         concurrent = config.concurrent,
         "flotilla starting"
     );
-    let mut fleets = machines::Fleets::new(&shared.system_id, &registry);
+    let mut fleets = machines::Fleets::new(
+        &shared.system_id,
+        &registry,
+        &shared.metrics.fleet,
+        live_pools,
+    );
     recovery::fail_leftover_jobs(&shared).await;
     let runners = match runners::Runners::start(&shared, &mut fleets, &config).await {
         Ok(runners) => runners,
@@ -160,10 +207,15 @@ pub async fn run_reloadable(
             shared.stop_requesting.cancel();
             shared.abort_jobs.cancel();
             fleets.shutdown(tokio::time::Instant::now()).await;
+            admin.stop().await;
             return Err(e.into());
         }
     };
     shared.tracker.close();
+    shared
+        .metrics
+        .process
+        .set_state(crate::metrics::ProcessState::Running);
     let mut supervisor = Supervisor {
         shared: shared.clone(),
         fleets,
@@ -172,8 +224,25 @@ pub async fn run_reloadable(
     };
     let deadline = supervisor.supervise(&mut controls).await;
     supervisor.delete_every_vm(&mut controls, deadline).await;
+    admin.stop().await;
     tracing::info!("flotilla stopped");
     Ok(())
+}
+
+/// The admin server's task, kept apart from job tasks (the supervisor waits for those) so it
+/// serves until the very end.
+#[derive(Default)]
+struct AdminTasks {
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+}
+
+impl AdminTasks {
+    async fn stop(self) {
+        self.cancel.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
 }
 
 /// How long a drain waits for its VM deletions to be confirmed.
@@ -217,6 +286,7 @@ impl Supervisor {
                     }
                     Some(Control::Drain) => {
                         draining = true;
+                        shared.metrics.process.set_state(crate::metrics::ProcessState::GracefulShutdown);
                         // The ticks missed while not draining would otherwise all fire at once.
                         progress.reset();
                         let vms_left = self.fleets.vms_held().await;
@@ -233,6 +303,7 @@ impl Supervisor {
                         let timeout = shared.config().shutdown_timeout;
                         tracing::warn!(jobs_left = running_jobs(&shared), timeout_secs = timeout.as_secs(), was_draining = draining, "forceful shutdown: stopping running jobs");
                         abort_deadline = Some(tokio::time::Instant::now() + timeout);
+                        shared.metrics.process.set_state(crate::metrics::ProcessState::ForcefulShutdown);
                         shared.stop_requesting.cancel();
                         shared.abort_jobs.cancel();
                     }
@@ -285,6 +356,7 @@ impl Supervisor {
                     }
                     Some(Control::Abort) => {
                         aborting = true;
+                        self.shared.metrics.process.set_state(crate::metrics::ProcessState::ForcefulShutdown);
                         let timeout = self.shared.config().shutdown_timeout;
                         tracing::warn!(timeout_secs = timeout.as_secs(), "forceful shutdown during the drain's VM deletions");
                         fleets.hasten_shutdown(tokio::time::Instant::now() + timeout);

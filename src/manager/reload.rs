@@ -80,6 +80,9 @@ impl Supervisor {
         let new = Arc::new(new);
         self.shared.concurrent.resize(Some(new.concurrent.max(1)));
         self.shared.set_config(new.clone());
+        self.shared
+            .metrics
+            .observe_config(&new, &self.shared.system_id);
         self.runners
             .apply(&self.shared, &mut self.fleets, &new)
             .await;

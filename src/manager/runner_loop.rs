@@ -44,6 +44,11 @@ pub(super) fn start(
     runner: Arc<RunnerConfig>,
     fleet: Option<FleetHandle>,
 ) -> Arc<RunnerState> {
+    shared.coordinator.add_runner_metrics(&RunnerEndpoint {
+        url: runner.url.clone(),
+        token: runner.token.clone(),
+        system_id: shared.system_id.clone(),
+    });
     let state = Arc::new(RunnerState {
         limit: Slots::new(limit_size(&runner)),
         unhealthy: AtomicU32::new(0),

@@ -16,6 +16,9 @@
 //! - `vm_startup`: the VM startup script against a fake metadata server, in a scratch root.
 //! - `registry`: private images pulled with the job's credentials from Debian's docker-registry.
 //! - `services`: service containers (aliases, variables, waiting for ports, host mode).
+//! - `observability`: `/metrics` scraped by a real Prometheus, every dashboard expression and the
+//!   alert rules checked with it and promtool, the status page rendered by headless Chromium.
+//! - `prom`: a real Prometheus server and promtool for those checks.
 //! - `machine_e2e`: docker+machine jobs on fake GCE VMs end to end (warm pool, MaxBuilds, IdleTime,
 //!   limit and MaxGrowthRate, stockouts, rate limits, preemption, leftovers, shutdowns).
 
@@ -29,7 +32,9 @@ mod jobs;
 mod lifecycle;
 mod machine_e2e;
 mod mock_coordinator;
+mod observability;
 mod process;
+mod prom;
 mod registry;
 mod services;
 mod sources;

@@ -50,8 +50,9 @@ impl SigningKey {
 
     /// Parses a PEM RSA private key (PKCS#8 as in key files, or PKCS#1).
     pub fn from_pem(access_id: &str, pem: &str) -> Result<SigningKey, GcsError> {
+        // The parser's error may quote the input: say only what kind of problem it was.
         let der = PrivateKeyDer::from_pem_slice(pem.as_bytes())
-            .map_err(|e| GcsError::PrivateKey(format!("not a PEM private key ({e})")))?;
+            .map_err(|_| GcsError::PrivateKey("not a PEM private key".into()))?;
         let key = match &der {
             PrivateKeyDer::Pkcs8(k) => RsaKeyPair::from_pkcs8(k.secret_pkcs8_der()),
             PrivateKeyDer::Pkcs1(k) => RsaKeyPair::from_der(k.secret_pkcs1_der()),

@@ -62,8 +62,32 @@ impl RateLimiter {
     }
 }
 
+/// Every Compute method the client calls (the `method` label).
+pub const METHODS: [&str; 6] = [
+    "instances.insert",
+    "instances.get",
+    "instances.list",
+    "instances.aggregatedList",
+    "instances.delete",
+    "zoneOperations.wait",
+];
+
+/// Every result but `timeout` (which only `zoneOperations.wait` has): `ok` and each
+/// [`crate::cloud::CloudError::kind`].
+pub const RESULTS: [&str; 7] = [
+    "ok",
+    "rate_limited",
+    "quota_exceeded",
+    "not_found",
+    "conflict",
+    "unavailable",
+    "failed",
+];
+
 /// `flotilla_gce_api_calls_total{method,result}` and `flotilla_gce_rate_limit_waits_total`.
-/// Created once per [`super::GceCloud`]; the vectors are shared handles.
+/// Created once per process by the manager and shared by every [`super::GceCloud`] (one per
+/// project), so all projects count on the one registry; the vectors are shared handles. Every
+/// `method` × `result` series exists from the start at 0.
 #[derive(Debug, Clone)]
 pub struct GceMetrics {
     calls: IntCounterVec,
@@ -86,6 +110,12 @@ impl GceMetrics {
         )?;
         registry.register(Box::new(calls.clone()))?;
         registry.register(Box::new(waits.clone()))?;
+        for method in METHODS {
+            for result in RESULTS {
+                calls.with_label_values(&[method, result]);
+            }
+        }
+        calls.with_label_values(&["zoneOperations.wait", "timeout"]);
         Ok(Self { calls, waits })
     }
 

@@ -34,6 +34,7 @@ impl Actor {
                 if let Some(vm) = self.vms.get_mut(&name) {
                     if vm.state == VmState::Leased {
                         vm.state = VmState::Used;
+                        self.metrics.used(&vm.zone);
                     }
                 }
             }
@@ -251,6 +252,8 @@ impl Actor {
                 vm.idle_since = now;
                 vm.docker = Some(ready.docker);
                 let zone = vm.zone.clone();
+                self.metrics
+                    .created(&zone, now.duration_since(vm.created_at), &ready.phases);
                 self.zones.record_success(&zone);
                 self.consecutive_failures = 0;
                 self.failure_backoff_until = None;
@@ -264,6 +267,11 @@ impl Actor {
                 let may_exist = f.may_exist();
                 if !matches!(f, CreateFailure::Canceled { .. }) {
                     self.stats.creation_failures += 1;
+                    self.metrics.creation_failed(
+                        &zone,
+                        f.kind(),
+                        now.duration_since(vm.created_at),
+                    );
                     tracing::warn!(vm = %name, %zone, kind = f.kind(), detail = f.detail(), "VM creation failed");
                 }
                 let blame = match f {
@@ -299,6 +307,8 @@ impl Actor {
         if let Some(vm) = self.vms.get_mut(&name) {
             vm.worker = None;
             if ok {
+                let took = vm.removing_since.map(|t| now.duration_since(t));
+                self.metrics.removed(&vm.zone, took);
                 self.vms.remove(&name);
                 self.stats.removed += 1;
             } else {
@@ -312,6 +322,7 @@ impl Actor {
         } else if let Some(o) = self.orphans.get_mut(&name) {
             o.deleting = false;
             if ok {
+                self.metrics.removed(&o.zone, None);
                 self.orphans.remove(&name);
                 self.stats.removed += 1;
             } else {
@@ -381,7 +392,9 @@ impl Actor {
             .collect();
         for (name, state) in gone {
             if state == VmState::Removing {
-                self.vms.remove(&name);
+                if let Some(vm) = self.vms.remove(&name) {
+                    self.metrics.removed(&vm.zone, None);
+                }
                 self.stats.removed += 1;
             } else {
                 let fate = if self.s.gce.spot {

@@ -18,6 +18,7 @@ impl Actor {
             return;
         }
         vm.state = VmState::Removing;
+        vm.removing_since.get_or_insert_with(Instant::now);
         vm.docker = None;
         vm.retry_delete_at = None;
         let token = self.cancel.child_token();
@@ -38,6 +39,9 @@ impl Actor {
             return;
         }
         o.deleting = true;
+        if o.attempts == 0 {
+            self.metrics.orphan_deleted(!self.started);
+        }
         o.retry_at = None;
         tracing::info!(vm = %name, %zone, "deleting a VM this process does not hold");
         let token = self.cancel.child_token();
