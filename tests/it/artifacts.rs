@@ -190,7 +190,7 @@ async fn a_missing_dependency_archive_or_an_oversized_upload_fails_the_job_clear
     .await;
     let manager = manager(&gitlab, &token).await;
     // A dependency that never uploaded anything (expired, say).
-    let gone = gitlab.enqueue("glrt-t1_nobody-runs-this-queue", job(&["true"], &[]));
+    let gone = gitlab.enqueue("runner-token-nobody", job(&["true"], &[]));
     let mut consumer = job(&["echo must-not-run"], &[]);
     consumer["dependencies"] = json!([{
         "id": gone, "name": "expired",

@@ -6,7 +6,7 @@ use super::*;
 use serde_json::json;
 use testkit::{FakeGitlab, FakeGitlabOptions};
 
-const RUNNER: &str = "glrt-t1_helper-artifacts-test";
+const RUNNER: &str = "runner-token-helper-test";
 
 async fn running_job(fake: &FakeGitlab) -> (i64, String) {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
