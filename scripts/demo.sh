@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo: a fake GitLab with a few sample jobs (one clones a sample repository the fake serves
-# over git), `flotilla run` on the local docker executor, each job's trace and final state
-# printed; exits 0 when every job reached its expected state.
+# over git; `build` uploads artifacts that `test` downloads), `flotilla run` on the local docker
+# executor, each job's trace and final state printed; exits 0 when every job reached its
+# expected state.
 # Needs a running Docker engine and a Rust toolchain.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -221,7 +221,7 @@ pub(super) async fn upload_stage(ctx: &JobCtx<'_>, job_succeeded: bool) -> Resul
         "upload_artifacts_on_failure"
     };
     let stage_vars = script.variables_with(vars);
-    ctx.helper_section(name, ctx.run_helper_stage(name, &script.lines, &stage_vars))
+    ctx.after_job_section(name, ctx.run_helper_stage(name, &script.lines, &stage_vars))
         .await
 }
 
@@ -296,6 +296,33 @@ mod tests {
             download_script(&job, URL),
             None,
             "no container without work"
+        );
+    }
+
+    #[test]
+    fn attempts_are_clamped_and_a_missing_server_url_skips() {
+        let with = |key: &str, value: &str| Variables::new(vec![JobVariable::plain(key, value)]);
+        assert_eq!(download_attempts(&Variables::default()), 1);
+        assert_eq!(
+            download_attempts(&with("ARTIFACT_DOWNLOAD_ATTEMPTS", "3")),
+            3
+        );
+        assert_eq!(
+            download_attempts(&with("ARTIFACT_DOWNLOAD_ATTEMPTS", "0")),
+            1
+        );
+        assert_eq!(
+            download_attempts(&with("ARTIFACT_DOWNLOAD_ATTEMPTS", "99")),
+            10
+        );
+        assert_eq!(
+            download_attempts(&with("ARTIFACT_DOWNLOAD_ATTEMPTS", "x")),
+            1
+        );
+        assert_eq!(server_url(&with("CI_SERVER_URL", " ")), None);
+        assert_eq!(
+            server_url(&with("CI_SERVER_URL", URL)).as_deref(),
+            Some(URL)
         );
     }
 

@@ -299,6 +299,31 @@ impl<'a> JobCtx<'a> {
     }
 }
 
+impl JobCtx<'_> {
+    /// Runs a stage after `after_script` (cache archive, artifacts upload) in its section,
+    /// bounded by the job's timeout only: a graceful cancel does not cut it short.
+    pub(super) async fn after_job_section<F>(&self, name: &str, stage: F) -> Result<(), Ended>
+    where
+        F: Future<Output = Result<i64, ExecError>>,
+    {
+        self.log.start(name, &stage_description(name));
+        let result = tokio::time::timeout_at(self.deadline, stage).await;
+        self.log.end(name);
+        match result {
+            Ok(Ok(0)) => Ok(()),
+            Ok(Ok(code)) => Err(Ended::Failed(i32::try_from(code).unwrap_or(i32::MAX))),
+            Ok(Err(e)) => Err(Ended::Error(e)),
+            Err(_elapsed) => {
+                Interrupt::TimedOut.warn(&self.log, name);
+                match self.kill_helper().await {
+                    Ok(()) => Err(Ended::Interrupted(Interrupt::TimedOut)),
+                    Err(e) => Err(Ended::Error(e)),
+                }
+            }
+        }
+    }
+}
+
 /// How the stages up to `after_script` ended, short of success.
 pub(super) enum Ended {
     /// A stage exited non-zero (the job fails as a script failure with this code).
@@ -405,17 +430,17 @@ pub(super) async fn run(ctx: &JobCtx<'_>) -> JobOutcome {
     }
 }
 
-/// The stages after `after_script` (cache archive, then artifacts upload), run unless the job's own deadline has
-/// passed (as GitLab Runner, whose job context is then done) or the job was canceled (where
-/// GitLab Runner would still upload `on_failure` artifacts: a stage here ends at the cancel).
+/// The stages after `after_script` (cache archive, then artifacts upload), run unless the job's
+/// own deadline has passed (as GitLab Runner, whose job context is then done); after a graceful
+/// cancel too (GitLab Runner runs them with the job's context, not the script's).
 async fn after_job_uploads(ctx: &JobCtx<'_>, job_succeeded: bool) -> Result<(), Ended> {
-    if Instant::now() >= ctx.deadline || ctx.run.cancel.is_cancelled() {
+    if Instant::now() >= ctx.deadline {
         return Ok(());
     }
     if ctx.has_cache() {
         let name = super::cache::archive_stage_name(job_succeeded);
         match ctx
-            .helper_section(name, ctx.archive_cache(job_succeeded))
+            .after_job_section(name, ctx.archive_cache(job_succeeded))
             .await
         {
             // A cache that could not be saved fails no job (GitLab Runner warns and goes on).

@@ -69,9 +69,19 @@ pub struct DownloaderArgs {
         default_value_t = true,
         action = clap::ArgAction::Set,
         num_args = 0..=1,
-        default_missing_value = "true"
+        default_missing_value = "true",
+        value_parser = parse_go_bool
     )]
     pub direct_download: bool,
+}
+
+/// A boolean as Go's `strconv.ParseBool` reads it (how GitLab Runner reads feature flags).
+fn parse_go_bool(value: &str) -> Result<bool, String> {
+    match value {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        other => Err(format!("{other:?} is not a boolean (true or false)")),
+    }
 }
 
 /// An artifacts format the uploader can write.

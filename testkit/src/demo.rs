@@ -1,4 +1,5 @@
-//! `testkit demo`: the README's demo. Starts the fake GitLab with a few sample jobs and a sample
+//! `testkit demo`: the README's demo. Starts the fake GitLab with a few sample jobs (one job
+//! uploads artifacts that a second, enqueued once the first succeeded, downloads) and a sample
 //! repository it serves over git, writes a config.toml for the local docker executor (host
 //! networking, so the helper container reaches the fake), runs the real `flotilla run` as a child
 //! process, prints each job's trace and final state as GitLab would show them, drains flotilla
@@ -65,21 +66,11 @@ fn clone_sample(repos: &GitRepos) -> anyhow::Result<Value> {
     )?;
     let mut payload = job(
         "clone",
-        &[
-            "cat README.md",
-            "mkdir -p dist",
-            "sh src/main.sh | tee dist/build.txt",
-            "echo scratch > dist/build.log",
-        ],
+        &["cat README.md", "sh src/main.sh"],
         &[],
         json!([{"key": "GIT_STRATEGY", "value": "clone", "public": true}]),
     );
     payload["job_info"]["pipeline_id"] = json!(pipeline);
-    payload["artifacts"] = json!([{
-        "name": "build", "untracked": false, "paths": ["dist/"], "exclude": ["dist/*.log"],
-        "when": "on_success", "artifact_type": "archive", "artifact_format": "zip",
-        "expire_in": "1 day"
-    }]);
     payload["git_info"] = json!({
         "ref": "main",
         "sha": sha,
@@ -90,6 +81,36 @@ fn clone_sample(repos: &GitRepos) -> anyhow::Result<Value> {
         ],
     });
     Ok(payload)
+}
+
+/// A job that builds `dist/` and uploads it as artifacts (its scratch files excluded); the
+/// `test` job, enqueued once it succeeded, downloads them before its script.
+fn build_sample() -> Value {
+    let mut payload = job(
+        "build",
+        &[
+            "mkdir -p dist",
+            "echo \"built by job $CI_JOB_ID\" > dist/app.txt",
+            "echo scratch > dist/build.tmp",
+        ],
+        &[],
+        json!([]),
+    );
+    payload["artifacts"] = json!([{
+        "name": "artifacts", "paths": ["dist/"], "exclude": ["dist/*.tmp"], "when": "on_success",
+        "artifact_type": "archive", "artifact_format": "zip", "expire_in": "1 week"
+    }]);
+    payload
+}
+
+/// The job that depends on `build` (id `build_id`): its artifacts are there before its script.
+fn test_sample(build_id: i64, archive_size: usize) -> Value {
+    let mut payload = job("test", &["ls dist", "cat dist/app.txt"], &[], json!([]));
+    payload["dependencies"] = json!([{
+        "id": build_id, "name": "build",
+        "artifacts_file": {"filename": "artifacts.zip", "size": archive_size}
+    }]);
+    payload
 }
 
 fn samples(repos: &GitRepos) -> anyhow::Result<Vec<Sample>> {
@@ -124,6 +145,11 @@ fn samples(repos: &GitRepos) -> anyhow::Result<Vec<Sample>> {
                 &[],
                 json!([{"key": "DEMO_PASSWORD", "value": "hunter2-hunter2", "masked": true, "public": false}]),
             ),
+            expect: JobState::Success,
+        },
+        Sample {
+            name: "build",
+            payload: build_sample(),
             expect: JobState::Success,
         },
         Sample {
@@ -202,12 +228,18 @@ pub async fn run(flotilla: &Path) -> anyhow::Result<bool> {
 
     let mut all_as_expected = true;
     for (sample, id) in samples.iter().zip(&ids) {
-        all_as_expected &= show_job(&gitlab, *id, sample.name, sample.expect).await?;
+        all_as_expected &= report(&gitlab, *id, sample.name, sample.expect).await?;
     }
-    // The clone job uploaded `dist/` (without its `*.log`); a job of a later stage gets it.
-    let dependent = dependent_sample(&gitlab, ids[0])?;
-    let id = gitlab.enqueue(&token, dependent);
-    all_as_expected &= show_job(&gitlab, id, "use-artifacts", JobState::Success).await?;
+    // Artifacts between two jobs: `test` depends on `build`, as a later stage would.
+    let build = samples.iter().zip(&ids).find(|(s, _)| s.name == "build");
+    if let Some((_, build_id)) = build {
+        let size = gitlab
+            .artifacts(*build_id)
+            .first()
+            .map_or(0, |a| a.bytes.len());
+        let test_id = gitlab.enqueue(&token, test_sample(*build_id, size));
+        all_as_expected &= report(&gitlab, test_id, "test", JobState::Success).await?;
+    }
 
     if let Some(pid) = child.id() {
         let _ = std::process::Command::new("kill")
@@ -220,32 +252,10 @@ pub async fn run(flotilla: &Path) -> anyhow::Result<bool> {
     Ok(all_as_expected && status.success())
 }
 
-/// A job depending on the clone job: its artifacts are downloaded before the script.
-fn dependent_sample(gitlab: &crate::GitlabHandle, clone_job: i64) -> anyhow::Result<Value> {
-    let stored = gitlab.artifacts(clone_job);
-    let archive = stored
-        .iter()
-        .find(|a| a.artifact_type == "archive")
-        .ok_or_else(|| anyhow::anyhow!("the clone job uploaded no artifacts archive"))?;
-    let mut payload = job(
-        "use-artifacts",
-        &[
-            "cat dist/build.txt",
-            "test ! -e dist/build.log && echo 'dist/build.log was excluded'",
-        ],
-        &[],
-        json!([]),
-    );
-    payload["dependencies"] = json!([{
-        "id": clone_job, "name": "clone",
-        "artifacts_file": {"filename": archive.filename, "size": archive.bytes.len()}
-    }]);
-    Ok(payload)
-}
-
-/// Waits for job `id`, prints its trace and final state; whether it ended as `expect`.
-async fn show_job(
-    gitlab: &crate::GitlabHandle,
+/// Waits for job `id` to finish, prints its trace and final state as GitLab shows them; whether
+/// it ended as `expect`.
+async fn report(
+    gitlab: &FakeGitlab,
     id: i64,
     name: &str,
     expect: JobState,

@@ -4,7 +4,7 @@
 //! and a junit report as its own artifact type; job B, depending on A, finds A's files before its
 //! script runs (through the object-storage redirect); `when: on_failure` artifacts go up only
 //! when the job fails; a missing dependency archive and an oversized upload fail their jobs with
-//! a clear message.
+//! a clear message; a job canceled from GitLab still uploads its `on_failure` artifacts.
 
 use crate::harness::*;
 use serde_json::{json, Value};
@@ -190,7 +190,7 @@ async fn a_missing_dependency_archive_or_an_oversized_upload_fails_the_job_clear
     .await;
     let manager = manager(&gitlab, &token).await;
     // A dependency that never uploaded anything (expired, say).
-    let gone = gitlab.enqueue("glrt-t1_nobody-runs-this-queue", job(&["true"], &[]));
+    let gone = gitlab.enqueue("runner-token-nobody", job(&["true"], &[]));
     let mut consumer = job(&["echo must-not-run"], &[]);
     consumer["dependencies"] = json!([{
         "id": gone, "name": "expired",
@@ -219,5 +219,40 @@ async fn a_missing_dependency_archive_or_an_oversized_upload_fails_the_job_clear
     assert!(trace.contains("413 Request Entity Too Large"), "{trace}");
     assert!(trace.contains("too large"), "{trace}");
     assert!(gitlab.artifacts(big).is_empty());
+    manager.drain().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canceled_job_still_uploads_its_on_failure_artifacts() {
+    let (gitlab, token) = fake_gitlab(fast_trace()).await;
+    let manager = manager(&gitlab, &token).await;
+    let id = gitlab.enqueue(
+        &token,
+        job_with_artifacts(
+            &[
+                "echo partial-results > partial.log",
+                "echo waiting-for-cancel",
+                "sleep 120",
+            ],
+            json!([
+                archive("on_failure", &["partial.log"], &[]),
+                archive("on_success", &["never.txt"], &[])
+            ]),
+        ),
+    );
+    trace_shows(&gitlab, id, "waiting-for-cancel").await;
+    gitlab.cancel(id);
+    let (record, trace) = finished(&gitlab, id).await;
+    assert_eq!(record.state, JobState::Canceled, "trace:\n{trace}");
+    assert!(
+        trace.contains("Uploading artifacts for failed job"),
+        "{trace}"
+    );
+    let stored = gitlab.artifacts(id);
+    assert_eq!(stored.len(), 1, "{stored:?}\n{trace}");
+    assert_eq!(
+        stored[0].zip_file("partial.log").unwrap(),
+        b"partial-results\n"
+    );
     manager.drain().await;
 }

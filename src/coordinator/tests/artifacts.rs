@@ -11,7 +11,7 @@ use testkit::{FakeGitlab, FakeGitlabOptions, Fault, StoredArtifact};
 
 use crate::coordinator::{ArtifactUpload, ArtifactsClient, ArtifactsError, JobCredentials};
 
-const RUNNER: &str = "glrt-t1_artifacts-test-runner";
+const RUNNER: &str = "runner-token-artifacts-test";
 
 async fn fake(opts: FakeGitlabOptions) -> FakeGitlab {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -212,7 +212,7 @@ async fn wrong_token_and_finished_job_are_refused() {
 }
 
 async fn job_with_archive(fake: &FakeGitlab, content: &[u8]) -> i64 {
-    let producer = fake.enqueue("glrt-t1_nobody-takes-this", json!({}));
+    let producer = fake.enqueue("runner-token-nobody", json!({}));
     let file = zip_file("dist/app.txt", content);
     fake.put_artifact(
         producer,
@@ -269,7 +269,7 @@ async fn download_proxied_and_direct_without_the_token_leaving() {
 async fn download_of_a_missing_archive_or_job_is_a_clear_error() {
     let fake = fake(FakeGitlabOptions::default()).await;
     let consumer = running_job(&fake).await;
-    let without = fake.enqueue("glrt-t1_nobody-takes-this", json!({}));
+    let without = fake.enqueue("runner-token-nobody", json!({}));
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("a.zip");
     let err = client(&fake)

@@ -6,7 +6,7 @@ use super::*;
 use serde_json::json;
 use testkit::{FakeGitlab, FakeGitlabOptions};
 
-const RUNNER: &str = "glrt-t1_helper-artifacts-test";
+const RUNNER: &str = "runner-token-helper-test";
 
 async fn running_job(fake: &FakeGitlab) -> (i64, String) {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -69,6 +69,28 @@ fn filenames_follow_gitlab_runner() {
     assert!(Format::parse(Some("tar"))
         .unwrap_err()
         .contains("unsupported"));
+}
+
+#[test]
+fn the_direct_download_flag_reads_go_booleans() {
+    use clap::Parser as _;
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: DownloaderArgs,
+    }
+    let parse = |extra: &[&str]| {
+        let mut argv = vec!["x", "--url", "http://gitlab", "--id", "3"];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).map(|c| c.args.direct_download)
+    };
+    assert!(parse(&["--direct-download"]).unwrap());
+    assert!(!parse(&["--direct-download", "0"]).unwrap());
+    assert!(parse(&["--direct-download=True"]).unwrap());
+    assert!(parse(&["--direct-download", "maybe"]).is_err());
+    for (value, want) in [("1", true), ("f", false), ("FALSE", false)] {
+        assert_eq!(parse_go_bool(value), Ok(want), "{value}");
+    }
 }
 
 #[tokio::test]

@@ -5,15 +5,15 @@
 //!
 //! Fidelity notes, from GitLab's source:
 //! - Upload: the job named in the URL must exist, its token must match (`JOB-TOKEN` header or
-//!   `token` parameter) and it must be `running`, else 403 (`authenticate_job!`; a job that is not
-//!   running also gets `Job-Status`). The body is `multipart/form-data` with the file in part
+//!   `token` parameter) and it must be processing on its runner (`running` or `canceling`), else
+//!   403 (`authenticate_job!`; such a job also gets `Job-Status`). The body is `multipart/form-data` with the file in part
 //!   `file`; `artifact_type` (default `archive`), `artifact_format` (default `zip`) and
 //!   `expire_in` come as query parameters. Over the size limit: 413. A second artifact of the
 //!   same type: 400. Success: 201 with body `201`.
 //! - The fake is stricter than GitLab where a runner bug would otherwise pass silently: an
 //!   `archive` must be a readable zip, and the format must be the one GitLab pairs with the type
 //!   (junit, dotenv… gzip; archive zip).
-//! - Download: the token must be a running job's (`authenticate!`: 401 otherwise); the job in the
+//! - Download: the token must be a running (or canceling) job's (`authenticate!`: 401 otherwise); the job in the
 //!   URL must exist (403); it must have an `archive` artifact (404). With `direct_download=true`
 //!   the answer is 302 to the object storage, whose GET refuses a request carrying `JOB-TOKEN`
 //!   (a token must never leave for another host) and serves the bytes otherwise.
@@ -157,9 +157,12 @@ fn request_token(headers: &HeaderMap, query: &HashMap<String, String>) -> Option
         .or_else(|| query.get("token").cloned())
 }
 
-/// 403 with `Job-Status`, as `job_forbidden!(job, 'Job is not running')` answers.
+/// 403 with `Job-Status`, as `job_forbidden!(job, 'Job is not processing on runner')` answers.
 fn not_running(state: JobState) -> Response {
-    let mut resp = message(StatusCode::FORBIDDEN, "403 Forbidden - Job is not running");
+    let mut resp = message(
+        StatusCode::FORBIDDEN,
+        "403 Forbidden - Job is not processing on runner",
+    );
     let (name, value) = job_status(state.gitlab_status());
     resp.headers_mut().insert(name, value);
     resp
@@ -237,7 +240,7 @@ pub(crate) async fn upload(
         if token.as_deref() != Some(entry.record.token.as_str()) {
             return forbidden();
         }
-        if entry.record.state != JobState::Running {
+        if !entry.record.state.processing_on_runner() {
             return not_running(entry.record.state);
         }
     }
@@ -333,7 +336,7 @@ pub(crate) async fn download(
     let authenticated = token.as_deref().and_then(|t| {
         st.jobs
             .values()
-            .find(|e| e.record.token == t && e.record.state == JobState::Running)
+            .find(|e| e.record.token == t && e.record.state.processing_on_runner())
     });
     if authenticated.is_none() {
         return message(StatusCode::UNAUTHORIZED, "401 Unauthorized");
