@@ -75,15 +75,17 @@ pub(crate) fn host_settings() -> DockerConfig {
     }
 }
 
-struct Started {
-    run: JobRun,
-    trace: JobTrace,
-    cancel: CancellationToken,
-    abort: CancellationToken,
-    job_id: i64,
+/// A job ready for `run_job`, with the handles a test watches it by.
+pub(crate) struct Started {
+    pub(crate) run: JobRun,
+    pub(crate) trace: JobTrace,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) abort: CancellationToken,
+    pub(crate) job_id: i64,
 }
 
-fn start(job: JobPayload) -> Started {
+/// `job` as the manager would hand it to the executor (the runner's variables, labels, tokens).
+pub(crate) fn start(job: JobPayload) -> Started {
     let env = RunnerEnvironment {
         short_token: RUNNER.into(),
         builds_dir: "/builds".into(),

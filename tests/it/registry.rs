@@ -8,25 +8,20 @@
 //! Needs `docker-registry` and `htpasswd` (Debian's `docker-registry` and `apache2-utils`; CI
 //! installs them). Without them each test prints why and returns early: it is then not a pass.
 
-use crate::support::{
-    assert_nothing_left, docker, ensure_test_images, plain_trace, trace_text, BUSYBOX,
-};
+use crate::support::{assert_nothing_left, docker, ensure_test_images, trace_text, BUSYBOX};
 use base64::Engine;
 use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{
     PushImageOptionsBuilder, RemoveImageOptions, TagImageOptionsBuilder,
 };
 use flotilla::config::{DockerConfig, PullPolicy};
-use flotilla::executor::{run_job, ContainerLabels, JobOutcome, JobRun};
-use flotilla::job::{FailureReason, JobPayload, RunnerEnvironment};
+use flotilla::executor::{run_job, JobOutcome};
+use flotilla::job::{FailureReason, JobPayload};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
-const RUNNER: &str = "itreg";
 const USER: &str = "flotilla-ci";
 
 /// A `docker-registry` process with basic auth on 127.0.0.1, holding one private image; killed
@@ -219,28 +214,9 @@ async fn run(job: JobPayload) -> (JobOutcome, String) {
         wait_for_services_timeout: None,
         ..DockerConfig::default()
     };
-    let env = RunnerEnvironment {
-        short_token: RUNNER.into(),
-        builds_dir: "/builds".into(),
-        version: "test".into(),
-        ..RunnerEnvironment::default()
-    };
-    let variables = env.job_variables(&job);
-    let trace = plain_trace();
-    let job_id = job.id;
-    let run = JobRun {
-        job: Arc::new(job),
-        variables,
-        trace: trace.clone(),
-        labels: ContainerLabels {
-            job_id,
-            runner: RUNNER.into(),
-            vm: String::new(),
-        },
-        cancel: CancellationToken::new(),
-        abort: CancellationToken::new(),
-        cache: Default::default(),
-    };
+    let crate::executor::Started {
+        run, trace, job_id, ..
+    } = crate::executor::start(job);
     let outcome = run_job(&docker, &settings, run).await;
     let text = trace_text(&trace);
     assert_nothing_left(&docker, job_id).await;

@@ -5,18 +5,14 @@
 //! goes on; everything is removed afterwards. `GIT_STRATEGY=none`: no container needs the fakes.
 
 use crate::support::{
-    assert_nothing_left, docker, ensure_test_images, plain_trace, trace_text, wait_for_text,
-    BUSYBOX,
+    assert_nothing_left, docker, ensure_test_images, trace_text, wait_for_text, BUSYBOX,
 };
 use flotilla::config::{DockerConfig, PullPolicy};
-use flotilla::executor::{run_job, ContainerLabels, JobOutcome, JobRun};
-use flotilla::job::{JobPayload, RunnerEnvironment};
+use flotilla::executor::{run_job, JobOutcome};
+use flotilla::job::JobPayload;
 use serde_json::{json, Value};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-const RUNNER: &str = "itsvc";
 
 /// A job id no other test (or test process) uses at the same time.
 fn fresh_job_id() -> i64 {
@@ -100,28 +96,9 @@ async fn run_with(
 ) -> (JobOutcome, String) {
     ensure_test_images();
     let docker = docker().await;
-    let env = RunnerEnvironment {
-        short_token: RUNNER.into(),
-        builds_dir: "/builds".into(),
-        version: "test".into(),
-        ..RunnerEnvironment::default()
-    };
-    let variables = env.job_variables(&job);
-    let trace = plain_trace();
-    let job_id = job.id;
-    let run = JobRun {
-        job: Arc::new(job),
-        variables,
-        trace: trace.clone(),
-        labels: ContainerLabels {
-            job_id,
-            runner: RUNNER.into(),
-            vm: String::new(),
-        },
-        cancel: CancellationToken::new(),
-        abort: CancellationToken::new(),
-        cache: Default::default(),
-    };
+    let crate::executor::Started {
+        run, trace, job_id, ..
+    } = crate::executor::start(job);
     watch((trace.clone(), run.abort.clone()));
     let outcome = run_job(&docker, &settings, run).await;
     let text = trace_text(&trace);
