@@ -363,7 +363,13 @@ pub(super) async fn run(ctx: &JobCtx<'_>) -> JobOutcome {
 
     match before_user_steps(ctx).await {
         Ok(()) => {}
-        Err(Ended::Failed(code)) => return JobOutcome::ScriptFailed(code),
+        Err(Ended::Failed(code)) => {
+            // As GitLab Runner: no user step and no after_script, but the job's on_failure
+            // cache and artifacts are still saved. The stage's own failure is what the job
+            // reports, so theirs is only written to the trace.
+            let _ = after_job_uploads(ctx, false).await;
+            return JobOutcome::ScriptFailed(code);
+        }
         Err(Ended::Interrupted(interrupt)) => return interrupt.outcome(),
         Err(Ended::Error(e)) => return fail(log, e, Phase::Run),
     }

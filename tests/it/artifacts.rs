@@ -191,7 +191,10 @@ async fn a_missing_dependency_archive_or_an_oversized_upload_fails_the_job_clear
     let manager = manager(&gitlab, &token).await;
     // A dependency that never uploaded anything (expired, say).
     let gone = gitlab.enqueue("runner-token-nobody", job(&["true"], &[]));
-    let mut consumer = job(&["echo must-not-run"], &[]);
+    let mut consumer = job_with_artifacts(
+        &["echo must-not-run"],
+        json!([archive("on_failure", &["*.log"], &[])]),
+    );
     consumer["dependencies"] = json!([{
         "id": gone, "name": "expired",
         "artifacts_file": {"filename": "artifacts.zip", "size": 10}
@@ -211,6 +214,10 @@ async fn a_missing_dependency_archive_or_an_oversized_upload_fails_the_job_clear
     assert!(
         !trace.contains("$ echo must-not-run"),
         "the script did not run: {trace}"
+    );
+    assert!(
+        trace.contains("Uploading artifacts for failed job"),
+        "a failed download_artifacts still runs the on_failure uploads: {trace}"
     );
     assert!(!trace.contains(&record.token), "{trace}");
 
