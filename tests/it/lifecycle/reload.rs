@@ -100,20 +100,47 @@ async fn a_reload_raises_limit_and_idle_count_live_and_an_invalid_file_keeps_the
     fleet.stop().await;
 }
 
+/// A config with the fleet's runner only, and the block of a second runner (its own token,
+/// registered with the fake GitLab, and name) to add to it.
+struct TwoRunners {
+    token_b: String,
+    /// The config with runner A only.
+    only_a: String,
+    /// The global part of that config (before the first `[[runners]]`).
+    header: String,
+    /// Runner B's `[[runners]]` block.
+    block_b: String,
+}
+
+fn two_runners(fleet: &Fleet, machine: &str) -> TwoRunners {
+    let token_b = runner_token();
+    fleet.gitlab.add_runner(&token_b);
+    let only_a = fleet.config_text("", "", machine);
+    let at = only_a.find("[[runners]]").expect("a [[runners]] block");
+    let (header, block_a) = only_a.split_at(at);
+    let block_b = block_a
+        .replace(&fleet.token, &token_b)
+        .replace("name = \"it-lifecycle\"", "name = \"it-second\"");
+    TwoRunners {
+        token_b,
+        header: header.to_string(),
+        block_b,
+        only_a,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runners_added_renamed_and_removed_by_a_reload() {
     use flotilla::fleet::{names::runner_label, RUNNER_LABEL};
     use flotilla::lifecycle::Control;
     let fleet = Fleet::start_with(fast_trace(), Duration::from_millis(300), Duration::ZERO).await;
     let gate = Gate::start().await;
-    let token_b = runner_token();
-    fleet.gitlab.add_runner(&token_b);
-    let only_a = fleet.config_text("", "", "IdleCount = 1\nIdleTime = 600");
-    let at = only_a.find("[[runners]]").unwrap();
-    let (header, block_a) = only_a.split_at(at);
-    let block_b = block_a
-        .replace(&fleet.token, &token_b)
-        .replace("name = \"it-lifecycle\"", "name = \"it-second\"");
+    let TwoRunners {
+        token_b,
+        only_a,
+        header,
+        block_b,
+    } = two_runners(&fleet, "IdleCount = 1\nIdleTime = 600");
     let path = fleet.write_config(&only_a);
     let (controls, rx) = tokio::sync::mpsc::channel(4);
     let source = flotilla::manager::ConfigSource {
@@ -263,14 +290,12 @@ async fn a_runner_added_back_while_it_drains_gets_its_pool_back() {
     use flotilla::lifecycle::Control;
     let fleet = Fleet::start_with(fast_trace(), Duration::from_millis(300), Duration::ZERO).await;
     let gate = Gate::start().await;
-    let token_b = runner_token();
-    fleet.gitlab.add_runner(&token_b);
-    let only_a = fleet.config_text("", "", "IdleCount = 0\nIdleTime = 600");
-    let at = only_a.find("[[runners]]").unwrap();
-    let (header, block_a) = only_a.split_at(at);
-    let block_b = block_a
-        .replace(&fleet.token, &token_b)
-        .replace("name = \"it-lifecycle\"", "name = \"it-second\"");
+    let TwoRunners {
+        token_b: _,
+        only_a,
+        header,
+        block_b,
+    } = two_runners(&fleet, "IdleCount = 0\nIdleTime = 600");
     let both = format!("{only_a}{block_b}");
     let path = fleet.write_config(&both);
     let (controls, rx) = tokio::sync::mpsc::channel(4);
