@@ -8,7 +8,7 @@
 //! command gets its token through the environment variable the helper reads
 //! ([`crate::helper::artifacts::TOKEN_ENV`]). Paths, exclusions and names are expanded here
 //! with the job's variables, as GitLab Runner's helper expands them from its environment.
-//! The helper reaches GitLab at `CI_SERVER_URL`.
+//! The helper reaches GitLab at the runner's configured `url` (else `CI_SERVER_URL`).
 
 use super::script::quote;
 use super::stages::{Ended, JobCtx};
@@ -164,10 +164,14 @@ fn upload_line(
     Some(line)
 }
 
-/// `CI_SERVER_URL`, where the helper reaches GitLab; `None` when unset (stages are skipped, as
-/// GitLab Runner skips them without a URL).
-fn server_url(vars: &Variables) -> Option<String> {
-    vars.expanded("CI_SERVER_URL")
+/// Where the helper reaches GitLab: the runner's configured `url` (as GitLab Runner's
+/// `--url`), else `CI_SERVER_URL`; `None` when neither is set (stages are skipped, as GitLab
+/// Runner skips them without a URL).
+fn server_url(coordinator_url: &str, vars: &Variables) -> Option<String> {
+    Some(coordinator_url.trim())
+        .filter(|u| !u.is_empty())
+        .map(str::to_string)
+        .or_else(|| vars.expanded("CI_SERVER_URL"))
         .filter(|u| !u.trim().is_empty())
 }
 
@@ -183,7 +187,7 @@ fn download_attempts(vars: &Variables) -> u32 {
 /// script (GitLab Runner fails the job with the helper's exit code).
 pub(super) async fn download_stage(ctx: &JobCtx<'_>) -> Result<(), Ended> {
     let vars = &ctx.run.variables;
-    let Some(url) = server_url(vars) else {
+    let Some(url) = server_url(&ctx.run.coordinator_url, vars) else {
         return Ok(());
     };
     let Some(script) = download_script(&ctx.run.job, &url) else {
@@ -209,7 +213,7 @@ pub(super) async fn download_stage(ctx: &JobCtx<'_>) -> Result<(), Ended> {
 /// an artifact's `when` fits.
 pub(super) async fn upload_stage(ctx: &JobCtx<'_>, job_succeeded: bool) -> Result<(), Ended> {
     let vars = &ctx.run.variables;
-    let Some(url) = server_url(vars) else {
+    let Some(url) = server_url(&ctx.run.coordinator_url, vars) else {
         return Ok(());
     };
     let Some(script) = upload_script(&ctx.run.job, vars, &url, job_succeeded) else {
@@ -319,10 +323,15 @@ mod tests {
             download_attempts(&with("ARTIFACT_DOWNLOAD_ATTEMPTS", "x")),
             1
         );
-        assert_eq!(server_url(&with("CI_SERVER_URL", " ")), None);
+        assert_eq!(server_url("", &with("CI_SERVER_URL", " ")), None);
         assert_eq!(
-            server_url(&with("CI_SERVER_URL", URL)).as_deref(),
+            server_url("", &with("CI_SERVER_URL", URL)).as_deref(),
             Some(URL)
+        );
+        // The runner's configured url wins, as GitLab Runner's `--url`.
+        assert_eq!(
+            server_url("http://gitlab.internal:8080/", &with("CI_SERVER_URL", URL)).as_deref(),
+            Some("http://gitlab.internal:8080/")
         );
     }
 

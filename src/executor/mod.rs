@@ -94,6 +94,9 @@ pub struct JobRun {
     pub abort: CancellationToken,
     /// What the cache stages do (keys, paths, signed URLs), computed by the manager.
     pub cache: crate::cache::CachePlan,
+    /// The runner's configured `url`: where helper commands reach GitLab (GitLab Runner's
+    /// `--url`). Empty: the job's `CI_SERVER_URL`.
+    pub coordinator_url: String,
 }
 
 /// Runs the job to its end and removes every container, volume and network it made.

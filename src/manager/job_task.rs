@@ -255,6 +255,7 @@ impl JobTask {
             },
             cancel,
             abort: abort.clone(),
+            coordinator_url: self.runner.url.clone(),
         };
         let outcome = tokio::select! {
             outcome = executor::run_job(&docker, &self.runner.docker, run) => outcome,

@@ -43,24 +43,28 @@ fn archive(when: &str, paths: &[&str], exclude: &[&str]) -> Value {
 async fn job_b_sees_the_files_job_a_uploaded_without_the_excluded_ones() {
     let (gitlab, token) = fake_gitlab(FakeGitlabOptions::default()).await;
     let manager = manager(&gitlab, &token).await;
-    let a = gitlab.enqueue(
-        &token,
-        job_with_artifacts(
-            &[
-                "mkdir -p dist/sub",
-                "echo built-app > dist/app.txt",
-                "echo noise > dist/debug.log",
-                "echo deep-file > dist/sub/deep.txt",
-                "echo not-listed > other.txt",
-                "echo '<testsuites/>' > rspec.xml",
-            ],
-            json!([
-                archive("on_success", &["dist/"], &["dist/*.log"]),
-                {"name": "junit", "paths": ["rspec.xml"], "when": "always",
-                 "artifact_type": "junit", "artifact_format": "gzip", "expire_in": "1 week"}
-            ]),
-        ),
+    let mut a_job = job_with_artifacts(
+        &[
+            "mkdir -p dist/sub",
+            "echo built-app > dist/app.txt",
+            "echo noise > dist/debug.log",
+            "echo deep-file > dist/sub/deep.txt",
+            "echo not-listed > other.txt",
+            "echo '<testsuites/>' > rspec.xml",
+        ],
+        json!([
+            archive("on_success", &["dist/"], &["dist/*.log"]),
+            {"name": "junit", "paths": ["rspec.xml"], "when": "always",
+             "artifact_type": "junit", "artifact_format": "gzip", "expire_in": "1 week"}
+        ]),
     );
+    // GitLab's external URL, as jobs see it, is not reachable from this runner: the helper
+    // uploads to the runner's configured url, as GitLab Runner's `--url`.
+    a_job["variables"]
+        .as_array_mut()
+        .expect("variables")
+        .push(json!({"key": "CI_SERVER_URL", "value": "http://127.0.0.1:9", "public": true}));
+    let a = gitlab.enqueue(&token, a_job);
     let (record, trace) = finished(&gitlab, a).await;
     assert_eq!(record.state, JobState::Success, "trace:\n{trace}");
     assert!(

@@ -109,6 +109,7 @@ pub(crate) fn start(job: JobPayload) -> Started {
         cancel: cancel.clone(),
         abort: abort.clone(),
         cache: Default::default(),
+        coordinator_url: String::new(),
     };
     Started {
         run,
