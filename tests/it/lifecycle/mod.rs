@@ -196,22 +196,8 @@ network_mode = "host"
         within: Duration,
         pred: impl Fn(&[&InstanceView]) -> bool,
     ) {
-        let id = self.manager_id.clone();
-        let held = self
-            .gce
-            .wait_until(within, |vms| {
-                let ours: Vec<&InstanceView> = vms
-                    .iter()
-                    .filter(|v| v.labels.get(MANAGER_LABEL) == Some(&id))
-                    .collect();
-                pred(&ours)
-            })
+        crate::machine_e2e::wait_for_manager_vms(&self.gce, &self.manager_id, what, within, pred)
             .await;
-        assert!(
-            held,
-            "timed out waiting for: {what}; instances: {:#?}",
-            self.ours()
-        );
     }
 
     /// Enqueues a job running `script`.

@@ -186,22 +186,7 @@ network_mode = "host"
         within: Duration,
         pred: impl Fn(&[&InstanceView]) -> bool,
     ) {
-        let id = self.manager_id.clone();
-        let held = self
-            .gce
-            .wait_until(within, |vms| {
-                let ours: Vec<&InstanceView> = vms
-                    .iter()
-                    .filter(|v| v.labels.get(MANAGER_LABEL) == Some(&id))
-                    .collect();
-                pred(&ours)
-            })
-            .await;
-        assert!(
-            held,
-            "timed out waiting for: {what}; instances: {:#?}",
-            self.gce.instances()
-        );
+        wait_for_manager_vms(&self.gce, &self.manager_id, what, within, pred).await;
     }
 
     /// Waits until VM `name` is gone from the fake.
@@ -293,6 +278,31 @@ fn count_in(sample: &[InstanceView], statuses: &[&str]) -> usize {
 }
 
 /// `instances.insert` calls answered per zone (any status).
+/// Waits until `pred` holds for the instances labelled with `manager_id`; fails the test with
+/// every instance listed if it does not within `within`.
+pub(crate) async fn wait_for_manager_vms(
+    gce: &FakeGce,
+    manager_id: &str,
+    what: &str,
+    within: Duration,
+    pred: impl Fn(&[&InstanceView]) -> bool,
+) {
+    let held = gce
+        .wait_until(within, |vms| {
+            let ours: Vec<&InstanceView> = vms
+                .iter()
+                .filter(|v| v.labels.get(MANAGER_LABEL).map(String::as_str) == Some(manager_id))
+                .collect();
+            pred(&ours)
+        })
+        .await;
+    assert!(
+        held,
+        "timed out waiting for: {what}; instances: {:#?}",
+        gce.instances()
+    );
+}
+
 fn inserts_by_zone(gce: &FakeGce) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for c in gce.calls().iter().filter(|c| c.api == "instances.insert") {
