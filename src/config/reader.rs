@@ -164,6 +164,9 @@ fn read_runner(d: &mut Diagnostics, s: Scope<'_>) -> RawRunner {
         name: string(d, &s, "name"),
         url: string(d, &s, "url"),
         token: string(d, &s, "token"),
+        id: integer(d, &s, "id"),
+        token_obtained_at: datetime(d, &s, "token_obtained_at"),
+        token_expires_at: datetime(d, &s, "token_expires_at"),
         executor: string(d, &s, "executor"),
         limit: integer(d, &s, "limit"),
         request_concurrency: integer(d, &s, "request_concurrency"),
@@ -325,6 +328,16 @@ pub(super) fn get<T>(
 pub(super) fn string(d: &mut Diagnostics, s: &Scope<'_>, key: &str) -> Option<Field<String>> {
     get(d, s, key, "a string", |item| {
         item.as_str().map(str::to_string)
+    })
+}
+
+/// A TOML datetime or a string (GitLab Runner has written both), as text.
+fn datetime(d: &mut Diagnostics, s: &Scope<'_>, key: &str) -> Option<Field<String>> {
+    get(d, s, key, "a datetime or a string", |item| {
+        match item.as_str() {
+            Some(text) => Some(text.to_string()),
+            None => item.as_datetime().map(ToString::to_string),
+        }
     })
 }
 
