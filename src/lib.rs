@@ -16,6 +16,7 @@ pub mod job;
 pub mod lifecycle;
 pub mod manager;
 pub mod metrics;
+pub mod register;
 pub mod state;
 pub mod trace;
 
