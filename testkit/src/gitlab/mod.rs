@@ -19,6 +19,7 @@ mod git;
 mod http;
 mod jobs;
 mod request;
+mod runners;
 mod server;
 mod state;
 mod update;
@@ -118,6 +119,7 @@ impl GitlabHandle {
     pub fn enqueue(&self, runner_token: &str, job: serde_json::Value) -> i64 {
         let token = new_job_token();
         let mut st = self.shared.state.lock();
+        let runner_token = &runners::current_token(&st, runner_token);
         st.next_job_id += 1;
         let id = st.next_job_id;
         let defaults = JobDefaults {
