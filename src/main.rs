@@ -41,7 +41,7 @@ enum Command {
         command: ConfigCommand,
     },
     /// Register a runner with GitLab and add it to the configuration file.
-    Register(flotilla::register::args::RegisterArgs),
+    Register(Box<flotilla::register::args::RegisterArgs>),
     /// Check the runners of the configuration file with GitLab (--delete removes gone ones).
     Verify(flotilla::register::args::VerifyArgs),
     /// Unregister runners from GitLab and remove them from the configuration file.
@@ -73,7 +73,7 @@ fn main() -> ExitCode {
         } => check_config(&file),
         Command::Run { config } => run(&config),
         Command::Helper(command) => flotilla::helper::run(command),
-        Command::Register(args) => registration(flotilla::register::register(args)),
+        Command::Register(args) => registration(flotilla::register::register(*args)),
         Command::Verify(args) => registration(flotilla::register::verify(args)),
         Command::Unregister(args) => registration(flotilla::register::unregister(args)),
         Command::ResetToken(args) => registration(flotilla::register::reset_token(args)),

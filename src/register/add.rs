@@ -252,6 +252,12 @@ fn render_entry(
         "    privileged = {}",
         args.docker_privileged.unwrap_or(false)
     ));
+    if !args.docker_pull_policy.is_empty() {
+        lines.push(format!(
+            "    pull_policy = {}",
+            string_array(&args.docker_pull_policy)
+        ));
+    }
     let volumes = if args.docker_volumes.is_empty() {
         vec!["/cache".to_string()]
     } else {

@@ -50,6 +50,9 @@ pub struct RegisterArgs {
     /// Run job containers privileged.
     #[arg(long, env = "DOCKER_PRIVILEGED", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
     pub docker_privileged: Option<bool>,
+    /// When to pull the job image: `always`, `if-not-present`, `never` (repeatable).
+    #[arg(long, env = "DOCKER_PULL_POLICY", value_delimiter = ',')]
+    pub docker_pull_policy: Vec<String>,
     /// A volume for job containers (repeatable).
     #[arg(long, env = "DOCKER_VOLUMES", value_delimiter = ',')]
     pub docker_volumes: Vec<String>,
