@@ -264,6 +264,14 @@ impl GitlabHandle {
         current_token(&self.shared.state.lock(), token)
     }
 
+    /// Deletes the runner of `token` in GitLab (an admin removing it in the UI).
+    pub fn delete_runner(&self, token: &str) {
+        let mut st = self.shared.state.lock();
+        if let Some(id) = st.runners.remove(token) {
+            st.registration.managers.remove(&id);
+        }
+    }
+
     /// Whether runner id `id` still exists (not unregistered).
     pub fn runner_exists(&self, id: i64) -> bool {
         self.shared.state.lock().runners.values().any(|v| *v == id)
