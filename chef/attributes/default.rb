@@ -41,5 +41,14 @@ default['flotilla']['config']['state_dir'] = '/var/lib/flotilla'
 
 # One hash per [[runners]] entry, with nested hashes `docker`, `machine` (GitLab Runner's
 # spelling: IdleCount, IdleTime, MaxBuilds, MaxGrowthRate, `autoscaling` as a list of hashes),
-# `gce` and `cache`. A runner without `token` takes the one flotilla_runner registered.
-default['flotilla']['runners'] = []
+# `gce` and `cache`. A runner without `token` takes node.run_state['flotilla_tokens'][name]
+# (from a vault), else the one flotilla_runner registered. The default: one runner on the local
+# Docker engine (add 'docker' to user_groups); a role's list replaces it whole.
+default['flotilla']['runners'] = [
+  {
+    'name' => 'flotilla',
+    'url' => 'https://gitlab.com/',
+    'executor' => 'docker',
+    'docker' => { 'image' => 'alpine:latest' }
+  }
+]

@@ -244,6 +244,9 @@ module Harness
       def method_missing(name, *args, &block)
         if args.empty? && block.nil?
           return @r.properties[name] if @r.properties.key?(name)
+          # As Chef's enclosing_provider: a custom resource's action helpers and new_resource.
+          recipe = @r.cookbook_recipe
+          return recipe.__send__(name) if recipe.respond_to?(name, true) && recipe.is_a?(ActionContext)
 
           ::Kernel.raise ::NoMethodError, "#{@r.id}: property #{name} read before set"
         end
@@ -417,7 +420,7 @@ module Harness
     # Evaluates a custom resource's action, recording the resources it declares.
     def step_into(resource, action = nil)
       cr = @custom_resources.fetch(resource.type)
-      action ||= resource.effective_actions.first
+      action ||= resource.actions&.first || cr.default_action
       ctx = ActionContext.new(self, resource, cr)
       before = @resources.length
       ctx.instance_eval(&cr.action_blocks.fetch(action))
