@@ -197,6 +197,9 @@ fn the_systemd_unit_verifies_and_drains_on_stop() {
         "KillSignal=SIGQUIT",
         "TimeoutStopSec=7200",
         "Restart=on-failure",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "PrivateTmp=yes",
     ] {
         assert!(unit.lines().any(|l| l == line), "{line} missing:\n{unit}");
     }
@@ -211,7 +214,7 @@ fn the_systemd_unit_verifies_and_drains_on_stop() {
     std::fs::write(
         &path,
         unit.replace(
-            "/usr/local/bin/flotilla",
+            "/usr/bin/flotilla",
             &flotilla_bin().display().to_string(),
         ),
     )
