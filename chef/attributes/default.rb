@@ -29,6 +29,12 @@ default['flotilla']['upgrade_script'] = '/usr/local/sbin/runner_upgrade.sh'
 
 # The helper image every docker runner uses unless its `docker` hash names one.
 default['flotilla']['helper_image'] = "flotilla-helper:#{node['flotilla']['version']}"
+# Its `docker save` tarball (scripts/build-helper-image.sh --save), downloaded to
+# `helper_image_archive` and checked against the sha256 when the URL is set; every docker runner
+# then gets `helper_image_archive`, and the manager loads the image onto each new VM itself.
+default['flotilla']['helper_image_archive_url'] = nil
+default['flotilla']['helper_image_archive_sha256'] = nil
+default['flotilla']['helper_image_archive'] = "/var/lib/flotilla/flotilla-helper-#{node['flotilla']['version']}.tar"
 
 # config.toml's global keys, rendered in this order (nil drops a key).
 default['flotilla']['config']['concurrent'] = 10

@@ -24,7 +24,9 @@ template config_path do
     runners.each do |runner|
       next unless runner['executor'].to_s.start_with?('docker') && attrs['helper_image']
 
-      runner['docker'] = { 'helper_image' => attrs['helper_image'] }.merge(runner['docker'] || {})
+      defaults = { 'helper_image' => attrs['helper_image'] }
+      defaults['helper_image_archive'] = attrs['helper_image_archive'] if attrs['helper_image_archive_url']
+      runner['docker'] = defaults.merge(runner['docker'] || {})
     end
     { config: attrs['config'].reject { |k, _| k == 'runners' }, runners: runners }
   end)

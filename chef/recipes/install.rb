@@ -86,6 +86,18 @@ else
   raise "flotilla: unknown install_method #{attrs['install_method'].inspect} (package or binary)"
 end
 
+if attrs['helper_image_archive_url']
+  raise 'flotilla: helper_image_archive_url needs helper_image_archive_sha256' unless attrs['helper_image_archive_sha256']
+
+  remote_file attrs['helper_image_archive'] do
+    source attrs['helper_image_archive_url']
+    checksum attrs['helper_image_archive_sha256']
+    owner attrs['user']
+    group attrs['group']
+    mode '0600'
+  end
+end
+
 cookbook_file attrs['upgrade_script'] do
   source 'runner_upgrade.sh'
   owner 'root'

@@ -281,6 +281,21 @@ RSpec.describe 'flotilla cookbook' do
       expect(run.notification_chain(bin)).to be_empty
     end
 
+    it 'downloads the helper image archive by checksum and points docker runners at it' do
+      run = converge do
+        override['flotilla']['helper_image_archive_url'] = 'https://releases.example.com/flotilla-helper-0.1.0.tar'
+        override['flotilla']['helper_image_archive_sha256'] = 'cd' * 32
+      end
+      archive = '/var/lib/flotilla/flotilla-helper-0.1.0.tar'
+      f = run.find("remote_file[#{archive}]")
+      expect([f[:checksum], f[:mode], f[:owner]]).to eq(['cd' * 32, '0600', 'flotilla'])
+      text = run.render(run.find('template[/etc/flotilla/config.toml]'))
+      expect(Tomlrb.parse(text)['runners'].first['docker']['helper_image_archive']).to eq(archive)
+      ok, out = config_check(text)
+      expect(ok).to be(true), out
+      expect(run.notification_chain(f)).to be_empty
+    end
+
     it 'installs runner_upgrade.sh from files/ to /usr/local/sbin' do
       f = run.find('cookbook_file[/usr/local/sbin/runner_upgrade.sh]')
       expect([f[:source], f[:mode]]).to eq(['runner_upgrade.sh', '0755'])
