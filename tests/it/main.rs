@@ -12,6 +12,8 @@
 //! - `process`: the real `flotilla` binary (crash recovery, log secrecy, `config check`).
 //! - `mock_coordinator`: the happy path against `gitlab-runner-mock`.
 //! - `sources`: the helper container and `get_sources` (git over smart HTTP from the fake GitLab).
+//! - `helper_archive`: the helper image loaded from a `docker save` tarball onto an engine
+//!   lacking it (`helper_image_archive`).
 //! - `docker_tls`: a fake GCE VM's dockerd over mutual TLS, verified by VM name.
 //! - `vm_startup`: the VM startup script against a fake metadata server, in a scratch root.
 //! - `registration`: register, verify, unregister, list, reset-token and token rotation (issue 10).
@@ -29,6 +31,7 @@ mod cloud_gce;
 mod docker_tls;
 mod executor;
 mod harness;
+mod helper_archive;
 mod jobs;
 mod lifecycle;
 mod machine_e2e;
