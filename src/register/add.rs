@@ -145,19 +145,37 @@ fn mode(args: &RegisterArgs, ask: bool) -> Result<Mode, CommandError> {
     Ok(Mode::Create(Secret(token)))
 }
 
-/// The first server-side flag given explicitly (flag or environment variable).
+/// The first server-side flag set to anything but its default (GitLab Runner's
+/// `ensureServerConfigArgsEmpty` compares values: `--locked=true`, `--paused=false` or an empty
+/// `--tag-list` pass).
 fn server_side_flag(args: &RegisterArgs) -> Option<&'static str> {
     [
-        ("--tag-list", args.tag_list.is_some()),
-        ("--run-untagged", args.run_untagged.is_some()),
-        ("--locked", args.locked.is_some()),
-        ("--access-level", args.access_level.is_some()),
-        ("--maximum-timeout", args.maximum_timeout.is_some()),
-        ("--paused", args.paused.is_some()),
-        ("--maintenance-note", args.maintenance_note.is_some()),
+        ("--locked", args.locked == Some(false)),
+        (
+            "--access-level",
+            args.access_level.as_deref().is_some_and(|v| !v.is_empty()),
+        ),
+        ("--run-untagged", args.run_untagged == Some(true)),
+        (
+            "--maximum-timeout",
+            args.maximum_timeout.is_some_and(|v| v != 0),
+        ),
+        ("--paused", args.paused == Some(true)),
+        (
+            "--tag-list",
+            args.tag_list
+                .as_deref()
+                .is_some_and(|v| !v.trim().is_empty()),
+        ),
+        (
+            "--maintenance-note",
+            args.maintenance_note
+                .as_deref()
+                .is_some_and(|v| !v.is_empty()),
+        ),
     ]
     .into_iter()
-    .find(|(_, given)| *given)
+    .find(|(_, set)| *set)
     .map(|(flag, _)| flag)
 }
 

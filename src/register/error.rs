@@ -23,7 +23,7 @@ pub enum CommandError {
     #[error("{0}")]
     Invalid(String),
     /// A server-side flag given with an authentication token.
-    #[error("{flag} cannot be used with a runner authentication token (glrt-…): it is a setting of the runner in GitLab; set it in GitLab's runner settings (UI or API) instead")]
+    #[error("{flag}: Runner configuration other than name and executor configuration is reserved (specifically --locked, --access-level, --run-untagged, --maximum-timeout, --paused, --tag-list, and --maintenance-note) and cannot be specified when registering with a runner authentication token. This configuration is specified on the GitLab server. Please try again without specifying any of those arguments.")]
     ServerSideFlag {
         /// The flag, `--tag-list`.
         flag: &'static str,

@@ -143,6 +143,31 @@ async fn a_server_side_flag_with_an_authentication_token_is_refused_before_any_r
     }
     assert!(setup.gitlab.requests().is_empty(), "no request was sent");
     assert_eq!(setup.text(), setup.original);
+    // Their defaults pass, as in GitLab Runner (it compares values).
+    let token = "glrt-t1_defaultsdefaults";
+    setup.gitlab.add_runner(token);
+    let out = flotilla(
+        &[
+            "register",
+            "-n",
+            "-c",
+            &c(&setup),
+            "--url",
+            &setup.gitlab.url(),
+            "--executor",
+            "docker",
+            "--docker-image",
+            "alpine",
+            "--name",
+            "d",
+            "--locked",
+            "--paused=false",
+            "--run-untagged=false",
+        ],
+        &[("CI_SERVER_TOKEN", token), ("RUNNER_TAG_LIST", "")],
+    )
+    .await;
+    assert!(out.ok, "{}", out.all);
 }
 
 #[tokio::test]
