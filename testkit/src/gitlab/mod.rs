@@ -1,6 +1,6 @@
 //! The fake GitLab: a faithful stand-in for GitLab's Runner API v4 (jobs/request with Workhorse
 //! long polling, job update with the two-phase ack, trace PATCH with Content-Range/416, runner
-//! verify/unregister, job artifacts with a fake object storage on its own port), on loopback,
+//! verify/unregister/registration/token reset, job artifacts with a fake object storage on its own port), on loopback,
 //! for Flotilla's integration tests, demo and benchmarks. It rejects what GitLab rejects, with GitLab's status codes and headers, and injects faults on
 //! demand. This module owns the public API ([`FakeGitlab`], [`GitlabHandle`], options); the
 //! handlers are in `request.rs`/`update.rs`, the state in `state.rs`. Notes on fidelity (what
