@@ -1,10 +1,12 @@
 //! Runner registration and the token's life (issue 10): `flotilla register`, `verify`,
 //! `unregister`, `list` and `reset-token` through the real binary against the fake GitLab
 //! (`commands.rs`), token rotation during `run` with a job running (`rotation.rs`), and
-//! register → run → unregister as a new user would (`new_user.rs`).
+//! register → run → unregister as a new user would (`new_user.rs`), and a docker+machine
+//! runner keeping its pool across a rotation (`pool.rs`).
 
 mod commands;
 mod new_user;
+mod pool;
 mod rotation;
 
 use crate::harness::{flotilla_bin, init_crypto, DEADLINE};
