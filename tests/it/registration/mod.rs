@@ -5,6 +5,7 @@
 //! runner keeping its pool across a rotation (`pool.rs`).
 
 mod commands;
+mod idle;
 mod new_user;
 mod pool;
 mod rotation;
