@@ -1,6 +1,6 @@
 //! The instance spec of a new VM, built from `[runners.gce]`: ownership labels over the
 //! configured ones, the `flotilla-runner` network tag (and `docker-machine` when carried over),
-//! the startup script and the Docker port in metadata beside the connector's TLS material.
+//! the startup script and the Docker port in metadata beside the TLS material from `VmDockerAccess`.
 //! Pure; the actor calls it once per VM name.
 
 use super::{FleetSettings, MANAGER_LABEL, RUNNER_LABEL, RUNNER_TAG};
@@ -21,7 +21,7 @@ pub fn ownership_labels(s: &FleetSettings) -> BTreeMap<String, String> {
     ])
 }
 
-/// The spec of VM `name` in `zone`, with the connector's `metadata`.
+/// The spec of VM `name` in `zone`, with `VmDockerAccess`'s `metadata`.
 pub fn instance_spec(
     s: &FleetSettings,
     name: &str,

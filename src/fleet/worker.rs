@@ -4,7 +4,7 @@
 //! waited out here (and reported so the actor holds new work back); operations are awaited with
 //! `Cloud::wait`, which blocks, never by polling.
 
-use super::VmConnector;
+use super::access::VmDockerAccess;
 use crate::cloud::{
     Cloud, CloudError, InstanceSpec, InstanceStatus, ListScope, Listing, OperationFailure,
     OperationRef, OperationStatus, QuotaScope,
@@ -103,7 +103,7 @@ impl CreateFailure {
 #[derive(Clone)]
 pub(super) struct Ctx {
     pub cloud: Arc<dyn Cloud>,
-    pub connector: Arc<dyn VmConnector>,
+    pub access: Arc<dyn VmDockerAccess>,
     pub events: mpsc::UnboundedSender<Event>,
 }
 
@@ -198,8 +198,8 @@ async fn until_ready(
     // (create_timeout) ends the loop.
     let mut delay = Duration::from_millis(250);
     loop {
-        match ctx.connector.connect(&spec.name, addr).await {
-            Ok(docker) => match ctx.connector.ping(&spec.name, &docker).await {
+        match ctx.access.connect(&spec.name, addr).await {
+            Ok(docker) => match ctx.access.ping(&spec.name, &docker).await {
                 Ok(()) => {
                     let phases = super::metrics::CreatePhases {
                         insert: insert_took,
