@@ -12,17 +12,17 @@ use super::handle::FleetHandle;
 use super::metrics::PoolMetrics;
 use super::pauses::Pauses;
 use super::plan::{self, Action, Policy};
-use super::policy::{Caps, RemoveReason};
+use super::policy::Caps;
 use super::protocol::{Command, Lease, LeaseGuard, Lookup};
-use super::reconcile::{self, Fix, Identity};
+use super::reconcile::{self, Fix, Identity, Listings};
 use super::schedule::{IdleSettings, Schedule};
 use super::stats::Stats;
-use super::table::{Deletion, Table, Vm};
-use super::worker::{self, CreateFailure, CreatePlan, Ctx, Event, Ready};
-use super::zones::{ZoneFailure, Zones};
+use super::table::{Deletion, GiveBack, Table, Vm};
+use super::worker::{self, CreateFailure, Ctx, Event, Ready};
+use super::zones::Zones;
 use super::{
-    names, spec, FleetError, FleetSettings, FleetSnapshot, RunnerRegistry, VmDockerAccess, VmFate,
-    VmState, MANAGER_LABEL,
+    names, spec, FleetError, FleetSettings, RunnerRegistry, VmDockerAccess, VmFate, VmState,
+    MANAGER_LABEL,
 };
 use crate::cloud::{Cloud, Listing};
 use std::collections::BTreeMap;
@@ -40,13 +40,6 @@ const HOUSEKEEPING: Duration = Duration::from_secs(15);
 struct Shutdown {
     deadline: Instant,
     replies: Vec<tokio::sync::oneshot::Sender<Vec<String>>>,
-}
-
-/// Listings: whether one runs, when the next is due, and how many failed in a row.
-struct Listings {
-    running: bool,
-    next_at: Instant,
-    failures: u32,
 }
 
 struct Actor {
@@ -121,11 +114,7 @@ pub(super) fn spawn(
         waiters: Waiters::default(),
         backlog: Backlog::default(),
         pauses: Pauses::default(),
-        listings: Listings {
-            running: false,
-            next_at: now,
-            failures: 0,
-        },
+        listings: Listings::new(now),
         started: false,
         shutdown: None,
         draining: false,
@@ -192,12 +181,7 @@ impl Actor {
                 Action::List => self.start_listing(),
                 Action::RetryRemoval(name) => self.start_removal(&name),
                 Action::RetryOrphan { name, zone } => self.delete_orphan(&name, &zone),
-                Action::FailWaiters => {
-                    let runner = self.s.short_token.clone();
-                    self.waiters.fail_all(|| FleetError::ShuttingDown {
-                        runner: runner.clone(),
-                    });
-                }
+                Action::FailWaiters => self.waiters.fail_all(&self.s.short_token),
                 Action::CancelCreation(name) => {
                     if let Some(t) = self.table.vms.get(&name).and_then(|v| v.worker.as_ref()) {
                         t.cancel();
@@ -235,7 +219,7 @@ impl Actor {
             draining: self.draining,
             shutting_down: self.shutdown.is_some(),
             creation_paused: self.pauses.holds_creation(now),
-            list_due: !self.listings.running && now >= self.listings.next_at,
+            list_due: self.listings.due(now),
         }
     }
 
@@ -285,17 +269,7 @@ impl Actor {
 
     /// The idle settings in force: the schedule's, or none kept while draining.
     fn active_idle(&self) -> IdleSettings {
-        let active = self.schedule.active(chrono::Utc::now());
-        if self.draining {
-            IdleSettings {
-                idle_count: 0,
-                idle_count_min: 0,
-                idle_scale_factor: 0.0,
-                ..active
-            }
-        } else {
-            active
-        }
+        self.schedule.in_force(chrono::Utc::now(), self.draining)
     }
 
     // ---- acting ---------------------------------------------------------------------------
@@ -326,13 +300,8 @@ impl Actor {
                 return false;
             }
         };
-        let plan = CreatePlan {
-            spec: spec::instance_spec(&self.s, &name, &zone, metadata),
-            request_id: uuid::Uuid::new_v4().to_string(),
-            timeout: self.s.gce.create_timeout,
-            docker_port: self.s.gce.docker_port,
-            use_internal_ip: self.s.gce.use_internal_ip,
-        };
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let plan = spec::create_plan(&self.s, &name, &zone, metadata, request_id);
         let token = self.cancel.child_token();
         tracing::debug!(vm = %name, %zone, "creating VM");
         self.table
@@ -462,8 +431,8 @@ impl Actor {
                     self.metrics.used(&zone);
                 }
             }
-            Command::Unlease(name) => self.back_to_idle(&name, now),
-            Command::Release { name, used } => self.release(&name, used, now),
+            Command::Unlease(name) => self.give_back(&name, None, now),
+            Command::Release { name, used } => self.give_back(&name, Some(used), now),
             Command::Dropped(name) => {
                 if self.table.vms.get(&name).is_some_and(Vm::is_held_by_job) {
                     tracing::warn!(vm = %name, "a lease was dropped without release: removing its VM");
@@ -485,7 +454,12 @@ impl Actor {
             }
             Command::Backlog(q) => self.backlog.observe(q, self.s.queue_aware, now),
             Command::Snapshot(reply) => {
-                let _ = reply.send(self.snapshot(now));
+                let cooling = self.zones.cooling_now(now);
+                let waiting = self.waiters.count();
+                let snapshot =
+                    self.stats
+                        .snapshot(&self.table, cooling, waiting, self.started, now);
+                let _ = reply.send(snapshot);
             }
             Command::Reconfigure(new) => self.reconfigure(*new),
             Command::Drain(draining) => {
@@ -512,41 +486,16 @@ impl Actor {
         }
     }
 
-    /// A job ended on `name`: reuse the VM, or remove it (retiring, or MaxBuilds reached).
-    fn release(&mut self, name: &str, used: bool, now: Instant) {
-        let max_builds = self.s.machine.max_builds;
-        let Some(vm) = self.table.vms.get_mut(name) else {
-            return;
-        };
-        if !vm.is_held_by_job() {
-            return;
-        }
-        if used {
-            vm.used_count = vm.used_count.saturating_add(1);
-        }
-        if vm.retire {
-            tracing::info!(vm = %name, reason = "zone_dropped", "removing VM after its job");
-            self.start_removal(name);
-        } else if max_builds > 0 && vm.used_count >= max_builds {
-            tracing::info!(vm = %name, reason = RemoveReason::TooManyBuilds.as_str(), "removing VM after its job");
-            self.start_removal(name);
-        } else {
-            self.back_to_idle(name, now);
-        }
-    }
-
-    fn back_to_idle(&mut self, name: &str, now: Instant) {
+    /// A VM given back (`after_job`: see `Table::give_back`): reused or removed.
+    fn give_back(&mut self, name: &str, after_job: Option<bool>, now: Instant) {
         let leaving = self.shutdown.is_some() || self.draining;
-        let Some(vm) = self.table.vms.get(name) else {
-            return;
-        };
-        if !vm.is_held_by_job() {
-            return;
-        }
-        if leaving || vm.retire {
+        let max_builds = self.s.machine.max_builds;
+        if let Some(GiveBack::Remove(reason)) = self
+            .table
+            .give_back(name, after_job, max_builds, leaving, now)
+        {
+            tracing::info!(vm = %name, reason, "removing VM after its job");
             self.start_removal(name);
-        } else {
-            self.table.set_idle(name, now);
         }
     }
 
@@ -559,54 +508,12 @@ impl Actor {
             .reconfigure(new.gce.zones.clone(), new.gce.zone_cooldown);
         self.schedule = schedule;
         self.s = new;
-        self.retire_dropped_zones();
+        // Idle and creating VMs in dropped zones go now, busy ones after their job.
+        for name in self.table.outside_zones(&self.s.gce.zones) {
+            tracing::info!(vm = %name, reason = "zone_dropped", "removing VM");
+            self.start_removal(&name);
+        }
         tracing::info!(runner = %self.s.short_token, "machine pool reconfigured");
-    }
-
-    /// After a reload dropped zones: their idle and creating VMs go now, busy ones after their
-    /// job (marked to retire).
-    fn retire_dropped_zones(&mut self) {
-        let zones = self.s.gce.zones.clone();
-        let dropped: Vec<(String, VmState)> = self
-            .table
-            .vms
-            .iter()
-            .filter(|(_, v)| !zones.contains(&v.zone) && v.state != VmState::Removing)
-            .map(|(n, v)| (n.clone(), v.state))
-            .collect();
-        for (name, state) in dropped {
-            match state {
-                VmState::Idle | VmState::Creating => {
-                    tracing::info!(vm = %name, reason = "zone_dropped", "removing VM");
-                    self.start_removal(&name);
-                }
-                _ => {
-                    if let Some(vm) = self.table.vms.get_mut(&name) {
-                        vm.retire = true;
-                    }
-                }
-            }
-        }
-    }
-
-    fn snapshot(&self, now: Instant) -> FleetSnapshot {
-        let vms = self.table.infos(now);
-        FleetSnapshot {
-            counts: self.table.counts(),
-            stuck_on_removing: vms
-                .iter()
-                .filter(|v| v.state_name() == "stuck-on-removing")
-                .count() as u32,
-            vms,
-            cooling_zones: self.zones.cooling_now(now),
-            peak_total: self.stats.peak_total,
-            peak_creating: self.stats.peak_creating,
-            created: self.stats.created,
-            creation_failures: self.stats.creation_failures,
-            removed: self.stats.removed,
-            waiting_on_demand: self.waiters.count(),
-            started: self.started,
-        }
     }
 
     // ---- worker events --------------------------------------------------------------------
@@ -655,17 +562,10 @@ impl Actor {
                     self.metrics.creation_failed(&zone, f.kind(), took);
                     tracing::warn!(vm = %name, %zone, kind = f.kind(), detail = f.detail(), "VM creation failed");
                 }
-                let blame = match f {
-                    CreateFailure::Stockout(_) => Some(ZoneFailure::Stockout),
-                    CreateFailure::Quota(scope, _) => Some(ZoneFailure::Quota(scope)),
-                    CreateFailure::Timeout { .. } => Some(ZoneFailure::CreateTimeout),
-                    CreateFailure::Other { .. } => {
-                        self.pauses.creation_failed(now);
-                        None
-                    }
-                    CreateFailure::Canceled { .. } => None,
-                };
-                if let Some(b) = blame {
+                if matches!(f, CreateFailure::Other { .. }) {
+                    self.pauses.creation_failed(now);
+                }
+                if let Some(b) = f.blame() {
                     let cooled = self.zones.record_failure(&zone, &b, now);
                     if !cooled.is_empty() {
                         tracing::warn!(zones = ?cooled, cause = ?b, "zones cooling down");
@@ -705,11 +605,9 @@ impl Actor {
         result: Result<Listing, crate::cloud::CloudError>,
         now: Instant,
     ) {
-        self.listings.running = false;
         match result {
             Ok(listing) => {
-                self.listings.failures = 0;
-                self.listings.next_at = now + self.s.reconcile_interval;
+                self.listings.succeeded(now, self.s.reconcile_interval);
                 self.reconcile(listing, started);
                 if !self.started {
                     self.started = true;
@@ -717,15 +615,10 @@ impl Actor {
                 }
             }
             Err(e) => {
-                self.listings.failures = self.listings.failures.saturating_add(1);
-                let retry = if self.started {
-                    self.s.reconcile_interval
-                } else {
-                    (Duration::from_secs(5) * (1u32 << self.listings.failures.min(4)))
-                        .min(Duration::from_secs(60))
-                };
+                let retry = self
+                    .listings
+                    .failed(now, self.s.reconcile_interval, self.started);
                 tracing::warn!(runner = %self.s.short_token, error = %e, retry_in = ?retry, "listing this manager's VMs failed");
-                self.listings.next_at = now + retry;
             }
         }
     }

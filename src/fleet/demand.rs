@@ -48,10 +48,12 @@ impl Waiters {
         u32::try_from(n).unwrap_or(u32::MAX)
     }
 
-    /// Answers every waiting job with `err()` (shutdown).
-    pub fn fail_all(&mut self, err: impl Fn() -> FleetError) {
+    /// Tells every waiting job that runner `runner`'s pool is shutting down.
+    pub fn fail_all(&mut self, runner: &str) {
         while let Some(w) = self.queue.pop_front() {
-            let _ = w.send(Err(err()));
+            let _ = w.send(Err(FleetError::ShuttingDown {
+                runner: runner.to_string(),
+            }));
         }
     }
 }

@@ -8,7 +8,53 @@ use super::table::Table;
 use super::{RunnerRegistry, VmFate, VmState, MANAGER_LABEL, RUNNER_LABEL};
 use crate::cloud::{InstanceStatus, Listing};
 use std::collections::BTreeSet;
+use std::time::Duration;
 use tokio::time::Instant;
+
+/// When the pool lists its VMs: whether a listing runs, when the next is due, and how many
+/// failed in a row. Owned by the actor.
+pub(super) struct Listings {
+    pub running: bool,
+    pub next_at: Instant,
+    failures: u32,
+}
+
+impl Listings {
+    /// The first listing (the startup cleanup) is due at `now`.
+    pub fn new(now: Instant) -> Listings {
+        Listings {
+            running: false,
+            next_at: now,
+            failures: 0,
+        }
+    }
+
+    /// Whether a listing should start at `now`.
+    pub fn due(&self, now: Instant) -> bool {
+        !self.running && now >= self.next_at
+    }
+
+    /// A listing ended well: the next comes after `interval`.
+    pub fn succeeded(&mut self, now: Instant, interval: Duration) {
+        self.running = false;
+        self.failures = 0;
+        self.next_at = now + interval;
+    }
+
+    /// A listing failed: retried after `interval` once `started`, before that (the startup
+    /// cleanup) from 10 s doubling to a minute. Returns the wait.
+    pub fn failed(&mut self, now: Instant, interval: Duration, started: bool) -> Duration {
+        self.running = false;
+        self.failures = self.failures.saturating_add(1);
+        let retry = if started {
+            interval
+        } else {
+            (Duration::from_secs(5) * (1u32 << self.failures.min(4))).min(Duration::from_secs(60))
+        };
+        self.next_at = now + retry;
+        retry
+    }
+}
 
 /// Who this pool is, for reading a listing.
 pub(super) struct Identity<'a> {

@@ -1,8 +1,11 @@
 //! The pool's running totals for the snapshot (peaks, VMs created, failed, removed) and its
 //! VM-time accounting (idle and busy VM-seconds, added up between two state changes). Owned by
-//! the actor, which reports the VM time to `PoolMetrics`.
+//! the actor, which reports the VM time to `PoolMetrics`; builds the pool's `FleetSnapshot`.
 
 use super::policy::Counts;
+use super::table::Table;
+use super::FleetSnapshot;
+use std::time::Duration;
 use tokio::time::Instant;
 
 /// Totals since the pool started.
@@ -48,12 +51,39 @@ impl Stats {
         self.peak_creating = self.peak_creating.max(c.creating);
         self.accruing = (c.idle + c.leased, c.used);
     }
+
+    /// The pool's snapshot: the table's VMs and counts with these totals.
+    pub fn snapshot(
+        &self,
+        table: &Table,
+        cooling_zones: Vec<(String, Duration)>,
+        waiting_on_demand: u32,
+        started: bool,
+        now: Instant,
+    ) -> FleetSnapshot {
+        let vms = table.infos(now);
+        FleetSnapshot {
+            counts: table.counts(),
+            stuck_on_removing: vms
+                .iter()
+                .filter(|v| v.state_name() == "stuck-on-removing")
+                .count() as u32,
+            vms,
+            cooling_zones,
+            peak_total: self.peak_total,
+            peak_creating: self.peak_creating,
+            created: self.created,
+            creation_failures: self.creation_failures,
+            removed: self.removed,
+            waiting_on_demand,
+            started,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn vm_time_accrues_at_the_counts_observed_before() {

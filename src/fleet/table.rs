@@ -3,7 +3,7 @@
 //! (creating → idle → leased → used → removing) as methods. Owned by the actor alone; `plan`
 //! reads it. Knows no cloud, no worker, no metrics: callers act on what the methods return.
 
-use super::policy::Counts;
+use super::policy::{Counts, RemoveReason};
 use super::{VmFate, VmInfo, VmState, STUCK_AFTER_ATTEMPTS};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -85,6 +85,15 @@ pub(super) enum Deletion {
     OrphanRemoved { zone: String },
     /// An orphan's attempt failed (retried later), or the name is not in the table.
     Nothing,
+}
+
+/// What a give-back does with a VM.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum GiveBack {
+    /// Now idle.
+    Idle,
+    /// To remove, for this reason.
+    Remove(&'static str),
 }
 
 /// The VMs of one pool. Made empty by the actor; dropped with it.
@@ -196,14 +205,6 @@ impl Table {
         })
     }
 
-    /// A leased or used VM is free again from `now`.
-    pub fn set_idle(&mut self, name: &str, now: Instant) {
-        if let Some(vm) = self.vms.get_mut(name) {
-            vm.state = VmState::Idle;
-            vm.idle_since = now;
-        }
-    }
-
     /// Starts removing `name`: its zone when a deletion worker (with the token `worker` makes)
     /// must start now. None when not held or a worker already acts on it (a creation worker is
     /// canceled first: deletion starts from its event).
@@ -275,6 +276,51 @@ impl Table {
         } else {
             Deletion::Nothing
         }
+    }
+
+    /// What becomes of leased or used VM `name` when it is given back: after its job
+    /// (`after_job = Some(used)`; a job that ran counts towards `max_builds`) or unused
+    /// (`None`). Retiring, `MaxBuilds` reached after a job, or `leaving` (shutdown, drain)
+    /// remove it; else it is idle from `now`. None when no job holds it.
+    pub fn give_back(
+        &mut self,
+        name: &str,
+        after_job: Option<bool>,
+        max_builds: u32,
+        leaving: bool,
+        now: Instant,
+    ) -> Option<GiveBack> {
+        let vm = self.vms.get_mut(name).filter(|v| v.is_held_by_job())?;
+        if after_job == Some(true) {
+            vm.used_count = vm.used_count.saturating_add(1);
+        }
+        Some(if vm.retire {
+            GiveBack::Remove("zone_dropped")
+        } else if after_job.is_some() && max_builds > 0 && vm.used_count >= max_builds {
+            GiveBack::Remove(RemoveReason::TooManyBuilds.as_str())
+        } else if leaving {
+            GiveBack::Remove("leaving")
+        } else {
+            vm.state = VmState::Idle;
+            vm.idle_since = now;
+            GiveBack::Idle
+        })
+    }
+
+    /// After a reload left only `zones`: the idle and creating VMs elsewhere, to remove now;
+    /// busy ones elsewhere are marked to retire after their job.
+    pub fn outside_zones(&mut self, zones: &[String]) -> Vec<String> {
+        let mut remove = Vec::new();
+        for (name, vm) in &mut self.vms {
+            if zones.contains(&vm.zone) || vm.state == VmState::Removing {
+                continue;
+            }
+            match vm.state {
+                VmState::Idle | VmState::Creating => remove.push(name.clone()),
+                _ => vm.retire = true,
+            }
+        }
+        remove
     }
 
     /// Remembers that `name`, held by a job, went (`fate`) at `now`.

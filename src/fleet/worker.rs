@@ -5,6 +5,7 @@
 //! `Cloud::wait`, which blocks, never by polling.
 
 use super::access::VmDockerAccess;
+use super::zones::ZoneFailure;
 use crate::cloud::{
     Cloud, CloudError, InstanceSpec, InstanceStatus, ListScope, Listing, OperationFailure,
     OperationRef, OperationStatus, QuotaScope,
@@ -84,6 +85,16 @@ impl CreateFailure {
             CreateFailure::Other { message, .. } => message,
             CreateFailure::Timeout { .. } => "not ready within create_timeout",
             CreateFailure::Canceled { .. } => "canceled",
+        }
+    }
+
+    /// The zone failure to record for it; None when no zone is to blame (or it was canceled).
+    pub fn blame(&self) -> Option<ZoneFailure> {
+        match self {
+            CreateFailure::Stockout(_) => Some(ZoneFailure::Stockout),
+            CreateFailure::Quota(scope, _) => Some(ZoneFailure::Quota(scope.clone())),
+            CreateFailure::Timeout { .. } => Some(ZoneFailure::CreateTimeout),
+            CreateFailure::Other { .. } | CreateFailure::Canceled { .. } => None,
         }
     }
 
