@@ -176,3 +176,6 @@ pub(super) fn reconcile(
     }
     fixes
 }
+
+#[cfg(test)]
+mod tests;
