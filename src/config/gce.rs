@@ -13,18 +13,17 @@ use super::diag::Diagnostics;
 use super::error::WarningKind;
 use super::gce_checks::{
     at_least_one, check_subnetwork_region, disk_size, endpoint, labels, named, required,
-    service_account, tags, zones,
+    service_account, tags, zones, Val,
 };
 use super::gce_names::{check_label_key, check_label_value, normalize_image};
 use super::model::GceConfig;
-use super::raw::{Field, RawGce};
+use super::raw::RawGce;
+use super::toml_read::Field;
 
 /// Default `machine_type`.
 pub(super) const DEFAULT_MACHINE_TYPE: &str = "e2-standard-2";
 /// Default `image`: Container-Optimized OS (Docker preinstalled, fast boot).
 pub(super) const DEFAULT_IMAGE: &str = "projects/cos-cloud/global/images/family/cos-stable";
-/// Default `disk_size_gb`.
-pub(super) const DEFAULT_DISK_SIZE_GB: u64 = 50;
 /// Default `disk_type`.
 pub(super) const DEFAULT_DISK_TYPE: &str = "pd-balanced";
 /// Default `network`.
@@ -37,14 +36,6 @@ pub(super) const DEFAULT_DOCKER_PORT: u16 = 2376;
 pub(super) const DEFAULT_API_RATE_PER_MINUTE: u32 = 600;
 /// Default `zone_cooldown` in seconds.
 pub(super) const DEFAULT_ZONE_COOLDOWN_SECS: u64 = 300;
-
-/// A setting, the line and key path it came from, and whether `MachineOptions` gave it.
-pub(super) struct Val<T> {
-    pub value: T,
-    pub line: usize,
-    pub path: String,
-    pub carried: bool,
-}
 
 /// The settings `[runners.gce]` shares with docker-machine's google driver.
 #[derive(Default)]

@@ -1,16 +1,27 @@
 //! The checks of single `[runners.gce]` settings once `[runners.gce]` and `MachineOptions` are
 //! merged: each applies Flotilla's default or reports the problem at the line the value came from
-//! (the `[runners.gce]` key, or the `MachineOptions` entry). Used by `gce` only.
+//! (the `[runners.gce]` key, or the `MachineOptions` entry). Owns [`Val`], the merged setting
+//! that `gce` and `machine_options` build; the checks are called by `gce` only.
 
 use std::collections::BTreeMap;
 
 use super::diag::Diagnostics;
 use super::error::WarningKind;
-use super::gce::{Val, DEFAULT_DISK_SIZE_GB};
 use super::gce_names::{
     check_name, check_tag, region_of_subnetwork, region_of_zone, MAX_USER_LABELS,
 };
-use super::raw::Field;
+use super::toml_read::Field;
+
+/// Default `disk_size_gb`.
+pub(super) const DEFAULT_DISK_SIZE_GB: u64 = 50;
+
+/// A setting, the line and key path it came from, and whether `MachineOptions` gave it.
+pub(super) struct Val<T> {
+    pub value: T,
+    pub line: usize,
+    pub path: String,
+    pub carried: bool,
+}
 
 pub(super) fn required(
     d: &mut Diagnostics,

@@ -10,7 +10,8 @@ use croner::parser::{CronParser, Seconds, Year};
 
 use super::diag::Diagnostics;
 use super::model::{AutoscalingPeriod, MachineConfig};
-use super::raw::{Field, RawMachine, RawPeriod};
+use super::raw::{RawMachine, RawPeriod};
+use super::toml_read::Field;
 
 /// Default `MachineName`.
 pub(super) const DEFAULT_MACHINE_NAME: &str = "flotilla-%s";

@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 
 use super::diag::Diagnostics;
 use super::error::WarningKind;
-use super::gce::{GceSettings, Val};
+use super::gce::GceSettings;
+use super::gce_checks::Val;
 use super::gce_names::{check_label_key, check_label_value, normalize_image};
 use super::known_keys::MACHINE_OPTIONS;
-use super::raw::Field;
-use super::reader::unknown;
+use super::toml_read::{unknown, Field};
 
 /// The settings `options` give; `path` is the machine table's (`runners[0].machine`) and `line`
 /// the line of `MachineOptions` (or of the table when the key is absent).

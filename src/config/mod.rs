@@ -23,6 +23,7 @@ mod model;
 mod raw;
 mod read_machine;
 mod reader;
+mod toml_read;
 mod units;
 mod validate;
 

@@ -3,13 +3,7 @@
 //! `reader`, consumed by `validate`; nothing else sees these types (no `Debug`: they hold the
 //! runner token in clear).
 
-/// A value and the 1-based line of its key.
-pub(super) struct Field<T> {
-    /// The value as written.
-    pub value: T,
-    /// The line of its key.
-    pub line: usize,
-}
+use super::toml_read::Field;
 
 /// The top-level keys.
 #[derive(Default)]

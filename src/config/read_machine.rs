@@ -7,8 +7,10 @@ use toml_edit::{Item, Value};
 
 use super::diag::Diagnostics;
 use super::known_keys;
-use super::raw::{Field, RawGce, RawMachine, RawPeriod};
-use super::reader::{check_keys, get, integer, string, string_list, Scope};
+use super::raw::{RawGce, RawMachine, RawPeriod};
+use super::toml_read::{
+    boolean, check_keys, float, get, integer, string, string_items, string_list, Scope,
+};
 
 /// Reads `[runners.machine]`.
 pub(super) fn machine(d: &mut Diagnostics, s: &Scope<'_>) -> RawMachine {
@@ -115,57 +117,4 @@ pub(super) fn gce(d: &mut Diagnostics, s: &Scope<'_>) -> RawGce {
         zone_cooldown: integer(d, s, "zone_cooldown"),
         queue_aware_scaling: boolean(d, s, "queue_aware_scaling"),
     }
-}
-
-fn boolean(d: &mut Diagnostics, s: &Scope<'_>, key: &str) -> Option<Field<bool>> {
-    get(d, s, key, "a boolean", Item::as_bool)
-}
-
-/// A float; an integer is taken as one too (`IdleScaleFactor = 1`).
-fn float(d: &mut Diagnostics, s: &Scope<'_>, key: &str) -> Option<Field<f64>> {
-    get(d, s, key, "a number", |item| {
-        item.as_float()
-            .or_else(|| item.as_integer().map(|i| i as f64))
-    })
-}
-
-/// An array of strings, each entry with its own line; a wrong entry is reported and skipped.
-fn string_items(
-    d: &mut Diagnostics,
-    s: &Scope<'_>,
-    key: &str,
-) -> Option<Field<Vec<Field<String>>>> {
-    let item = s.table.get(key)?;
-    let line = s.key_line(d, key);
-    let Some(array) = item.as_array() else {
-        let found = item.type_name();
-        d.error(
-            line,
-            &s.child_path(key),
-            format!("expected an array of strings, found {found}"),
-        );
-        return None;
-    };
-    let mut entries = Vec::new();
-    for value in array.iter() {
-        let entry_line = d.line_of(value.span(), line);
-        match value.as_str() {
-            Some(text) => entries.push(Field {
-                value: text.to_string(),
-                line: entry_line,
-            }),
-            None => {
-                let found = value.type_name();
-                d.error(
-                    entry_line,
-                    &s.child_path(key),
-                    format!("expected a string, found {found}"),
-                );
-            }
-        }
-    }
-    Some(Field {
-        value: entries,
-        line,
-    })
 }

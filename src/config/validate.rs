@@ -11,7 +11,8 @@ use super::model::{
     Config, DockerConfig, ExecutorKind, GceConfig, LogFormat, MachineConfig, PullPolicy,
     RunnerConfig, Secret,
 };
-use super::raw::{Field, RawConfig, RawDocker, RawGce, RawMachine, RawRunner};
+use super::raw::{RawConfig, RawDocker, RawGce, RawMachine, RawRunner};
+use super::toml_read::Field;
 use super::{gce, machine, machine_options, units};
 
 /// Default `state_dir`.
