@@ -199,7 +199,7 @@ fn from_table(d: &mut Diagnostics, t: &RawGce) -> GceSettings {
     let image = text(&t.image, "image").and_then(|v| match normalize_image(&v.value) {
         Ok(image) => Some(Val { value: image, ..v }),
         Err(message) => {
-            d.error(v.line, &v.path, message);
+            d.error(v.line, &v.path, message.to_string());
             None
         }
     });
@@ -210,7 +210,7 @@ fn from_table(d: &mut Diagnostics, t: &RawGce) -> GceSettings {
                 Ok(()) => {
                     checked.insert(key.clone(), value.clone());
                 }
-                Err(message) => d.error(v.line, &v.path, message),
+                Err(message) => d.error(v.line, &v.path, message.to_string()),
             }
         }
         Val {

@@ -56,7 +56,7 @@ pub(super) fn zones(
     let mut seen = Vec::new();
     for zone in &v.value {
         if let Err(message) = check_name("zone", zone) {
-            d.error(v.line, &v.path, message);
+            d.error(v.line, &v.path, message.to_string());
         } else if seen.contains(zone) {
             d.error(v.line, &v.path, format!("zone {zone:?} is listed twice"));
         }
@@ -76,7 +76,7 @@ pub(super) fn check_subnetwork_region(d: &mut Diagnostics, v: &Val<String>, zone
                      subnetwork is regional, so every zone must be in its region",
                     v.value
                 );
-                d.error(v.line, &v.path, message);
+                d.error(v.line, &v.path, message.to_string());
             }
         }
         None => {
@@ -90,7 +90,7 @@ pub(super) fn check_subnetwork_region(d: &mut Diagnostics, v: &Val<String>, zone
                     v.value,
                     regions.join(", ")
                 );
-                d.error(v.line, &v.path, message);
+                d.error(v.line, &v.path, message.to_string());
             }
         }
     }
@@ -152,7 +152,7 @@ pub(super) fn named(
         return default.to_string();
     };
     if let Err(message) = check_name(what, &v.value) {
-        d.error(v.line, &v.path, message);
+        d.error(v.line, &v.path, message.to_string());
     }
     v.value
 }
@@ -172,7 +172,7 @@ pub(super) fn tags(d: &mut Diagnostics, v: Option<Val<Vec<String>>>) -> Vec<Stri
     let Some(v) = v else { return Vec::new() };
     for tag in &v.value {
         if let Err(message) = check_tag(tag) {
-            d.error(v.line, &v.path, message);
+            d.error(v.line, &v.path, message.to_string());
         }
     }
     v.value
@@ -190,7 +190,7 @@ pub(super) fn labels(
             "too many labels ({}): GCE allows 64 per VM, {MAX_USER_LABELS} besides Flotilla's own",
             v.value.len()
         );
-        d.error(v.line, &v.path, message);
+        d.error(v.line, &v.path, message.to_string());
     }
     v.value
 }

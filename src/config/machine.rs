@@ -79,7 +79,7 @@ fn autoscaling(d: &mut Diagnostics, raw: RawPeriod) -> AutoscalingPeriod {
         Some(f) if !f.value.is_empty() => {
             for entry in f.value {
                 if let Err(message) = check_period(&entry.value) {
-                    d.error(entry.line, &p("Periods"), message);
+                    d.error(entry.line, &p("Periods"), message.to_string());
                 }
                 periods.push(entry.value);
             }
@@ -105,15 +105,29 @@ fn autoscaling(d: &mut Diagnostics, raw: RawPeriod) -> AutoscalingPeriod {
     }
 }
 
+/// A `Periods` expression GitLab Runner's cron would refuse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum PeriodError {
+    /// Not the 7 fields GitLab Runner's cron reads.
+    #[error(
+        "invalid period {expression:?}: expected 7 fields (second minute hour day-of-month \
+         month day-of-week year), found {fields}"
+    )]
+    Fields { expression: String, fields: usize },
+    /// Seven fields that the cron parser refuses (its reason inside).
+    #[error("invalid period {expression:?}: {reason}")]
+    Cron { expression: String, reason: String },
+}
+
 /// Checks one `Periods` expression as GitLab Runner's cron reads it: 7 fields, seconds to year,
 /// Sunday = 0 (names such as `mon-fri` allowed).
-pub(super) fn check_period(expression: &str) -> Result<(), String> {
+pub(super) fn check_period(expression: &str) -> Result<(), PeriodError> {
     let fields = expression.split_whitespace().count();
     if fields != 7 {
-        return Err(format!(
-            "invalid period {expression:?}: expected 7 fields (second minute hour day-of-month \
-             month day-of-week year), found {fields}"
-        ));
+        return Err(PeriodError::Fields {
+            expression: expression.to_string(),
+            fields,
+        });
     }
     let parser = CronParser::builder()
         .seconds(Seconds::Required)
@@ -122,7 +136,10 @@ pub(super) fn check_period(expression: &str) -> Result<(), String> {
     parser
         .parse(expression)
         .map(|_| ())
-        .map_err(|e| format!("invalid period {expression:?}: {e}"))
+        .map_err(|e| PeriodError::Cron {
+            expression: expression.to_string(),
+            reason: e.to_string(),
+        })
 }
 
 /// `Timezone`: an IANA name; UTC when empty.
@@ -222,6 +239,7 @@ mod tests {
         assert_eq!(check_period("0 0 8-18 * * 1-5 2024-2030"), Ok(()));
         assert_eq!(check_period("* * * * * sat,sun *"), Ok(()));
         let five = check_period("* 9-17 * * mon-fri").unwrap_err();
+        let five = five.to_string();
         assert!(five.contains("expected 7 fields"), "{five}");
         assert!(five.contains("found 5"), "{five}");
         assert!(check_period("* * 25 * * * *").is_err(), "hour 25");
