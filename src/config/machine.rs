@@ -2,16 +2,19 @@
 //! GitLab Runner's defaults and rules: counts are not negative, `IdleTime` is integer seconds,
 //! `IdleCountMin` is at least 1 while `IdleScaleFactor` is in use, `MachineName` holds `%s`, and
 //! each `[[runners.machine.autoscaling]]` entry has 7-field cron `Periods` and an IANA `Timezone`.
-//! `MachineDriver` and `MachineOptions` are handed back untouched for the GCE mapping.
+//! `MachineDriver` and `MachineOptions` are handed back untouched for the GCE mapping. Owns the
+//! section whole: its raw struct, its reading from the TOML table (keys checked against
+//! `known_keys`, each value with its line) and its building.
 
 use std::time::Duration;
 
 use croner::parser::{CronParser, Seconds, Year};
+use toml_edit::{Item, Value};
 
 use super::diag::Diagnostics;
+use super::known_keys;
 use super::model::{AutoscalingPeriod, MachineConfig};
-use super::raw::{RawMachine, RawPeriod};
-use super::toml_read::Field;
+use super::toml_read::{check_keys, float, integer, string, string_items, Field, Scope};
 
 /// Default `MachineName`.
 pub(super) const DEFAULT_MACHINE_NAME: &str = "flotilla-%s";
@@ -226,6 +229,115 @@ fn factor(d: &mut Diagnostics, f: Option<Field<f64>>, path: &str) -> f64 {
         return 0.0;
     }
     f.value
+}
+
+/// `[runners.machine]`.
+#[derive(Default)]
+pub(super) struct RawMachine {
+    /// The line of the table header.
+    pub line: usize,
+    /// The key path of the table (`runners[0].machine`).
+    pub path: String,
+    pub idle_count: Option<Field<i64>>,
+    pub idle_count_min: Option<Field<i64>>,
+    /// A float or an integer in the file.
+    pub idle_scale_factor: Option<Field<f64>>,
+    pub idle_time: Option<Field<i64>>,
+    pub max_builds: Option<Field<i64>>,
+    pub max_growth_rate: Option<Field<i64>>,
+    pub machine_name: Option<Field<String>>,
+    pub machine_driver: Option<Field<String>>,
+    /// Each entry with its own line (an array may span many).
+    pub machine_options: Option<Field<Vec<Field<String>>>>,
+    /// The `[[runners.machine.autoscaling]]` entries.
+    pub autoscaling: Vec<RawPeriod>,
+}
+
+/// One `[[runners.machine.autoscaling]]` entry.
+#[derive(Default)]
+pub(super) struct RawPeriod {
+    /// The line of the entry's header.
+    pub line: usize,
+    /// The key path of the entry (`runners[0].machine.autoscaling[1]`).
+    pub path: String,
+    /// Each expression with its own line.
+    pub periods: Option<Field<Vec<Field<String>>>>,
+    pub timezone: Option<Field<String>>,
+    pub idle_count: Option<Field<i64>>,
+    pub idle_count_min: Option<Field<i64>>,
+    pub idle_scale_factor: Option<Field<f64>>,
+    pub idle_time: Option<Field<i64>>,
+}
+
+/// Reads `[runners.machine]`.
+pub(super) fn read(d: &mut Diagnostics, s: &Scope<'_>) -> RawMachine {
+    check_keys(d, s, &known_keys::MACHINE);
+    RawMachine {
+        line: s.line,
+        path: s.path.clone(),
+        idle_count: integer(d, s, "IdleCount"),
+        idle_count_min: integer(d, s, "IdleCountMin"),
+        idle_scale_factor: float(d, s, "IdleScaleFactor"),
+        idle_time: integer(d, s, "IdleTime"),
+        max_builds: integer(d, s, "MaxBuilds"),
+        max_growth_rate: integer(d, s, "MaxGrowthRate"),
+        machine_name: string(d, s, "MachineName"),
+        machine_driver: string(d, s, "MachineDriver"),
+        machine_options: string_items(d, s, "MachineOptions"),
+        autoscaling: periods(d, s),
+    }
+}
+
+/// The `[[runners.machine.autoscaling]]` entries, in order.
+fn periods(d: &mut Diagnostics, s: &Scope<'_>) -> Vec<RawPeriod> {
+    let Some(item) = s.table.get("autoscaling") else {
+        return Vec::new();
+    };
+    let line = s.key_line(d, "autoscaling");
+    let tables: Vec<(&dyn toml_edit::TableLike, usize)> = match item {
+        Item::ArrayOfTables(entries) => entries
+            .iter()
+            .map(|t| (t as &dyn toml_edit::TableLike, d.line_of(t.span(), line)))
+            .collect(),
+        Item::Value(Value::Array(entries)) if entries.iter().all(|v| v.is_inline_table()) => {
+            entries
+                .iter()
+                .filter_map(|v| v.as_inline_table())
+                .map(|t| (t as &dyn toml_edit::TableLike, d.line_of(t.span(), line)))
+                .collect()
+        }
+        other => {
+            let found = other.type_name();
+            d.error(
+                line,
+                &s.child_path("autoscaling"),
+                format!("expected [[runners.machine.autoscaling]] entries, found {found}"),
+            );
+            return Vec::new();
+        }
+    };
+    tables
+        .into_iter()
+        .enumerate()
+        .map(|(i, (table, line))| {
+            let p = Scope {
+                table,
+                path: format!("{}.autoscaling[{i}]", s.path),
+                line,
+            };
+            check_keys(d, &p, &known_keys::MACHINE_AUTOSCALING);
+            RawPeriod {
+                line: p.line,
+                path: p.path.clone(),
+                periods: string_items(d, &p, "Periods"),
+                timezone: string(d, &p, "Timezone"),
+                idle_count: integer(d, &p, "IdleCount"),
+                idle_count_min: integer(d, &p, "IdleCountMin"),
+                idle_scale_factor: float(d, &p, "IdleScaleFactor"),
+                idle_time: integer(d, &p, "IdleTime"),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -9,10 +9,10 @@ use super::diag::Diagnostics;
 use super::error::WarningKind;
 use super::known_keys;
 use super::raw::{RawConfig, RawDocker, RawRunner};
-use super::read_machine;
 use super::toml_read::{
     check_keys, check_keys_quietly, get, integer, is_empty, string, string_list, strings, Scope,
 };
+use super::{gce, machine};
 
 /// The executor whose `[runners.machine]` and `[runners.gce]` are read.
 const DOCKER_MACHINE: &str = "docker+machine";
@@ -89,9 +89,8 @@ fn read_runner(d: &mut Diagnostics, s: Scope<'_>) -> RawRunner {
     check_keys(d, &s, &known_keys::RUNNER);
     let (machine, gce) = if s.table.get("executor").and_then(Item::as_str) == Some(DOCKER_MACHINE) {
         (
-            s.sub_table(d, "machine")
-                .map(|m| read_machine::machine(d, &m)),
-            s.sub_table(d, "gce").map(|g| read_machine::gce(d, &g)),
+            s.sub_table(d, "machine").map(|m| machine::read(d, &m)),
+            s.sub_table(d, "gce").map(|g| gce::read(d, &g)),
         )
     } else {
         if s.table.contains_key("gce") {

@@ -1,7 +1,7 @@
 //! The reading kit every config section is read with: a table being read ([`Scope`]), a value
 //! with its line ([`Field`]), typed getters that report a wrong type and go on, and the key check
 //! against the compatibility table (`known_keys`) with its "did you mean". Knows no section;
-//! the section readers (`reader`, `read_machine`, `cache`) sit above it.
+//! the section readers (`reader`, `cache`, `machine`, `gce`) sit above it.
 
 use toml_edit::{Item, TableLike, Value};
 

@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use super::diag::Diagnostics;
 use super::error::WarningKind;
+use super::gce::RawGce;
+use super::machine::RawMachine;
 use super::model::{
     Config, DockerConfig, ExecutorKind, GceConfig, LogFormat, MachineConfig, PullPolicy,
     RunnerConfig, Secret,
 };
-use super::raw::{RawConfig, RawDocker, RawGce, RawMachine, RawRunner};
+use super::raw::{RawConfig, RawDocker, RawRunner};
 use super::toml_read::Field;
 use super::{gce, machine, machine_options, units};
 
