@@ -5,8 +5,6 @@
 //! tests (see [`gcs`]). Nothing here is used by the `flotilla` binary itself.
 
 #![forbid(unsafe_code)]
-// The fakes keep wall-clock time (clippy.toml bans std's Instant for src/).
-#![allow(clippy::disallowed_types)]
 
 pub mod demo;
 pub mod gce;

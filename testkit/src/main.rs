@@ -4,8 +4,6 @@
 //! Jobs and faults are then driven through the fake's `/admin` HTTP API.
 
 #![forbid(unsafe_code)]
-// The fakes keep wall-clock time (clippy.toml bans std's Instant for src/).
-#![allow(clippy::disallowed_types)]
 
 use std::io::Write as _;
 use std::net::SocketAddr;
