@@ -10,8 +10,8 @@
 //! with the job's variables, as GitLab Runner's helper expands them from its environment.
 //! The helper reaches GitLab at the runner's configured `url` (else `CI_SERVER_URL`).
 
+use super::ctx::{Ended, JobCtx};
 use super::script::quote;
-use super::stages::{Ended, JobCtx};
 use crate::helper::artifacts::TOKEN_ENV;
 use crate::job::{Artifact, JobPayload, JobVariable, Variables};
 

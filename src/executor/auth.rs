@@ -44,7 +44,7 @@ impl std::fmt::Debug for RegistryAuth {
 }
 
 /// Every registry credential a job may pull with, keyed by registry path. Built once per job by
-/// `stages::JobCtx::prepare`, read for every image the job pulls.
+/// `JobCtx::prepare` (`prepare.rs`), read for every image the job pulls.
 #[derive(Debug, Default, Clone)]
 pub(super) struct RegistryAuths {
     entries: BTreeMap<String, RegistryAuth>,

@@ -7,8 +7,8 @@
 //! Cache problems never fail the job (GitLab Runner's stage script guards the helper call the
 //! same way): a failing helper command leaves a warning; only losing the host is an error.
 
+use super::ctx::JobCtx;
 use super::error::ExecError;
-use super::stages::JobCtx;
 use crate::cache::{ArchiveSpec, CachePlan, Message, RestoreSpec, SPEC_ENV};
 use crate::job::{JobVariable, Variables};
 

@@ -2,12 +2,14 @@
 //! Knows nothing of clouds or of the coordinator: it is handed a Docker connection, the job, its
 //! variables and a trace to write into, and returns a [`JobOutcome`].
 //!
-//! Files: `stages` (order, timeouts, cancel), `container` (volume, network, build and helper
-//! containers, running a script), `helper` (the helper container and its stages), `sources`
-//! (`get_sources`) with `git` (its script), `script` (the shell text), `pull` (image and pull
-//! policies), `section` (trace sections and runner lines), `timeouts`, `cleanup` (names, labels,
-//! removal), `error`, `services` (service containers, aliases, waiting for their ports), `auth`
-//! (registry credentials for pulls).
+//! Files: `stages` (only the order of the stages, their timeouts and cancel), `ctx` (the run
+//! context every stage borrows, below them all), `prepare` (`prepare_executor`), `container`
+//! (volume, network, build and helper containers, running a script), `helper_container` (the
+//! helper container and the sections of the stages it runs), `sources` (`get_sources`) with
+//! `git` (its script), `cache` and `artifacts` (their stages' scripts), `script` (the shell
+//! text), `pull` (image and pull policies), `section` (trace sections and runner lines),
+//! `timeouts`, `cleanup` (names, labels, removal), `error`, `services` (service containers,
+//! aliases, waiting for their ports), `auth` (registry credentials for pulls).
 //!
 //! Invariants: variables reach the build container only inside the script written to stdin
 //! (never as `Env`; service containers get their variables as `Env`, as in GitLab Runner, and
@@ -20,9 +22,11 @@ mod auth;
 mod cache;
 mod cleanup;
 mod container;
+mod ctx;
 mod error;
 mod git;
-mod helper;
+mod helper_container;
+mod prepare;
 mod pull;
 mod script;
 mod section;
@@ -120,7 +124,7 @@ pub async fn run_job(
     }
     let names = cleanup::Names::new(&run.labels);
     let guard = cleanup::CleanupGuard::new(docker.clone(), names.clone(), run.labels.clone());
-    let ctx = stages::JobCtx::new(docker, settings, &run, &names);
+    let ctx = ctx::JobCtx::new(docker, settings, &run, &names);
     let outcome = tokio::select! {
         biased;
         _ = run.abort.cancelled() => {
