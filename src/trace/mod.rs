@@ -8,6 +8,7 @@ mod buffer;
 mod masker;
 mod pipeline;
 mod sanitize;
+mod stage;
 mod timestamps;
 mod utf8;
 
