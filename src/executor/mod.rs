@@ -39,7 +39,9 @@ pub use cleanup::{LABEL_JOB_ID, LABEL_MANAGED, LABEL_RUNNER, LABEL_VM};
 pub use services::{LABEL_SERVICE, LABEL_TYPE};
 
 use crate::config::DockerConfig;
-use crate::job::{FailureReason, JobPayload, Variables};
+pub use crate::job::JobOutcome;
+
+use crate::job::{JobPayload, Variables};
 use crate::trace::JobTrace;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,28 +50,6 @@ use tokio_util::sync::CancellationToken;
 /// How long the removal of a job's objects may take before the rest is left to the drop guard's
 /// detached cleanup (an engine that stopped answering would otherwise hold the job's slot).
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// How a job ended, as far as the executor can tell.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JobOutcome {
-    /// Every user step exited 0.
-    Succeeded,
-    /// A user step exited non-zero.
-    ScriptFailed(i32),
-    /// The job ran past its timeout.
-    TimedOut,
-    /// The job was canceled (gracefully or aborted).
-    Canceled,
-    /// The Docker connection failed, or a container died without the script's own exit.
-    HostLost(String),
-    /// Something else failed; `reason` says how GitLab should see it.
-    SystemFailure {
-        /// The failure reason to report (before mapping onto what the job supports).
-        reason: FailureReason,
-        /// What happened, for the trace and the log.
-        message: String,
-    },
-}
 
 /// Labels every container of a job carries (`com.flotilla.*`).
 #[derive(Debug, Clone, Default)]
