@@ -12,7 +12,7 @@ use crate::config::RunnerConfig;
 use crate::coordinator::{AckOutcome, FinalState, JobCredentials, JobState, RunnerEndpoint};
 use crate::executor::{self, ContainerLabels, JobOutcome, JobRun};
 use crate::fleet::{FleetHandle, Lease, VmFate};
-use crate::job::{EndContext, FailureReason, JobHandle, JobPayload, RunnerEnvironment};
+use crate::job::{EndContext, FailureReason, JobHandle, JobInfo, JobPayload, RunnerEnvironment};
 use crate::state::{JobRecord, RunningJob};
 use crate::trace::{JobTrace, RunnerBanner, TraceSettings};
 use std::sync::atomic::Ordering;
@@ -30,6 +30,8 @@ pub(super) struct JobTask {
     pub lease: Option<Lease>,
     pub handle: JobHandle,
     pub payload: serde_json::Value,
+    /// The payload's `job_info`, read once on receipt (leniently: it never fails).
+    pub info: JobInfo,
     pub received_at: tokio::time::Instant,
     pub concurrent_id: u32,
 }
@@ -57,7 +59,7 @@ impl JobTask {
                 runner_name: self.runner.name.clone(),
             },
             job_id,
-            &self.payload,
+            &self.info,
         );
         // Dropped on every exit below: the job leaves `jobs.json` however the task ends.
         let (record, written) = shared.state.record_job(RunningJob {

@@ -10,6 +10,7 @@ use super::{job_task, Shared};
 use crate::config::RunnerConfig;
 use crate::coordinator::{PollState, RequestOutcome, RunnerEndpoint};
 use crate::fleet::{FleetHandle, Lease};
+use crate::job::JobInfo;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
@@ -175,11 +176,13 @@ async fn requester(shared: Arc<Shared>, state: Arc<RunnerState>) {
                 time,
             } => {
                 state.unhealthy.store(0, Ordering::Relaxed);
+                // The payload's `job_info`, read once for the backlog and the job's metrics.
+                let info = JobInfo::from_payload(&payload);
                 if let Some(fleet) = &state.fleet {
                     if let Some(lease) = &lease {
                         fleet.mark_used(lease);
                     }
-                    fleet.observe_backlog(backlog(&payload));
+                    fleet.observe_backlog(info.backlog());
                 }
                 let concurrent_id = take_slot(&state.slots);
                 let task = job_task::JobTask {
@@ -190,6 +193,7 @@ async fn requester(shared: Arc<Shared>, state: Arc<RunnerState>) {
                     lease,
                     handle,
                     payload,
+                    info,
                     received_at: time,
                     concurrent_id,
                 };
@@ -279,16 +283,6 @@ fn give_back(state: &RunnerState, lease: Option<Lease>, no_backlog: bool) {
             fleet.observe_backlog(0);
         }
     }
-}
-
-/// The backlog GitLab reported with a job: `job_info.queue_size` (pending jobs this runner could
-/// take when the job was handed out, this one included), less the job itself.
-fn backlog(payload: &serde_json::Value) -> u64 {
-    payload
-        .pointer("/job_info/queue_size")
-        .and_then(serde_json::Value::as_u64)
-        .unwrap_or(0)
-        .saturating_sub(1)
 }
 
 /// The lowest free CI_CONCURRENT_ID.
