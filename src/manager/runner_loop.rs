@@ -27,8 +27,8 @@ pub(super) struct RunnerState {
     limit: Arc<Slots>,
     /// Consecutive unhealthy answers.
     unhealthy: AtomicU32,
-    /// Which CI_CONCURRENT_ID values are taken.
-    slots: Arc<Mutex<std::collections::BTreeSet<u32>>>,
+    /// The `CI_CONCURRENT_ID`s of this runner's running jobs (not a limit: `limit` is).
+    concurrent_ids: Arc<Mutex<std::collections::BTreeSet<u32>>>,
     /// The runner's VM pool (docker+machine only).
     pub(super) fleet: Option<FleetHandle>,
     /// Stops this runner's requesters (a child of the manager's `stop_requesting`).
@@ -48,7 +48,7 @@ pub(super) fn start(
     let state = Arc::new(RunnerState {
         limit: Slots::new(limit_size(&runner)),
         unhealthy: AtomicU32::new(0),
-        slots: Arc::default(),
+        concurrent_ids: Arc::default(),
         fleet,
         stop: shared.stop_requesting.child_token(),
         tracker: TaskTracker::new(),
@@ -184,7 +184,7 @@ async fn requester(shared: Arc<Shared>, state: Arc<RunnerState>) {
                     }
                     fleet.observe_backlog(info.backlog());
                 }
-                let concurrent_id = take_slot(&state.slots);
+                let concurrent_id = take_concurrent_id(&state.concurrent_ids);
                 let task = job_task::JobTask {
                     shared: shared.clone(),
                     runner,
@@ -238,10 +238,10 @@ fn spawn_job(
     concurrent_id: u32,
     held: (SlotGuard, SlotGuard),
 ) {
-    let slots = state.slots.clone();
+    let concurrent_ids = state.concurrent_ids.clone();
     shared.tracker.spawn(state.tracker.track_future(async move {
         task.run().await;
-        slots
+        concurrent_ids
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&concurrent_id);
@@ -286,8 +286,8 @@ fn give_back(state: &RunnerState, lease: Option<Lease>, no_backlog: bool) {
 }
 
 /// The lowest free CI_CONCURRENT_ID.
-fn take_slot(slots: &Mutex<std::collections::BTreeSet<u32>>) -> u32 {
-    let mut taken = slots.lock().unwrap_or_else(|p| p.into_inner());
+fn take_concurrent_id(taken: &Mutex<std::collections::BTreeSet<u32>>) -> u32 {
+    let mut taken = taken.lock().unwrap_or_else(|p| p.into_inner());
     let id = (0..).find(|i| !taken.contains(i)).unwrap_or(0);
     taken.insert(id);
     id

@@ -7,6 +7,7 @@
 use super::{Services, StartedService, LABEL_TYPE};
 use crate::config::PullPolicy;
 use crate::executor::pull;
+use crate::helper_commands::contract::HELPER_BIN;
 use bollard::container::LogOutput;
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
 use bollard::query_parameters::{
@@ -93,7 +94,7 @@ impl Services<'_> {
         .map_err(|e| plain(e.to_string()))?;
         let name = format!("{}-wait-for-service", service.name);
         let mut cmd = vec![
-            "flotilla".to_string(),
+            HELPER_BIN.to_string(),
             "helper".into(),
             "wait-for-ports".into(),
             "--host".into(),
