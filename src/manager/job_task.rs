@@ -236,8 +236,8 @@ impl JobTask {
         };
         let (docker, vm) = match self.docker_host(trace, &coordinator_abort).await {
             Ok(host) => host,
-            Err(message) => {
-                trace.system_failure(&message);
+            Err(e) => {
+                trace.system_failure(&e.to_string());
                 let reason = if interrupted.is_cancelled() {
                     FailureReason::RunnerInterrupted
                 } else {
@@ -317,27 +317,21 @@ impl JobTask {
         &mut self,
         trace: &JobTrace,
         coordinator_abort: &CancellationToken,
-    ) -> Result<(bollard::Docker, String), String> {
+    ) -> Result<(bollard::Docker, String), HostError> {
         let Some(fleet) = &self.fleet else {
-            let docker = crate::docker::connect(self.runner.docker.host.as_deref())
-                .await
-                .map_err(|e| e.to_string())?;
+            let docker = crate::docker::connect(self.runner.docker.host.as_deref()).await?;
             return Ok((docker, String::new()));
         };
         if self.lease.is_none() {
             trace.runner_line("Waiting for a VM to be created for this job ...");
             let interrupted = self.shared.abort_jobs.child_token();
             let lease = tokio::select! {
-                lease = fleet.lease_on_demand(interrupted) => {
-                    lease.map_err(|e| format!("no VM for the job: {e}"))?
-                }
-                _ = coordinator_abort.cancelled() => {
-                    return Err("the job was canceled while its VM was being made".into());
-                }
+                lease = fleet.lease_on_demand(interrupted) => lease?,
+                _ = coordinator_abort.cancelled() => return Err(HostError::CanceledWhileMaking),
             };
             self.lease = Some(lease);
         }
-        let lease = self.lease.as_ref().ok_or("no VM leased")?;
+        let lease = self.lease.as_ref().ok_or(HostError::NoLease)?;
         trace.runner_line(&format!(
             "Running on VM {} in zone {} (docker+machine)",
             lease.name, lease.zone
@@ -353,6 +347,23 @@ impl JobTask {
         }
         Some(fleet.vm_fate(vm, std::time::Duration::from_secs(30)).await)
     }
+}
+
+/// Why a job got no Docker engine to run on (written to its trace as a system failure).
+#[derive(Debug, thiserror::Error)]
+enum HostError {
+    /// The local or configured engine did not answer.
+    #[error(transparent)]
+    Connect(#[from] crate::docker::ConnectError),
+    /// The pool could not make a VM for the job.
+    #[error("no VM for the job: {0}")]
+    NoVm(#[from] crate::fleet::FleetError),
+    /// The coordinator canceled the job while its VM was being made.
+    #[error("the job was canceled while its VM was being made")]
+    CanceledWhileMaking,
+    /// No lease where one was just made (not expected).
+    #[error("no VM leased")]
+    NoLease,
 }
 
 /// Runs `f`, then waits forever: lets a side task live exactly as long as the `select!` it is in.
