@@ -125,137 +125,97 @@ mod tests {
     fn outcomes_map_onto_final_states() {
         let all: Vec<String> = R::ALL.iter().map(|r| r.as_str().to_string()).collect();
         let none: Vec<String> = Vec::new();
-        // (outcome, supported, interrupted, vm_lost, expected state, reason, exit code)
-        let table: Vec<(
-            JobOutcome,
-            &[String],
-            bool,
-            bool,
-            JobState,
-            Option<R>,
-            Option<i32>,
-        )> = vec![
-            (
-                JobOutcome::Succeeded,
-                &all,
-                false,
-                false,
-                JobState::Success,
-                None,
-                None,
-            ),
-            (
-                JobOutcome::Succeeded,
-                &all,
-                true,
-                false,
-                JobState::Success,
-                None,
-                None,
-            ),
+        let ok = FinalState::success;
+        let fail = FinalState::failed;
+        // (outcome, supported, interrupted, vm_lost) -> final state
+        let table: Vec<(JobOutcome, &[String], bool, bool, FinalState)> = vec![
+            (JobOutcome::Succeeded, &all, false, false, ok()),
+            (JobOutcome::Succeeded, &all, true, false, ok()),
             (
                 JobOutcome::ScriptFailed(3),
                 &none,
                 false,
                 false,
-                JobState::Failed,
-                Some(R::ScriptFailure),
-                Some(3),
+                fail(R::ScriptFailure, Some(3)),
             ),
             (
                 JobOutcome::TimedOut,
                 &none,
                 false,
                 false,
-                JobState::Failed,
-                Some(R::JobExecutionTimeout),
-                None,
+                fail(R::JobExecutionTimeout, None),
             ),
             (
                 JobOutcome::Canceled,
                 &all,
                 false,
                 false,
-                JobState::Failed,
-                Some(R::JobCanceled),
-                None,
+                fail(R::JobCanceled, None),
             ),
             (
                 JobOutcome::Canceled,
                 &all,
                 true,
                 false,
-                JobState::Failed,
-                Some(R::RunnerInterrupted),
-                None,
+                fail(R::RunnerInterrupted, None),
             ),
             (
                 JobOutcome::Canceled,
                 &none,
                 false,
                 false,
-                JobState::Failed,
-                Some(R::UnknownFailure),
-                None,
+                fail(R::UnknownFailure, None),
             ),
             (
                 host_lost(),
                 &all,
                 false,
                 false,
-                JobState::Failed,
-                Some(R::RunnerSystemFailure),
-                None,
+                fail(R::RunnerSystemFailure, None),
             ),
             (
                 host_lost(),
                 &all,
                 false,
                 true,
-                JobState::Failed,
-                Some(R::RunnerInterrupted),
-                None,
+                fail(R::RunnerInterrupted, None),
             ),
             (
                 host_lost(),
                 &all,
                 true,
                 false,
-                JobState::Failed,
-                Some(R::RunnerInterrupted),
-                None,
+                fail(R::RunnerInterrupted, None),
+            ),
+            (
+                host_lost(),
+                &none,
+                false,
+                true,
+                fail(R::RunnerSystemFailure, None),
             ),
             (
                 system(R::ImagePullFailure),
                 &all,
                 false,
                 false,
-                JobState::Failed,
-                Some(R::ImagePullFailure),
-                None,
+                fail(R::ImagePullFailure, None),
             ),
             (
                 system(R::ImagePullFailure),
                 &none,
                 false,
                 false,
-                JobState::Failed,
-                Some(R::RunnerSystemFailure),
-                None,
+                fail(R::RunnerSystemFailure, None),
             ),
         ];
-        for (outcome, supported, interrupted, vm_lost, state, reason, code) in table {
+        for (outcome, supported, interrupted, vm_lost, want) in table {
             let ctx = EndContext {
                 supported,
                 interrupted,
                 vm_lost,
             };
             let got = final_state(&outcome, ctx);
-            let want = FinalState {
-                state,
-                failure_reason: reason,
-                exit_code: code,
-            };
             assert_eq!(
                 got, want,
                 "{outcome:?} interrupted={interrupted} vm_lost={vm_lost}"
