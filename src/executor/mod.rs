@@ -5,7 +5,8 @@
 //! Files: `stages` (only the order of the stages, their timeouts and cancel), `ctx` (the run
 //! context every stage borrows, below them all), `prepare` (`prepare_executor`), `container`
 //! (volume, network, build and helper containers, running a script), `helper_container` (the
-//! helper container and the sections of the stages it runs), `sources` (`get_sources`) with
+//! helper container and the sections of the stages it runs), `helper_load` (loading the helper
+//! image from `helper_image_archive`), `sources` (`get_sources`) with
 //! `git` (its script), `cache` and `artifacts` (their stages' scripts), `script` (the shell
 //! text), `pull` (image and pull policies), `section` (trace sections and runner lines),
 //! `timeouts`, `cleanup` (names, labels, removal), `error`, `services` (service containers,
@@ -26,6 +27,7 @@ mod ctx;
 mod error;
 mod git;
 mod helper_container;
+mod helper_load;
 mod prepare;
 mod pull;
 mod script;
