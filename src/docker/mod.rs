@@ -1,7 +1,7 @@
 //! Reaching a Docker engine: the local socket or `[runners.docker] host` (`unix://…`, or
 //! `tcp://host:port` in plain HTTP), with the API version negotiated (engines here speak 1.41,
-//! bollard defaults newer). Owns nothing else: what runs on the engine is the executor's business.
-//! Later: a VM's dockerd over mTLS verified by VM name.
+//! bollard defaults newer), or a VM's dockerd over mTLS verified by VM name (`tls`, `transport`).
+//! Owns nothing else: what runs on the engine is the executor's business.
 
 mod certs;
 pub mod tls;
