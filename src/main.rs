@@ -53,7 +53,7 @@ enum Command {
     ResetToken(flotilla::register::args::ResetTokenArgs),
     /// Commands the helper image runs inside a job's helper container.
     #[command(subcommand, hide = true)]
-    Helper(flotilla::helper::HelperCommand),
+    Helper(flotilla::helper_commands::HelperCommand),
 }
 
 #[derive(Subcommand)]
@@ -73,7 +73,7 @@ fn main() -> ExitCode {
             command: ConfigCommand::Check { file },
         } => check_config(&file),
         Command::Run { config } => run(&config),
-        Command::Helper(command) => flotilla::helper::run(command),
+        Command::Helper(command) => flotilla::helper_commands::run(command),
         Command::Register(args) => registration(flotilla::register::register(*args)),
         Command::Verify(args) => registration(flotilla::register::verify(args)),
         Command::Unregister(args) => registration(flotilla::register::unregister(args)),
