@@ -10,7 +10,8 @@ use super::error::WarningKind;
 use super::known_keys;
 use super::raw::{RawConfig, RawDocker, RawRunner};
 use super::toml_read::{
-    check_keys, check_keys_quietly, datetime, get, integer, is_empty, string, string_list, strings, Scope,
+    check_keys, check_keys_quietly, datetime, get, integer, is_empty, string, string_list, strings,
+    Scope,
 };
 use super::{gce, machine};
 

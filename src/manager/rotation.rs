@@ -81,6 +81,12 @@ impl Supervisor {
         let mut saved = Vec::new();
         for runner in due {
             let short = runner.short_token();
+            // No request of this runner is in flight from here to the swap below.
+            let state = self.runners.state(&runner.identity());
+            let _gate = match &state {
+                Some(state) => Some(state.token_gate.write().await),
+                None => None,
+            };
             let reset = match RunnersApi::new(&runner.url, runner.executor.as_str()) {
                 Ok(api) => api.reset_token(&runner.token).await,
                 Err(e) => Err(e),
@@ -104,6 +110,9 @@ impl Supervisor {
                 ..runner.clone()
             };
             tracing::info!(runner = %short, name = %runner.name, expires_at = ?updated.token_expires_at, "runner token reset");
+            if let Some(state) = &state {
+                state.set_runner(Arc::new(updated.clone()));
+            }
             if let Some(slot) = new
                 .runners
                 .iter_mut()
