@@ -109,7 +109,7 @@ impl Outcome {
             format!("UNEXPECTED (meant to be {})", self.expect.gitlab_status())
         };
         format!(
-            "job {:>3} {:<8} {:<30} on {:<48} wait {:>6}  {verdict}",
+            "job {:>3} {:<8} {:<32} on {:<44} wait {:>6}  {verdict}",
             self.id, self.name, state, place, wait
         )
     }

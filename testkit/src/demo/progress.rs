@@ -1,6 +1,8 @@
 //! The docker+machine demo's live view: a task that samples the fake GitLab (jobs queued,
-//! running, done; which VM each running job is on, from its trace) and the fake Compute Engine
-//! (VMs creating, idle, busy, removing by zone) four times a second, shows one progress line
+//! running, done; which VM each running job is on, from its trace), the fake Compute Engine
+//! (VMs creating, running, removing by zone) and the Docker engine (which VMs have job
+//! containers: a VM is busy when a running job names it or it holds a container labelled
+//! `com.flotilla.vm=<its name>`) four times a second, shows one progress line
 //! (an `indicatif` spinner on a terminal; a plain line on change, at most every few seconds,
 //! otherwise), and keeps the tallies the summary needs: every VM that came up and its zone, and
 //! idle and busy VM-seconds. Reads the fakes; changes nothing.
@@ -10,12 +12,14 @@ use std::io::IsTerminal as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bollard::query_parameters::ListContainersOptions;
+use bollard::Docker;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::outcome::vm_and_zone;
-use crate::gce::InstanceView;
+use crate::gce::{InstanceView, VM_LABEL};
 use crate::{FakeGce, FakeGitlab, JobState};
 
 /// How often the fakes are sampled.
@@ -50,10 +54,12 @@ pub(super) struct Snapshot {
 }
 
 impl Snapshot {
-    /// Counts `jobs` (state, and the VM a running job is on) and `vms` over `zones`.
+    /// Counts `jobs` (state, and the VM a running job is on) and `vms` over `zones`; a RUNNING
+    /// VM is busy when a running job names it or it is in `with_containers`.
     pub(super) fn of(
         jobs: &[(JobState, Option<String>)],
         vms: &[InstanceView],
+        with_containers: &BTreeSet<String>,
         zones: &[String],
     ) -> Snapshot {
         let mut s = Snapshot {
@@ -63,7 +69,7 @@ impl Snapshot {
                 .collect(),
             ..Snapshot::default()
         };
-        let mut busy = BTreeSet::new();
+        let mut busy = with_containers.clone();
         for (state, vm) in jobs {
             match state {
                 JobState::Pending | JobState::AwaitingAck => s.queued += 1,
@@ -191,11 +197,19 @@ struct Sampler {
 
 impl Sampler {
     async fn run(mut self, stop: CancellationToken) -> Tally {
+        let docker = match Docker::connect_with_local_defaults() {
+            Ok(d) => d.negotiate_version().await.ok(),
+            Err(_) => None,
+        };
         let started = Instant::now();
         let mut last = Instant::now();
         let mut printed: Option<(Instant, String)> = None;
         loop {
-            let snap = self.sample(last.elapsed());
+            let with_containers = match &docker {
+                Some(d) => vms_with_containers(d).await,
+                None => BTreeSet::new(),
+            };
+            let snap = self.sample(last.elapsed(), &with_containers);
             last = Instant::now();
             let line = snap.line();
             match &self.bar {
@@ -218,7 +232,7 @@ impl Sampler {
     }
 
     /// Reads both fakes once, adds `dt` of idle and busy time to the tallies.
-    fn sample(&mut self, dt: Duration) -> Snapshot {
+    fn sample(&mut self, dt: Duration, with_containers: &BTreeSet<String>) -> Snapshot {
         let ids = self.jobs.lock().map(|j| j.clone()).unwrap_or_default();
         let mut jobs = Vec::with_capacity(ids.len());
         for id in ids {
@@ -238,12 +252,31 @@ impl Sampler {
                 self.tally.vms.insert(vm.name.clone(), vm.zone.clone());
             }
         }
-        let snap = Snapshot::of(&jobs, &vms, &self.zones);
+        let snap = Snapshot::of(&jobs, &vms, with_containers, &self.zones);
         let (idle, busy) = snap.idle_busy();
         self.tally.idle_secs += idle as f64 * dt.as_secs_f64();
         self.tally.busy_secs += busy as f64 * dt.as_secs_f64();
         snap
     }
+}
+
+/// The VM names on the containers of the engine that carry `com.flotilla.vm` (empty when the
+/// engine does not answer: the live view then relies on the traces alone).
+async fn vms_with_containers(docker: &Docker) -> BTreeSet<String> {
+    let filters = HashMap::from([("label".to_owned(), vec![VM_LABEL.to_owned()])]);
+    let opts = ListContainersOptions {
+        all: true,
+        filters: Some(filters),
+        ..Default::default()
+    };
+    docker
+        .list_containers(Some(opts))
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|c| c.labels?.remove(VM_LABEL))
+        .filter(|vm| !vm.is_empty())
+        .collect()
 }
 
 #[cfg(test)]
@@ -286,8 +319,10 @@ mod tests {
             vm("vm2", "a", "RUNNING"),
             vm("vm3", "a", "STAGING"),
             vm("vm0", "a", "STOPPING"),
+            vm("vm4", "b", "RUNNING"),
         ];
-        let s = Snapshot::of(&jobs, &vms, &zones);
+        let containers = BTreeSet::from(["vm4".to_owned(), "vm0".to_owned()]);
+        let s = Snapshot::of(&jobs, &vms, &containers, &zones);
         assert_eq!((s.queued, s.running, s.done), (2, 2, 2));
         let a = VmCounts {
             creating: 1,
@@ -295,12 +330,16 @@ mod tests {
             busy: 1,
             removing: 1,
         };
+        let b = VmCounts {
+            busy: 1,
+            ..VmCounts::default()
+        };
         assert_eq!(s.zones["a"], a);
-        assert_eq!(s.zones["b"], VmCounts::default());
+        assert_eq!(s.zones["b"], b);
         assert_eq!(
             s.line(),
             "jobs 2 queued, 2 running, 2 done │ a: 1 creating, 1 idle, 1 busy, 1 removing \
-             │ b: 0 creating, 0 idle, 0 busy, 0 removing"
+             │ b: 0 creating, 0 idle, 1 busy, 0 removing"
         );
     }
 }
