@@ -11,32 +11,40 @@
 #      image's base.
 # Idempotent and quick when everything is there (no apt-get call at all).
 #
-# Usage: scripts/prepare.sh [--start-docker] [--no-images]
+# Usage: scripts/prepare.sh [--demo] [--start-docker] [--no-images]
+#   --demo          only what the demo needs (no shellcheck, chromium, prometheus, registry)
+#   --start-docker  start dockerd when no engine answers (CI), instead of failing
+#   --no-images     skip the test images
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# What the tests run (a command on PATH) and the Debian package that provides it.
-readonly TOOLS=(
+# What the demo runs or builds its images with (a command on PATH: its Debian package).
+readonly DEMO_TOOLS=(
     git:git
+    mmdebstrap:mmdebstrap
+    readelf:binutils
+    flock:util-linux
+)
+# What the tests run besides.
+readonly TEST_TOOLS=(
     shellcheck:shellcheck
     chromium:chromium
     prometheus:prometheus
     promtool:prometheus
     docker-registry:docker-registry
     htpasswd:apache2-utils
-    mmdebstrap:mmdebstrap
-    readelf:binutils
-    flock:util-linux
 )
 
 start_docker=false
 images=true
+tools=("${DEMO_TOOLS[@]}" "${TEST_TOOLS[@]}")
 for arg in "$@"; do
     case "$arg" in
+        --demo) tools=("${DEMO_TOOLS[@]}") ;;
         --start-docker) start_docker=true ;;
         --no-images) images=false ;;
         -h | --help)
-            sed -n '2,15p' "$0"
+            sed -n '2,18p' "$0"
             exit 0
             ;;
         *)
@@ -68,7 +76,7 @@ as_root() {
 # The Debian packages of missing tools, one per line, without repeats.
 missing_packages() {
     local entry tool
-    for entry in "${TOOLS[@]}"; do
+    for entry in "${tools[@]}"; do
         tool="${entry%%:*}"
         command -v "$tool" >/dev/null 2>&1 || echo "${entry#*:}"
     done

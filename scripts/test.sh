@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
-# The whole test suite: test images, then every test of the workspace (unit and integration),
-# then lint of the shell scripts. Needs a running Docker engine.
+# The whole test suite (the README's second command): prepares the machine (scripts/prepare.sh:
+# Debian packages, the Docker engine check, test images), runs every test of the workspace
+# (unit and integration), then lints the shell scripts with shellcheck.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/build-test-images.sh
+scripts/prepare.sh
 cargo test --workspace --locked
-if command -v shellcheck >/dev/null 2>&1; then
-  shellcheck scripts/*.sh .ci/run
-fi
+shellcheck scripts/*.sh .ci/run
