@@ -239,9 +239,9 @@ impl Sampler {
             let Some(record) = self.gitlab.job(id) else {
                 continue;
             };
-            if !self.vm_of_job.contains_key(&id) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = self.vm_of_job.entry(id) {
                 if let Some((vm, _)) = vm_and_zone(&record.trace_text()) {
-                    self.vm_of_job.insert(id, vm);
+                    slot.insert(vm);
                 }
             }
             jobs.push((record.state, self.vm_of_job.get(&id).cloned()));
