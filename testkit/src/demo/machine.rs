@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::child::Flotilla;
 use super::leftovers;
 use super::outcome::Outcome;
-use super::progress::Progress;
+use super::progress::{Progress, LEGEND};
 use super::samples::{samples, test_sample, work_samples, Sample, IMAGE};
 use super::summary::Summary;
 use super::DemoOptions;
@@ -148,7 +148,8 @@ pub(super) async fn run(opts: &DemoOptions) -> anyhow::Result<bool> {
     println!("  metrics         http://{admin}/metrics");
     println!("  config          {}", config_path.display());
     println!("  flotilla's log  {}", log_path.display());
-    println!("  pool            IdleCount {IDLE_COUNT}, MaxBuilds 1, limit {LIMIT}\n");
+    println!("  pool            IdleCount {IDLE_COUNT}, MaxBuilds 1, limit {LIMIT}");
+    println!("{LEGEND}\n");
 
     let started = Instant::now();
     let mut flotilla = Flotilla::spawn(&opts.flotilla, &config_path, Some(&log_path))?;
@@ -223,6 +224,11 @@ pub(super) async fn run(opts: &DemoOptions) -> anyhow::Result<bool> {
 
     let all_ok = outcomes.iter().all(Outcome::as_expected);
     let ok = all_ok && left.is_empty() && status.success();
+    if left.is_empty() {
+        println!("demo: nothing was left behind");
+    } else {
+        println!("demo: LEFT BEHIND: {}", left.describe());
+    }
     if !ok {
         println!("flotilla's log is kept: {}", log_path.display());
         let _ = dir.keep();

@@ -22,6 +22,9 @@ use super::outcome::vm_and_zone;
 use crate::gce::{InstanceView, VM_LABEL};
 use crate::{FakeGce, FakeGitlab, JobState};
 
+/// How to read the progress line.
+pub(super) const LEGEND: &str =
+    "progress: jobs queued, running, done │ per zone: VMs creating/idle/busy/removing";
 /// How often the fakes are sampled.
 const TICK: Duration = Duration::from_millis(250);
 /// Without a terminal, a changed line is printed at most this often.
@@ -99,15 +102,16 @@ impl Snapshot {
             .fold((0, 0), |(i, b), c| (i + c.idle, b + c.busy))
     }
 
-    /// The one-line view.
+    /// The one-line view, short enough for an 80-column terminal with two zones: VMs per zone
+    /// as creating/idle/busy/removing ([`LEGEND`]).
     pub(super) fn line(&self) -> String {
         let mut line = format!(
-            "jobs {} queued, {} running, {} done",
+            "{} queued, {} running, {} done",
             self.queued, self.running, self.done
         );
         for (zone, c) in &self.zones {
             line.push_str(&format!(
-                " │ {zone}: {} creating, {} idle, {} busy, {} removing",
+                " │ {zone} {}/{}/{}/{}",
                 c.creating, c.idle, c.busy, c.removing
             ));
         }
@@ -144,7 +148,7 @@ impl Progress {
     ) -> Progress {
         let bar = std::io::stdout().is_terminal().then(|| {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stdout());
-            if let Ok(style) = ProgressStyle::with_template("{spinner} {elapsed:>4} {wide_msg}") {
+            if let Ok(style) = ProgressStyle::with_template("{spinner} {wide_msg}") {
                 bar.set_style(style);
             }
             bar.enable_steady_tick(Duration::from_millis(120));
@@ -338,8 +342,7 @@ mod tests {
         assert_eq!(s.zones["b"], b);
         assert_eq!(
             s.line(),
-            "jobs 2 queued, 2 running, 2 done │ a: 1 creating, 1 idle, 1 busy, 1 removing \
-             │ b: 0 creating, 0 idle, 1 busy, 0 removing"
+            "2 queued, 2 running, 2 done │ a 1/1/1/1 │ b 0/0/1/0"
         );
     }
 }
