@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite (the README's second command): prepares the machine (scripts/prepare.sh:
 # Debian packages, the Docker engine check, test images), runs every test of the workspace
-# (unit and integration), then lints the shell scripts with shellcheck.
+# (unit and integration), then lints the shell scripts with shellcheck. Arguments go to
+# `cargo test`, e.g. `scripts/test.sh -- shellcheck` runs only the tests whose names match.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/prepare.sh
-cargo test --workspace --locked
+cargo test --workspace --locked "$@"
 shellcheck scripts/*.sh .ci/run
