@@ -40,8 +40,11 @@ impl Flotilla {
     }
 
     /// Sends SIGQUIT (drain: running jobs finish, every VM is deleted) and waits up to `within`
-    /// for the process to exit.
+    /// for the process to exit; a process that already exited gives its status.
     pub(super) async fn drain(mut self, within: Duration) -> anyhow::Result<ExitStatus> {
+        if let Some(status) = self.exited() {
+            return Ok(status);
+        }
         if let Some(pid) = self.child.id() {
             let status = std::process::Command::new("kill")
                 .args(["-QUIT", &pid.to_string()])

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::child::Flotilla;
 use super::leftovers;
 use super::outcome::Outcome;
-use super::progress::{Progress, LEGEND};
+use super::progress::{Progress, Tally, LEGEND};
 use super::samples::{samples, test_sample, work_samples, Sample, IMAGE};
 use super::summary::Summary;
 use super::DemoOptions;
@@ -172,28 +172,59 @@ pub(super) async fn run(opts: &DemoOptions) -> anyhow::Result<bool> {
         &mut flotilla,
     )
     .await;
-    let drained = match &driven {
-        Ok(()) => Some(flotilla.drain(Duration::from_secs(60)).await),
-        Err(_) => None,
-    };
+    // Drained whatever happened, so flotilla deletes its VMs before the fakes stop.
+    let drained = flotilla.drain(Duration::from_secs(60)).await;
     let elapsed = started.elapsed();
     let tally = progress.finish().await;
-    if let Err(e) = driven {
-        println!(
-            "the demo stopped: {e:#}\nflotilla's log: {}",
-            log_path.display()
-        );
+    let verdict = match (driven, drained) {
+        (Ok(()), Ok(status)) => {
+            println!("flotilla exited after SIGQUIT (drain): {status}\n");
+            let end = End {
+                tally: &tally,
+                zones: &zones,
+                elapsed,
+            };
+            conclude(opts, &gitlab, &gce, &enqueued, &end)
+                .await
+                .map(|ok| ok && status.success())
+        }
+        (Err(e), _) | (Ok(()), Err(e)) => {
+            println!("the demo stopped: {e:#}");
+            Ok(false)
+        }
+    };
+    if !matches!(verdict, Ok(true)) {
+        println!("flotilla's log is kept: {}", log_path.display());
         let _ = dir.keep();
-        return Ok(false);
     }
-    let status = drained.context("flotilla was drained")??;
-    println!("flotilla exited after SIGQUIT (drain): {status}\n");
+    if let Ok(gce) = Arc::try_unwrap(gce) {
+        gce.shutdown().await;
+    }
+    gitlab.shutdown().await;
+    verdict
+}
 
+/// What the run measured, for [`conclude`].
+struct End<'a> {
+    tally: &'a Tally,
+    zones: &'a [String],
+    elapsed: Duration,
+}
+
+/// After the drain: the leftover check, each job's final state (and trace with `--traces`),
+/// the summary; whether every job ended as expected and nothing was left.
+async fn conclude(
+    opts: &DemoOptions,
+    gitlab: &FakeGitlab,
+    gce: &FakeGce,
+    enqueued: &Enqueued,
+    end: &End<'_>,
+) -> anyhow::Result<bool> {
     // Flotilla confirmed its deletions before exiting; give the fake its delete latency.
     gce.wait_until(Duration::from_secs(5), |vms| vms.is_empty())
         .await;
-    let seen: BTreeSet<String> = tally.vms.keys().cloned().collect();
-    let left = leftovers::check(&gce, &seen).await?;
+    let seen: BTreeSet<String> = end.tally.vms.keys().cloned().collect();
+    let left = leftovers::check(gce, &seen).await?;
 
     let mut outcomes = Vec::new();
     for (id, name, expect, at) in &enqueued.jobs {
@@ -214,30 +245,19 @@ pub(super) async fn run(opts: &DemoOptions) -> anyhow::Result<bool> {
     let calls = gce.calls();
     let summary = Summary {
         outcomes: &outcomes,
-        tally: &tally,
+        tally: end.tally,
         calls: &calls,
-        zones: &zones,
+        zones: end.zones,
         leftovers: &left,
-        elapsed,
+        elapsed: end.elapsed,
     };
     println!("\nSummary:\n{}", summary.render());
-
-    let all_ok = outcomes.iter().all(Outcome::as_expected);
-    let ok = all_ok && left.is_empty() && status.success();
     if left.is_empty() {
         println!("demo: nothing was left behind");
     } else {
         println!("demo: LEFT BEHIND: {}", left.describe());
     }
-    if !ok {
-        println!("flotilla's log is kept: {}", log_path.display());
-        let _ = dir.keep();
-    }
-    if let Ok(gce) = Arc::try_unwrap(gce) {
-        gce.shutdown().await;
-    }
-    gitlab.shutdown().await;
-    Ok(ok)
+    Ok(outcomes.iter().all(Outcome::as_expected) && left.is_empty())
 }
 
 /// The run itself: warm pool, burst, stockout part-way, `test` after `build`, until every job
@@ -252,15 +272,24 @@ async fn drive(
     flotilla: &mut Flotilla,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + DEADLINE;
-    let warm = gce
-        .wait_until(Duration::from_secs(60), |vms| {
-            vms.iter().filter(|v| v.status == "RUNNING").count() >= IDLE_COUNT
-        })
-        .await;
-    anyhow::ensure!(
-        warm,
-        "the warm pool of {IDLE_COUNT} VMs did not come up within 60 s"
-    );
+    let warm_by = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = flotilla.exited() {
+            anyhow::bail!("flotilla exited before its pool was warm: {status}");
+        }
+        let warm = gce
+            .wait_until(Duration::from_millis(500), |vms| {
+                vms.iter().filter(|v| v.status == "RUNNING").count() >= IDLE_COUNT
+            })
+            .await;
+        if warm {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < warm_by,
+            "the warm pool of {IDLE_COUNT} VMs did not come up within 60 s"
+        );
+    }
     let burst: Vec<Sample> = samples(repos)?
         .into_iter()
         .chain(work_samples(WORK_JOBS))
