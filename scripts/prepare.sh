@@ -4,7 +4,8 @@
 #   1. the tools the tests run, from Debian (apt-get, as root or through sudo), installed when
 #      missing: git, shellcheck, chromium (the status page in a browser), prometheus + promtool,
 #      docker-registry + htpasswd (a private registry), busybox-static and mmdebstrap (the test
-#      and helper images);
+#      and helper images), ruby with rspec, erubis and tomlrb (the Chef cookbook's tests),
+#      systemd-analyze and adduser (the .deb check; cargo-deb itself is scripts/test-deb.sh's);
 #   2. a Docker engine that answers (`docker info`): checked, with a clear message when none
 #      does; with --start-docker (CI) a `dockerd` is started in the background instead;
 #   3. the test images (scripts/build-test-images.sh): flotilla-test/busybox and the helper
@@ -33,18 +34,31 @@ readonly TEST_TOOLS=(
     promtool:prometheus
     docker-registry:docker-registry
     htpasswd:apache2-utils
+    ruby:ruby
+    rspec:ruby-rspec
+    systemd-analyze:systemd
+    adduser:adduser
+)
+# Ruby libraries the Chef cookbook's tests load (`require` name: Debian package).
+readonly TEST_RUBY_LIBS=(
+    erubis:ruby-erubis
+    tomlrb:ruby-tomlrb
 )
 
 start_docker=false
 images=true
 tools=("${DEMO_TOOLS[@]}" "${TEST_TOOLS[@]}")
+demo_only=false
 for arg in "$@"; do
     case "$arg" in
-        --demo) tools=("${DEMO_TOOLS[@]}") ;;
+        --demo)
+            tools=("${DEMO_TOOLS[@]}")
+            demo_only=true
+            ;;
         --start-docker) start_docker=true ;;
         --no-images) images=false ;;
         -h | --help)
-            sed -n '2,18p' "$0"
+            sed -n '2,19p' "$0"
             exit 0
             ;;
         *)
@@ -80,6 +94,11 @@ missing_packages() {
         tool="${entry%%:*}"
         command -v "$tool" >/dev/null 2>&1 || echo "${entry#*:}"
     done
+    if [ "$demo_only" = false ]; then
+        for entry in "${TEST_RUBY_LIBS[@]}"; do
+            ruby -e "require '${entry%%:*}'" >/dev/null 2>&1 || echo "${entry#*:}"
+        done
+    fi
     # The test image needs the static busybox, not just any busybox on PATH.
     dpkg -s busybox-static >/dev/null 2>&1 || echo busybox-static
 }
