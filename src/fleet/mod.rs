@@ -10,6 +10,7 @@
 //! label. Invariant: never touches a VM labelled with another manager id; never imports
 //! `coordinator` or `executor`.
 
+pub mod adaptive;
 mod actor;
 mod handle;
 pub mod metrics;
