@@ -9,7 +9,7 @@ use std::time::Duration;
 use croner::parser::{CronParser, Seconds, Year};
 
 use super::diag::Diagnostics;
-use super::model::{AutoscalingPeriod, MachineConfig};
+use super::model::{AutoscalingPeriod, IdleCountPolicy, MachineConfig};
 use super::raw::{Field, RawMachine, RawPeriod};
 
 /// Default `MachineName`.
@@ -61,6 +61,7 @@ pub(super) fn build(
             .into_iter()
             .map(|period| autoscaling(d, period))
             .collect(),
+        idle_count_policy: idle_count_policy(d, raw.idle_count_policy, &p("IdleCountPolicy")),
     };
     let carried = DriverOptions {
         driver: raw.machine_driver.filter(|f| !f.value.trim().is_empty()),
@@ -187,6 +188,24 @@ fn count(d: &mut Diagnostics, f: Option<Field<i64>>, path: &str) -> u32 {
             0
         }
         Err(_) => u32::MAX,
+    }
+}
+
+/// `IdleCountPolicy`: `"static"` (default) or `"adaptive"`.
+fn idle_count_policy(d: &mut Diagnostics, f: Option<Field<String>>, path: &str) -> IdleCountPolicy {
+    let Some(f) = f else {
+        return IdleCountPolicy::Static;
+    };
+    match f.value.trim() {
+        "" | "static" => IdleCountPolicy::Static,
+        "adaptive" => IdleCountPolicy::Adaptive,
+        other => {
+            let message = format!(
+                "unknown IdleCountPolicy {other:?}: use \"static\" (a fixed IdleCount) or \"adaptive\""
+            );
+            d.error(f.line, path, message);
+            IdleCountPolicy::Static
+        }
     }
 }
 

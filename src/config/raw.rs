@@ -88,6 +88,7 @@ pub(super) struct RawMachine {
     pub max_growth_rate: Option<Field<i64>>,
     pub machine_name: Option<Field<String>>,
     pub machine_driver: Option<Field<String>>,
+    pub idle_count_policy: Option<Field<String>>,
     /// Each entry with its own line (an array may span many).
     pub machine_options: Option<Field<Vec<Field<String>>>>,
     /// The `[[runners.machine.autoscaling]]` entries.

@@ -24,6 +24,7 @@ pub(super) fn machine(d: &mut Diagnostics, s: &Scope<'_>) -> RawMachine {
         max_growth_rate: integer(d, s, "MaxGrowthRate"),
         machine_name: string(d, s, "MachineName"),
         machine_driver: string(d, s, "MachineDriver"),
+        idle_count_policy: string(d, s, "IdleCountPolicy"),
         machine_options: string_items(d, s, "MachineOptions"),
         autoscaling: periods(d, s),
     }

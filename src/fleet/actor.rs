@@ -4,6 +4,7 @@
 //! It wakes on its own only when something is due (an idle VM's IdleTime, a zone's cool-down,
 //! a rate-limit pause, the next reconcile, a schedule check), never in a polling loop.
 
+use super::adaptive::{Bounds, DemandEstimator, Estimate};
 use super::handle::{FleetHandle, Lease, LeaseGuard};
 use super::metrics::PoolMetrics;
 use super::policy::{self, Caps, Counts, Demand, IdleVm, RemoveReason};
@@ -15,6 +16,7 @@ use super::{
     VmInfo, VmState, MANAGER_LABEL, RUNNER_LABEL, STUCK_AFTER_ATTEMPTS,
 };
 use crate::cloud::{Cloud, InstanceStatus, Listing};
+use crate::config::IdleCountPolicy;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -147,6 +149,10 @@ struct Actor {
     /// VM-time accounting: when it was last added up, and the (idle, busy) VM counts since.
     accrued_at: Instant,
     accruing: (u32, u32),
+    /// Job arrivals and times to ready seen (both policies; the adaptive one acts on them).
+    demand: DemandEstimator,
+    /// The demand estimate of the last planning round.
+    estimate: Option<Estimate>,
 }
 
 pub(super) fn spawn(
@@ -205,6 +211,8 @@ pub(super) fn spawn(
         metrics,
         accrued_at: Instant::now(),
         accruing: (0, 0),
+        demand: DemandEstimator::new(),
+        estimate: None,
         s,
     };
     tracker.spawn(actor.run());
@@ -327,9 +335,14 @@ impl Actor {
             .unwrap_or(now + HOUSEKEEPING)
     }
 
-    /// The idle settings in force: the schedule's, or none kept while draining.
+    /// The idle settings in force: the schedule's (adaptive: the demand estimate's within the
+    /// schedule's bounds), or none kept while draining.
     fn active_idle(&self) -> IdleSettings {
-        let active = self.schedule.active(chrono::Utc::now());
+        let active = self.schedule.active(self.s.clock.now());
+        let active = match (self.s.machine.idle_count_policy, &self.estimate) {
+            (IdleCountPolicy::Adaptive, Some(e)) => e.idle_settings(active.idle_time),
+            _ => active,
+        };
         if self.draining {
             IdleSettings {
                 idle_count: 0,
@@ -374,6 +387,7 @@ impl Actor {
         }
         // Jobs waiting on demand take idle VMs before any idle VM is judged for removal.
         self.serve_waiters();
+        self.estimate_demand(now);
         if self.draining {
             self.remove_every_idle("draining");
         }
@@ -437,6 +451,23 @@ impl Actor {
                 break;
             }
         }
+    }
+
+    /// Updates the demand estimate (the adaptive target, and the metrics of both policies).
+    fn estimate_demand(&mut self, now: Instant) {
+        let wall = self.s.clock.now();
+        let bounds = Bounds::new(
+            &self.schedule.base(),
+            self.schedule.active_period(wall).as_ref(),
+        );
+        let backlog = self.backlog.map_or(0, |(b, _)| b);
+        let e = self.demand.estimate(now, backlog, bounds);
+        let desired = match self.s.machine.idle_count_policy {
+            IdleCountPolicy::Adaptive => e.desired_idle,
+            IdleCountPolicy::Static => self.schedule.active(wall).idle_count,
+        };
+        self.metrics.demand(desired, &e);
+        self.estimate = Some(e);
     }
 
     /// Removes every idle VM now (a drain keeps none).

@@ -14,6 +14,7 @@
 //! (IdleCount). Surplus idle VMs are drained after [`Estimate::drain_after`]: once a VM has
 //! idled longer than a new one takes to boot, keeping it costs more than making one later.
 
+use super::schedule::IdleSettings;
 use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -57,6 +58,35 @@ pub struct Estimate {
     pub burst_headroom: u32,
     /// How long a surplus idle VM is kept: the time to ready, at least [`MIN_DRAIN_AFTER`].
     pub drain_after: Duration,
+}
+
+impl Bounds {
+    /// The bounds of an adaptive pool: IdleCountMin of `[runners.machine]` — or the IdleCount of
+    /// the `period` active now, whichever is larger — as the floor, `[runners.machine]`
+    /// IdleCount as the ceiling (raised to the floor if a period asks for more).
+    pub fn new(base: &IdleSettings, period: Option<&IdleSettings>) -> Bounds {
+        let floor = base
+            .idle_count_min
+            .max(period.map_or(0, |p| p.idle_count.max(p.idle_count_min)));
+        Bounds {
+            floor,
+            ceiling: base.idle_count.max(floor),
+        }
+    }
+}
+
+impl Estimate {
+    /// The idle settings the pool's policy applies for this estimate: IdleCount = the target
+    /// (no scale factor), surplus idle VMs kept for the shorter of `idle_time` and
+    /// [`Estimate::drain_after`].
+    pub fn idle_settings(&self, idle_time: std::time::Duration) -> IdleSettings {
+        IdleSettings {
+            idle_count: self.desired_idle,
+            idle_count_min: 0,
+            idle_scale_factor: 0.0,
+            idle_time: idle_time.min(self.drain_after),
+        }
+    }
 }
 
 /// The demand one pool observed. Owned by the pool actor; memory is bounded by the arrivals of
@@ -188,7 +218,9 @@ impl DemandEstimator {
         // A burst is what a minute brought beyond the steady rate and its usual spread.
         let excess = (self.largest_excess(now) - margin).max(0.0);
         let headroom = (excess * BURST_SHARE).ceil();
-        let wanted = (in_flight + margin + headroom).ceil().max(f64::from(backlog));
+        let wanted = (in_flight + margin + headroom)
+            .ceil()
+            .max(f64::from(backlog));
         let ceiling = bounds.ceiling.max(bounds.floor);
         // `wanted` is finite and ≥ 0; the cast saturates at u32::MAX.
         let desired = (wanted as u32).clamp(bounds.floor, ceiling);
@@ -309,7 +341,10 @@ mod tests {
         let busy = drive(&mut est, start, 0..60, |_| 30, OPEN);
         let night = drive(&mut est, start, 60..80, |_| 0, OPEN);
         assert!(busy[59] > 10, "{busy:?}");
-        assert_eq!(night[12], 0, "ten minutes after the peak the pool is empty: {night:?}");
+        assert_eq!(
+            night[12], 0,
+            "ten minutes after the peak the pool is empty: {night:?}"
+        );
         let bounds = Bounds {
             floor: 4,
             ceiling: 50,
@@ -339,7 +374,50 @@ mod tests {
         assert_eq!(*capped.last().unwrap(), 25, "IdleCount is the ceiling");
         let mut quiet = DemandEstimator::new();
         let e = quiet.estimate(start, 7, OPEN);
-        assert_eq!(e.desired_idle, 7, "a reported backlog is met even with no history");
+        assert_eq!(
+            e.desired_idle, 7,
+            "a reported backlog is met even with no history"
+        );
+    }
+
+    #[test]
+    fn periods_are_floors_and_idle_count_the_ceiling() {
+        let s = |idle_count, idle_count_min| IdleSettings {
+            idle_count,
+            idle_count_min,
+            idle_scale_factor: 0.0,
+            idle_time: Duration::from_secs(600),
+        };
+        let b = Bounds::new(&s(40, 2), None);
+        assert_eq!((b.floor, b.ceiling), (2, 40));
+        let b = Bounds::new(&s(40, 2), Some(&s(10, 0)));
+        assert_eq!(
+            (b.floor, b.ceiling),
+            (10, 40),
+            "a weekday period keeps 10 warm"
+        );
+        let b = Bounds::new(&s(40, 2), Some(&s(70, 0)));
+        assert_eq!(
+            (b.floor, b.ceiling),
+            (70, 70),
+            "a period above IdleCount raises both"
+        );
+        let e = Estimate {
+            desired_idle: 6,
+            arrival_rate: 0.1,
+            time_to_ready: Duration::from_secs(40),
+            burst_headroom: 0,
+            drain_after: Duration::from_secs(40),
+        };
+        let idle = e.idle_settings(Duration::from_secs(600));
+        assert_eq!(
+            (idle.idle_count, idle.idle_time),
+            (6, Duration::from_secs(40))
+        );
+        assert_eq!(
+            e.idle_settings(Duration::from_secs(20)).idle_time,
+            Duration::from_secs(20)
+        );
     }
 
     #[test]

@@ -10,8 +10,9 @@
 //! label. Invariant: never touches a VM labelled with another manager id; never imports
 //! `coordinator` or `executor`.
 
-pub mod adaptive;
 mod actor;
+pub mod adaptive;
+pub mod clock;
 mod handle;
 pub mod metrics;
 pub mod names;
@@ -24,6 +25,7 @@ pub mod zones;
 #[cfg(test)]
 mod tests;
 
+pub use clock::WallClock;
 pub use handle::{FleetHandle, Lease};
 pub use metrics::FleetMetrics;
 pub use policy::Counts;
@@ -207,6 +209,8 @@ pub struct FleetSettings {
     pub reconcile_interval: Duration,
     /// Also create for the coordinator's backlog (`job_info.queue_size`).
     pub queue_aware: bool,
+    /// The clock autoscaling periods are read against (the system's but in simulations).
+    pub clock: WallClock,
 }
 
 impl FleetSettings {
@@ -239,6 +243,7 @@ impl FleetSettings {
             gce,
             reconcile_interval: config.reconcile_interval,
             queue_aware,
+            clock: WallClock::system(),
         })
     }
 

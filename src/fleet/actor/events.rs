@@ -26,6 +26,7 @@ impl Actor {
                     return;
                 }
                 self.waiters.push_back(reply);
+                self.demand.arrival(now);
                 if self.started {
                     self.serve_waiters();
                 }
@@ -35,6 +36,7 @@ impl Actor {
                     if vm.state == VmState::Leased {
                         vm.state = VmState::Used;
                         self.metrics.used(&vm.zone);
+                        self.demand.arrival(now);
                     }
                 }
             }
@@ -251,6 +253,7 @@ impl Actor {
                 vm.ready_at = Some(now);
                 vm.idle_since = now;
                 vm.docker = Some(ready.docker);
+                self.demand.ready(now.duration_since(vm.created_at));
                 let zone = vm.zone.clone();
                 self.metrics
                     .created(&zone, now.duration_since(vm.created_at), &ready.phases);
