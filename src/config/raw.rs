@@ -66,6 +66,7 @@ pub(super) struct RawDocker {
     pub cpus: Option<Field<String>>,
     pub memory: Option<Field<String>>,
     pub helper_image: Option<Field<String>>,
+    pub helper_image_archive: Option<Field<String>>,
     pub wait_for_services_timeout: Option<Field<i64>>,
     pub services_privileged: Option<Field<bool>>,
     pub allowed_services: Option<Field<Vec<String>>>,

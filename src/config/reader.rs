@@ -203,6 +203,7 @@ fn read_docker(d: &mut Diagnostics, s: &Scope<'_>) -> RawDocker {
         cpus: string(d, s, "cpus"),
         memory: string(d, s, "memory"),
         helper_image: string(d, s, "helper_image"),
+        helper_image_archive: string(d, s, "helper_image_archive"),
         wait_for_services_timeout: integer(d, s, "wait_for_services_timeout"),
         services_privileged: get(d, s, "services_privileged", "a boolean", Item::as_bool),
         allowed_services: string_list(d, s, "allowed_services"),

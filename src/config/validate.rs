@@ -274,6 +274,7 @@ fn docker(d: &mut Diagnostics, raw: RawDocker, path: &str) -> DockerConfig {
         nano_cpus: parsed(d, non_empty(raw.cpus), &p("cpus"), units::parse_cpus),
         memory_bytes: parsed(d, non_empty(raw.memory), &p("memory"), units::parse_memory),
         helper_image,
+        helper_image_archive: non_empty(raw.helper_image_archive).map(|f| f.value.into()),
         wait_for_services_timeout: match raw.wait_for_services_timeout.map(|f| f.value) {
             None | Some(0) => defaults.wait_for_services_timeout,
             Some(secs) if secs < 0 => None,

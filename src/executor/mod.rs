@@ -23,6 +23,7 @@ mod container;
 mod error;
 mod git;
 mod helper;
+mod helper_load;
 mod pull;
 mod script;
 mod section;

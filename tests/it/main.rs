@@ -12,6 +12,8 @@
 //! - `process`: the real `flotilla` binary (crash recovery, log secrecy, `config check`).
 //! - `mock_coordinator`: the happy path against `gitlab-runner-mock`.
 //! - `sources`: the helper container and `get_sources` (git over smart HTTP from the fake GitLab).
+//! - `helper_archive`: the helper image loaded from a `docker save` tarball onto an engine
+//!   lacking it (`helper_image_archive`).
 //! - `docker_tls`: a fake GCE VM's dockerd over mutual TLS, verified by VM name.
 //! - `vm_startup`: the VM startup script against a fake metadata server, in a scratch root.
 //! - `registry`: private images pulled with the job's credentials from Debian's docker-registry.
@@ -28,6 +30,7 @@ mod cloud_gce;
 mod docker_tls;
 mod executor;
 mod harness;
+mod helper_archive;
 mod jobs;
 mod lifecycle;
 mod machine_e2e;
