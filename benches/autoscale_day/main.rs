@@ -12,8 +12,9 @@
 //! `cargo bench --bench autoscale_day -- --arrivals FILE` / `FLOTILLA_ARRIVALS=FILE` (CSV
 //! `arrival_s,duration_s` with that header), or `-- --day-seed N` for a generated day.
 //! `-- --generate N > day.csv` prints a generated day (seed N) and exits; `--boot-seed N`
-//! changes the cloud's boot-time draws (default 1). The `--bench` argument cargo appends is
-//! ignored.
+//! changes the cloud's boot-time draws (default 1); `--sweep 20,25` tries only those static k
+//! (`--sweep none`: the adaptive policy only).
+//! The `--bench` argument cargo appends is ignored.
 
 mod cloud;
 mod day;
@@ -38,6 +39,8 @@ struct Args {
     day_seed: Option<u64>,
     generate: Option<u64>,
     boot_seed: u64,
+    /// `--sweep K1,K2,…`: only these static k (ascending), instead of the default sweep.
+    sweep: Option<Vec<u32>>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -48,6 +51,7 @@ fn parse_args() -> Result<Args, String> {
         day_seed: None,
         generate: None,
         boot_seed: 1,
+        sweep: None,
     };
     let mut it = std::env::args().skip(1);
     let number = |flag: &str, v: Option<String>| {
@@ -61,6 +65,17 @@ fn parse_args() -> Result<Args, String> {
             "--day-seed" => args.day_seed = Some(number("--day-seed", it.next())?),
             "--generate" => args.generate = Some(number("--generate", it.next())?),
             "--boot-seed" => args.boot_seed = number("--boot-seed", it.next())?,
+            "--sweep" => {
+                let list = it.next().ok_or("--sweep needs a list such as 20,25")?;
+                let ks: Result<Vec<u32>, _> = list
+                    .split(',')
+                    .filter(|k| *k != "none")
+                    .map(|k| k.trim().parse())
+                    .collect();
+                let mut ks = ks.map_err(|_| format!("--sweep {list:?}: not a list of numbers"))?;
+                ks.sort_unstable();
+                args.sweep = Some(ks);
+            }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -145,8 +160,23 @@ fn main() -> ExitCode {
         Ok(r)
     };
     let mut smallest: Option<DayResult> = None;
+    if let Some(ks) = &args.sweep {
+        for k in ks {
+            match run(Policy::Static(*k)) {
+                Ok(r) if r.meets_slo() => {
+                    smallest = Some(r);
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("autoscale_day: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    }
     let mut k = SWEEP_STEP;
-    while k <= SWEEP_MAX && smallest.is_none() {
+    while args.sweep.is_none() && k <= SWEEP_MAX && smallest.is_none() {
         match run(Policy::Static(k)) {
             Ok(r) if r.meets_slo() => {
                 smallest = Some(r);

@@ -8,11 +8,13 @@
 //!
 //! The target: jobs arriving while a replacement boots need VMs made before they came, so the
 //! pool keeps `rate × time to ready` VMs on the way or ready (Little's law), plus a margin for
-//! the randomness of arrivals (two standard deviations of a Poisson count), plus headroom for
+//! the randomness of arrivals (1.5 standard deviations of a Poisson count, plus one), plus
+//! headroom for
 //! a burst like the recent ones, and never less than the coordinator's reported backlog. It is
 //! clamped between a floor (IdleCountMin, or the IdleCount of an active period) and a ceiling
-//! (IdleCount). Surplus idle VMs are drained after [`Estimate::drain_after`]: once a VM has
-//! idled longer than a new one takes to boot, keeping it costs more than making one later.
+//! (IdleCount). Surplus idle VMs are drained after [`Estimate::drain_after`], a few boots'
+//! worth of idling: long enough that a dip of the estimate does not delete VMs the next jobs
+//! would take, short enough that the pool is back to the floor minutes after a peak.
 
 use super::schedule::IdleSettings;
 use std::collections::VecDeque;
@@ -33,8 +35,14 @@ pub const BURST_SHARE: f64 = 0.5;
 pub const READY_SAMPLES: usize = 32;
 /// The time to ready assumed before any VM was made (GCE insert + boot, a bad hour's p90).
 pub const DEFAULT_TIME_TO_READY: Duration = Duration::from_secs(60);
+/// Surplus idle VMs are kept this many times the time to ready: with one job per VM, jobs use
+/// up a surplus by themselves while demand lasts, and a VM deleted on a dip of the estimate
+/// would be made again (boot included) on the next rise.
+pub const DRAIN_AFTER_READIES: u32 = 4;
 /// Surplus idle VMs are never drained faster than this (a target's jitter is not a peak's end).
-pub const MIN_DRAIN_AFTER: Duration = Duration::from_secs(30);
+pub const MIN_DRAIN_AFTER: Duration = Duration::from_secs(120);
+/// Standard deviations of the arrivals during one boot kept as margin.
+pub const SPREAD: f64 = 1.5;
 
 /// The floor and ceiling of the adaptive target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +64,8 @@ pub struct Estimate {
     pub time_to_ready: Duration,
     /// Headroom kept for a burst like the recent ones, in VMs.
     pub burst_headroom: u32,
-    /// How long a surplus idle VM is kept: the time to ready, at least [`MIN_DRAIN_AFTER`].
+    /// How long a surplus idle VM is kept: [`DRAIN_AFTER_READIES`] × the time to ready, at
+    /// least [`MIN_DRAIN_AFTER`].
     pub drain_after: Duration,
 }
 
@@ -211,7 +220,7 @@ impl DemandEstimator {
         // Jobs expected while one VM boots, and the spread of that count.
         let in_flight = rate * ttr.as_secs_f64();
         let margin = if in_flight > 0.0 {
-            2.0 * in_flight.sqrt() + 1.0
+            SPREAD * in_flight.sqrt() + 1.0
         } else {
             0.0
         };
@@ -229,7 +238,7 @@ impl DemandEstimator {
             arrival_rate: rate,
             time_to_ready: ttr,
             burst_headroom: headroom as u32,
-            drain_after: ttr.max(MIN_DRAIN_AFTER),
+            drain_after: (ttr * DRAIN_AFTER_READIES).max(MIN_DRAIN_AFTER),
         }
     }
 }
@@ -299,9 +308,9 @@ mod tests {
         for w in targets.windows(2) {
             assert!(w[1] >= w[0], "a ramp never lowers the target: {targets:?}");
         }
-        // At 30 jobs/min (0.5/s) and 40 s to ready: 20 in flight + 2√20 + 1 ≈ 30.
+        // At 30 jobs/min (0.5/s) and 40 s to ready: 20 in flight + 1.5√20 + 1 ≈ 28.
         let last = *targets.last().unwrap();
-        assert!((28..=34).contains(&last), "{targets:?}");
+        assert!((26..=32).contains(&last), "{targets:?}");
         // The same ramp with VMs that take twice as long wants about twice as many.
         let mut slow = DemandEstimator::new();
         booted(&mut slow, 80);
@@ -428,6 +437,6 @@ mod tests {
         booted(&mut est, 90);
         assert_eq!(est.time_to_ready(), Duration::from_secs(90));
         let e = est.estimate(Instant::now(), 0, OPEN);
-        assert_eq!(e.drain_after, Duration::from_secs(90));
+        assert_eq!(e.drain_after, Duration::from_secs(360), "four boots");
     }
 }
