@@ -19,7 +19,10 @@
 //! Run: `cargo bench --bench fleet_bursts` (~20 min). Env: `BENCH_SCALE=0.25` shrinks every
 //! duration (boot, gaps, job length, IdleTime) by that factor, the burst size stays (a burst of
 //! 30 against IdleCount 5 is what queue-aware scale-out is about; `BENCH_BURST=8` changes it);
-//! `BENCH_MODES=on`, `off` or `adaptive` (or a comma-separated list) runs those modes only; `BENCH_LOG=info` shows the manager's logs.
+//! `BENCH_MODES=on`, `off` or `adaptive` (or a comma-separated list) runs those modes only;
+//! `BENCH_LOG=info` shows the manager's logs.
+// Benchmarks time the wall clock on purpose (clippy.toml bans std's Instant in src/).
+#![allow(clippy::disallowed_types)]
 
 use flotilla::config::Config;
 use flotilla::lifecycle::Control;
@@ -316,7 +319,15 @@ async fn run(p: Params, mode: &'static str) -> Outcome {
     };
     let gce = Arc::new(FakeGce::start(gce_opts).await.expect("fake gce"));
     let state = tempfile::tempdir().expect("tempdir");
-    let text = config_text(&p, queue_aware, adaptive, &gitlab, &token, &gce, state.path());
+    let text = config_text(
+        &p,
+        queue_aware,
+        adaptive,
+        &gitlab,
+        &token,
+        &gce,
+        state.path(),
+    );
     let config = match Config::from_toml_str(&text, "fleet-bench.toml") {
         Ok(loaded) => loaded.config,
         Err(e) => panic!("bench config invalid:\n{e}"),

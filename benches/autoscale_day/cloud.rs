@@ -10,7 +10,7 @@ use flotilla::cloud::{
     Cloud, CloudError, Instance, InstanceSpec, InstanceStatus, ListScope, Listing, OperationRef,
     OperationStatus, RateLimiter,
 };
-use flotilla::fleet::VmConnector;
+use flotilla::fleet::{VmAccessError, VmDockerAccess};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap};
@@ -261,20 +261,27 @@ pub struct SimConnector {
 }
 
 #[async_trait]
-impl VmConnector for SimConnector {
-    fn vm_metadata(&self, _vm_name: &str) -> Result<Vec<(String, String)>, String> {
+impl VmDockerAccess for SimConnector {
+    fn vm_metadata(&self, _vm_name: &str) -> Result<Vec<(String, String)>, VmAccessError> {
         Ok(Vec::new())
     }
 
-    async fn connect(&self, _vm_name: &str, _addr: SocketAddr) -> Result<bollard::Docker, String> {
+    async fn connect(
+        &self,
+        _vm_name: &str,
+        _addr: SocketAddr,
+    ) -> Result<bollard::Docker, VmAccessError> {
         Ok(self.docker.clone())
     }
 
-    async fn ping(&self, vm_name: &str, _docker: &bollard::Docker) -> Result<(), String> {
+    async fn ping(&self, vm_name: &str, _docker: &bollard::Docker) -> Result<(), VmAccessError> {
         if self.cloud.is_ready(vm_name) {
             Ok(())
         } else {
-            Err("dockerd is not answering yet".into())
+            Err(VmAccessError::Ping {
+                vm: vm_name.to_string(),
+                source: "dockerd is not answering yet".into(),
+            })
         }
     }
 }

@@ -123,8 +123,8 @@ fn settings(policy: Policy, clock: WallClock) -> Result<FleetSettings, String> {
         .map_err(|e| format!("simulation config invalid: {e}"))?
         .config;
     let runner = config.runners.first().ok_or("no runner in the config")?;
-    let mut s = FleetSettings::for_runner(&config, runner, "sim-manager")
-        .map_err(|e| e.to_string())?;
+    let mut s =
+        FleetSettings::for_runner(&config, runner, "sim-manager").map_err(|e| e.to_string())?;
     s.clock = clock;
     Ok(s)
 }
@@ -153,12 +153,9 @@ async fn run(
     let warmup = chrono::Duration::from_std(WARMUP).map_err(|e| e.to_string())?;
     let settings = settings(policy, WallClock::starting_at(day_start - warmup))?;
     let cloud = Arc::new(SimCloud::new(seed, API_RATE_PER_MINUTE));
-    let docker = bollard::Docker::connect_with_http(
-        "http://127.0.0.1:1",
-        4,
-        bollard::API_DEFAULT_VERSION,
-    )
-    .map_err(|e| e.to_string())?;
+    let docker =
+        bollard::Docker::connect_with_http("http://127.0.0.1:1", 4, bollard::API_DEFAULT_VERSION)
+            .map_err(|e| e.to_string())?;
     let connector = Arc::new(SimConnector {
         cloud: cloud.clone(),
         docker,

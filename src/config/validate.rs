@@ -7,11 +7,14 @@ use std::time::Duration;
 
 use super::diag::Diagnostics;
 use super::error::WarningKind;
+use super::gce::RawGce;
+use super::machine::RawMachine;
 use super::model::{
     Config, DockerConfig, ExecutorKind, GceConfig, LogFormat, MachineConfig, PullPolicy,
     RunnerConfig, Secret,
 };
-use super::raw::{Field, RawConfig, RawDocker, RawGce, RawMachine, RawRunner};
+use super::raw::{RawConfig, RawDocker, RawRunner};
+use super::toml_read::Field;
 use super::{gce, machine, machine_options, units};
 
 /// Default `state_dir`.
@@ -230,7 +233,7 @@ fn unhealthy_interval(d: &mut Diagnostics, f: Option<Field<String>>, path: &str)
         Ok(d) if d.is_zero() => DEFAULT,
         Ok(d) => d,
         Err(message) => {
-            d.error(f.line, path, message);
+            d.error(f.line, path, message.to_string());
             DEFAULT
         }
     }
@@ -368,15 +371,15 @@ fn positive_secs(f: Option<Field<i64>>, default: u64) -> Duration {
     }
 }
 
-fn parsed<T>(
+fn parsed<T, E: std::fmt::Display>(
     d: &mut Diagnostics,
     f: Option<Field<String>>,
     path: &str,
-    parse: impl Fn(&str) -> Result<T, String>,
+    parse: impl Fn(&str) -> Result<T, E>,
 ) -> Option<T> {
     let f = f?;
     parse(&f.value)
-        .map_err(|message| d.error(f.line, path, message))
+        .map_err(|message| d.error(f.line, path, message.to_string()))
         .ok()
 }
 

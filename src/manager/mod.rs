@@ -66,6 +66,9 @@ pub struct Hooks {
     pub errors: Option<crate::metrics::ErrorCounter>,
     /// Called with the admin server's address once it listens (tests bind port 0).
     pub on_admin_listening: Option<Arc<dyn Fn(std::net::SocketAddr) + Send + Sync>>,
+    /// Where job traces keep their temp files; `None`: the system temp directory. Tests point
+    /// it at a missing directory to make trace creation fail.
+    pub trace_dir: Option<std::path::PathBuf>,
 }
 
 /// What every runner loop and job task shares. Created once by [`run_with`].
@@ -104,12 +107,8 @@ impl Shared {
     }
 }
 
-/// Runs the manager until a drain completes or an abort ends it.
-pub async fn run(config: Config, controls: mpsc::Receiver<Control>) -> Result<(), RunError> {
-    run_with(config, controls, Hooks::default()).await
-}
-
-/// [`run`] with observation hooks (no configuration file: a reload is refused).
+/// Runs the manager until a drain completes or an abort ends it, with observation hooks and no
+/// configuration file (a reload is refused): what the integration tests call.
 pub async fn run_with(
     config: Config,
     controls: mpsc::Receiver<Control>,
