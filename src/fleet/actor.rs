@@ -7,7 +7,7 @@
 //! in `plan`/`policy`, reconcile in `reconcile`, zones in `zones`, pauses in `pauses`, demand in
 //! `demand`, totals and VM time in `stats`.
 
-use super::adaptive::{Bounds, DemandEstimator, Estimate};
+use super::adaptive::{self, DemandEstimator};
 use super::demand::{Backlog, Waiters};
 use super::handle::FleetHandle;
 use super::metrics::PoolMetrics;
@@ -26,7 +26,6 @@ use super::{
     MANAGER_LABEL,
 };
 use crate::cloud::{Cloud, Listing};
-use crate::config::IdleCountPolicy;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,10 +69,8 @@ struct Actor {
     draining: bool,
     stats: Stats,
     metrics: PoolMetrics,
-    /// Job arrivals and times to ready seen (both policies; the adaptive one acts on them).
+    /// Job arrivals, times to ready and the last estimate (the adaptive policy acts on them).
     demand: DemandEstimator,
-    /// The demand estimate of the last planning round.
-    estimate: Option<Estimate>,
 }
 
 /// Starts the actor of one pool on `tracker` and returns the handle on it.
@@ -127,7 +124,6 @@ pub(super) fn spawn(
         stats: Stats::new(now),
         metrics,
         demand: DemandEstimator::new(),
-        estimate: None,
         s,
     };
     tracker.spawn(actor.run());
@@ -280,26 +276,18 @@ impl Actor {
     /// schedule's bounds), or none kept while draining.
     fn active_idle(&self) -> IdleSettings {
         let active = self.schedule.in_force(self.s.clock.now(), self.draining);
-        match (self.s.machine.idle_count_policy, &self.estimate) {
-            (IdleCountPolicy::Adaptive, Some(e)) if !self.draining => {
-                e.idle_settings(active.idle_time)
-            }
-            _ => active,
-        }
+        let policy = self.s.machine.idle_count_policy;
+        adaptive::in_force(active, policy, self.demand.last(), self.draining)
     }
 
     /// Updates the demand estimate (the adaptive target, and the metrics of both policies).
     fn estimate_demand(&mut self, now: Instant) {
-        let wall = self.s.clock.now();
-        let period = self.schedule.active_period(wall);
-        let bounds = Bounds::new(&self.schedule.base(), period.as_ref());
-        let e = self.demand.estimate(now, self.backlog.get(), bounds);
-        let desired = match self.s.machine.idle_count_policy {
-            IdleCountPolicy::Adaptive => e.desired_idle,
-            IdleCountPolicy::Static => self.schedule.active(wall).idle_count,
-        };
+        let (wall, backlog) = (self.s.clock.now(), self.backlog.get());
+        let policy = self.s.machine.idle_count_policy;
+        let (e, desired) = self
+            .demand
+            .target(&self.schedule, policy, now, wall, backlog);
         self.metrics.demand(desired, &e);
-        self.estimate = Some(e);
     }
 
     // ---- acting ---------------------------------------------------------------------------

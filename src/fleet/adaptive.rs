@@ -16,7 +16,9 @@
 //! worth of idling: long enough that a dip of the estimate does not delete VMs the next jobs
 //! would take, short enough that the pool is back to the floor minutes after a peak.
 
-use super::schedule::IdleSettings;
+use super::schedule::{IdleSettings, Schedule};
+use crate::config::IdleCountPolicy;
+use chrono::{DateTime, Utc};
 use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -98,6 +100,20 @@ impl Estimate {
     }
 }
 
+/// The idle settings a pool applies: `in_force` (the schedule's) for a static pool or while
+/// draining, else the adaptive estimate's.
+pub fn in_force(
+    in_force: IdleSettings,
+    policy: IdleCountPolicy,
+    estimate: Option<&Estimate>,
+    draining: bool,
+) -> IdleSettings {
+    match (policy, estimate) {
+        (IdleCountPolicy::Adaptive, Some(e)) if !draining => e.idle_settings(in_force.idle_time),
+        _ => in_force,
+    }
+}
+
 /// The demand one pool observed. Owned by the pool actor; memory is bounded by the arrivals of
 /// [`LONG_WINDOW`] and one number per minute of [`BURST_MEMORY`].
 #[derive(Debug, Default)]
@@ -113,6 +129,8 @@ pub struct DemandEstimator {
     first: Option<Instant>,
     /// Recent times to ready, oldest first.
     ready: VecDeque<Duration>,
+    /// The estimate [`DemandEstimator::target`] made last.
+    last: Option<Estimate>,
 }
 
 impl DemandEstimator {
@@ -201,6 +219,33 @@ impl DemandEstimator {
             return DEFAULT_TIME_TO_READY;
         }
         self.ready.iter().sum::<Duration>() / self.ready.len() as u32
+    }
+
+    /// The estimate [`DemandEstimator::target`] made last, if any.
+    pub fn last(&self) -> Option<&Estimate> {
+        self.last.as_ref()
+    }
+
+    /// The estimate at `now` for a pool on `schedule` read at wall-clock `wall` (periods are
+    /// floors), and the IdleCount in force to export as desired idle: the target for an
+    /// adaptive pool, the schedule's IdleCount for a static one.
+    pub fn target(
+        &mut self,
+        schedule: &Schedule,
+        policy: IdleCountPolicy,
+        now: Instant,
+        wall: DateTime<Utc>,
+        backlog: u32,
+    ) -> (Estimate, u32) {
+        let period = schedule.active_period(wall);
+        let bounds = Bounds::new(&schedule.base(), period.as_ref());
+        let e = self.estimate(now, backlog, bounds);
+        self.last = Some(e);
+        let desired = match policy {
+            IdleCountPolicy::Adaptive => e.desired_idle,
+            IdleCountPolicy::Static => schedule.active(wall).idle_count,
+        };
+        (e, desired)
     }
 
     /// The target at `now`, given the coordinator's backlog (`job_info.queue_size` less the job
