@@ -221,6 +221,7 @@ pub(super) const MACHINE: Section = Section {
     supported: &[
         "IdleCount",
         "IdleCountMin",
+        "IdleCountPolicy",
         "IdleScaleFactor",
         "IdleTime",
         "MaxBuilds",

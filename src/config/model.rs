@@ -333,6 +333,30 @@ pub struct MachineConfig {
     pub machine_name: String,
     /// `[[runners.machine.autoscaling]]` periods; the last matching one wins.
     pub autoscaling: Vec<AutoscalingPeriod>,
+    /// `IdleCountPolicy` (Flotilla's key): a fixed IdleCount, or a warm pool that follows demand.
+    pub idle_count_policy: IdleCountPolicy,
+}
+
+/// `IdleCountPolicy`: how many idle VMs a docker+machine runner keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum IdleCountPolicy {
+    /// `"static"` (the default): GitLab Runner's IdleCount / IdleScaleFactor / periods.
+    #[default]
+    Static,
+    /// `"adaptive"`: arrival rate × time to ready + burst headroom, between IdleCountMin (and
+    /// an active period's IdleCount) and IdleCount; jobs are taken without a VM leased and get
+    /// one from the warm pool or made on demand.
+    Adaptive,
+}
+
+impl IdleCountPolicy {
+    /// The value as written in `config.toml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdleCountPolicy::Static => "static",
+            IdleCountPolicy::Adaptive => "adaptive",
+        }
+    }
 }
 
 /// One `[[runners.machine.autoscaling]]` entry.

@@ -7,7 +7,7 @@
 
 use super::slots::{SlotGuard, Slots};
 use super::{job_task, Shared};
-use crate::config::RunnerConfig;
+use crate::config::{IdleCountPolicy, RunnerConfig};
 use crate::coordinator::{PollState, RequestOutcome, RunnerEndpoint};
 use crate::fleet::{FleetHandle, Lease};
 use crate::job::JobInfo;
@@ -155,10 +155,17 @@ async fn requester(shared: Arc<Shared>, state: Arc<RunnerState>) {
         // Read after the slots: a reload while waiting for them applies to this request.
         let runner = state.runner();
         let check_interval = shared.config().check_interval;
-        let idle_count = runner.machine.as_ref().map_or(0, |m| m.idle_count);
+        // The adaptive policy takes jobs first: its pool sees them arrive (and may keep no idle
+        // VM at all), and a job gets a warm VM or one made on demand.
+        let idle_count = runner
+            .machine
+            .as_ref()
+            .filter(|m| m.idle_count_policy == IdleCountPolicy::Static)
+            .map_or(0, |m| m.idle_count);
         let lease = match &state.fleet {
-            // With IdleCount > 0 a job is requested only with an idle VM leased (VMs being
-            // created do not count); with IdleCount = 0 the job is taken and its VM made on demand.
+            // With IdleCount > 0 (static) a job is requested only with an idle VM leased (VMs
+            // being created do not count); with IdleCount = 0 or the adaptive policy the job is
+            // taken and its VM leased from the pool or made on demand.
             Some(fleet) if idle_count > 0 => match lease_idle_vm(fleet, &stop).await {
                 Some(lease) => Some(lease),
                 None => break,
