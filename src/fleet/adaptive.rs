@@ -7,10 +7,10 @@
 //! hand-made demand curves.
 //!
 //! The target: jobs arriving while a replacement boots need VMs made before they came, so the
-//! pool keeps `rate × time to ready` VMs on the way or ready (Little's law), plus a margin for
-//! the randomness of arrivals (one standard deviation of a Poisson count, plus one), plus
-//! headroom for
-//! a burst like the recent ones, and never less than the coordinator's reported backlog. It is
+//! pool keeps enough VMs on the way or ready for the arrivals of one time to ready: the
+//! [`QUANTILE`] quantile of a Poisson count with mean `rate × time to ready` (Little's law plus
+//! the randomness of arrivals, sized to the SLO rather than a mean plus a fixed spread), plus
+//! headroom for a burst like the recent ones, and never less than the coordinator's reported backlog. It is
 //! clamped between a floor (IdleCountMin, or the IdleCount of an active period) and a ceiling
 //! (IdleCount). Surplus idle VMs are drained after [`Estimate::drain_after`], a few boots'
 //! worth of idling: long enough that a dip of the estimate does not delete VMs the next jobs
@@ -29,8 +29,10 @@ pub const SHORT_WINDOW: Duration = Duration::from_secs(120);
 pub const LONG_WINDOW: Duration = Duration::from_secs(600);
 /// Arrivals in one of these count as one burst sample.
 pub const BURST_BUCKET: Duration = Duration::from_secs(60);
-/// How long a burst is remembered for headroom.
-pub const BURST_MEMORY: Duration = Duration::from_secs(1800);
+/// How long a burst is remembered for headroom: bursts are rare and independent, so headroom
+/// kept long after one mostly idles (measured: 30 min cost more idle VM-seconds than it saved
+/// waits).
+pub const BURST_MEMORY: Duration = Duration::from_secs(600);
 /// The share of the recent largest burst kept as headroom.
 pub const BURST_SHARE: f64 = 0.25;
 /// Time-to-ready samples kept (the most recent ones).
@@ -43,8 +45,32 @@ pub const DEFAULT_TIME_TO_READY: Duration = Duration::from_secs(60);
 pub const DRAIN_AFTER_READIES: u32 = 4;
 /// Surplus idle VMs are never drained faster than this (a target's jitter is not a peak's end).
 pub const MIN_DRAIN_AFTER: Duration = Duration::from_secs(120);
-/// Standard deviations of the arrivals during one boot kept as margin.
-pub const SPREAD: f64 = 1.0;
+/// The quantile of the arrivals during one time to ready (a Poisson count) the pool keeps VMs
+/// for. Below the SLO's 95 %: the pool is refilled continuously, so a count above the quantile
+/// delays only the jobs beyond it, and only until the VMs already on the way are ready.
+pub const QUANTILE: f64 = 0.9;
+
+/// The smallest `k` with P(N ≤ k) ≥ `p` for N Poisson with mean `mean` (0 for a mean of 0).
+/// Summed term by term up to a mean of 500 (far above any pool's arrivals per boot), by the
+/// normal approximation above.
+pub fn poisson_quantile(mean: f64, p: f64) -> u32 {
+    if mean <= 0.0 || !mean.is_finite() {
+        return 0;
+    }
+    if mean > 500.0 {
+        // z of p = 0.9 is 1.2816; other levels use the same (the caller uses QUANTILE).
+        return (mean + 1.2816 * mean.sqrt() + 0.5).ceil() as u32;
+    }
+    let mut term = (-mean).exp();
+    let mut cdf = term;
+    let mut k = 0u32;
+    while cdf < p && k < 10_000 {
+        k += 1;
+        term *= mean / f64::from(k);
+        cdf += term;
+    }
+    k
+}
 
 /// The floor and ceiling of the adaptive target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,19 +288,18 @@ impl DemandEstimator {
             .rate_over(now, SHORT_WINDOW)
             .max(self.rate_over(now, LONG_WINDOW));
         let ttr = self.time_to_ready();
-        // Jobs expected while one VM boots, and the spread of that count.
+        // Jobs expected while one VM boots, at the SLO's quantile of that count.
         let in_flight = rate * ttr.as_secs_f64();
-        let margin = if in_flight > 0.0 {
-            SPREAD * in_flight.sqrt() + 1.0
+        // At least one while any job came in the window: a trickle still finds a VM ready.
+        let covered = if in_flight > 0.0 {
+            f64::from(poisson_quantile(in_flight, QUANTILE).max(1))
         } else {
             0.0
         };
         // A burst is what a minute brought beyond the steady rate and its usual spread.
-        let excess = (self.largest_excess(now) - margin).max(0.0);
+        let excess = (self.largest_excess(now) - (covered - in_flight)).max(0.0);
         let headroom = (excess * BURST_SHARE).ceil();
-        let wanted = (in_flight + margin + headroom)
-            .ceil()
-            .max(f64::from(backlog));
+        let wanted = (covered + headroom).ceil().max(f64::from(backlog));
         let ceiling = bounds.ceiling.max(bounds.floor);
         // `wanted` is finite and ≥ 0; the cast saturates at u32::MAX.
         let desired = (wanted as u32).clamp(bounds.floor, ceiling);
@@ -361,7 +386,7 @@ mod tests {
             targets[29] > targets[9] && targets[9] > targets[0],
             "{targets:?}"
         );
-        // At 30 jobs/min (0.5/s) and 40 s to ready: 20 in flight + √20 + 1 ≈ 26.
+        // At 30 jobs/min (0.5/s) and 40 s to ready: 20 in flight, the 90 % quantile is 26.
         let last = *targets.last().unwrap();
         assert!((24..=30).contains(&last), "{targets:?}");
         // The same ramp with VMs that take twice as long wants about twice as many.
@@ -390,7 +415,8 @@ mod tests {
             after >= steady + 8,
             "a burst of 50 keeps a quarter of its excess as headroom: {targets:?}"
         );
-        // Thirty minutes later the burst is forgotten and the target is back to steady.
+        // Ten minutes later ([`BURST_MEMORY`]) the burst is forgotten: back to steady.
+        assert_eq!(targets[32], steady, "{targets:?}");
         assert_eq!(targets[79], steady, "{targets:?}");
     }
 
@@ -480,6 +506,26 @@ mod tests {
             e.idle_settings(Duration::from_secs(20)).idle_time,
             Duration::from_secs(20)
         );
+    }
+
+    #[test]
+    fn poisson_quantile_matches_the_distribution() {
+        // P(N ≤ 25) = 0.888 and P(N ≤ 26) = 0.922 for a mean of 20.
+        assert_eq!(poisson_quantile(20.0, 0.9), 26);
+        // P(N ≤ 16) = 0.863, P(N ≤ 17) = 0.911 for 12.6 (the shipped day's plateau).
+        assert_eq!(poisson_quantile(12.6, 0.9), 17);
+        // P(N = 0) = 0.94 for 0.06: a trickle's quantile is 0 (the caller keeps one).
+        assert_eq!(poisson_quantile(0.06, 0.9), 0);
+        assert_eq!(poisson_quantile(0.0, 0.9), 0);
+        assert_eq!(poisson_quantile(f64::NAN, 0.9), 0);
+        let mut last = 0;
+        for tenth in 0..6000 {
+            let q = poisson_quantile(f64::from(tenth) / 10.0, 0.9);
+            assert!(q >= last, "monotonic in the mean at {tenth}");
+            last = q;
+        }
+        // Past the summed range, the normal approximation: 1000 + 1.28·√1000 ≈ 1041.
+        assert!((1035..=1045).contains(&poisson_quantile(1000.0, 0.9)));
     }
 
     #[test]
