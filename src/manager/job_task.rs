@@ -214,6 +214,12 @@ impl JobTask {
             revision: crate::coordinator::REVISION.into(),
         };
         let variables = env.job_variables(&job);
+        if let Err(e) = crate::job::check_expansion(&job, &variables) {
+            trace.runner_line(&format!("\x1b[31;1mERROR: Job failed: {e}\x1b[0;m"));
+            tracing::warn!(job = job.id, error = %e, "job refused: variable expansion too large");
+            let reason = FailureReason::RunnerConfigurationError;
+            return FinalState::failed(reason.for_job(&job.features.failure_reasons), None);
+        }
         let abort = CancellationToken::new();
         let interrupted = shared.abort_jobs.clone();
         let abort_on = {
