@@ -150,7 +150,11 @@ pub fn short_token(token: &str) -> String {
             rest = r;
         }
     }
-    if rest.len() > 8 && rest.starts_with("GR") && rest[2..9].chars().all(|c| c.is_ascii_hexdigit())
+    // `get`, not indexing: a token is config input and may hold multi-byte characters.
+    if rest.starts_with("GR")
+        && rest
+            .get(2..9)
+            .is_some_and(|h| h.chars().all(|c| c.is_ascii_hexdigit()))
     {
         rest = &rest[9..];
     }
@@ -255,6 +259,12 @@ mod tests {
         assert_eq!(short_token("glrt-abcdefghijklmnop"), "abcdefghi");
         assert_eq!(short_token("GR1348941abcdefghijkl"), "abcdefghi");
         assert_eq!(short_token("xyz"), "xyz");
+    }
+
+    #[test]
+    fn short_token_never_cuts_inside_a_character() {
+        assert_eq!(short_token("GRéééééééé"), "GRééééééé");
+        assert_eq!(short_token("glrt-GR13489éabc"), "GR13489éa");
     }
 }
 

@@ -31,6 +31,20 @@ fn load(text: &str) -> Loaded {
     }
 }
 
+#[test]
+fn huge_durations_are_clamped_not_overflowing() {
+    let text = format!(
+        "shutdown_timeout = {max}\nreconcile_interval = {max}\n{}",
+        with_runner("", "wait_for_services_timeout = 9223372036854775807"),
+        max = i64::MAX
+    );
+    let config = load(&text).config;
+    assert_eq!(config.shutdown_timeout, crate::time::FAR_FUTURE);
+    assert_eq!(config.reconcile_interval, crate::time::FAR_FUTURE);
+    let at = crate::time::deadline_after(config.shutdown_timeout);
+    let _ = at + config.reconcile_interval; // representable
+}
+
 fn errors(text: &str) -> Vec<String> {
     match Config::from_toml_str(text, "config.toml") {
         Ok(_) => panic!("expected errors"),

@@ -49,7 +49,7 @@ pub(super) fn build(d: &mut Diagnostics, raw: RawConfig) -> Config {
         manager_id: manager_id(d, raw.manager_id),
         reconcile_interval: match raw.reconcile_interval {
             None => Duration::from_secs(60),
-            Some(f) if f.value >= 1 => Duration::from_secs(f.value.unsigned_abs()),
+            Some(f) if f.value >= 1 => crate::time::secs(f.value.unsigned_abs()),
             Some(f) => {
                 d.error(f.line, "reconcile_interval", "must be at least 1 (seconds)");
                 Duration::from_secs(60)
@@ -277,7 +277,7 @@ fn docker(d: &mut Diagnostics, raw: RawDocker, path: &str) -> DockerConfig {
         wait_for_services_timeout: match raw.wait_for_services_timeout.map(|f| f.value) {
             None | Some(0) => defaults.wait_for_services_timeout,
             Some(secs) if secs < 0 => None,
-            Some(secs) => Some(Duration::from_secs(secs.unsigned_abs())),
+            Some(secs) => Some(crate::time::secs(secs.unsigned_abs())),
         },
         services_privileged: raw.services_privileged.map(|f| f.value),
         allowed_services: allowed_services(d, raw.allowed_services, &p("allowed_services")),
@@ -362,7 +362,7 @@ fn manager_id(d: &mut Diagnostics, f: Option<Field<String>>) -> Option<String> {
 
 fn positive_secs(f: Option<Field<i64>>, default: u64) -> Duration {
     match f {
-        Some(f) if f.value > 0 => Duration::from_secs(f.value.unsigned_abs()),
+        Some(f) if f.value > 0 => crate::time::secs(f.value.unsigned_abs()),
         _ => Duration::from_secs(default),
     }
 }

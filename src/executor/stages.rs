@@ -113,7 +113,7 @@ impl<'a> JobCtx<'a> {
             names,
             log: RunnerLog::new(run.trace.clone(), run.job.features.trace_sections),
             labels: cleanup::labels(&run.labels),
-            deadline: Instant::now() + timeout,
+            deadline: crate::time::deadline_after(timeout),
             helper: tokio::sync::OnceCell::new(),
         }
     }
@@ -375,7 +375,7 @@ pub(super) async fn run(ctx: &JobCtx<'_>) -> JobOutcome {
     }
 
     let script_deadline = match timeouts::script_timeout(&ctx.run.variables) {
-        Some(limit) => ctx.deadline.min(Instant::now() + limit),
+        Some(limit) => ctx.deadline.min(crate::time::deadline_after(limit)),
         None => ctx.deadline,
     };
     let mut exit_code = 0;

@@ -302,7 +302,7 @@ impl Supervisor {
                         // Read when shutting down, so a reloaded value applies.
                         let timeout = shared.config().shutdown_timeout;
                         tracing::warn!(jobs_left = running_jobs(&shared), timeout_secs = timeout.as_secs(), was_draining = draining, "forceful shutdown: stopping running jobs");
-                        abort_deadline = Some(tokio::time::Instant::now() + timeout);
+                        abort_deadline = Some(crate::time::deadline_after(timeout));
                         shared.metrics.process.set_state(crate::metrics::ProcessState::ForcefulShutdown);
                         shared.stop_requesting.cancel();
                         shared.abort_jobs.cancel();
@@ -359,7 +359,7 @@ impl Supervisor {
                         self.shared.metrics.process.set_state(crate::metrics::ProcessState::ForcefulShutdown);
                         let timeout = self.shared.config().shutdown_timeout;
                         tracing::warn!(timeout_secs = timeout.as_secs(), "forceful shutdown during the drain's VM deletions");
-                        fleets.hasten_shutdown(tokio::time::Instant::now() + timeout);
+                        fleets.hasten_shutdown(crate::time::deadline_after(timeout));
                     }
                     Some(Control::Drain | Control::Reload) => {
                         tracing::warn!("already shutting down: ignored");
