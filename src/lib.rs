@@ -16,7 +16,9 @@ pub mod job;
 pub mod lifecycle;
 pub mod manager;
 pub mod metrics;
+pub mod redact;
 pub mod state;
+pub mod time;
 pub mod trace;
 
 pub use manager::run;

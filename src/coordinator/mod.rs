@@ -35,3 +35,10 @@ pub use patch::TRACE_PATCH_LIMIT;
 pub use request::{PollState, RequestOutcome};
 pub use trace_upload::TraceSession;
 pub use update::{AckOutcome, FinalState, JobState};
+
+/// The response-header parsers, public only for the fuzz targets in `fuzz/`.
+#[doc(hidden)]
+pub mod parsers {
+    pub use super::client::{reset_time_wait, retry_after_wait};
+    pub use super::patch::range_end;
+}

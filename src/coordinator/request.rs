@@ -112,7 +112,7 @@ impl Coordinator {
         let response = match sent {
             Ok(response) => response,
             Err(e) => {
-                tracing::warn!(url = %url, runner = %labels.runner, error = %e, "job request failed");
+                tracing::warn!(url = %crate::redact::url(&url), runner = %labels.runner, error = %e, "job request failed");
                 return RequestOutcome::Unhealthy(e.to_string());
             }
         };
@@ -128,7 +128,7 @@ impl Coordinator {
                 match (json, body) {
                     (true, Ok(bytes)) => match decode_job(&bytes) {
                         Some((handle, payload)) => {
-                            tracing::info!(url = %url, runner = %labels.runner, job_id = handle.id, "job received");
+                            tracing::info!(url = %crate::redact::url(&url), runner = %labels.runner, job_id = handle.id, "job received");
                             RequestOutcome::Job {
                                 handle,
                                 payload,
@@ -144,21 +144,21 @@ impl Coordinator {
                 }
             }
             204 => {
-                tracing::debug!(url = %url, runner = %labels.runner, "no job");
+                tracing::debug!(url = %crate::redact::url(&url), runner = %labels.runner, "no job");
                 RequestOutcome::NoJob {
                     retry_now: last_update.is_none(),
                 }
             }
             403 => {
-                tracing::warn!(url = %url, runner = %labels.runner, status, "job request forbidden (runner token invalid or removed?)");
+                tracing::warn!(url = %crate::redact::url(&url), runner = %labels.runner, status, "job request forbidden (runner token invalid or removed?)");
                 RequestOutcome::Unhealthy(format!("POST {url}: 403 forbidden"))
             }
             503 => {
-                tracing::warn!(url = %url, runner = %labels.runner, status, "job request: coordinator unavailable");
+                tracing::warn!(url = %crate::redact::url(&url), runner = %labels.runner, status, "job request: coordinator unavailable");
                 RequestOutcome::NoJob { retry_now: false }
             }
             _ => {
-                tracing::warn!(url = %url, runner = %labels.runner, status, "job request failed");
+                tracing::warn!(url = %crate::redact::url(&url), runner = %labels.runner, status, "job request failed");
                 RequestOutcome::NoJob { retry_now: false }
             }
         }
@@ -172,7 +172,7 @@ impl Coordinator {
         labels: &super::metrics::RunnerLabels,
         why: &str,
     ) -> RequestOutcome {
-        tracing::warn!(url = %url, runner = %labels.runner, reason = why, "job request answered 201 without a usable job");
+        tracing::warn!(url = %crate::redact::url(&url), runner = %labels.runner, reason = why, "job request answered 201 without a usable job");
         self.inner.metrics.undecodable_job(labels);
         RequestOutcome::NoJob { retry_now: false }
     }

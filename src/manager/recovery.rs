@@ -15,7 +15,7 @@ pub(super) async fn fail_leftover_jobs(shared: &Shared) {
             token: job.token.clone(),
         };
         let endpoint = endpoint_for(shared, &job.url);
-        tracing::warn!(job = job.id, url = %job.url, acknowledged = job.acknowledged, "failing a job left running by an earlier process");
+        tracing::warn!(job = job.id, url = %crate::redact::url(&job.url), acknowledged = job.acknowledged, "failing a job left running by an earlier process");
         match shared
             .coordinator
             .fail_job(&endpoint, &credentials, FailureReason::RunnerSystemFailure)
