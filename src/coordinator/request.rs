@@ -40,8 +40,10 @@ pub enum RequestOutcome {
     },
     /// No job this time.
     NoJob {
-        /// A bare 204 (no `X-GitLab-Last-Update`): Workhorse ended a held poll because the queue
-        /// changed, so request again at once.
+        /// The 204 ended a held long poll (it came after [`HELD_POLL`] or more), so request
+        /// again at once. A 204 at once (no long polling, or a proxy answering for GitLab) waits
+        /// for `check_interval`, as GitLab Runner does after every 204, so it never becomes a
+        /// loop of requests.
         retry_now: bool,
     },
     /// The runner looks unhealthy: 403 (token removed or invalid) or a transport error.
@@ -63,6 +65,9 @@ impl std::fmt::Debug for RequestOutcome {
         }
     }
 }
+
+/// How long a 204 must have taken to count as the end of a held long poll.
+pub const HELD_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The `jobs/request` body.
 #[derive(Serialize)]
@@ -104,6 +109,7 @@ impl Coordinator {
             system_id: &runner.system_id,
             last_update: poll.last_update(),
         };
+        let started = Instant::now();
         let sent = self
             .send(&call, |req| {
                 req.header(ACCEPT, "application/json").json(&body)
@@ -146,7 +152,7 @@ impl Coordinator {
             204 => {
                 tracing::debug!(url = %crate::redact::url(&url), runner = %labels.runner, "no job");
                 RequestOutcome::NoJob {
-                    retry_now: last_update.is_none(),
+                    retry_now: started.elapsed() >= HELD_POLL,
                 }
             }
             403 => {
