@@ -125,7 +125,7 @@ pub async fn run_reloadable(
     mut controls: mpsc::Receiver<Control>,
     hooks: Hooks,
 ) -> Result<(), RunError> {
-    let state = StateDir::open(&config.state_dir)?;
+    let state = StateDir::open_exclusive(&config.state_dir)?;
     let system_id = state.manager_id(config.manager_id.as_deref())?;
     let registry = prometheus::Registry::new();
     let metrics = Arc::new(crate::metrics::Metrics::new(
