@@ -224,6 +224,11 @@ pub struct DockerConfig {
     pub allowed_services: Vec<String>,
     /// `services_limit`: most services per job; `None` (the default, or -1) = no limit.
     pub services_limit: Option<u32>,
+    /// `allowed_images`: glob patterns (`*`, `**`) the job's image must match; empty allows
+    /// every image.
+    pub allowed_images: Vec<String>,
+    /// `allowed_pull_policies`: the pull policies a job may use; empty allows every one.
+    pub allowed_pull_policies: Vec<PullPolicy>,
 }
 
 impl Default for DockerConfig {
@@ -242,6 +247,8 @@ impl Default for DockerConfig {
             services_privileged: None,
             allowed_services: Vec::new(),
             services_limit: None,
+            allowed_images: Vec::new(),
+            allowed_pull_policies: Vec::new(),
         }
     }
 }

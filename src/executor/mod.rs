@@ -15,6 +15,7 @@
 //! container, volume and network a job makes carries the `com.flotilla.*` labels
 //! and is removed when the job ends, however it ends.
 
+mod allowed;
 mod artifacts;
 mod auth;
 mod cache;
@@ -31,6 +32,7 @@ mod sources;
 mod stages;
 mod timeouts;
 
+pub use allowed::{check_job as check_allowed, Refusal};
 pub use cleanup::{LABEL_JOB_ID, LABEL_MANAGED, LABEL_RUNNER, LABEL_VM};
 pub use services::{LABEL_SERVICE, LABEL_TYPE};
 

@@ -234,6 +234,17 @@ impl JobTask {
                 abort.cancel();
             }
         };
+        if let Err(refusal) = executor::check_allowed(&self.runner.docker, &job, &variables) {
+            for line in &refusal.lines {
+                trace.runner_line(line);
+            }
+            trace.runner_line(&format!(
+                "\x1b[31;1mERROR: Job failed (system failure): {}\x1b[0;m",
+                refusal.error
+            ));
+            tracing::warn!(job = job.id, error = %refusal.error, "job refused by allowed_images / allowed_pull_policies");
+            return FinalState::failed(FailureReason::RunnerSystemFailure, None);
+        }
         let (docker, vm) = match self.docker_host(trace, &coordinator_abort).await {
             Ok(host) => host,
             Err(message) => {
