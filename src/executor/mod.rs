@@ -24,6 +24,7 @@ mod container;
 mod error;
 mod git;
 mod helper;
+mod leftovers;
 mod pull;
 mod script;
 mod section;
@@ -33,7 +34,8 @@ mod stages;
 mod timeouts;
 
 pub use allowed::{check_job as check_allowed, Refusal};
-pub use cleanup::{LABEL_JOB_ID, LABEL_MANAGED, LABEL_RUNNER, LABEL_VM};
+pub use cleanup::{LABEL_JOB_ID, LABEL_MANAGED, LABEL_MANAGER, LABEL_RUN, LABEL_RUNNER, LABEL_VM};
+pub use leftovers::{remove_leftovers, Leftovers};
 pub use services::{LABEL_SERVICE, LABEL_TYPE};
 
 use crate::config::DockerConfig;
@@ -78,6 +80,10 @@ pub struct ContainerLabels {
     pub runner: String,
     /// The VM name, empty on the local docker executor.
     pub vm: String,
+    /// The manager id (`system_id`); empty: no leftover cleanup will ever find the objects.
+    pub manager: String,
+    /// The id of this process run.
+    pub run: String,
 }
 
 /// One job handed to the executor.

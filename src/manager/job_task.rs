@@ -269,6 +269,8 @@ impl JobTask {
                 job_id: job.id,
                 runner: self.runner.short_token(),
                 vm: vm.clone(),
+                manager: shared.system_id.clone(),
+                run: shared.run_id.clone(),
             },
             cancel,
             abort: abort.clone(),

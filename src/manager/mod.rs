@@ -73,6 +73,9 @@ pub(crate) struct Shared {
     pub coordinator: Coordinator,
     pub state: StateDir,
     pub system_id: String,
+    /// This process run's id (random): labels its Docker objects so that its own start-up
+    /// cleanup of a killed predecessor's objects never touches them.
+    pub run_id: String,
     pub hooks: Hooks,
     /// The configuration in force; a reload swaps it (a std `RwLock`: read for a clone of the
     /// `Arc`, never held across an await).
@@ -155,6 +158,7 @@ pub async fn run_reloadable(
         coordinator,
         state,
         system_id,
+        run_id: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
         hooks,
         concurrent: slots::Slots::new(Some(config.concurrent.max(1))),
         config: RwLock::new(Arc::new(config)),
@@ -201,6 +205,7 @@ pub async fn run_reloadable(
         live_pools,
     );
     recovery::fail_leftover_jobs(&shared).await;
+    recovery::spawn_container_cleanup(&shared, &config);
     let runners = match runners::Runners::start(&shared, &mut fleets, &config).await {
         Ok(runners) => runners,
         Err(e) => {

@@ -42,6 +42,49 @@ pub(super) async fn fail_leftover_jobs(shared: &Shared) {
     }
 }
 
+/// Removes, in the background (polling does not wait), what a killed earlier process of this
+/// manager left on the Docker engines of the `docker` runners: its job containers, volumes and
+/// networks, found by label. VMs of docker+machine runners are deleted with their objects by the
+/// fleet's start-up reconcile.
+pub(super) fn spawn_container_cleanup(
+    shared: &std::sync::Arc<Shared>,
+    config: &crate::config::Config,
+) {
+    let mut hosts: Vec<Option<String>> = config
+        .runners
+        .iter()
+        .filter(|r| r.executor == crate::config::ExecutorKind::Docker)
+        .map(|r| r.docker.host.clone())
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    for host in hosts {
+        let manager = shared.system_id.clone();
+        let run = shared.run_id.clone();
+        shared.tracker.spawn(async move {
+            let endpoint = host.clone().unwrap_or_else(|| "the local engine".into());
+            let docker = match crate::docker::connect(host.as_deref()).await {
+                Ok(docker) => docker,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot reach the Docker engine to remove an earlier process's containers");
+                    return;
+                }
+            };
+            match crate::executor::remove_leftovers(&docker, &manager, &run).await {
+                Ok(done) if done == crate::executor::Leftovers::default() => {}
+                Ok(done) => tracing::info!(
+                    engine = %endpoint,
+                    containers = done.containers,
+                    volumes = done.volumes,
+                    networks = done.networks,
+                    "removed what an earlier process of this manager left on the Docker engine"
+                ),
+                Err(e) => tracing::warn!(engine = %endpoint, error = %e, "removing an earlier process's containers failed"),
+            }
+        });
+    }
+}
+
 /// A 4xx other than the retryable ones (408, 429).
 fn is_final_refusal(status: u16) -> bool {
     (400..500).contains(&status) && status != 408 && status != 429
