@@ -21,6 +21,9 @@ pub mod state;
 pub mod time;
 pub mod trace;
 
+#[cfg(test)]
+mod props;
+
 pub use manager::run;
 
 /// Flotilla's version, as sent to GitLab in `info.version`.
