@@ -18,6 +18,8 @@
 //! duration (boot, gaps, job length, IdleTime) by that factor, the burst size stays (a burst of
 //! 30 against IdleCount 5 is what queue-aware scale-out is about; `BENCH_BURST=8` changes it);
 //! `BENCH_MODES=on` or `off` runs one mode only; `BENCH_LOG=info` shows the manager's logs.
+// Benchmarks time the wall clock on purpose (clippy.toml bans std's Instant in src/).
+#![allow(clippy::disallowed_types)]
 
 use flotilla::config::Config;
 use flotilla::lifecycle::Control;

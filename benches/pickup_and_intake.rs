@@ -10,6 +10,8 @@
 //! 3. The manager's peak RSS (VmHWM) while it runs that job, as the real `flotilla` binary.
 //!
 //! Run: `cargo bench --bench pickup_and_intake` (env: BENCH_JOBS=200, BENCH_INTAKE_MB=200).
+// Benchmarks time the wall clock on purpose (clippy.toml bans std's Instant in src/).
+#![allow(clippy::disallowed_types)]
 
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder,

@@ -12,13 +12,15 @@
 # the same binary. Parallel runs serialise on a lock file.
 #
 # Usage: scripts/build-helper-image.sh [--binary PATH] [--tag IMAGE] [--label K=V]... [--base-only]
-#                                      [--force]
+#                                      [--force] [--save PATH]
 #   --binary PATH  the flotilla binary (default: target/release/flotilla, else target/debug/flotilla
 #                  under $CARGO_TARGET_DIR or ./target)
 #   --tag IMAGE    the helper image's name (default: flotilla-helper:<the binary's version>)
 #   --label K=V    an extra label on the helper image (tests mark theirs to prune them)
 #   --base-only    build only flotilla-helper-base:bookworm
 #   --force        rebuild the base from a fresh root filesystem, and the thin layer
+#   --save PATH    also write the helper image to PATH as a `docker save` tarball (for hosts
+#                  that load it instead of pulling it: `docker load -i PATH`)
 # Environment: HELPER_MIRROR  a Debian mirror (URL, one-line "deb …" entry or a .list/.sources
 #                             file) for mmdebstrap; default: its own default mirrors for bookworm.
 set -euo pipefail
@@ -36,6 +38,7 @@ tag=""
 labels=()
 base_only=false
 force=false
+save=""
 while [ "$#" -gt 0 ]; do
     case "$1" in
         --binary)
@@ -52,8 +55,12 @@ while [ "$#" -gt 0 ]; do
             ;;
         --base-only) base_only=true ;;
         --force) force=true ;;
+        --save)
+            save="${2:?--save needs a path}"
+            shift
+            ;;
         -h | --help)
-            sed -n '2,23p' "$0"
+            sed -n '2,25p' "$0"
             exit 0
             ;;
         *)
@@ -237,7 +244,13 @@ main() {
     flock 9
     build_base
     if [ "$base_only" = false ]; then
-        build_helper
+        local built
+        built="$(build_helper)"
+        echo "$built"
+        if [ -n "$save" ]; then
+            docker save -o "$save" "$built"
+            log "saved $built to $save"
+        fi
     fi
 }
 

@@ -1,7 +1,8 @@
 //! Flotilla: an autoscaling CI runner manager for GitLab on Google Compute Engine.
 //!
-//! `main.rs` parses flags and loads the configuration, then calls [`run`]; tests call the same
-//! function with the test kit's fakes. See `ARCHITECTURE.md` for the map of the code.
+//! `main.rs` parses flags and loads the configuration, then calls
+//! [`manager::run_reloadable`]; tests call [`manager::run_with`] (the same function without a
+//! configuration file to reload) with the test kit's fakes. See `ARCHITECTURE.md` for the map of the code.
 #![forbid(unsafe_code)]
 
 pub mod cache;
@@ -23,8 +24,6 @@ pub mod trace;
 
 #[cfg(test)]
 mod props;
-
-pub use manager::run;
 
 /// Flotilla's version, as sent to GitLab in `info.version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,4 +1,5 @@
-//! The `flotilla` command: flags, logging, configuration, then `flotilla::run`. Thin on purpose.
+//! The `flotilla` command: flags, logging, configuration, then
+//! `flotilla::manager::run_reloadable`. Thin on purpose.
 
 use clap::{Parser, Subcommand};
 use flotilla::config::{Config, LogFormat};

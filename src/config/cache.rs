@@ -14,8 +14,7 @@ use super::diag::Diagnostics;
 use super::error::WarningKind;
 use super::known_keys;
 use super::model::Secret;
-use super::raw::Field;
-use super::reader::{check_keys, get, integer, string, Scope};
+use super::toml_read::{check_keys, get, integer, string, Field, Scope};
 
 /// Google's production endpoints, the defaults of the endpoint keys.
 const GCS_ENDPOINT: &str = "https://storage.googleapis.com";

@@ -179,6 +179,11 @@ fn docker_diff(
         show(&new.helper_image),
     );
     field(
+        "docker.helper_image_archive",
+        show(&old.helper_image_archive),
+        show(&new.helper_image_archive),
+    );
+    field(
         "docker.wait_for_services_timeout",
         show(&old.wait_for_services_timeout),
         show(&new.wait_for_services_timeout),

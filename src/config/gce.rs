@@ -2,7 +2,8 @@
 //! `MachineDriver = "google"` + `MachineOptions` (mapped by `machine_options`). Where both give a
 //! setting, `[runners.gce]` wins, with a warning when the two disagree. Then Flotilla's defaults
 //! and Compute Engine's rules apply: project and zones required, `internal_ip_only` only with
-//! `use_internal_ip`, a subnetwork's region holding every zone, labels and tags as GCE takes them.
+//! `use_internal_ip`, a subnetwork's region holding every zone, labels and tags as GCE takes them. Owns the section whole: its raw struct, its reading from the
+//! TOML table and its building.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -12,18 +13,17 @@ use super::diag::Diagnostics;
 use super::error::WarningKind;
 use super::gce_checks::{
     at_least_one, check_subnetwork_region, disk_size, endpoint, labels, named, required,
-    service_account, tags, zones,
+    service_account, tags, zones, Val,
 };
 use super::gce_names::{check_label_key, check_label_value, normalize_image};
+use super::known_keys;
 use super::model::GceConfig;
-use super::raw::{Field, RawGce};
+use super::toml_read::{boolean, check_keys, get, integer, string, string_list, Field, Scope};
 
 /// Default `machine_type`.
 pub(super) const DEFAULT_MACHINE_TYPE: &str = "e2-standard-2";
 /// Default `image`: Container-Optimized OS (Docker preinstalled, fast boot).
 pub(super) const DEFAULT_IMAGE: &str = "projects/cos-cloud/global/images/family/cos-stable";
-/// Default `disk_size_gb`.
-pub(super) const DEFAULT_DISK_SIZE_GB: u64 = 50;
 /// Default `disk_type`.
 pub(super) const DEFAULT_DISK_TYPE: &str = "pd-balanced";
 /// Default `network`.
@@ -36,14 +36,6 @@ pub(super) const DEFAULT_DOCKER_PORT: u16 = 2376;
 pub(super) const DEFAULT_API_RATE_PER_MINUTE: u32 = 600;
 /// Default `zone_cooldown` in seconds.
 pub(super) const DEFAULT_ZONE_COOLDOWN_SECS: u64 = 300;
-
-/// A setting, the line and key path it came from, and whether `MachineOptions` gave it.
-pub(super) struct Val<T> {
-    pub value: T,
-    pub line: usize,
-    pub path: String,
-    pub carried: bool,
-}
 
 /// The settings `[runners.gce]` shares with docker-machine's google driver.
 #[derive(Default)]
@@ -207,7 +199,7 @@ fn from_table(d: &mut Diagnostics, t: &RawGce) -> GceSettings {
     let image = text(&t.image, "image").and_then(|v| match normalize_image(&v.value) {
         Ok(image) => Some(Val { value: image, ..v }),
         Err(message) => {
-            d.error(v.line, &v.path, message);
+            d.error(v.line, &v.path, message.to_string());
             None
         }
     });
@@ -218,7 +210,7 @@ fn from_table(d: &mut Diagnostics, t: &RawGce) -> GceSettings {
                 Ok(()) => {
                     checked.insert(key.clone(), value.clone());
                 }
-                Err(message) => d.error(v.line, &v.path, message),
+                Err(message) => d.error(v.line, &v.path, message.to_string()),
             }
         }
         Val {
@@ -312,5 +304,73 @@ fn pick<T: PartialEq + Debug>(
             Some(own)
         }
         (own, carried) => own.or(carried),
+    }
+}
+
+/// `[runners.gce]`: Flotilla's own keys.
+#[derive(Default)]
+pub(super) struct RawGce {
+    /// The line of the table header.
+    pub line: usize,
+    /// The key path of the table (`runners[0].gce`).
+    pub path: String,
+    pub project: Option<Field<String>>,
+    pub zones: Option<Field<Vec<String>>>,
+    pub machine_type: Option<Field<String>>,
+    pub image: Option<Field<String>>,
+    pub disk_size_gb: Option<Field<i64>>,
+    pub disk_type: Option<Field<String>>,
+    pub network: Option<Field<String>>,
+    pub subnetwork: Option<Field<String>>,
+    pub use_internal_ip: Option<Field<bool>>,
+    pub internal_ip_only: Option<Field<bool>>,
+    pub tags: Option<Field<Vec<String>>>,
+    /// A table of strings in the file, in its order.
+    pub labels: Option<Field<Vec<(String, String)>>>,
+    pub service_account: Option<Field<String>>,
+    pub scopes: Option<Field<Vec<String>>>,
+    pub spot: Option<Field<bool>>,
+    pub endpoint: Option<Field<String>>,
+    pub credentials_file: Option<Field<String>>,
+    pub create_timeout: Option<Field<i64>>,
+    pub docker_port: Option<Field<i64>>,
+    pub api_rate_per_minute: Option<Field<i64>>,
+    pub zone_cooldown: Option<Field<i64>>,
+    pub queue_aware_scaling: Option<Field<bool>>,
+}
+
+/// Reads `[runners.gce]`.
+pub(super) fn read(d: &mut Diagnostics, s: &Scope<'_>) -> RawGce {
+    check_keys(d, s, &known_keys::GCE);
+    RawGce {
+        line: s.line,
+        path: s.path.clone(),
+        project: string(d, s, "project"),
+        zones: string_list(d, s, "zones"),
+        machine_type: string(d, s, "machine_type"),
+        image: string(d, s, "image"),
+        disk_size_gb: integer(d, s, "disk_size_gb"),
+        disk_type: string(d, s, "disk_type"),
+        network: string(d, s, "network"),
+        subnetwork: string(d, s, "subnetwork"),
+        use_internal_ip: boolean(d, s, "use_internal_ip"),
+        internal_ip_only: boolean(d, s, "internal_ip_only"),
+        tags: string_list(d, s, "tags"),
+        labels: get(d, s, "labels", "a table of strings", |item| {
+            item.as_table_like()?
+                .iter()
+                .map(|(k, v)| v.as_str().map(|v| (k.to_string(), v.to_string())))
+                .collect()
+        }),
+        service_account: string(d, s, "service_account"),
+        scopes: string_list(d, s, "scopes"),
+        spot: boolean(d, s, "spot"),
+        endpoint: string(d, s, "endpoint"),
+        credentials_file: string(d, s, "credentials_file"),
+        create_timeout: integer(d, s, "create_timeout"),
+        docker_port: integer(d, s, "docker_port"),
+        api_rate_per_minute: integer(d, s, "api_rate_per_minute"),
+        zone_cooldown: integer(d, s, "zone_cooldown"),
+        queue_aware_scaling: boolean(d, s, "queue_aware_scaling"),
     }
 }

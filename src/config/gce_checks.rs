@@ -1,16 +1,27 @@
 //! The checks of single `[runners.gce]` settings once `[runners.gce]` and `MachineOptions` are
 //! merged: each applies Flotilla's default or reports the problem at the line the value came from
-//! (the `[runners.gce]` key, or the `MachineOptions` entry). Used by `gce` only.
+//! (the `[runners.gce]` key, or the `MachineOptions` entry). Owns [`Val`], the merged setting
+//! that `gce` and `machine_options` build; the checks are called by `gce` only.
 
 use std::collections::BTreeMap;
 
 use super::diag::Diagnostics;
 use super::error::WarningKind;
-use super::gce::{Val, DEFAULT_DISK_SIZE_GB};
 use super::gce_names::{
     check_name, check_tag, region_of_subnetwork, region_of_zone, MAX_USER_LABELS,
 };
-use super::raw::Field;
+use super::toml_read::Field;
+
+/// Default `disk_size_gb`.
+pub(super) const DEFAULT_DISK_SIZE_GB: u64 = 50;
+
+/// A setting, the line and key path it came from, and whether `MachineOptions` gave it.
+pub(super) struct Val<T> {
+    pub value: T,
+    pub line: usize,
+    pub path: String,
+    pub carried: bool,
+}
 
 pub(super) fn required(
     d: &mut Diagnostics,
@@ -45,7 +56,7 @@ pub(super) fn zones(
     let mut seen = Vec::new();
     for zone in &v.value {
         if let Err(message) = check_name("zone", zone) {
-            d.error(v.line, &v.path, message);
+            d.error(v.line, &v.path, message.to_string());
         } else if seen.contains(zone) {
             d.error(v.line, &v.path, format!("zone {zone:?} is listed twice"));
         }
@@ -65,7 +76,7 @@ pub(super) fn check_subnetwork_region(d: &mut Diagnostics, v: &Val<String>, zone
                      subnetwork is regional, so every zone must be in its region",
                     v.value
                 );
-                d.error(v.line, &v.path, message);
+                d.error(v.line, &v.path, message.to_string());
             }
         }
         None => {
@@ -79,7 +90,7 @@ pub(super) fn check_subnetwork_region(d: &mut Diagnostics, v: &Val<String>, zone
                     v.value,
                     regions.join(", ")
                 );
-                d.error(v.line, &v.path, message);
+                d.error(v.line, &v.path, message.to_string());
             }
         }
     }
@@ -141,7 +152,7 @@ pub(super) fn named(
         return default.to_string();
     };
     if let Err(message) = check_name(what, &v.value) {
-        d.error(v.line, &v.path, message);
+        d.error(v.line, &v.path, message.to_string());
     }
     v.value
 }
@@ -161,7 +172,7 @@ pub(super) fn tags(d: &mut Diagnostics, v: Option<Val<Vec<String>>>) -> Vec<Stri
     let Some(v) = v else { return Vec::new() };
     for tag in &v.value {
         if let Err(message) = check_tag(tag) {
-            d.error(v.line, &v.path, message);
+            d.error(v.line, &v.path, message.to_string());
         }
     }
     v.value
@@ -179,7 +190,7 @@ pub(super) fn labels(
             "too many labels ({}): GCE allows 64 per VM, {MAX_USER_LABELS} besides Flotilla's own",
             v.value.len()
         );
-        d.error(v.line, &v.path, message);
+        d.error(v.line, &v.path, message.to_string());
     }
     v.value
 }

@@ -24,12 +24,53 @@ static IMAGE: LazyLock<Regex> = LazyLock::new(|| {
         .expect("static regex")
 });
 
+/// A GCE name, label or image reference that GCE would refuse; the message says what to write.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum NameError {
+    /// Not an image reference Flotilla understands.
+    #[error(
+        "invalid image {text:?}: use projects/PROJECT/global/images/NAME, \
+         projects/PROJECT/global/images/family/FAMILY or a full image URL"
+    )]
+    Image { text: String },
+    /// A label key GCE refuses.
+    #[error(
+        "invalid label key {key:?}: use 1 to 63 lowercase letters, digits, '_' or '-', \
+         starting with a letter"
+    )]
+    LabelKey { key: String },
+    /// A label key in Flotilla's own namespace.
+    #[error(
+        "label key {key:?} is reserved: Flotilla's own labels start with \
+         {RESERVED_LABEL_PREFIX:?}"
+    )]
+    ReservedLabelKey { key: String },
+    /// A label value GCE refuses.
+    #[error(
+        "invalid value {value:?} of label {key:?}: use at most 63 lowercase letters, \
+         digits, '_' or '-'"
+    )]
+    LabelValue { key: String, value: String },
+    /// A `google-label` option without its `:`.
+    #[error("invalid label {value:?}: expected key:value")]
+    LabelPair { value: String },
+    /// A network tag GCE refuses.
+    #[error(
+        "invalid network tag {tag:?}: use 1 to 63 lowercase letters, digits or '-', \
+         starting with a letter and not ending with '-'"
+    )]
+    Tag { tag: String },
+    /// A zone, machine type or disk type that is not a plain name.
+    #[error("invalid {what} {name:?}: use lowercase letters, digits and '-' (a name, not a URL)")]
+    Name { what: String, name: String },
+}
+
 static RFC1035: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$").expect("static regex"));
 
 /// An image reference as Flotilla stores it: `projects/P/global/images/[family/]N` or a full
 /// image URL (kept as written), or docker-machine's `P/global/images/N` (given `projects/`).
-pub(super) fn normalize_image(text: &str) -> Result<String, String> {
+pub(super) fn normalize_image(text: &str) -> Result<String, NameError> {
     let text = text.trim();
     let relative = API_PREFIXES
         .iter()
@@ -42,38 +83,35 @@ pub(super) fn normalize_image(text: &str) -> Result<String, String> {
     if relative == text && IMAGE.is_match(&carried) {
         return Ok(carried);
     }
-    Err(format!(
-        "invalid image {text:?}: use projects/PROJECT/global/images/NAME, \
-         projects/PROJECT/global/images/family/FAMILY or a full image URL"
-    ))
+    Err(NameError::Image {
+        text: text.to_string(),
+    })
 }
 
 /// A label key: 1 to 63 lowercase letters, digits, `_` or `-`, starting with a letter; not one
 /// of Flotilla's own.
-pub(super) fn check_label_key(key: &str) -> Result<(), String> {
+pub(super) fn check_label_key(key: &str) -> Result<(), NameError> {
     let first_ok = key.chars().next().is_some_and(char::is_lowercase);
     if !first_ok || key.chars().count() > 63 || !key.chars().all(label_char) {
-        return Err(format!(
-            "invalid label key {key:?}: use 1 to 63 lowercase letters, digits, '_' or '-', \
-             starting with a letter"
-        ));
+        return Err(NameError::LabelKey {
+            key: key.to_string(),
+        });
     }
     if key.starts_with(RESERVED_LABEL_PREFIX) {
-        return Err(format!(
-            "label key {key:?} is reserved: Flotilla's own labels start with \
-             {RESERVED_LABEL_PREFIX:?}"
-        ));
+        return Err(NameError::ReservedLabelKey {
+            key: key.to_string(),
+        });
     }
     Ok(())
 }
 
 /// A label value: at most 63 lowercase letters, digits, `_` or `-` (may be empty).
-pub(super) fn check_label_value(key: &str, value: &str) -> Result<(), String> {
+pub(super) fn check_label_value(key: &str, value: &str) -> Result<(), NameError> {
     if value.chars().count() > 63 || !value.chars().all(label_char) {
-        return Err(format!(
-            "invalid value {value:?} of label {key:?}: use at most 63 lowercase letters, \
-             digits, '_' or '-'"
-        ));
+        return Err(NameError::LabelValue {
+            key: key.to_string(),
+            value: value.to_string(),
+        });
     }
     Ok(())
 }
@@ -83,19 +121,18 @@ fn label_char(c: char) -> bool {
 }
 
 /// A network tag (RFC 1035: lowercase letter first, then letters, digits, `-`; at most 63).
-pub(super) fn check_tag(tag: &str) -> Result<(), String> {
+pub(super) fn check_tag(tag: &str) -> Result<(), NameError> {
     if RFC1035.is_match(tag) {
         Ok(())
     } else {
-        Err(format!(
-            "invalid network tag {tag:?}: use 1 to 63 lowercase letters, digits or '-', \
-             starting with a letter and not ending with '-'"
-        ))
+        Err(NameError::Tag {
+            tag: tag.to_string(),
+        })
     }
 }
 
 /// A plain resource name (zone, machine type, disk type): lowercase letters, digits and `-`.
-pub(super) fn check_name(what: &str, name: &str) -> Result<(), String> {
+pub(super) fn check_name(what: &str, name: &str) -> Result<(), NameError> {
     let valid = !name.is_empty()
         && name.len() <= 63
         && name
@@ -106,9 +143,10 @@ pub(super) fn check_name(what: &str, name: &str) -> Result<(), String> {
     if valid {
         Ok(())
     } else {
-        Err(format!(
-            "invalid {what} {name:?}: use lowercase letters, digits and '-' (a name, not a URL)"
-        ))
+        Err(NameError::Name {
+            what: what.to_string(),
+            name: name.to_string(),
+        })
     }
 }
 
@@ -154,6 +192,7 @@ mod tests {
         assert!(check_label_key(&"k".repeat(64)).is_err());
         assert!(check_label_key("flotilla-manager")
             .unwrap_err()
+            .to_string()
             .contains("reserved"));
         assert!(check_label_value("k", "Prod").is_err());
         assert!(check_label_value("k", "a.b").is_err());

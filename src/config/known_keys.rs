@@ -160,6 +160,7 @@ pub(super) const DOCKER: Section = Section {
         "cpus",
         "memory",
         "helper_image",
+        "helper_image_archive",
         "wait_for_services_timeout",
         "services_privileged",
         "allowed_services",

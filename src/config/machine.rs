@@ -2,15 +2,19 @@
 //! GitLab Runner's defaults and rules: counts are not negative, `IdleTime` is integer seconds,
 //! `IdleCountMin` is at least 1 while `IdleScaleFactor` is in use, `MachineName` holds `%s`, and
 //! each `[[runners.machine.autoscaling]]` entry has 7-field cron `Periods` and an IANA `Timezone`.
-//! `MachineDriver` and `MachineOptions` are handed back untouched for the GCE mapping.
+//! `MachineDriver` and `MachineOptions` are handed back untouched for the GCE mapping. Owns the
+//! section whole: its raw struct, its reading from the TOML table (keys checked against
+//! `known_keys`, each value with its line) and its building.
 
 use std::time::Duration;
 
 use croner::parser::{CronParser, Seconds, Year};
+use toml_edit::{Item, Value};
 
 use super::diag::Diagnostics;
+use super::known_keys;
 use super::model::{AutoscalingPeriod, MachineConfig};
-use super::raw::{Field, RawMachine, RawPeriod};
+use super::toml_read::{check_keys, float, integer, string, string_items, Field, Scope};
 
 /// Default `MachineName`.
 pub(super) const DEFAULT_MACHINE_NAME: &str = "flotilla-%s";
@@ -78,7 +82,7 @@ fn autoscaling(d: &mut Diagnostics, raw: RawPeriod) -> AutoscalingPeriod {
         Some(f) if !f.value.is_empty() => {
             for entry in f.value {
                 if let Err(message) = check_period(&entry.value) {
-                    d.error(entry.line, &p("Periods"), message);
+                    d.error(entry.line, &p("Periods"), message.to_string());
                 }
                 periods.push(entry.value);
             }
@@ -104,15 +108,29 @@ fn autoscaling(d: &mut Diagnostics, raw: RawPeriod) -> AutoscalingPeriod {
     }
 }
 
+/// A `Periods` expression GitLab Runner's cron would refuse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum PeriodError {
+    /// Not the 7 fields GitLab Runner's cron reads.
+    #[error(
+        "invalid period {expression:?}: expected 7 fields (second minute hour day-of-month \
+         month day-of-week year), found {fields}"
+    )]
+    Fields { expression: String, fields: usize },
+    /// Seven fields that the cron parser refuses (its reason inside).
+    #[error("invalid period {expression:?}: {reason}")]
+    Cron { expression: String, reason: String },
+}
+
 /// Checks one `Periods` expression as GitLab Runner's cron reads it: 7 fields, seconds to year,
 /// Sunday = 0 (names such as `mon-fri` allowed).
-pub(super) fn check_period(expression: &str) -> Result<(), String> {
+pub(super) fn check_period(expression: &str) -> Result<(), PeriodError> {
     let fields = expression.split_whitespace().count();
     if fields != 7 {
-        return Err(format!(
-            "invalid period {expression:?}: expected 7 fields (second minute hour day-of-month \
-             month day-of-week year), found {fields}"
-        ));
+        return Err(PeriodError::Fields {
+            expression: expression.to_string(),
+            fields,
+        });
     }
     let parser = CronParser::builder()
         .seconds(Seconds::Required)
@@ -121,7 +139,10 @@ pub(super) fn check_period(expression: &str) -> Result<(), String> {
     parser
         .parse(expression)
         .map(|_| ())
-        .map_err(|e| format!("invalid period {expression:?}: {e}"))
+        .map_err(|e| PeriodError::Cron {
+            expression: expression.to_string(),
+            reason: e.to_string(),
+        })
 }
 
 /// `Timezone`: an IANA name; UTC when empty.
@@ -210,6 +231,115 @@ fn factor(d: &mut Diagnostics, f: Option<Field<f64>>, path: &str) -> f64 {
     f.value
 }
 
+/// `[runners.machine]`.
+#[derive(Default)]
+pub(super) struct RawMachine {
+    /// The line of the table header.
+    pub line: usize,
+    /// The key path of the table (`runners[0].machine`).
+    pub path: String,
+    pub idle_count: Option<Field<i64>>,
+    pub idle_count_min: Option<Field<i64>>,
+    /// A float or an integer in the file.
+    pub idle_scale_factor: Option<Field<f64>>,
+    pub idle_time: Option<Field<i64>>,
+    pub max_builds: Option<Field<i64>>,
+    pub max_growth_rate: Option<Field<i64>>,
+    pub machine_name: Option<Field<String>>,
+    pub machine_driver: Option<Field<String>>,
+    /// Each entry with its own line (an array may span many).
+    pub machine_options: Option<Field<Vec<Field<String>>>>,
+    /// The `[[runners.machine.autoscaling]]` entries.
+    pub autoscaling: Vec<RawPeriod>,
+}
+
+/// One `[[runners.machine.autoscaling]]` entry.
+#[derive(Default)]
+pub(super) struct RawPeriod {
+    /// The line of the entry's header.
+    pub line: usize,
+    /// The key path of the entry (`runners[0].machine.autoscaling[1]`).
+    pub path: String,
+    /// Each expression with its own line.
+    pub periods: Option<Field<Vec<Field<String>>>>,
+    pub timezone: Option<Field<String>>,
+    pub idle_count: Option<Field<i64>>,
+    pub idle_count_min: Option<Field<i64>>,
+    pub idle_scale_factor: Option<Field<f64>>,
+    pub idle_time: Option<Field<i64>>,
+}
+
+/// Reads `[runners.machine]`.
+pub(super) fn read(d: &mut Diagnostics, s: &Scope<'_>) -> RawMachine {
+    check_keys(d, s, &known_keys::MACHINE);
+    RawMachine {
+        line: s.line,
+        path: s.path.clone(),
+        idle_count: integer(d, s, "IdleCount"),
+        idle_count_min: integer(d, s, "IdleCountMin"),
+        idle_scale_factor: float(d, s, "IdleScaleFactor"),
+        idle_time: integer(d, s, "IdleTime"),
+        max_builds: integer(d, s, "MaxBuilds"),
+        max_growth_rate: integer(d, s, "MaxGrowthRate"),
+        machine_name: string(d, s, "MachineName"),
+        machine_driver: string(d, s, "MachineDriver"),
+        machine_options: string_items(d, s, "MachineOptions"),
+        autoscaling: periods(d, s),
+    }
+}
+
+/// The `[[runners.machine.autoscaling]]` entries, in order.
+fn periods(d: &mut Diagnostics, s: &Scope<'_>) -> Vec<RawPeriod> {
+    let Some(item) = s.table.get("autoscaling") else {
+        return Vec::new();
+    };
+    let line = s.key_line(d, "autoscaling");
+    let tables: Vec<(&dyn toml_edit::TableLike, usize)> = match item {
+        Item::ArrayOfTables(entries) => entries
+            .iter()
+            .map(|t| (t as &dyn toml_edit::TableLike, d.line_of(t.span(), line)))
+            .collect(),
+        Item::Value(Value::Array(entries)) if entries.iter().all(|v| v.is_inline_table()) => {
+            entries
+                .iter()
+                .filter_map(|v| v.as_inline_table())
+                .map(|t| (t as &dyn toml_edit::TableLike, d.line_of(t.span(), line)))
+                .collect()
+        }
+        other => {
+            let found = other.type_name();
+            d.error(
+                line,
+                &s.child_path("autoscaling"),
+                format!("expected [[runners.machine.autoscaling]] entries, found {found}"),
+            );
+            return Vec::new();
+        }
+    };
+    tables
+        .into_iter()
+        .enumerate()
+        .map(|(i, (table, line))| {
+            let p = Scope {
+                table,
+                path: format!("{}.autoscaling[{i}]", s.path),
+                line,
+            };
+            check_keys(d, &p, &known_keys::MACHINE_AUTOSCALING);
+            RawPeriod {
+                line: p.line,
+                path: p.path.clone(),
+                periods: string_items(d, &p, "Periods"),
+                timezone: string(d, &p, "Timezone"),
+                idle_count: integer(d, &p, "IdleCount"),
+                idle_count_min: integer(d, &p, "IdleCountMin"),
+                idle_scale_factor: float(d, &p, "IdleScaleFactor"),
+                idle_time: integer(d, &p, "IdleTime"),
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::check_period;
@@ -221,6 +351,7 @@ mod tests {
         assert_eq!(check_period("0 0 8-18 * * 1-5 2024-2030"), Ok(()));
         assert_eq!(check_period("* * * * * sat,sun *"), Ok(()));
         let five = check_period("* 9-17 * * mon-fri").unwrap_err();
+        let five = five.to_string();
         assert!(five.contains("expected 7 fields"), "{five}");
         assert!(five.contains("found 5"), "{five}");
         assert!(check_period("* * 25 * * * *").is_err(), "hour 25");

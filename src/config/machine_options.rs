@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 
 use super::diag::Diagnostics;
 use super::error::WarningKind;
-use super::gce::{GceSettings, Val};
-use super::gce_names::{check_label_key, check_label_value, normalize_image};
+use super::gce::GceSettings;
+use super::gce_checks::Val;
+use super::gce_names::{check_label_key, check_label_value, normalize_image, NameError};
 use super::known_keys::MACHINE_OPTIONS;
-use super::raw::Field;
-use super::reader::unknown;
+use super::toml_read::{unknown, Field};
 
 /// The settings `options` give; `path` is the machine table's (`runners[0].machine`) and `line`
 /// the line of `MachineOptions` (or of the table when the key is absent).
@@ -95,7 +95,7 @@ pub(super) fn map(
             "google-machine-type" => s.machine_type = Some(option_val(&key_path, text, here, name)),
             "google-machine-image" => match normalize_image(&text) {
                 Ok(image) => s.image = Some(option_val(&key_path, image, here, name)),
-                Err(message) => d.error(here, &flag_path, message),
+                Err(message) => d.error(here, &flag_path, message.to_string()),
             },
             "google-disk-size" => match value.parse::<i64>() {
                 Ok(gb) => s.disk_size_gb = Some(option_val(&key_path, gb, here, name)),
@@ -118,7 +118,9 @@ pub(super) fn map(
             "google-label" => {
                 let checked = value
                     .split_once(':')
-                    .ok_or_else(|| format!("invalid label {value:?}: expected key:value"))
+                    .ok_or_else(|| NameError::LabelPair {
+                        value: value.to_string(),
+                    })
                     .and_then(|(k, v)| {
                         check_label_key(k)?;
                         check_label_value(k, v)?;
@@ -131,7 +133,7 @@ pub(super) fn map(
                         });
                         all.value.insert(k, v);
                     }
-                    Err(message) => d.error(here, &flag_path, message),
+                    Err(message) => d.error(here, &flag_path, message.to_string()),
                 }
             }
             other => {

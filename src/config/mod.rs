@@ -2,12 +2,15 @@
 //! ([`Config`]) that the manager swaps on reload. Owns parsing, validation and the compatibility
 //! policy; knows nothing of what the rest of the program does with the values.
 //!
-//! Loading runs in two stages: `reader` walks the TOML document (keeping each key's line) into
-//! raw structs in GitLab Runner's spelling, checking keys against the compatibility table in
-//! `known_keys` (`read_machine` for the `docker+machine` tables); `validate` turns them into a
-//! [`Config`], with `machine` for `[runners.machine]` and `gce` for `[runners.gce]` (merged with a
-//! carried-over `MachineOptions`, mapped by `machine_options`). Both stages record every problem
-//! and go on, so one run reports them all.
+//! One principle: a shared kit at the bottom (`toml_read` for reading a table with each key's
+//! line and checking keys against the compatibility table in `known_keys`; `diag`/`error` for
+//! problems; `units`; `gce_names`), and above it one file per section that has its own table,
+//! owning its raw struct, its reading and its building: `cache` (`[runners.cache]`), `machine`
+//! (`[runners.machine]`), `gce` with `gce_checks` (`[runners.gce]`, merged with a carried-over
+//! `MachineOptions` that `machine_options` maps). The document's spine (`[global]`,
+//! `[[runners]]`, `[runners.docker]`) is `raw` → `reader` → `validate`, which call the sections.
+//! Loading runs in two stages, reading then validating; both record every problem and go on, so
+//! one run reports them all.
 
 mod cache;
 mod diag;
@@ -21,8 +24,8 @@ mod machine;
 mod machine_options;
 mod model;
 mod raw;
-mod read_machine;
 mod reader;
+mod toml_read;
 mod units;
 mod validate;
 

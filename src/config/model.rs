@@ -214,6 +214,9 @@ pub struct DockerConfig {
     pub memory_bytes: Option<i64>,
     /// `helper_image`.
     pub helper_image: Option<String>,
+    /// `helper_image_archive` (Flotilla's own): a `docker save` tarball of the helper image on
+    /// the manager's host, loaded over the Docker API onto an engine that lacks the image.
+    pub helper_image_archive: Option<std::path::PathBuf>,
     /// `wait_for_services_timeout`: how long to wait for each service's ports (30 s; 0 in the
     /// file means the default, a negative value turns the wait off → `None`).
     pub wait_for_services_timeout: Option<Duration>,
@@ -243,6 +246,7 @@ impl Default for DockerConfig {
             nano_cpus: None,
             memory_bytes: None,
             helper_image: None,
+            helper_image_archive: None,
             wait_for_services_timeout: Some(DEFAULT_WAIT_FOR_SERVICES),
             services_privileged: None,
             allowed_services: Vec::new(),

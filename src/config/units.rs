@@ -7,15 +7,37 @@ use std::time::Duration;
 /// GitLab Runner's default metrics port, added to a `listen_address` without one.
 pub(super) const DEFAULT_METRICS_PORT: u16 = 9252;
 
+/// A duration, memory size or CPU count that does not parse; the message shows a valid one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum UnitError {
+    /// Not a Go duration.
+    #[error("invalid duration {text:?}: expected a Go duration such as \"90s\" or \"1h30m\"")]
+    Duration { text: String },
+    /// A negative duration.
+    #[error("invalid duration {text:?}: must not be negative")]
+    NegativeDuration { text: String },
+    /// Not a Docker memory size.
+    #[error("invalid memory size {text:?}: expected a size such as \"512m\" or \"2g\"")]
+    Memory { text: String },
+    /// A memory size below one byte (or beyond `i64`).
+    #[error("invalid memory size {text:?}: must be at least 1 byte")]
+    MemoryTooSmall { text: String },
+    /// Not a positive CPU count.
+    #[error("invalid cpus {text:?}: expected a positive number such as \"1.5\"")]
+    Cpus { text: String },
+}
+
 /// Parses a Go duration (`time.ParseDuration`): `"90s"`, `"1h30m"`, `"1.5h"`, `"300ms"`, `"0"`.
 /// Friendlier forms such as `"1h 30min"` (which GitLab's docs show) are accepted too.
-pub(super) fn parse_go_duration(text: &str) -> Result<Duration, String> {
+pub(super) fn parse_go_duration(text: &str) -> Result<Duration, UnitError> {
     let text = text.trim();
-    let bad = || {
-        format!("invalid duration {text:?}: expected a Go duration such as \"90s\" or \"1h30m\"")
+    let bad = || UnitError::Duration {
+        text: text.to_string(),
     };
     if text.starts_with('-') {
-        return Err(format!("invalid duration {text:?}: must not be negative"));
+        return Err(UnitError::NegativeDuration {
+            text: text.to_string(),
+        });
     }
     let body = text.strip_prefix('+').unwrap_or(text);
     if body == "0" {
@@ -60,9 +82,10 @@ fn go_duration(mut rest: &str) -> Option<Duration> {
 
 /// Parses a memory size as Docker does (`units.RAMInBytes`): a number with an optional unit
 /// `b`, `k`, `m`, `g`, `t` or `p` (powers of 1024, case-insensitive, optional `i`/`b` after).
-pub(super) fn parse_memory(text: &str) -> Result<i64, String> {
-    let bad =
-        || format!("invalid memory size {text:?}: expected a size such as \"512m\" or \"2g\"");
+pub(super) fn parse_memory(text: &str) -> Result<i64, UnitError> {
+    let bad = || UnitError::Memory {
+        text: text.to_string(),
+    };
     let trimmed = text.trim();
     let number_len = trimmed
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -82,16 +105,18 @@ pub(super) fn parse_memory(text: &str) -> Result<i64, String> {
     };
     let bytes = number * multiplier;
     if !(1.0..=i64::MAX as f64).contains(&bytes) {
-        return Err(format!(
-            "invalid memory size {text:?}: must be at least 1 byte"
-        ));
+        return Err(UnitError::MemoryTooSmall {
+            text: text.to_string(),
+        });
     }
     Ok(bytes as i64)
 }
 
 /// Parses a CPU count (`"1.5"`) into nano-CPUs, exactly (no floating point).
-pub(super) fn parse_cpus(text: &str) -> Result<i64, String> {
-    let bad = || format!("invalid cpus {text:?}: expected a positive number such as \"1.5\"");
+pub(super) fn parse_cpus(text: &str) -> Result<i64, UnitError> {
+    let bad = || UnitError::Cpus {
+        text: text.to_string(),
+    };
     let trimmed = text.trim();
     let (whole, fraction) = trimmed.split_once('.').unwrap_or((trimmed, ""));
     let digits = |s: &str| s.chars().all(|c| c.is_ascii_digit());

@@ -7,11 +7,14 @@ use std::time::Duration;
 
 use super::diag::Diagnostics;
 use super::error::WarningKind;
+use super::gce::RawGce;
+use super::machine::RawMachine;
 use super::model::{
     Config, DockerConfig, ExecutorKind, GceConfig, LogFormat, MachineConfig, PullPolicy,
     RunnerConfig, Secret,
 };
-use super::raw::{Field, RawConfig, RawDocker, RawGce, RawMachine, RawRunner};
+use super::raw::{RawConfig, RawDocker, RawRunner};
+use super::toml_read::Field;
 use super::{gce, machine, machine_options, units};
 
 /// Default `state_dir`.
@@ -231,7 +234,7 @@ fn unhealthy_interval(d: &mut Diagnostics, f: Option<Field<String>>, path: &str)
         Ok(d) if d.is_zero() => DEFAULT,
         Ok(d) => d,
         Err(message) => {
-            d.error(f.line, path, message);
+            d.error(f.line, path, message.to_string());
             DEFAULT
         }
     }
@@ -275,6 +278,7 @@ fn docker(d: &mut Diagnostics, raw: RawDocker, path: &str) -> DockerConfig {
         nano_cpus: parsed(d, non_empty(raw.cpus), &p("cpus"), units::parse_cpus),
         memory_bytes: parsed(d, non_empty(raw.memory), &p("memory"), units::parse_memory),
         helper_image,
+        helper_image_archive: non_empty(raw.helper_image_archive).map(|f| f.value.into()),
         wait_for_services_timeout: match raw.wait_for_services_timeout.map(|f| f.value) {
             None | Some(0) => defaults.wait_for_services_timeout,
             Some(secs) if secs < 0 => None,
@@ -442,15 +446,15 @@ fn positive_secs(f: Option<Field<i64>>, default: u64) -> Duration {
     }
 }
 
-fn parsed<T>(
+fn parsed<T, E: std::fmt::Display>(
     d: &mut Diagnostics,
     f: Option<Field<String>>,
     path: &str,
-    parse: impl Fn(&str) -> Result<T, String>,
+    parse: impl Fn(&str) -> Result<T, E>,
 ) -> Option<T> {
     let f = f?;
     parse(&f.value)
-        .map_err(|message| d.error(f.line, path, message))
+        .map_err(|message| d.error(f.line, path, message.to_string()))
         .ok()
 }
 

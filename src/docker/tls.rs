@@ -17,7 +17,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use rustls::{ClientConfig, RootCertStore};
 
 use super::certs::{self, Issuer};
-use super::transport::VmConnector;
+use super::transport::VmTlsDialer;
 
 /// Metadata key of the CA certificate (PEM) a VM's dockerd trusts for clients.
 pub const META_CA: &str = "flotilla-docker-ca";
@@ -194,7 +194,7 @@ impl DockerCa {
     /// dial `addr` and verify the server as `vm_name` against this CA, presenting the client
     /// certificate. The API version is bollard's default until negotiated.
     pub fn client(&self, vm_name: &str, addr: SocketAddr) -> Result<Docker, TlsError> {
-        let connector = VmConnector {
+        let connector = VmTlsDialer {
             addr,
             name: server_name(vm_name)?,
             tls: tokio_rustls::TlsConnector::from(self.client.clone()),

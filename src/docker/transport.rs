@@ -25,22 +25,22 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Dials one VM: every connection goes to `addr`, whatever host the request URI names, and the
 /// server must prove to be `name`.
 #[derive(Clone)]
-pub(crate) struct VmConnector {
+pub(crate) struct VmTlsDialer {
     pub(crate) addr: SocketAddr,
     pub(crate) name: ServerName<'static>,
     pub(crate) tls: TlsConnector,
 }
 
-impl std::fmt::Debug for VmConnector {
+impl std::fmt::Debug for VmTlsDialer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VmConnector")
+        f.debug_struct("VmTlsDialer")
             .field("addr", &self.addr)
             .field("name", &self.name)
             .finish_non_exhaustive()
     }
 }
 
-impl VmConnector {
+impl VmTlsDialer {
     /// TCP to the address, then the TLS handshake as the VM name, within [`CONNECT_TIMEOUT`].
     async fn dial(self) -> io::Result<VmStream> {
         let work = async {
@@ -63,7 +63,7 @@ impl VmConnector {
     }
 }
 
-impl tower_service::Service<Uri> for VmConnector {
+impl tower_service::Service<Uri> for VmTlsDialer {
     type Response = VmStream;
     type Error = io::Error;
     type Future = Pin<Box<dyn Future<Output = io::Result<VmStream>> + Send>>;

@@ -9,6 +9,7 @@
 
 use super::container::{self, BuildContainer, Role};
 use super::error::ExecError;
+use super::helper_load;
 use super::pull;
 use super::script::StepScript;
 use super::stages::JobCtx;
@@ -74,6 +75,9 @@ impl JobCtx<'_> {
         self.helper
             .get_or_try_init(|| async {
                 let image = helper_image(self.settings);
+                if let Some(archive) = &self.settings.helper_image_archive {
+                    helper_load::load_if_absent(self.docker, &self.log, &image, archive).await?;
+                }
                 pull::ensure_image(
                     self.docker,
                     &self.log,

@@ -24,6 +24,7 @@ mod container;
 mod error;
 mod git;
 mod helper;
+mod helper_load;
 mod leftovers;
 mod pull;
 mod script;

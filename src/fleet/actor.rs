@@ -1,117 +1,45 @@
-//! The pool actor: one task per runner that OWNS the machine table and every decision about it.
-//! It takes commands from [`FleetHandle`]s and events from its workers, runs the pure policy
-//! after each, and starts workers (create, delete, list) on the tracker — at most one per VM.
-//! It wakes on its own only when something is due (an idle VM's IdleTime, a zone's cool-down,
-//! a rate-limit pause, the next reconcile, a schedule check), never in a polling loop.
+//! The pool actor: one task per runner that owns the [`Table`] and carries out decisions. It
+//! receives commands from [`FleetHandle`]s (`protocol`) and events from its workers, updates the
+//! table, then asks the pure [`plan`] what to do and does it: starts workers (create, delete,
+//! list) on the tracker — at most one per VM — and answers waiters. It wakes on its own only
+//! when something is due (an idle VM's IdleTime, a zone's cool-down, a pause's end, the next
+//! reconcile, a schedule check), never in a polling loop. The decisions live elsewhere: scaling
+//! in `plan`/`policy`, reconcile in `reconcile`, zones in `zones`, pauses in `pauses`, demand in
+//! `demand`, totals and VM time in `stats`.
 
-use super::handle::{FleetHandle, Lease, LeaseGuard};
+use super::demand::{Backlog, Waiters};
+use super::handle::FleetHandle;
 use super::metrics::PoolMetrics;
-use super::policy::{self, Caps, Counts, Demand, IdleVm, RemoveReason};
+use super::pauses::Pauses;
+use super::plan::{self, Action, Policy};
+use super::policy::Caps;
+use super::protocol::{Command, Lease, LeaseGuard, Lookup};
+use super::reconcile::{self, Fix, Identity, Listings};
 use super::schedule::{IdleSettings, Schedule};
-use super::worker::{self, CreateFailure, CreatePlan, Ctx, Event};
-use super::zones::{ZoneFailure, Zones};
+use super::stats::Stats;
+use super::table::{Deletion, GiveBack, Table, Vm};
+use super::worker::{self, CreateFailure, Ctx, Event, Ready};
+use super::zones::Zones;
 use super::{
-    names, spec, FleetError, FleetSettings, FleetSnapshot, RunnerRegistry, VmConnector, VmFate,
-    VmInfo, VmState, MANAGER_LABEL, RUNNER_LABEL, STUCK_AFTER_ATTEMPTS,
+    names, spec, FleetError, FleetSettings, RunnerRegistry, VmDockerAccess, VmFate, VmState,
+    MANAGER_LABEL,
 };
-use crate::cloud::{Cloud, InstanceStatus, Listing};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use crate::cloud::{Cloud, Listing};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Re-evaluate the autoscaling periods at least this often.
 const HOUSEKEEPING: Duration = Duration::from_secs(15);
-/// A backlog hint older than this is forgotten.
-const BACKLOG_TTL: Duration = Duration::from_secs(60);
-/// How long `vm_fate` remembers a VM the pool saw go.
-const LOST_TTL: Duration = Duration::from_secs(600);
-/// Longest pause after creations failing for reasons no zone explains.
-const MAX_FAILURE_BACKOFF: Duration = Duration::from_secs(300);
 
-/// What a [`FleetHandle`] asks of the actor.
-pub(super) enum Command {
-    TryLease(oneshot::Sender<Option<Lease>>),
-    LeaseOnDemand(oneshot::Sender<Result<Lease, FleetError>>),
-    MarkUsed(String),
-    Unlease(String),
-    Release {
-        name: String,
-        used: bool,
-    },
-    Dropped(String),
-    Lookup {
-        name: String,
-        reply: oneshot::Sender<Lookup>,
-    },
-    Backlog(u64),
-    Snapshot(oneshot::Sender<FleetSnapshot>),
-    Shutdown {
-        deadline: Instant,
-        reply: oneshot::Sender<Vec<String>>,
-    },
-    Reconfigure(Box<(FleetSettings, Schedule)>),
-    Drain(bool),
-}
-
-/// What the pool knows of a VM, for `vm_fate`.
-pub(super) enum Lookup {
-    /// The pool saw it go.
-    Lost(VmFate),
-    /// Still held: ask the cloud.
-    Held { zone: String, spot: bool },
-    /// Not ours (any more).
-    Unknown,
-}
-
-struct Vm {
-    zone: String,
-    state: VmState,
-    created_at: Instant,
-    ready_at: Option<Instant>,
-    idle_since: Instant,
-    used_count: u32,
-    docker: Option<bollard::Docker>,
-    removal_attempts: u32,
-    /// When its removal started (the removal-duration histogram).
-    removing_since: Option<Instant>,
-    /// The worker acting on this VM (creating or deleting), if any.
-    worker: Option<CancellationToken>,
-    retry_delete_at: Option<Instant>,
-    /// In a zone a reload dropped: removed when its job ends, never leased again.
-    retire: bool,
-}
-
-impl Vm {
-    /// GitLab Runner's state name: `stuck-on-removing` past the bounded deletion retries.
-    fn state_name(&self) -> &'static str {
-        if self.state == VmState::Removing && self.removal_attempts >= STUCK_AFTER_ATTEMPTS {
-            "stuck-on-removing"
-        } else {
-            self.state.as_str()
-        }
-    }
-}
-
-/// A VM this pool deletes but does not hold (a leftover, or of a runner no pool holds): not
-/// counted against `limit`.
-struct Orphan {
-    zone: String,
-    deleting: bool,
-    attempts: u32,
-    retry_at: Option<Instant>,
-}
-
-#[derive(Default)]
-struct Stats {
-    peak_total: u32,
-    peak_creating: u32,
-    created: u64,
-    creation_failures: u64,
-    removed: u64,
+/// A shutdown under way: its deadline and who waits for its end.
+struct Shutdown {
+    deadline: Instant,
+    replies: Vec<tokio::sync::oneshot::Sender<Vec<String>>>,
 }
 
 struct Actor {
@@ -126,33 +54,27 @@ struct Actor {
     cmd_tx: mpsc::UnboundedSender<Command>,
     cmds: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedReceiver<Event>,
+    /// Idle VMs right now, for `FleetHandle::idle_available`.
     idle_tx: watch::Sender<u32>,
-    vms: BTreeMap<String, Vm>,
-    orphans: BTreeMap<String, Orphan>,
-    lost: BTreeMap<String, (VmFate, Instant)>,
-    waiters: VecDeque<oneshot::Sender<Result<Lease, FleetError>>>,
-    backlog: Option<(u32, Instant)>,
+    table: Table,
+    waiters: Waiters,
+    backlog: Backlog,
+    pauses: Pauses,
+    listings: Listings,
+    /// The startup cleanup finished: the pool warms only after it.
     started: bool,
-    listing: bool,
-    next_list_at: Instant,
-    list_failures: u32,
-    api_paused_until: Option<Instant>,
-    failure_backoff_until: Option<Instant>,
-    consecutive_failures: u32,
-    shutdown: Option<(Instant, Vec<oneshot::Sender<Vec<String>>>)>,
+    shutdown: Option<Shutdown>,
     /// Draining: no idle VMs kept, VMs made only for waiting jobs (see `FleetHandle::set_draining`).
     draining: bool,
     stats: Stats,
     metrics: PoolMetrics,
-    /// VM-time accounting: when it was last added up, and the (idle, busy) VM counts since.
-    accrued_at: Instant,
-    accruing: (u32, u32),
 }
 
+/// Starts the actor of one pool on `tracker` and returns the handle on it.
 pub(super) fn spawn(
     s: FleetSettings,
     cloud: Arc<dyn Cloud>,
-    connector: Arc<dyn VmConnector>,
+    access: Arc<dyn VmDockerAccess>,
     registry: RunnerRegistry,
     metrics: PoolMetrics,
     tracker: &TaskTracker,
@@ -172,12 +94,13 @@ pub(super) fn spawn(
         cloud: cloud.clone(),
         runner: s.short_token.clone(),
     };
+    let now = Instant::now();
     let actor = Actor {
         zones: Zones::new(s.gce.zones.clone(), s.gce.zone_cooldown),
         schedule,
         ctx: Ctx {
             cloud,
-            connector,
+            access,
             events: ev_tx,
         },
         registry,
@@ -187,32 +110,20 @@ pub(super) fn spawn(
         cmds,
         events,
         idle_tx,
-        vms: BTreeMap::new(),
-        orphans: BTreeMap::new(),
-        lost: BTreeMap::new(),
-        waiters: VecDeque::new(),
-        backlog: None,
+        table: Table::default(),
+        waiters: Waiters::default(),
+        backlog: Backlog::default(),
+        pauses: Pauses::default(),
+        listings: Listings::new(now),
         started: false,
-        listing: false,
-        next_list_at: Instant::now(),
-        list_failures: 0,
-        api_paused_until: None,
-        failure_backoff_until: None,
-        consecutive_failures: 0,
         shutdown: None,
         draining: false,
-        stats: Stats::default(),
+        stats: Stats::new(now),
         metrics,
-        accrued_at: Instant::now(),
-        accruing: (0, 0),
         s,
     };
     tracker.spawn(actor.run());
     Ok(handle)
-}
-
-fn later(a: Option<Instant>, b: Instant) -> Option<Instant> {
-    Some(a.map_or(b, |a| a.max(b)))
 }
 
 impl Actor {
@@ -223,7 +134,7 @@ impl Actor {
             if self.finished(now) {
                 break;
             }
-            self.plan(now);
+            self.step(now);
             self.publish();
             let wake = self.next_wake(Instant::now());
             tokio::select! {
@@ -233,94 +144,123 @@ impl Actor {
                 _ = tokio::time::sleep_until(wake) => {}
             }
         }
-        let left: Vec<String> = self
-            .vms
-            .keys()
-            .chain(self.orphans.keys())
-            .cloned()
-            .collect();
-        if let Some((_, replies)) = self.shutdown.take() {
-            for r in replies {
+        let left = self.table.all_names();
+        if let Some(shutdown) = self.shutdown.take() {
+            for r in shutdown.replies {
                 let _ = r.send(left.clone());
             }
         }
         self.cancel.cancel();
         self.registry.deregister(&self.s.runner_label);
         self.idle_tx.send_replace(0);
-        self.accrue(Instant::now());
+        let (idle, busy) = self.stats.accrue(Instant::now());
+        self.metrics.accrue(idle, busy);
         self.metrics.forget();
         tracing::info!(runner = %self.s.short_token, vms_left = left.len(), "machine pool stopped");
     }
 
     fn finished(&self, now: Instant) -> bool {
-        match &self.shutdown {
-            Some((deadline, _)) => {
-                (self.vms.is_empty() && self.orphans.is_empty()) || now >= *deadline
+        self.shutdown
+            .as_ref()
+            .is_some_and(|s| self.table.is_empty() || now >= s.deadline)
+    }
+
+    /// Forgets what expired, serves waiting jobs from idle VMs, then plans and acts.
+    fn step(&mut self, now: Instant) {
+        self.table.expire_lost(now);
+        self.waiters.prune();
+        self.backlog.expire(now);
+        // Jobs waiting on demand take idle VMs before any idle VM is judged for removal.
+        if self.shutdown.is_none() && self.started {
+            self.serve_waiters();
+        }
+        let policy = self.policy(now);
+        let mut creating = true;
+        for action in plan::plan(&self.table, &policy, now) {
+            match action {
+                Action::List => self.start_listing(),
+                Action::RetryRemoval(name) => self.start_removal(&name),
+                Action::RetryOrphan { name, zone } => self.delete_orphan(&name, &zone),
+                Action::FailWaiters => self.waiters.fail_all(&self.s.short_token),
+                Action::CancelCreation(name) => {
+                    if let Some(t) = self.table.vms.get(&name).and_then(|v| v.worker.as_ref()) {
+                        t.cancel();
+                    }
+                }
+                Action::Remove { name, reason } => {
+                    tracing::info!(vm = %name, reason, "removing idle VM");
+                    self.start_removal(&name);
+                }
+                Action::Create if creating => {
+                    let Some(zone) = self.zones.pick(now).map(str::to_string) else {
+                        tracing::debug!(runner = %self.s.short_token, "every zone is cooling: waiting");
+                        creating = false;
+                        continue;
+                    };
+                    creating = self.dispatch_create(zone, now);
+                }
+                Action::Create => {}
             }
-            None => false,
         }
     }
 
-    fn counts(&self) -> Counts {
-        let mut c = Counts::default();
-        for vm in self.vms.values() {
-            match vm.state {
-                VmState::Creating => c.creating += 1,
-                VmState::Idle => c.idle += 1,
-                VmState::Leased => c.leased += 1,
-                VmState::Used => c.used += 1,
-                VmState::Removing => c.removing += 1,
-            }
+    /// What `plan` needs besides the table.
+    fn policy(&self, now: Instant) -> Policy {
+        Policy {
+            idle: self.active_idle(),
+            caps: Caps {
+                limit: self.s.limit,
+                max_growth_rate: self.s.machine.max_growth_rate,
+            },
+            max_builds: self.s.machine.max_builds,
+            backlog: if self.draining { 0 } else { self.backlog.get() },
+            waiting: self.waiters.count(),
+            started: self.started,
+            draining: self.draining,
+            shutting_down: self.shutdown.is_some(),
+            creation_paused: self.pauses.holds_creation(now),
+            list_due: self.listings.due(now),
         }
-        c
     }
 
+    /// Publishes the counts: the idle watch, peaks, VM time, state gauges.
     fn publish(&mut self) {
-        let c = self.counts();
-        self.stats.peak_total = self.stats.peak_total.max(c.total());
-        self.stats.peak_creating = self.stats.peak_creating.max(c.creating);
+        let c = self.table.counts();
         self.idle_tx.send_if_modified(|n| {
             let changed = *n != c.idle;
             *n = c.idle;
             changed
         });
         let now = Instant::now();
-        self.accrue(now);
-        self.accruing = (c.idle + c.leased, c.used);
+        let (idle, busy) = self.stats.accrue(now);
+        self.metrics.accrue(idle, busy);
+        self.stats.observe(&c);
         self.metrics.publish(
-            self.vms.values().map(|v| (v.zone.as_str(), v.state_name())),
+            self.table
+                .vms
+                .values()
+                .map(|v| (v.zone.as_str(), v.state_name())),
             &self.zones.cooling_now(now),
         );
-    }
-
-    /// Adds the VM time since the last call, at the counts that held since then (states change
-    /// only between two calls: in command and event handlers).
-    fn accrue(&mut self, now: Instant) {
-        let secs = now.duration_since(self.accrued_at).as_secs_f64();
-        self.accrued_at = now;
-        let (idle, busy) = self.accruing;
-        self.metrics
-            .accrue(f64::from(idle) * secs, f64::from(busy) * secs);
     }
 
     fn next_wake(&self, now: Instant) -> Instant {
         let idle = self.active_idle();
         let mut due = vec![now + HOUSEKEEPING];
-        if !self.listing {
-            due.push(self.next_list_at);
+        if !self.listings.running {
+            due.push(self.listings.next_at);
         }
-        for vm in self.vms.values() {
+        for vm in self.table.vms.values() {
             if vm.state == VmState::Idle {
                 due.push(vm.idle_since + idle.idle_time + Duration::from_millis(1));
             }
             due.extend(vm.retry_delete_at);
         }
-        due.extend(self.orphans.values().filter_map(|o| o.retry_at));
+        due.extend(self.table.orphans.values().filter_map(|o| o.retry_at));
         due.extend(self.zones.next_ready(now));
-        due.extend(self.api_paused_until);
-        due.extend(self.failure_backoff_until);
-        due.extend(self.backlog.map(|(_, at)| at + BACKLOG_TTL));
-        due.extend(self.shutdown.as_ref().map(|(d, _)| *d));
+        due.extend(self.pauses.ends());
+        due.extend(self.backlog.expires_at());
+        due.extend(self.shutdown.as_ref().map(|s| s.deadline));
         due.into_iter()
             .filter(|t| *t > now)
             .min()
@@ -329,153 +269,10 @@ impl Actor {
 
     /// The idle settings in force: the schedule's, or none kept while draining.
     fn active_idle(&self) -> IdleSettings {
-        let active = self.schedule.active(chrono::Utc::now());
-        if self.draining {
-            IdleSettings {
-                idle_count: 0,
-                idle_count_min: 0,
-                idle_scale_factor: 0.0,
-                ..active
-            }
-        } else {
-            active
-        }
+        self.schedule.in_force(chrono::Utc::now(), self.draining)
     }
 
-    fn caps(&self) -> Caps {
-        Caps {
-            limit: self.s.limit,
-            max_growth_rate: self.s.machine.max_growth_rate,
-        }
-    }
-
-    // ---- planning -------------------------------------------------------------------------
-
-    fn plan(&mut self, now: Instant) {
-        self.lost
-            .retain(|_, (_, at)| now.duration_since(*at) < LOST_TTL);
-        self.waiters.retain(|w| !w.is_closed());
-        if self
-            .backlog
-            .is_some_and(|(_, at)| now.duration_since(at) >= BACKLOG_TTL)
-        {
-            self.backlog = None;
-        }
-        if !self.listing && now >= self.next_list_at {
-            self.start_listing();
-        }
-        self.retry_deletes(now);
-        if self.shutdown.is_some() {
-            self.plan_shutdown();
-            return;
-        }
-        if !self.started {
-            return;
-        }
-        // Jobs waiting on demand take idle VMs before any idle VM is judged for removal.
-        self.serve_waiters();
-        if self.draining {
-            self.remove_every_idle("draining");
-        }
-        let idle = self.active_idle();
-        let backlog = if self.draining {
-            0
-        } else {
-            self.backlog.map_or(0, |(b, _)| b)
-        };
-        let mut busy = self.counts();
-        busy.idle = 0;
-        let idle_names: Vec<&String> = self
-            .vms
-            .iter()
-            .filter(|(_, v)| v.state == VmState::Idle)
-            .map(|(n, _)| n)
-            .collect();
-        let idle_vms: Vec<IdleVm> = idle_names
-            .iter()
-            .enumerate()
-            .map(|(key, n)| {
-                let v = &self.vms[*n];
-                IdleVm {
-                    key,
-                    idle_for: now.duration_since(v.idle_since),
-                    used_count: v.used_count,
-                }
-            })
-            .collect();
-        let remove: Vec<(String, RemoveReason)> = policy::removals(
-            busy,
-            &idle_vms,
-            &idle,
-            self.caps(),
-            self.s.machine.max_builds,
-            backlog,
-        )
-        .into_iter()
-        .map(|(k, r)| (idle_names[k].clone(), r))
-        .collect();
-        for (name, reason) in remove {
-            tracing::info!(vm = %name, reason = reason.as_str(), "removing idle VM");
-            self.start_removal(&name);
-        }
-        if self.api_paused_until.is_some_and(|t| t > now)
-            || self.failure_backoff_until.is_some_and(|t| t > now)
-        {
-            return;
-        }
-        let demand = Demand {
-            on_demand: u32::try_from(self.waiters.len()).unwrap_or(u32::MAX),
-            backlog,
-        };
-        let n = policy::creations(self.counts(), &idle, self.caps(), demand);
-        for _ in 0..n {
-            let Some(zone) = self.zones.pick(now).map(str::to_string) else {
-                tracing::debug!(runner = %self.s.short_token, "every zone is cooling: waiting");
-                break;
-            };
-            if !self.dispatch_create(zone, now) {
-                break;
-            }
-        }
-    }
-
-    /// Removes every idle VM now (a drain keeps none).
-    fn remove_every_idle(&mut self, reason: &str) {
-        let names: Vec<String> = self
-            .vms
-            .iter()
-            .filter(|(_, v)| v.state == VmState::Idle)
-            .map(|(n, _)| n.clone())
-            .collect();
-        for n in names {
-            tracing::info!(vm = %n, reason, "removing idle VM");
-            self.start_removal(&n);
-        }
-    }
-
-    fn plan_shutdown(&mut self) {
-        while let Some(w) = self.waiters.pop_front() {
-            let _ = w.send(Err(FleetError::ShuttingDown {
-                runner: self.s.short_token.clone(),
-            }));
-        }
-        let names: Vec<String> = self
-            .vms
-            .iter()
-            .filter(|(_, v)| v.state == VmState::Idle)
-            .map(|(n, _)| n.clone())
-            .collect();
-        for n in names {
-            self.start_removal(&n);
-        }
-        for vm in self.vms.values() {
-            if vm.state == VmState::Creating {
-                if let Some(t) = &vm.worker {
-                    t.cancel();
-                }
-            }
-        }
-    }
+    // ---- acting ---------------------------------------------------------------------------
 
     fn dispatch_create(&mut self, zone: String, now: Instant) -> bool {
         let unix = std::time::SystemTime::now()
@@ -487,69 +284,91 @@ impl Actor {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::error!(runner = %self.s.short_token, error = %e, "cannot name a VM");
-                    self.creation_failed_without_zone(now);
+                    self.pauses.creation_failed(now);
                     return false;
                 }
             };
-        if self.vms.contains_key(&name) {
+        if self.table.vms.contains_key(&name) {
             return false;
         }
-        let metadata = match self.ctx.connector.vm_metadata(&name) {
+        let metadata = match self.ctx.access.vm_metadata(&name) {
             Ok(m) => m,
             Err(e) => {
                 tracing::error!(vm = %name, error = %e, "cannot make the VM's TLS material");
                 self.stats.creation_failures += 1;
-                self.creation_failed_without_zone(now);
+                self.pauses.creation_failed(now);
                 return false;
             }
         };
-        let plan = CreatePlan {
-            spec: spec::instance_spec(&self.s, &name, &zone, metadata),
-            request_id: uuid::Uuid::new_v4().to_string(),
-            timeout: self.s.gce.create_timeout,
-            docker_port: self.s.gce.docker_port,
-            use_internal_ip: self.s.gce.use_internal_ip,
-        };
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let plan = spec::create_plan(&self.s, &name, &zone, metadata, request_id);
         let token = self.cancel.child_token();
         tracing::debug!(vm = %name, %zone, "creating VM");
-        self.vms.insert(
-            name,
-            Vm {
-                zone,
-                state: VmState::Creating,
-                created_at: now,
-                ready_at: None,
-                idle_since: now,
-                used_count: 0,
-                docker: None,
-                removal_attempts: 0,
-                removing_since: None,
-                worker: Some(token.clone()),
-                retry_delete_at: None,
-                retire: false,
-            },
-        );
+        self.table
+            .vms
+            .insert(name, Vm::creating(zone, now, token.clone()));
         self.tracker
             .spawn(worker::create(self.ctx.clone(), plan, token));
         true
     }
 
-    fn creation_failed_without_zone(&mut self, now: Instant) {
-        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
-        let exp = self.consecutive_failures.min(10) - 1;
-        let d = (Duration::from_secs(5) * (1u32 << exp)).min(MAX_FAILURE_BACKOFF);
-        self.failure_backoff_until = Some(now + d);
+    /// Starts removing held VM `name` (one deletion worker; see `Table::begin_removal`).
+    fn start_removal(&mut self, name: &str) {
+        let cancel = &self.cancel;
+        if let Some((zone, token)) = self
+            .table
+            .begin_removal(name, Instant::now(), || cancel.child_token())
+        {
+            self.tracker.spawn(worker::delete(
+                self.ctx.clone(),
+                zone,
+                name.to_string(),
+                token,
+            ));
+        }
     }
 
+    /// Starts deleting a VM this pool does not hold.
+    fn delete_orphan(&mut self, name: &str, zone: &str) {
+        let Some(attempts) = self.table.begin_orphan_deletion(name, zone) else {
+            return;
+        };
+        if attempts == 0 {
+            self.metrics.orphan_deleted(!self.started);
+        }
+        tracing::info!(vm = %name, %zone, "deleting a VM this process does not hold");
+        let token = self.cancel.child_token();
+        self.tracker.spawn(worker::delete(
+            self.ctx.clone(),
+            zone.to_string(),
+            name.to_string(),
+            token,
+        ));
+    }
+
+    fn start_listing(&mut self) {
+        self.listings.running = true;
+        let labels = BTreeMap::from([(MANAGER_LABEL.to_string(), self.s.manager_id.clone())]);
+        self.tracker.spawn(worker::list(
+            self.ctx.clone(),
+            labels,
+            self.cancel.child_token(),
+        ));
+    }
+
+    /// Hands idle VMs to waiting jobs, newest idle first; a lease its job no longer wants goes
+    /// back to idle.
     fn serve_waiters(&mut self) {
         while !self.waiters.is_empty() {
-            let Some(name) = self.newest_idle() else {
+            let Some(name) = self.table.newest_idle() else {
                 return;
             };
-            let Some(w) = self.waiters.pop_front() else {
+            let Some(w) = self.waiters.pop() else {
                 return;
             };
-            let lease = self.lease(&name, VmState::Used);
+            let Some(lease) = self.lease(&name, VmState::Used) else {
+                return;
+            };
             let zone = lease.zone.clone();
             match w.send(Ok(lease)) {
                 Err(Ok(lease)) => self.take_back(lease),
@@ -558,37 +377,292 @@ impl Actor {
         }
     }
 
-    fn newest_idle(&self) -> Option<String> {
-        self.vms
-            .iter()
-            .filter(|(_, v)| v.state == VmState::Idle && v.docker.is_some() && !v.retire)
-            .max_by_key(|(_, v)| v.idle_since)
-            .map(|(n, _)| n.clone())
-    }
-
     /// Marks idle VM `name` as `state` and makes its lease.
-    fn lease(&mut self, name: &str, state: VmState) -> Lease {
-        let vm = self.vms.get_mut(name).expect("leased VM is in the table");
-        vm.state = state;
-        Lease {
+    fn lease(&mut self, name: &str, state: VmState) -> Option<Lease> {
+        let (zone, docker) = self.table.lease(name, state)?;
+        Some(Lease {
             name: name.to_string(),
-            zone: vm.zone.clone(),
-            docker: vm.docker.clone().expect("idle VMs have a Docker client"),
+            zone,
+            docker,
             guard: LeaseGuard {
                 name: name.to_string(),
                 tx: Some(self.cmd_tx.clone()),
             },
-        }
+        })
     }
 
     /// A lease its asker no longer wanted: back to idle, silently.
     fn take_back(&mut self, mut lease: Lease) {
         lease.guard.tx = None;
-        if let Some(vm) = self.vms.get_mut(&lease.name) {
-            vm.state = VmState::Idle;
+        self.table.take_back(&lease.name);
+    }
+
+    // ---- commands -------------------------------------------------------------------------
+
+    fn on_command(&mut self, cmd: Command) {
+        let now = Instant::now();
+        match cmd {
+            Command::TryLease(reply) => {
+                let lease = if self.shutdown.is_some() || self.draining || !self.started {
+                    None
+                } else {
+                    self.table
+                        .newest_idle()
+                        .and_then(|n| self.lease(&n, VmState::Leased))
+                };
+                if let Err(Some(lease)) = reply.send(lease) {
+                    self.take_back(lease);
+                }
+            }
+            Command::LeaseOnDemand(reply) => {
+                if self.shutdown.is_some() {
+                    let _ = reply.send(Err(FleetError::ShuttingDown {
+                        runner: self.s.short_token.clone(),
+                    }));
+                    return;
+                }
+                self.waiters.push(reply);
+                if self.started {
+                    self.serve_waiters();
+                }
+            }
+            Command::MarkUsed(name) => {
+                if let Some(zone) = self.table.mark_used(&name) {
+                    self.metrics.used(&zone);
+                }
+            }
+            Command::Unlease(name) => self.give_back(&name, None, now),
+            Command::Release { name, used } => self.give_back(&name, Some(used), now),
+            Command::Dropped(name) => {
+                if self.table.vms.get(&name).is_some_and(Vm::is_held_by_job) {
+                    tracing::warn!(vm = %name, "a lease was dropped without release: removing its VM");
+                    self.start_removal(&name);
+                }
+            }
+            Command::Lookup { name, reply } => {
+                let answer = if let Some((fate, _)) = self.table.lost.get(&name) {
+                    Lookup::Lost(*fate)
+                } else if let Some(vm) = self.table.vms.get(&name) {
+                    Lookup::Held {
+                        zone: vm.zone.clone(),
+                        spot: self.s.gce.spot,
+                    }
+                } else {
+                    Lookup::Unknown
+                };
+                let _ = reply.send(answer);
+            }
+            Command::Backlog(q) => self.backlog.observe(q, self.s.queue_aware, now),
+            Command::Snapshot(reply) => {
+                let cooling = self.zones.cooling_now(now);
+                let waiting = self.waiters.count();
+                let snapshot =
+                    self.stats
+                        .snapshot(&self.table, cooling, waiting, self.started, now);
+                let _ = reply.send(snapshot);
+            }
+            Command::Reconfigure(new) => self.reconfigure(*new),
+            Command::Drain(draining) => {
+                if draining != self.draining {
+                    tracing::info!(runner = %self.s.short_token, draining, "machine pool drain");
+                }
+                self.draining = draining;
+            }
+            Command::Shutdown { deadline, reply } => {
+                tracing::info!(runner = %self.s.short_token, "machine pool shutting down: deleting every VM");
+                match &mut self.shutdown {
+                    Some(s) => {
+                        s.deadline = s.deadline.min(deadline);
+                        s.replies.push(reply);
+                    }
+                    None => {
+                        self.shutdown = Some(Shutdown {
+                            deadline,
+                            replies: vec![reply],
+                        })
+                    }
+                }
+            }
+        }
+    }
+
+    /// A VM given back (`after_job`: see `Table::give_back`): reused or removed.
+    fn give_back(&mut self, name: &str, after_job: Option<bool>, now: Instant) {
+        let leaving = self.shutdown.is_some() || self.draining;
+        let max_builds = self.s.machine.max_builds;
+        if let Some(GiveBack::Remove(reason)) = self
+            .table
+            .give_back(name, after_job, max_builds, leaving, now)
+        {
+            tracing::info!(vm = %name, reason, "removing VM after its job");
+            self.start_removal(name);
+        }
+    }
+
+    fn reconfigure(&mut self, (mut new, schedule): (FleetSettings, Schedule)) {
+        // A pool's identity (labels, names) never changes: a new token is a new runner.
+        new.manager_id.clone_from(&self.s.manager_id);
+        new.runner_label.clone_from(&self.s.runner_label);
+        new.short_token.clone_from(&self.s.short_token);
+        self.zones
+            .reconfigure(new.gce.zones.clone(), new.gce.zone_cooldown);
+        self.schedule = schedule;
+        self.s = new;
+        // Idle and creating VMs in dropped zones go now, busy ones after their job.
+        for name in self.table.outside_zones(&self.s.gce.zones) {
+            tracing::info!(vm = %name, reason = "zone_dropped", "removing VM");
+            self.start_removal(&name);
+        }
+        tracing::info!(runner = %self.s.short_token, "machine pool reconfigured");
+    }
+
+    // ---- worker events --------------------------------------------------------------------
+
+    fn on_event(&mut self, ev: Event) {
+        let now = Instant::now();
+        match ev {
+            Event::Created { name, result } => self.on_created(name, result, now),
+            Event::Deleted { name, ok } => self.on_deleted(&name, ok, now),
+            Event::Listed { started, result } => self.on_listed(started, result, now),
+            Event::RateLimited { until } => {
+                if self.pauses.rate_limited(until, now) {
+                    tracing::warn!(runner = %self.s.short_token, pause = ?until.saturating_duration_since(now), "Compute Engine API rate limit reached: holding new VM work until the quota refills");
+                }
+            }
+        }
+    }
+
+    fn on_created(&mut self, name: String, result: Result<Ready, CreateFailure>, now: Instant) {
+        let shutting_down = self.shutdown.is_some();
+        let Some(vm) = self.table.vms.get_mut(&name) else {
+            return;
+        };
+        vm.worker = None;
+        let zone = vm.zone.clone();
+        let took = now.duration_since(vm.created_at);
+        match result {
+            Ok(ready) => {
+                tracing::info!(vm = %name, %zone, ?took, "VM ready");
+                vm.state = VmState::Idle;
+                vm.ready_at = Some(now);
+                vm.idle_since = now;
+                vm.docker = Some(ready.docker);
+                self.metrics.created(&zone, took, &ready.phases);
+                self.zones.record_success(&zone);
+                self.pauses.creation_succeeded();
+                self.stats.created += 1;
+                if shutting_down {
+                    self.start_removal(&name);
+                }
+            }
+            Err(f) => {
+                let may_exist = f.may_exist();
+                if !matches!(f, CreateFailure::Canceled { .. }) {
+                    self.stats.creation_failures += 1;
+                    self.metrics.creation_failed(&zone, f.kind(), took);
+                    tracing::warn!(vm = %name, %zone, kind = f.kind(), detail = f.detail(), "VM creation failed");
+                }
+                if matches!(f, CreateFailure::Other { .. }) {
+                    self.pauses.creation_failed(now);
+                }
+                if let Some(b) = f.blame() {
+                    let cooled = self.zones.record_failure(&zone, &b, now);
+                    if !cooled.is_empty() {
+                        tracing::warn!(zones = ?cooled, cause = ?b, "zones cooling down");
+                    }
+                }
+                if may_exist {
+                    self.start_removal(&name);
+                } else {
+                    self.table.vms.remove(&name);
+                }
+            }
+        }
+    }
+
+    fn on_deleted(&mut self, name: &str, ok: bool, now: Instant) {
+        match self.table.deleted(name, ok, now) {
+            Deletion::Removed { zone, took } => {
+                self.metrics.removed(&zone, took);
+                self.stats.removed += 1;
+            }
+            Deletion::Failed { attempts, stuck } => {
+                if stuck {
+                    tracing::error!(vm = %name, attempts, "VM stuck on removing");
+                }
+            }
+            Deletion::OrphanRemoved { zone } => {
+                self.metrics.removed(&zone, None);
+                self.stats.removed += 1;
+            }
+            Deletion::Nothing => {}
+        }
+    }
+
+    fn on_listed(
+        &mut self,
+        started: Instant,
+        result: Result<Listing, crate::cloud::CloudError>,
+        now: Instant,
+    ) {
+        match result {
+            Ok(listing) => {
+                self.listings.succeeded(now, self.s.reconcile_interval);
+                self.reconcile(listing, started);
+                if !self.started {
+                    self.started = true;
+                    tracing::info!(runner = %self.s.short_token, "leftovers handled: pool warming");
+                }
+            }
+            Err(e) => {
+                let retry = self
+                    .listings
+                    .failed(now, self.s.reconcile_interval, self.started);
+                tracing::warn!(runner = %self.s.short_token, error = %e, retry_in = ?retry, "listing this manager's VMs failed");
+            }
+        }
+    }
+
+    /// Carries out what `reconcile` finds in a listing begun at `started`.
+    fn reconcile(&mut self, listing: Listing, started: Instant) {
+        let me = Identity {
+            manager_id: &self.s.manager_id,
+            runner_label: &self.s.runner_label,
+            spot: self.s.gce.spot,
+        };
+        let fixes = reconcile::reconcile(&self.table, listing, &me, &self.registry, started);
+        for fix in fixes {
+            match fix {
+                Fix::Remove(name) => self.start_removal(&name),
+                Fix::Lose { name, fate, exists } => self.lose(&name, fate, exists),
+                Fix::DeleteOrphan { name, zone } => self.delete_orphan(&name, &zone),
+                Fix::Forget(name) => {
+                    if let Some(vm) = self.table.vms.remove(&name) {
+                        self.metrics.removed(&vm.zone, None);
+                    }
+                    self.stats.removed += 1;
+                }
+                Fix::DropOrphan(name) => {
+                    self.table.orphans.remove(&name);
+                }
+            }
+        }
+    }
+
+    /// A held VM went away without us: forget it (delete it if the cloud still has it) and
+    /// remember its fate for `vm_fate` if a job held it.
+    fn lose(&mut self, name: &str, fate: VmFate, exists: bool) {
+        let Some(vm) = self.table.vms.get(name) else {
+            return;
+        };
+        tracing::warn!(vm = %name, zone = %vm.zone, state = vm.state.as_str(), ?fate, "VM lost");
+        if vm.is_held_by_job() {
+            self.table.remember_lost(name, fate, Instant::now());
+        }
+        if exists {
+            self.start_removal(name);
+        } else {
+            self.table.vms.remove(name);
         }
     }
 }
-
-mod events;
-mod removal;

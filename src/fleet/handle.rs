@@ -1,8 +1,8 @@
 //! The pool as the rest of the process sees it: a cloneable [`FleetHandle`] that sends commands
-//! to the runner's pool actor, and the [`Lease`] of one VM. Created by `fleet::start`; dropping
+//! (`protocol`) to the runner's pool actor. Created by `fleet::start`; dropping
 //! every handle does not stop the pool (its cancellation token or `shutdown` does).
 
-use super::actor::{Command, Lookup};
+use super::protocol::{Command, Lease, Lookup};
 use super::schedule::Schedule;
 use super::{FleetError, FleetSettings, FleetSnapshot, VmFate};
 use crate::cloud::{Cloud, CloudError, InstanceStatus};
@@ -32,49 +32,6 @@ impl std::fmt::Debug for FleetHandle {
         f.debug_struct("FleetHandle")
             .field("runner", &self.runner)
             .finish()
-    }
-}
-
-/// One VM leased to one job (or one job request). Give it back with [`FleetHandle::unlease`] or
-/// [`FleetHandle::release`]; a lease dropped without either is released as used and the VM is
-/// removed (its history is unknown).
-pub struct Lease {
-    /// Instance name.
-    pub name: String,
-    /// Zone.
-    pub zone: String,
-    /// A Docker client for its dockerd (mTLS).
-    pub docker: bollard::Docker,
-    pub(super) guard: LeaseGuard,
-}
-
-impl std::fmt::Debug for Lease {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lease")
-            .field("name", &self.name)
-            .field("zone", &self.zone)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Sends `Dropped` when a lease goes out of scope un-returned.
-pub(super) struct LeaseGuard {
-    pub name: String,
-    pub tx: Option<mpsc::UnboundedSender<Command>>,
-}
-
-impl Drop for LeaseGuard {
-    fn drop(&mut self) {
-        if let Some(tx) = self.tx.take() {
-            let _ = tx.send(Command::Dropped(std::mem::take(&mut self.name)));
-        }
-    }
-}
-
-impl Lease {
-    fn disarm(mut self) -> String {
-        self.guard.tx = None;
-        std::mem::take(&mut self.name)
     }
 }
 

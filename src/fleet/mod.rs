@@ -6,33 +6,41 @@
 //! tasks at once. Scaling decisions are pure functions ([`policy`], [`schedule`], [`zones`]).
 //!
 //! Owns: the VMs this process made for a runner, their ownership labels, zone fallback,
-//! readiness (dockerd answering `_ping` over mTLS, through a [`VmConnector`]) and reconcile by
+//! readiness (dockerd answering `_ping` over mTLS, through a [`VmDockerAccess`]) and reconcile by
 //! label. Invariant: never touches a VM labelled with another manager id; never imports
 //! `coordinator` or `executor`.
 
+mod access;
 mod actor;
+mod demand;
 mod handle;
 pub mod metrics;
 pub mod names;
+mod pauses;
+mod plan;
 pub mod policy;
+mod protocol;
+mod reconcile;
 pub mod schedule;
 mod spec;
+mod stats;
+mod table;
 mod worker;
 pub mod zones;
 
 #[cfg(test)]
 mod tests;
 
-pub use handle::{FleetHandle, Lease};
+pub use access::{AccessCause, VmAccessError, VmDockerAccess};
+pub use handle::FleetHandle;
 pub use metrics::FleetMetrics;
 pub use policy::Counts;
+pub use protocol::Lease;
 pub use schedule::IdleSettings;
 
 use crate::cloud::Cloud;
 use crate::config::{Config, GceConfig, MachineConfig, RunnerConfig};
-use async_trait::async_trait;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -44,20 +52,6 @@ pub const MANAGER_LABEL: &str = "flotilla-manager";
 pub const RUNNER_LABEL: &str = "flotilla-runner";
 /// Network tag every VM carries.
 pub const RUNNER_TAG: &str = "flotilla-runner";
-
-/// How the fleet reaches a VM's dockerd; implemented by the manager with the Docker CA.
-#[async_trait]
-pub trait VmConnector: Send + Sync + 'static {
-    /// Metadata items for a new VM (TLS material); called once per VM name before insert.
-    fn vm_metadata(&self, vm_name: &str) -> Result<Vec<(String, String)>, String>;
-    /// A Docker client for `vm_name`'s dockerd at `addr` (mTLS verified by VM name).
-    async fn connect(&self, vm_name: &str, addr: SocketAddr) -> Result<bollard::Docker, String>;
-    /// Whether that dockerd answers (`_ping`); a VM becomes idle only after this succeeds.
-    async fn ping(&self, vm_name: &str, docker: &bollard::Docker) -> Result<(), String> {
-        let _ = vm_name;
-        docker.ping().await.map(|_| ()).map_err(|e| e.to_string())
-    }
-}
 
 /// What became of a VM whose Docker connection was lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +121,16 @@ impl VmState {
             VmState::Removing => "removing",
         }
     }
+
+    /// The state name for metrics and the status page: GitLab Runner's, with
+    /// `stuck-on-removing` for a removing VM after [`STUCK_AFTER_ATTEMPTS`] failed deletions.
+    pub fn name_after(self, removal_attempts: u32) -> &'static str {
+        if self == VmState::Removing && removal_attempts >= STUCK_AFTER_ATTEMPTS {
+            "stuck-on-removing"
+        } else {
+            self.as_str()
+        }
+    }
 }
 
 /// Deletion attempts after which a removing VM shows as stuck-on-removing.
@@ -152,11 +156,7 @@ pub struct VmInfo {
 impl VmInfo {
     /// The state name for metrics: `stuck-on-removing` after [`STUCK_AFTER_ATTEMPTS`].
     pub fn state_name(&self) -> &'static str {
-        if self.state == VmState::Removing && self.removal_attempts >= STUCK_AFTER_ATTEMPTS {
-            "stuck-on-removing"
-        } else {
-            self.state.as_str()
-        }
+        self.state.name_after(self.removal_attempts)
     }
 }
 
@@ -321,7 +321,7 @@ impl RunnerRegistry {
 pub fn start(
     settings: FleetSettings,
     cloud: Arc<dyn Cloud>,
-    connector: Arc<dyn VmConnector>,
+    access: Arc<dyn VmDockerAccess>,
     registry: RunnerRegistry,
     tracker: &TaskTracker,
     cancel: CancellationToken,
@@ -329,7 +329,7 @@ pub fn start(
     start_with_metrics(
         settings,
         cloud,
-        connector,
+        access,
         registry,
         &FleetMetrics::unregistered(),
         tracker,
@@ -341,7 +341,7 @@ pub fn start(
 pub fn start_with_metrics(
     settings: FleetSettings,
     cloud: Arc<dyn Cloud>,
-    connector: Arc<dyn VmConnector>,
+    access: Arc<dyn VmDockerAccess>,
     registry: RunnerRegistry,
     metrics: &FleetMetrics,
     tracker: &TaskTracker,
@@ -353,7 +353,7 @@ pub fn start_with_metrics(
     actor::spawn(
         settings,
         cloud,
-        connector,
+        access,
         registry,
         pool_metrics,
         tracker,

@@ -140,6 +140,22 @@ impl Schedule {
             .map(|p| p.settings)
             .unwrap_or(self.base)
     }
+
+    /// The settings in force at `now`: [`Schedule::active`]'s, or no idle VMs kept while
+    /// `draining` (IdleTime stays).
+    pub fn in_force(&self, now: DateTime<Utc>, draining: bool) -> IdleSettings {
+        let active = self.active(now);
+        if draining {
+            IdleSettings {
+                idle_count: 0,
+                idle_count_min: 0,
+                idle_scale_factor: 0.0,
+                ..active
+            }
+        } else {
+            active
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! The instance spec of a new VM, built from `[runners.gce]`: ownership labels over the
 //! configured ones, the `flotilla-runner` network tag (and `docker-machine` when carried over),
-//! the startup script and the Docker port in metadata beside the connector's TLS material.
+//! the startup script and the Docker port in metadata beside the TLS material from `VmDockerAccess`.
 //! Pure; the actor calls it once per VM name.
 
+use super::worker::CreatePlan;
 use super::{FleetSettings, MANAGER_LABEL, RUNNER_LABEL, RUNNER_TAG};
 use crate::cloud::InstanceSpec;
 use std::collections::BTreeMap;
@@ -21,7 +22,25 @@ pub fn ownership_labels(s: &FleetSettings) -> BTreeMap<String, String> {
     ])
 }
 
-/// The spec of VM `name` in `zone`, with the connector's `metadata`.
+/// What a creation worker needs to make VM `name` in `zone` (`request_id`: the insert's
+/// idempotency key).
+pub(super) fn create_plan(
+    s: &FleetSettings,
+    name: &str,
+    zone: &str,
+    metadata: Vec<(String, String)>,
+    request_id: String,
+) -> CreatePlan {
+    CreatePlan {
+        spec: instance_spec(s, name, zone, metadata),
+        request_id,
+        timeout: s.gce.create_timeout,
+        docker_port: s.gce.docker_port,
+        use_internal_ip: s.gce.use_internal_ip,
+    }
+}
+
+/// The spec of VM `name` in `zone`, with `VmDockerAccess`'s `metadata`.
 pub fn instance_spec(
     s: &FleetSettings,
     name: &str,

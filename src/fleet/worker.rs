@@ -4,7 +4,8 @@
 //! waited out here (and reported so the actor holds new work back); operations are awaited with
 //! `Cloud::wait`, which blocks, never by polling.
 
-use super::VmConnector;
+use super::access::VmDockerAccess;
+use super::zones::ZoneFailure;
 use crate::cloud::{
     Cloud, CloudError, InstanceSpec, InstanceStatus, ListScope, Listing, OperationFailure,
     OperationRef, OperationStatus, QuotaScope,
@@ -87,6 +88,16 @@ impl CreateFailure {
         }
     }
 
+    /// The zone failure to record for it; None when no zone is to blame (or it was canceled).
+    pub fn blame(&self) -> Option<ZoneFailure> {
+        match self {
+            CreateFailure::Stockout(_) => Some(ZoneFailure::Stockout),
+            CreateFailure::Quota(scope, _) => Some(ZoneFailure::Quota(scope.clone())),
+            CreateFailure::Timeout { .. } => Some(ZoneFailure::CreateTimeout),
+            CreateFailure::Other { .. } | CreateFailure::Canceled { .. } => None,
+        }
+    }
+
     /// A closed-set name for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -103,7 +114,7 @@ impl CreateFailure {
 #[derive(Clone)]
 pub(super) struct Ctx {
     pub cloud: Arc<dyn Cloud>,
-    pub connector: Arc<dyn VmConnector>,
+    pub access: Arc<dyn VmDockerAccess>,
     pub events: mpsc::UnboundedSender<Event>,
 }
 
@@ -198,8 +209,8 @@ async fn until_ready(
     // (create_timeout) ends the loop.
     let mut delay = Duration::from_millis(250);
     loop {
-        match ctx.connector.connect(&spec.name, addr).await {
-            Ok(docker) => match ctx.connector.ping(&spec.name, &docker).await {
+        match ctx.access.connect(&spec.name, addr).await {
+            Ok(docker) => match ctx.access.ping(&spec.name, &docker).await {
                 Ok(()) => {
                     let phases = super::metrics::CreatePhases {
                         insert: insert_took,

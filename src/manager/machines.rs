@@ -5,7 +5,9 @@
 use crate::cloud::{Cloud, CloudError, GceCloud, GceCloudSettings, GceMetrics};
 use crate::config::{Config, ExecutorKind, RunnerConfig};
 use crate::docker::{DockerCa, TlsError};
-use crate::fleet::{self, FleetError, FleetHandle, FleetSettings, RunnerRegistry, VmConnector};
+use crate::fleet::{
+    self, FleetError, FleetHandle, FleetSettings, RunnerRegistry, VmAccessError, VmDockerAccess,
+};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -35,17 +37,20 @@ pub enum MachinesError {
 }
 
 /// Reaches VMs' dockerd with the process's Docker CA.
-struct CaConnector {
+struct CaDockerAccess {
     ca: Arc<DockerCa>,
 }
 
 #[async_trait]
-impl VmConnector for CaConnector {
-    fn vm_metadata(&self, vm_name: &str) -> Result<Vec<(String, String)>, String> {
+impl VmDockerAccess for CaDockerAccess {
+    fn vm_metadata(&self, vm_name: &str) -> Result<Vec<(String, String)>, VmAccessError> {
         let material = self
             .ca
             .server_material(vm_name)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| VmAccessError::Material {
+                vm: vm_name.to_string(),
+                source: Box::new(e),
+            })?;
         Ok(material
             .metadata_items()
             .iter()
@@ -53,11 +58,18 @@ impl VmConnector for CaConnector {
             .collect())
     }
 
-    async fn connect(&self, vm_name: &str, addr: SocketAddr) -> Result<bollard::Docker, String> {
+    async fn connect(
+        &self,
+        vm_name: &str,
+        addr: SocketAddr,
+    ) -> Result<bollard::Docker, VmAccessError> {
         self.ca
             .connect(vm_name, addr)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| VmAccessError::Connect {
+                vm: vm_name.to_string(),
+                source: Box::new(e),
+            })
     }
 }
 
@@ -84,7 +96,7 @@ pub(crate) struct Fleets {
     manager_id: String,
     registry: prometheus::Registry,
     /// Made with the first pool (a process without docker+machine runners makes none).
-    connector: Option<Arc<dyn VmConnector>>,
+    access: Option<Arc<dyn VmDockerAccess>>,
     pools: RunnerRegistry,
     clouds: HashMap<CloudKey, Arc<dyn Cloud>>,
     /// The pools' series (machine states, creations, VM-seconds) on the manager's registry.
@@ -113,7 +125,7 @@ impl Fleets {
         Fleets {
             manager_id: manager_id.to_string(),
             registry: registry.clone(),
-            connector: None,
+            access: None,
             pools: RunnerRegistry::new(),
             clouds: HashMap::new(),
             fleet_metrics: fleet_metrics.clone(),
@@ -133,13 +145,13 @@ impl Fleets {
     ) -> Result<FleetHandle, MachinesError> {
         let settings = FleetSettings::for_runner(config, runner, &self.manager_id)?;
         settings.validate()?;
-        let connector = match &self.connector {
+        let access = match &self.access {
             Some(c) => c.clone(),
             None => {
-                let c: Arc<dyn VmConnector> = Arc::new(CaConnector {
+                let c: Arc<dyn VmDockerAccess> = Arc::new(CaDockerAccess {
                     ca: Arc::new(DockerCa::new()?),
                 });
-                self.connector = Some(c.clone());
+                self.access = Some(c.clone());
                 c
             }
         };
@@ -188,7 +200,7 @@ impl Fleets {
         let handle = fleet::start_with_metrics(
             settings,
             cloud,
-            connector,
+            access,
             self.pools.clone(),
             &self.fleet_metrics,
             &self.tracker,

@@ -107,12 +107,8 @@ impl Shared {
     }
 }
 
-/// Runs the manager until a drain completes or an abort ends it.
-pub async fn run(config: Config, controls: mpsc::Receiver<Control>) -> Result<(), RunError> {
-    run_with(config, controls, Hooks::default()).await
-}
-
-/// [`run`] with observation hooks (no configuration file: a reload is refused).
+/// Runs the manager until a drain completes or an abort ends it, with observation hooks and no
+/// configuration file (a reload is refused): what the integration tests call.
 pub async fn run_with(
     config: Config,
     controls: mpsc::Receiver<Control>,

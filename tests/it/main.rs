@@ -1,6 +1,7 @@
 //! Flotilla's integration tests: one binary, one module per subsystem, run against the real
 //! local Docker engine and the test kit's fakes over real HTTP on 127.0.0.1.
 //!
+//! - `architecture`: the import graph of `src/` has no cycle and no file is over 500 lines of logic.
 //! - `artifacts`: jobs uploading artifacts and dependencies downloading them (helper image).
 //! - `cache`: job caches end to end (local volume; GCS through the fake with signed URLs).
 //! - `cloud_gce`: the GCE `Cloud` against the fake Compute Engine.
@@ -13,6 +14,8 @@
 //! - `process`: the real `flotilla` binary (crash recovery, log secrecy, `config check`).
 //! - `mock_coordinator`: the happy path against `gitlab-runner-mock`.
 //! - `sources`: the helper container and `get_sources` (git over smart HTTP from the fake GitLab).
+//! - `helper_archive`: the helper image loaded from a `docker save` tarball onto an engine
+//!   lacking it (`helper_image_archive`).
 //! - `docker_tls`: a fake GCE VM's dockerd over mutual TLS, verified by VM name.
 //! - `vm_startup`: the VM startup script against a fake metadata server, in a scratch root.
 //! - `registry`: private images pulled with the job's credentials from Debian's docker-registry.
@@ -23,6 +26,7 @@
 //! - `machine_e2e`: docker+machine jobs on fake GCE VMs end to end (warm pool, MaxBuilds, IdleTime,
 //!   limit and MaxGrowthRate, stockouts, rate limits, preemption, leftovers, shutdowns).
 
+mod architecture;
 mod artifacts;
 mod cache;
 mod cloud_gce;
@@ -30,6 +34,7 @@ mod docker_tls;
 mod executor;
 mod hardening;
 mod harness;
+mod helper_archive;
 mod jobs;
 mod lifecycle;
 mod machine_e2e;

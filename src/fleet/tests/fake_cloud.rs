@@ -7,7 +7,7 @@ use crate::cloud::{
     Cloud, CloudError, Instance, InstanceSpec, InstanceStatus, ListScope, Listing,
     OperationFailure, OperationRef, OperationStatus, QuotaScope,
 };
-use crate::fleet::VmConnector;
+use crate::fleet::{VmAccessError, VmDockerAccess};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -391,27 +391,37 @@ impl FakeConnector {
 }
 
 #[async_trait]
-impl VmConnector for FakeConnector {
-    fn vm_metadata(&self, vm_name: &str) -> Result<Vec<(String, String)>, String> {
+impl VmDockerAccess for FakeConnector {
+    fn vm_metadata(&self, vm_name: &str) -> Result<Vec<(String, String)>, VmAccessError> {
         Ok(vec![(
             "flotilla-docker-ca".into(),
             format!("CA for {vm_name}"),
         )])
     }
 
-    async fn connect(&self, _vm_name: &str, addr: SocketAddr) -> Result<bollard::Docker, String> {
+    async fn connect(
+        &self,
+        vm_name: &str,
+        addr: SocketAddr,
+    ) -> Result<bollard::Docker, VmAccessError> {
         bollard::Docker::connect_with_http(
             &format!("http://{addr}"),
             5,
             bollard::API_DEFAULT_VERSION,
         )
-        .map_err(|e| e.to_string())
+        .map_err(|e| VmAccessError::Connect {
+            vm: vm_name.to_string(),
+            source: Box::new(e),
+        })
     }
 
-    async fn ping(&self, vm_name: &str, _docker: &bollard::Docker) -> Result<(), String> {
+    async fn ping(&self, vm_name: &str, _docker: &bollard::Docker) -> Result<(), VmAccessError> {
         *self.pings.lock().unwrap() += 1;
         if *self.never_ready.lock().unwrap() || !self.cloud.running(vm_name) {
-            return Err("connection refused".into());
+            return Err(VmAccessError::Ping {
+                vm: vm_name.to_string(),
+                source: "connection refused".into(),
+            });
         }
         Ok(())
     }

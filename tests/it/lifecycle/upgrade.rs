@@ -197,6 +197,9 @@ fn the_systemd_unit_verifies_and_drains_on_stop() {
         "KillSignal=SIGQUIT",
         "TimeoutStopSec=7200",
         "Restart=on-failure",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "PrivateTmp=yes",
     ] {
         assert!(unit.lines().any(|l| l == line), "{line} missing:\n{unit}");
     }
@@ -210,10 +213,7 @@ fn the_systemd_unit_verifies_and_drains_on_stop() {
     let path = dir.path().join("flotilla.service");
     std::fs::write(
         &path,
-        unit.replace(
-            "/usr/local/bin/flotilla",
-            &flotilla_bin().display().to_string(),
-        ),
+        unit.replace("/usr/bin/flotilla", &flotilla_bin().display().to_string()),
     )
     .unwrap();
     let out = Command::new("systemd-analyze")

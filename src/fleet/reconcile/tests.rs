@@ -1,0 +1,190 @@
+//! Table tests of `reconcile`: a table, a listing, and the fixes expected.
+
+use super::*;
+use crate::cloud::Instance;
+use crate::fleet::table::{Orphan, Vm};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const ME: &str = "mgr-1";
+const RUNNER: &str = "runner-a";
+
+/// A listed instance: name, zone, status, manager label, runner label.
+fn inst(
+    name: &str,
+    zone: &str,
+    status: InstanceStatus,
+    manager: &str,
+    runner: Option<&str>,
+) -> Instance {
+    let mut labels = BTreeMap::from([(MANAGER_LABEL.to_string(), manager.to_string())]);
+    if let Some(r) = runner {
+        labels.insert(RUNNER_LABEL.to_string(), r.to_string());
+    }
+    Instance {
+        name: name.into(),
+        zone: zone.into(),
+        status,
+        internal_ip: None,
+        external_ip: None,
+        labels,
+    }
+}
+
+/// A held VM: state, ready before the listing started, a worker acting on it.
+fn vm(state: VmState, ready_before: bool, worker: bool, t0: Instant) -> Vm {
+    let mut v = Vm::creating("zone-a".into(), t0, CancellationToken::new());
+    v.state = state;
+    v.ready_at = ready_before.then_some(t0);
+    if !worker {
+        v.worker = None;
+    }
+    v
+}
+
+#[test]
+fn reconcile_fixes_case_by_case() {
+    use InstanceStatus::{Running, Terminated};
+    use VmState::{Creating, Idle, Removing, Used};
+    let t0 = Instant::now();
+    let started = t0 + Duration::from_secs(1);
+    let registry = RunnerRegistry::new();
+    registry.register(RUNNER);
+    registry.register("runner-b");
+    type Case = (
+        &'static str,
+        Vec<(&'static str, Vm)>,
+        Vec<Instance>,
+        Vec<&'static str>,
+        bool,
+        Vec<Fix>,
+    );
+    let orphan = |n: &str| Fix::DeleteOrphan {
+        name: n.into(),
+        zone: "zone-a".into(),
+    };
+    let cases: Vec<Case> = vec![
+        (
+            "a leftover of this runner is deleted; another manager's VM is untouched",
+            vec![],
+            vec![
+                inst("left", "zone-a", Running, ME, Some(RUNNER)),
+                inst("theirs", "zone-a", Running, "mgr-2", Some(RUNNER)),
+            ],
+            vec![],
+            false,
+            vec![orphan("left")],
+        ),
+        (
+            "a held VM that stopped was preempted (spot) and still exists",
+            vec![("a", vm(Used, true, false, t0))],
+            vec![inst("a", "zone-a", Terminated, ME, Some(RUNNER))],
+            vec![],
+            true,
+            vec![Fix::Lose {
+                name: "a".into(),
+                fate: VmFate::Preempted,
+                exists: true,
+            }],
+        ),
+        (
+            "a held VM missing from the listing is gone; one still creating is not",
+            vec![
+                ("a", vm(Idle, true, false, t0)),
+                ("b", vm(Creating, false, true, t0)),
+            ],
+            vec![],
+            vec![],
+            false,
+            vec![Fix::Lose {
+                name: "a".into(),
+                fate: VmFate::Gone,
+                exists: false,
+            }],
+        ),
+        (
+            "a VM in an unreachable zone is unknown: nothing happens",
+            vec![("a", vm(Idle, true, false, t0))],
+            vec![inst("x", "zone-a", Running, ME, Some(RUNNER))],
+            vec!["zone-a"],
+            false,
+            vec![],
+        ),
+        (
+            "a stuck removal still listed is restarted; one no longer listed is done",
+            vec![
+                ("r1", vm(Removing, true, false, t0)),
+                ("r2", vm(Removing, true, false, t0)),
+            ],
+            vec![inst("r1", "zone-a", Running, ME, Some(RUNNER))],
+            vec![],
+            false,
+            vec![Fix::Remove("r1".into()), Fix::Forget("r2".into())],
+        ),
+        (
+            "VMs of runners no pool holds go (this pool is the janitor); another pool's stay",
+            vec![],
+            vec![
+                inst("gone-runner", "zone-a", Running, ME, Some("runner-0")),
+                inst("no-label", "zone-a", Running, ME, None),
+                inst("sibling", "zone-a", Running, ME, Some("runner-b")),
+            ],
+            vec![],
+            false,
+            vec![orphan("gone-runner"), orphan("no-label")],
+        ),
+    ];
+    for (name, vms, instances, unreachable, spot, want) in cases {
+        let mut table = Table::default();
+        for (n, v) in vms {
+            table.vms.insert(n.into(), v);
+        }
+        let listing = Listing {
+            instances,
+            unreachable_zones: unreachable.into_iter().map(String::from).collect(),
+        };
+        let me = Identity {
+            manager_id: ME,
+            runner_label: RUNNER,
+            spot,
+        };
+        assert_eq!(
+            reconcile(&table, listing, &me, &registry, started),
+            want,
+            "case: {name}"
+        );
+    }
+}
+
+#[test]
+fn orphans_no_longer_listed_are_dropped_unless_being_deleted_or_unreachable() {
+    let t0 = Instant::now();
+    let mut table = Table::default();
+    for (name, zone, deleting) in [
+        ("idle-orphan", "zone-a", false),
+        ("deleting", "zone-a", true),
+        ("far", "zone-b", false),
+    ] {
+        table.orphans.insert(
+            name.into(),
+            Orphan {
+                zone: zone.into(),
+                deleting,
+                attempts: 1,
+                retry_at: None,
+            },
+        );
+    }
+    let listing = Listing {
+        instances: vec![],
+        unreachable_zones: vec!["zone-b".into()],
+    };
+    let me = Identity {
+        manager_id: ME,
+        runner_label: RUNNER,
+        spot: false,
+    };
+    let fixes = reconcile(&table, listing, &me, &RunnerRegistry::new(), t0);
+    assert_eq!(fixes, vec![Fix::DropOrphan("idle-orphan".into())]);
+}
