@@ -164,16 +164,40 @@ impl JobTask {
         let _ = shared.state.remove_job(job_id, &url);
     }
 
+    /// What the runner tells the job about itself (its `CI_*` variables come from it).
+    fn runner_env(&self) -> RunnerEnvironment {
+        RunnerEnvironment {
+            short_token: self.runner.short_token(),
+            environment: self.runner.environment.clone(),
+            builds_dir: "/builds".into(),
+            concurrent_id: self.concurrent_id,
+            version: crate::VERSION.into(),
+            revision: crate::coordinator::REVISION.into(),
+        }
+    }
+
     fn trace_settings(&self, job: Option<&JobPayload>) -> TraceSettings {
         let mut masked = vec![self.handle.token.clone()];
         let mut prefixes = Vec::new();
         if let Some(job) = job {
-            masked.extend(
-                job.variables
-                    .iter()
-                    .filter(|v| v.masked && !v.value.is_empty())
-                    .map(|v| v.value.clone()),
-            );
+            // Each masked value as sent and as the job sees it: a `$` in a value is expanded
+            // before it reaches the script (unless raw), so both forms are masked. The expansion
+            // is capped; a value over the cap fails the job before it runs anyway.
+            let variables = self.runner_env().job_variables(job);
+            for v in job
+                .variables
+                .iter()
+                .filter(|v| v.masked && !v.value.is_empty())
+            {
+                masked.push(v.value.clone());
+                if !v.raw {
+                    if let Ok(seen) =
+                        variables.expand_capped(&v.value, crate::job::MAX_EXPANDED_VALUE)
+                    {
+                        masked.push(seen);
+                    }
+                }
+            }
             prefixes = job.features.token_mask_prefixes.clone();
         }
         masked.retain(|m| !m.is_empty());
@@ -205,15 +229,7 @@ impl JobTask {
             self.runner.short_token(),
             shared.system_id
         ));
-        let env = RunnerEnvironment {
-            short_token: self.runner.short_token(),
-            environment: self.runner.environment.clone(),
-            builds_dir: "/builds".into(),
-            concurrent_id: self.concurrent_id,
-            version: crate::VERSION.into(),
-            revision: crate::coordinator::REVISION.into(),
-        };
-        let variables = env.job_variables(&job);
+        let variables = self.runner_env().job_variables(&job);
         if let Err(e) = crate::job::check_expansion(&job, &variables) {
             trace.runner_line(&format!("\x1b[31;1mERROR: Job failed: {e}\x1b[0;m"));
             tracing::warn!(job = job.id, error = %e, "job refused: variable expansion too large");

@@ -174,6 +174,8 @@ async fn hostile_jobs_fail_alone_and_the_manager_stays_up() {
     let secret_b64 = "ZGVwbG95OnMzY3JldC1yZWdpc3RyeS1wYXNz"; // deploy:s3cret-registry-pass
     let masked_short = "ab$c*d(e)|f'x";
     let masked_long = "ab$c*d(e)|f'x+more[y]";
+    // What the job sees: `$c` is expanded (to nothing) before the value reaches the script.
+    let masked_seen = "ab*d(e)|f'x";
     let typed_secret = "typed-s3cret-value";
 
     // 1. The expansion bomb.
@@ -295,6 +297,7 @@ async fn hostile_jobs_fail_alone_and_the_manager_stays_up() {
             secret_b64,
             "s3cret-registry-pass",
             masked_short,
+            masked_seen,
             typed_secret,
             "never-ran",
         ] {
