@@ -12,7 +12,7 @@ pub mod coordinator;
 pub mod docker;
 pub mod executor;
 pub mod fleet;
-pub mod helper;
+pub mod helper_commands;
 pub mod job;
 pub mod lifecycle;
 pub mod manager;

@@ -43,7 +43,7 @@ enum Command {
     },
     /// Commands the helper image runs inside a job's helper container.
     #[command(subcommand, hide = true)]
-    Helper(flotilla::helper::HelperCommand),
+    Helper(flotilla::helper_commands::HelperCommand),
 }
 
 #[derive(Subcommand)]
@@ -63,7 +63,7 @@ fn main() -> ExitCode {
             command: ConfigCommand::Check { file },
         } => check_config(&file),
         Command::Run { config } => run(&config),
-        Command::Helper(command) => flotilla::helper::run(command),
+        Command::Helper(command) => flotilla::helper_commands::run(command),
     }
 }
 

@@ -157,7 +157,7 @@ proptest! {
         let sandbox = root.path().join("sandbox");
         let dest = sandbox.join("dest");
         std::fs::create_dir_all(&dest).expect("mkdir");
-        let _ = crate::helper::extract_zip(&archive, &dest);
+        let _ = crate::helper_commands::extract_zip(&archive, &dest);
         let outside: Vec<_> = std::fs::read_dir(&sandbox)
             .expect("read")
             .map(|e| e.expect("entry").file_name())

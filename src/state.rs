@@ -1,9 +1,11 @@
 //! The little that is persisted in `state_dir`: `manager-id` (made once; sent to GitLab as
 //! `system_id` and used as the VMs' owner label) and `jobs.json` (the jobs this process has
 //! received and not yet finished, so the next start can fail them at once after a crash).
+//! A job task holds its entry as a [`JobRecord`] guard, whose drop removes it.
 //! Both files are written atomically (temp file + rename) with mode 0600. Nothing else is kept:
 //! the coordinator is the truth about jobs and the cloud about VMs.
 
+use crate::job::FinalState;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -63,6 +65,10 @@ pub struct RunningJob {
     /// Whether the job was acknowledged (`PUT state=running` answered).
     #[serde(default)]
     pub acknowledged: bool,
+    /// The final state the job ended with but could not send, kept by
+    /// [`JobRecord::keep_pending`]; `None` while the job runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_final: Option<FinalState>,
 }
 
 impl std::fmt::Debug for RunningJob {
@@ -71,6 +77,7 @@ impl std::fmt::Debug for RunningJob {
             .field("id", &self.id)
             .field("url", &self.url)
             .field("acknowledged", &self.acknowledged)
+            .field("pending_final", &self.pending_final)
             .finish_non_exhaustive()
     }
 }
@@ -172,6 +179,20 @@ impl StateDir {
         self.lock().clone()
     }
 
+    /// Records `job` as received (before it is acknowledged) and returns the guard that forgets
+    /// it again, with the result of writing `jobs.json`. The guard is returned even when the
+    /// write failed: the in-memory list holds the job, and the next write carries it.
+    pub fn record_job(&self, job: RunningJob) -> (JobRecord, Result<(), StateError>) {
+        let record = JobRecord {
+            state: self.clone(),
+            id: job.id,
+            url: job.url.clone(),
+            armed: true,
+        };
+        let written = self.add_job(job);
+        (record, written)
+    }
+
     /// Records a job as received (before it is acknowledged).
     pub fn add_job(&self, job: RunningJob) -> Result<(), StateError> {
         let mut jobs = self.lock();
@@ -193,6 +214,15 @@ impl StateDir {
     pub fn remove_job(&self, id: i64, url: &str) -> Result<(), StateError> {
         let mut jobs = self.lock();
         jobs.retain(|j| !(j.id == id && j.url == url));
+        self.write_jobs(&jobs)
+    }
+
+    /// Keeps a recorded job with the final state it could not send.
+    fn keep_pending(&self, id: i64, url: &str, state: FinalState) -> Result<(), StateError> {
+        let mut jobs = self.lock();
+        for job in jobs.iter_mut().filter(|j| j.id == id && j.url == url) {
+            job.pending_final = Some(state.clone());
+        }
         self.write_jobs(&jobs)
     }
 
@@ -218,6 +248,63 @@ impl StateDir {
     fn write_jobs(&self, jobs: &[RunningJob]) -> Result<(), StateError> {
         let bytes = serde_json::to_vec_pretty(jobs).unwrap_or_else(|_| b"[]".to_vec());
         write_atomically(&self.jobs_path(), &bytes)
+    }
+}
+
+/// A job's entry in `jobs.json`, held by its job task from receipt to the end.
+///
+/// Made by [`StateDir::record_job`]. Dropping it removes the entry, however the task ends (a
+/// normal end, an early return, a panic, the task being dropped at shutdown), so no exit can
+/// forget it. The one way to leave the entry is [`JobRecord::keep_pending`], which consumes the
+/// guard and keeps the job with the final state that could not be sent, for a later start to
+/// deliver (GitLab Runner keeps no such record; without it a coordinator outage loses the state).
+#[must_use = "dropping the record forgets the job at once"]
+pub struct JobRecord {
+    state: StateDir,
+    id: i64,
+    url: String,
+    /// Cleared by `keep_pending`: the entry then outlives the guard.
+    armed: bool,
+}
+
+impl JobRecord {
+    /// The job id.
+    pub fn id(&self) -> i64 {
+        self.id
+    }
+
+    /// Marks the job as acknowledged (`PUT state=running` answered).
+    pub fn acknowledged(&self) -> Result<(), StateError> {
+        self.state.mark_acknowledged(self.id, &self.url)
+    }
+
+    /// Keeps the job in `jobs.json` with `state`, the final state it ended with and could not
+    /// send, instead of removing it on drop. The entry's
+    /// [`RunningJob::pending_final`] then holds it for the next start.
+    pub fn keep_pending(mut self, state: FinalState) -> Result<(), StateError> {
+        self.armed = false;
+        self.state.keep_pending(self.id, &self.url, state)
+    }
+}
+
+impl Drop for JobRecord {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Err(e) = self.state.remove_job(self.id, &self.url) {
+            tracing::error!(job = self.id, error = %e, "cannot remove the job from the state directory");
+        }
+    }
+}
+
+impl std::fmt::Debug for JobRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobRecord")
+            .field("id", &self.id)
+            .field("url", &self.url)
+            .field("armed", &self.armed)
+            .finish()
     }
 }
 
@@ -259,6 +346,7 @@ mod tests {
             url: "http://gitlab".into(),
             token: format!("tok{id}"),
             acknowledged: false,
+            pending_final: None,
         }
     }
 
@@ -323,6 +411,40 @@ mod tests {
         std::fs::write(dir.path().join("jobs.json"), "{not json").unwrap();
         let err = StateDir::open(dir.path()).err().unwrap();
         assert!(err.to_string().contains("corrupt"), "{err}");
+    }
+
+    #[test]
+    fn a_record_forgets_its_job_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let (record, written) = state.record_job(job(1));
+        written.unwrap();
+        let (other, written) = state.record_job(job(2));
+        written.unwrap();
+        record.acknowledged().unwrap();
+        assert!(StateDir::open(dir.path()).unwrap().leftover_jobs()[0].acknowledged);
+        drop(record);
+        let left = StateDir::open(dir.path()).unwrap().leftover_jobs();
+        assert_eq!(left.iter().map(|j| j.id).collect::<Vec<_>>(), [2]);
+        drop(other);
+        assert!(StateDir::open(dir.path())
+            .unwrap()
+            .leftover_jobs()
+            .is_empty());
+    }
+
+    #[test]
+    fn keep_pending_leaves_the_job_with_its_final_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let (record, written) = state.record_job(job(3));
+        written.unwrap();
+        let final_state = FinalState::failed(crate::job::FailureReason::ScriptFailure, Some(2));
+        record.keep_pending(final_state.clone()).unwrap();
+        let left = StateDir::open(dir.path()).unwrap().leftover_jobs();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].id, 3);
+        assert_eq!(left[0].pending_final, Some(final_state));
     }
 
     #[test]

@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
     let sandbox = root.path().join("sandbox");
     let dest = sandbox.join("dest");
     std::fs::create_dir_all(&dest).expect("mkdir");
-    let _ = flotilla::helper::extract_zip(&archive, &dest);
+    let _ = flotilla::helper_commands::extract_zip(&archive, &dest);
     let outside: Vec<_> = std::fs::read_dir(&sandbox)
         .expect("read")
         .map(|e| e.expect("entry").file_name())

@@ -151,14 +151,19 @@ pub enum Policy {
     Push,
 }
 
+/// A cache `policy` that is none of `pull-push`, `pull`, `push` (after expansion).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown cache policy {0:?}")]
+pub struct UnknownPolicy(pub String);
+
 impl Policy {
-    /// Parses an expanded policy; an unknown value is an error message.
-    pub fn parse(value: &str) -> Result<Policy, String> {
+    /// Parses an expanded policy.
+    pub fn parse(value: &str) -> Result<Policy, UnknownPolicy> {
         match value {
             "" | "pull-push" => Ok(Policy::PullPush),
             "pull" => Ok(Policy::Pull),
             "push" => Ok(Policy::Push),
-            other => Err(format!("unknown cache policy {other:?}")),
+            other => Err(UnknownPolicy(other.to_string())),
         }
     }
 

@@ -13,8 +13,7 @@ use super::key::When;
 /// Where the local cache volume is mounted in the helper container.
 pub const LOCAL_CACHE_DIR: &str = "/cache";
 
-/// The environment variable that carries a spec (JSON) from the stage script to the helper.
-pub const SPEC_ENV: &str = "FLOTILLA_CACHE_SPEC";
+pub use crate::helper_commands::contract::SPEC_ENV;
 
 /// What the cache stages of one job do. Made by `crate::cache::plan_job`, read by the executor.
 #[derive(Debug, Clone, Default)]

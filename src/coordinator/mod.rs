@@ -24,6 +24,7 @@ mod stub;
 #[cfg(test)]
 mod tests;
 
+pub use crate::job::{FinalState, JobState};
 pub use artifacts::{ArtifactUpload, ArtifactsClient, ArtifactsError};
 pub use client::{
     api_base, ClientSettings, Coordinator, JobCredentials, RunnerEndpoint, MAX_ATTEMPTS,
@@ -34,7 +35,7 @@ pub use metrics::{Endpoint, RunnerLabels};
 pub use patch::TRACE_PATCH_LIMIT;
 pub use request::{PollState, RequestOutcome};
 pub use trace_upload::TraceSession;
-pub use update::{AckOutcome, FinalState, JobState};
+pub use update::AckOutcome;
 
 /// The response-header parsers, public only for the fuzz targets in `fuzz/`.
 #[doc(hidden)]

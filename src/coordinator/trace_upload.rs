@@ -16,7 +16,8 @@ use super::client::{Coordinator, JobCredentials, JobTarget, RunnerEndpoint};
 use super::error::CoordinatorError;
 use super::patch::{PatchResult, TRACE_PATCH_LIMIT};
 use super::remote::RemoteState;
-use super::update::{FinalState, UpdateResult, WireState};
+use super::update::{UpdateResult, WireState};
+use crate::job::FinalState;
 use crate::trace::JobTrace;
 
 /// Rounds of one final-update attempt (flush, PUT, 202/412/416 → again) before giving up on it.

@@ -10,49 +10,7 @@ use super::error::CoordinatorError;
 use super::info::VersionInfo;
 use super::metrics::Endpoint;
 use super::remote::RemoteState;
-use crate::job::FailureReason;
-
-/// A job's final state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobState {
-    /// The job succeeded.
-    Success,
-    /// The job failed (see [`FinalState::failure_reason`]).
-    Failed,
-}
-
-/// What [`super::TraceSession::finish`] reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FinalState {
-    /// Success or failure.
-    pub state: JobState,
-    /// Why it failed, already mapped onto what the job accepts ([`FailureReason::for_job`]);
-    /// `None` on a failure means `script_failure`, as in GitLab Runner.
-    pub failure_reason: Option<FailureReason>,
-    /// The script's exit code; 0 and `None` are not sent.
-    pub exit_code: Option<i32>,
-}
-
-impl FinalState {
-    /// A success.
-    pub fn success() -> FinalState {
-        FinalState {
-            state: JobState::Success,
-            failure_reason: None,
-            exit_code: None,
-        }
-    }
-
-    /// A failure for `reason` (already mapped onto what the job accepts), with the script's exit
-    /// code when there is one.
-    pub fn failed(reason: FailureReason, exit_code: Option<i32>) -> FinalState {
-        FinalState {
-            state: JobState::Failed,
-            failure_reason: Some(reason),
-            exit_code,
-        }
-    }
-}
+use crate::job::{FailureReason, FinalState, JobState};
 
 /// What the acknowledgement came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

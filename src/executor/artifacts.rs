@@ -6,34 +6,31 @@
 //!
 //! Tokens never appear in the lines: the script's variables carry them (masked), and each
 //! command gets its token through the environment variable the helper reads
-//! ([`crate::helper::artifacts::TOKEN_ENV`]). Paths, exclusions and names are expanded here
+//! ([`crate::helper_commands::contract::TOKEN_ENV`]). Paths, exclusions and names are expanded here
 //! with the job's variables, as GitLab Runner's helper expands them from its environment.
 //! The helper reaches GitLab at the runner's configured `url` (else `CI_SERVER_URL`).
 
+use super::ctx::{Ended, JobCtx};
 use super::script::quote;
-use super::stages::{Ended, JobCtx};
-use crate::helper::artifacts::TOKEN_ENV;
+use crate::helper_commands::contract::{HELPER_BIN, TOKEN_ENV};
 use crate::job::{Artifact, JobPayload, JobVariable, Variables};
-
-/// The helper binary inside the helper image.
-pub(super) const HELPER_BIN: &str = "flotilla";
 
 /// The stage that fetches dependencies' artifacts.
 const DOWNLOAD_STAGE: &str = "download_artifacts";
 
 /// Variable holding the job's own token for the uploader.
-const UPLOAD_TOKEN_VAR: &str = "FLOTILLA_JOB_TOKEN";
+const UPLOAD_TOKEN_VAR: &str = TOKEN_ENV;
 
 /// What a helper stage runs: its lines and the variables they need beyond the job's.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct HelperScript {
+pub(super) struct ArtifactsScript {
     /// Shell lines, run in order in the project directory; the first failing one fails the stage.
     pub lines: Vec<String>,
     /// Masked variables to add to the job's for this stage (tokens).
     pub variables: Vec<JobVariable>,
 }
 
-impl HelperScript {
+impl ArtifactsScript {
     /// The job's variables plus this script's own.
     pub(super) fn variables_with(&self, job: &Variables) -> Variables {
         let mut vars = job.clone();
@@ -62,8 +59,8 @@ fn masked(key: &str, value: &str) -> JobVariable {
 
 /// `download_artifacts`: one download per dependency with an `artifacts_file`; `None` when
 /// there is none (the stage starts no container).
-pub(super) fn download_script(job: &JobPayload, server_url: &str) -> Option<HelperScript> {
-    let mut script = HelperScript {
+pub(super) fn download_script(job: &JobPayload, server_url: &str) -> Option<ArtifactsScript> {
+    let mut script = ArtifactsScript {
         lines: Vec::new(),
         variables: Vec::new(),
     };
@@ -107,7 +104,7 @@ pub(super) fn upload_script(
     vars: &Variables,
     server_url: &str,
     on_success: bool,
-) -> Option<HelperScript> {
+) -> Option<ArtifactsScript> {
     let mut lines = Vec::new();
     for artifact in job.artifacts.iter().filter(|a| uploads_when(a, on_success)) {
         if let Some(line) = upload_line(job.id, artifact, vars, server_url) {
@@ -118,7 +115,7 @@ pub(super) fn upload_script(
     if lines.is_empty() {
         return None;
     }
-    Some(HelperScript {
+    Some(ArtifactsScript {
         lines,
         variables: vec![masked(UPLOAD_TOKEN_VAR, &job.token)],
     })

@@ -44,7 +44,7 @@ impl std::fmt::Debug for RegistryAuth {
 }
 
 /// Every registry credential a job may pull with, keyed by registry path. Built once per job by
-/// `stages::JobCtx::prepare`, read for every image the job pulls.
+/// `JobCtx::prepare` (`prepare.rs`), read for every image the job pulls.
 #[derive(Debug, Default, Clone)]
 pub(super) struct RegistryAuths {
     entries: BTreeMap<String, RegistryAuth>,
@@ -173,12 +173,21 @@ impl RegistryAuths {
     }
 }
 
+/// An `auths` entry whose `auth` is not base64 of `user:password` (the value is not shown).
+#[derive(Debug, thiserror::Error)]
+#[error("the `auth` of {registry:?} is not base64 of `user:password`")]
+struct BadAuth {
+    registry: String,
+}
+
 /// The credentials of one `auths` entry: `auth` (base64 `user:password`) wins over `username`
 /// and `password`, as in the Docker CLI.
-fn entry_credentials(registry: &str, entry: AuthEntry) -> Result<DockerCredentials, String> {
+fn entry_credentials(registry: &str, entry: AuthEntry) -> Result<DockerCredentials, BadAuth> {
     let (mut username, mut password) = (entry.username, entry.password);
     if let Some(auth) = entry.auth.filter(|a| !a.is_empty()) {
-        let bad = || format!("the `auth` of {registry:?} is not base64 of `user:password`");
+        let bad = || BadAuth {
+            registry: registry.to_string(),
+        };
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(auth.trim())
             .map_err(|_| bad())?;

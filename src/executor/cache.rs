@@ -7,9 +7,10 @@
 //! Cache problems never fail the job (GitLab Runner's stage script guards the helper call the
 //! same way): a failing helper command leaves a warning; only losing the host is an error.
 
+use super::ctx::JobCtx;
 use super::error::ExecError;
-use super::stages::JobCtx;
-use crate::cache::{ArchiveSpec, CachePlan, Message, RestoreSpec, SPEC_ENV};
+use crate::cache::{ArchiveSpec, CachePlan, Message, RestoreSpec};
+use crate::helper_commands::contract::{HELPER_BIN, SPEC_ENV};
 use crate::job::{JobVariable, Variables};
 
 /// A variable holding a spec: raw (no `$` expansion of JSON), not public.
@@ -37,7 +38,7 @@ fn helper_script<T: serde::Serialize>(
             .map_err(|e| ExecError::Configuration(format!("encoding the cache spec: {e}")))?;
         vars.push(spec_variable(key.clone(), json));
         lines.push(format!(
-            "flotilla helper {command} --spec-env {key} || echo 'WARNING: {failure}'"
+            "{HELPER_BIN} helper {command} --spec-env {key} || echo 'WARNING: {failure}'"
         ));
     }
     Ok((lines, vars))

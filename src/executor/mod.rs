@@ -2,12 +2,15 @@
 //! Knows nothing of clouds or of the coordinator: it is handed a Docker connection, the job, its
 //! variables and a trace to write into, and returns a [`JobOutcome`].
 //!
-//! Files: `stages` (order, timeouts, cancel), `container` (volume, network, build and helper
-//! containers, running a script), `helper` (the helper container and its stages), `sources`
-//! (`get_sources`) with `git` (its script), `script` (the shell text), `pull` (image and pull
-//! policies), `section` (trace sections and runner lines), `timeouts`, `cleanup` (names, labels,
-//! removal), `error`, `services` (service containers, aliases, waiting for their ports), `auth`
-//! (registry credentials for pulls).
+//! Files: `stages` (only the order of the stages, their timeouts and cancel), `ctx` (the run
+//! context every stage borrows, below them all), `prepare` (`prepare_executor`), `container`
+//! (volume, network, build and helper containers, running a script), `helper_container` (the
+//! helper container and the sections of the stages it runs), `helper_load` (loading the helper
+//! image from `helper_image_archive`), `sources` (`get_sources`) with
+//! `git` (its script), `cache` and `artifacts` (their stages' scripts), `script` (the shell
+//! text), `pull` (image and pull policies), `section` (trace sections and runner lines),
+//! `timeouts`, `cleanup` (names, labels, removal), `error`, `services` (service containers,
+//! aliases, waiting for their ports), `auth` (registry credentials for pulls).
 //!
 //! Invariants: variables reach the build container only inside the script written to stdin
 //! (never as `Env`; service containers get their variables as `Env`, as in GitLab Runner, and
@@ -21,11 +24,13 @@ mod auth;
 mod cache;
 mod cleanup;
 mod container;
+mod ctx;
 mod error;
 mod git;
-mod helper;
+mod helper_container;
 mod helper_load;
 mod leftovers;
+mod prepare;
 mod pull;
 mod script;
 mod section;
@@ -40,7 +45,9 @@ pub use leftovers::{remove_leftovers, Leftovers};
 pub use services::{LABEL_SERVICE, LABEL_TYPE};
 
 use crate::config::DockerConfig;
-use crate::job::{FailureReason, JobPayload, Variables};
+pub use crate::job::JobOutcome;
+
+use crate::job::{JobPayload, Variables};
 use crate::trace::JobTrace;
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,28 +56,6 @@ use tokio_util::sync::CancellationToken;
 /// How long the removal of a job's objects may take before the rest is left to the drop guard's
 /// detached cleanup (an engine that stopped answering would otherwise hold the job's slot).
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// How a job ended, as far as the executor can tell.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JobOutcome {
-    /// Every user step exited 0.
-    Succeeded,
-    /// A user step exited non-zero.
-    ScriptFailed(i32),
-    /// The job ran past its timeout.
-    TimedOut,
-    /// The job was canceled (gracefully or aborted).
-    Canceled,
-    /// The Docker connection failed, or a container died without the script's own exit.
-    HostLost(String),
-    /// Something else failed; `reason` says how GitLab should see it.
-    SystemFailure {
-        /// The failure reason to report (before mapping onto what the job supports).
-        reason: FailureReason,
-        /// What happened, for the trace and the log.
-        message: String,
-    },
-}
 
 /// Labels every container of a job carries (`com.flotilla.*`).
 #[derive(Debug, Clone, Default)]
@@ -129,7 +114,7 @@ pub async fn run_job(
     }
     let names = cleanup::Names::new(&run.labels);
     let guard = cleanup::CleanupGuard::new(docker.clone(), names.clone(), run.labels.clone());
-    let ctx = stages::JobCtx::new(docker, settings, &run, &names);
+    let ctx = ctx::JobCtx::new(docker, settings, &run, &names);
     let outcome = tokio::select! {
         biased;
         _ = run.abort.cancelled() => {

@@ -98,7 +98,7 @@ pub(super) async fn ensure_image(
                 return Ok(());
             }
             Err(e) => {
-                last_error = e;
+                last_error = e.to_string();
                 log.warning(&format!(
                     "Failed to pull image with policy \"{}\": {last_error}",
                     policy.as_str()
@@ -140,7 +140,7 @@ async fn pull(
     image: &str,
     platform: Option<&str>,
     auths: &RegistryAuths,
-) -> Result<(), String> {
+) -> Result<(), PullError> {
     let (repo, tag) = split_reference(image);
     let mut options = CreateImageOptionsBuilder::new().from_image(&repo).tag(&tag);
     if let Some(p) = platform {
@@ -160,13 +160,24 @@ async fn pull(
         match item {
             Ok(info) => {
                 if let Some(detail) = info.error_detail.and_then(|d| d.message) {
-                    return Err(detail);
+                    return Err(PullError::Engine(detail));
                 }
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(PullError::Docker(e)),
         }
     }
     Ok(())
+}
+
+/// Why one pull failed: the engine's message, as it wrote it.
+#[derive(Debug, thiserror::Error)]
+enum PullError {
+    /// The engine reported an error in the pull's progress stream.
+    #[error("{0}")]
+    Engine(String),
+    /// The Docker API call failed.
+    #[error(transparent)]
+    Docker(bollard::errors::Error),
 }
 
 /// `(repository, tag or digest)`; a reference without either gets `latest`.

@@ -3,10 +3,10 @@
 //! directory); `empty` and the git strategies run a script from [`super::git`] in the helper.
 //! `GIT_CLONE_PATH` moves the project directory before any stage runs.
 
+use super::ctx::{Ended, JobCtx};
 use super::error::ExecError;
 use super::git::{self, GitStrategy};
 use super::script::quote;
-use super::stages::{Ended, JobCtx};
 use crate::job::{JobVariable, Variables};
 
 /// The `get_sources` stage with GitLab Runner's retries: up to `GET_SOURCES_ATTEMPTS` (1 to

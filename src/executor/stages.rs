@@ -7,23 +7,18 @@
 //! `after_script` runs with `CI_JOB_STATUS` telling how the steps ended, under its own timeout.
 //! Abort is the caller's business: it drops this future.
 //!
-//! Each non-user stage is one call in [`before_user_steps`] (or after the user steps), wrapped by
-//! [`JobCtx::helper_section`]; its logic lives in its own file.
+//! This file only puts the stages in order. Each non-user stage is one call in
+//! [`before_user_steps`] (or after the user steps), wrapped by [`JobCtx::helper_section`]; its
+//! logic lives in its own file (`prepare.rs`, `sources.rs`, `cache.rs`, `artifacts.rs`), on the
+//! run context of `ctx.rs`.
 
-use super::artifacts;
-use super::auth::{self, RegistryAuths};
-use super::cleanup::{self, Names};
-use super::container::{self, BuildContainer, Role, BUILDS_DIR};
+use super::container::{self, Role};
+use super::ctx::{Ended, Interrupt, JobCtx};
 use super::error::{ExecError, Phase};
 use super::script::StepScript;
 use super::section::{stage_description, RunnerLog};
-use super::services::{Networking, Services};
-use super::{helper, pull, sources, timeouts, JobOutcome, JobRun};
-use crate::config::DockerConfig;
+use super::{artifacts, sources, timeouts, JobOutcome};
 use crate::job::{JobVariable, Step, StepWhen, Variables};
-use bollard::Docker;
-use std::collections::HashMap;
-use std::future::Future;
 use tokio::time::Instant;
 
 /// A stage that runs in the build container, in GitLab Runner's order (stages in the helper
@@ -52,200 +47,7 @@ impl Stage<'_> {
     }
 }
 
-/// Why stages stopped before their end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Interrupt {
-    TimedOut,
-    Canceled,
-}
-
-impl Interrupt {
-    fn outcome(self) -> JobOutcome {
-        match self {
-            Interrupt::TimedOut => JobOutcome::TimedOut,
-            Interrupt::Canceled => JobOutcome::Canceled,
-        }
-    }
-
-    /// The trace's warning for stage `stage` being stopped.
-    fn warn(self, log: &RunnerLog, stage: &str) {
-        match self {
-            Interrupt::TimedOut => log.warning(&format!(
-                "{stage} could not run to completion because the timeout was exceeded."
-            )),
-            Interrupt::Canceled => log.warning("script canceled externally (UI, API)"),
-        }
-    }
-}
-
-/// One job's run: what it needs from the caller, borrowed for the run's length.
-pub(super) struct JobCtx<'a> {
-    pub docker: &'a Docker,
-    pub settings: &'a DockerConfig,
-    pub run: &'a JobRun,
-    pub names: &'a Names,
-    pub log: RunnerLog,
-    /// Registry credentials for every image the job pulls (job, services, helper).
-    pub auths: RegistryAuths,
-    labels: HashMap<String, String>,
-    deadline: Instant,
-    /// The helper container's id once a stage made it (see `helper.rs`).
-    pub(super) helper: tokio::sync::OnceCell<String>,
-}
-
-impl<'a> JobCtx<'a> {
-    /// A run starting now: the job timeout counts from here.
-    pub(super) fn new(
-        docker: &'a Docker,
-        settings: &'a DockerConfig,
-        run: &'a JobRun,
-        names: &'a Names,
-    ) -> Self {
-        let timeout = std::time::Duration::from_secs(run.job.timeout_secs());
-        let host_config = auth::host_config_path(|key| std::env::var(key).ok());
-        let auths =
-            RegistryAuths::resolve(&run.variables, host_config.as_deref(), &run.job.credentials);
-        JobCtx {
-            auths,
-            docker,
-            settings,
-            run,
-            names,
-            log: RunnerLog::new(run.trace.clone(), run.job.features.trace_sections),
-            labels: cleanup::labels(&run.labels),
-            deadline: crate::time::deadline_after(timeout),
-            helper: tokio::sync::OnceCell::new(),
-        }
-    }
-
-    /// The labels every object of the job carries.
-    pub(super) fn labels(&self) -> &HashMap<String, String> {
-        &self.labels
-    }
-
-    /// The network mode of every container of the job: `[runners.docker] network_mode`, else
-    /// the per-job network `prepare` made.
-    pub(super) fn network_mode(&self) -> String {
-        self.settings
-            .network_mode
-            .clone()
-            .unwrap_or_else(|| self.names.network.clone())
-    }
-
-    /// Runs `fut` unless the graceful cancel or `deadline` comes first (then `fut` is dropped).
-    async fn bounded<F: Future>(&self, deadline: Instant, fut: F) -> Result<F::Output, Interrupt> {
-        tokio::select! {
-            biased;
-            _ = self.run.cancel.cancelled() => Err(Interrupt::Canceled),
-            _ = tokio::time::sleep_until(deadline) => Err(Interrupt::TimedOut),
-            out = fut => Ok(out),
-        }
-    }
-
-    /// GitLab Runner's executor name, for the `Preparing the "…" executor` header.
-    fn executor_name(&self) -> &'static str {
-        if self.run.labels.vm.is_empty() {
-            "docker"
-        } else {
-            "docker+machine"
-        }
-    }
-
-    /// `CI_PROJECT_DIR`, where the sources go and the scripts run.
-    pub(super) fn project_dir(&self) -> String {
-        self.run
-            .variables
-            .expanded("CI_PROJECT_DIR")
-            .filter(|d| !d.is_empty())
-            .unwrap_or_else(|| format!("{BUILDS_DIR}/project-{}", self.run.job.job_info.project_id))
-    }
-
-    /// `RUNNER_TEMP_PROJECT_DIR`, where `file: true` variables are written.
-    pub(super) fn tmp_dir(&self) -> String {
-        self.run
-            .variables
-            .expanded("RUNNER_TEMP_PROJECT_DIR")
-            .filter(|d| !d.is_empty())
-            .unwrap_or_else(|| format!("{}.tmp", self.project_dir()))
-    }
-
-    /// Image, volume, network and build container; the container's id.
-    async fn prepare(&self) -> Result<String, ExecError> {
-        let job = &self.run.job;
-        let image = pull::resolve_image(job, self.settings, &self.run.variables)?;
-        self.log
-            .line(&format!("Using Docker executor with image {image} ..."));
-        for warning in self.auths.warnings() {
-            self.log.warning(warning);
-        }
-        let policies = pull::pull_policies(job, self.settings)?;
-        let job_image = job.image.as_ref();
-        let platform = job_image.and_then(|i| i.docker_platform());
-        pull::ensure_image(
-            self.docker,
-            &self.log,
-            &image,
-            &policies,
-            platform.as_deref(),
-            &self.auths,
-        )
-        .await?;
-        container::create_volume(self.docker, &self.names.builds_volume, &self.labels).await?;
-        if self.settings.network_mode.is_none() {
-            container::create_network(self.docker, &self.names.network, &self.labels).await?;
-        }
-        let networking = Networking::from_mode(&self.network_mode());
-        let extra_hosts = self.start_services(&networking).await?;
-        let entrypoint = job_image
-            .map(|i| i.entrypoint.clone())
-            .filter(|e| !e.is_empty());
-        BuildContainer {
-            role: Role::Build,
-            name: &self.names.build_container,
-            image: &image,
-            entrypoint,
-            user: job_image.and_then(|i| i.docker_user()),
-            settings: self.settings,
-            builds_volume: &self.names.builds_volume,
-            cache_volume: None,
-            network_mode: Some(self.network_mode()),
-            network_endpoint: networking
-                .endpoint(&["build".to_string(), self.names.build_container.clone()]),
-            extra_hosts,
-            labels: &self.labels,
-        }
-        .create(self.docker)
-        .await
-    }
-
-    /// Starts the job's services and waits for them; the build container's `/etc/hosts`
-    /// entries for them (host and built-in network modes).
-    async fn start_services(&self, networking: &Networking) -> Result<Vec<String>, ExecError> {
-        if self.run.job.services.is_empty() {
-            return Ok(Vec::new());
-        }
-        let services = Services {
-            docker: self.docker,
-            settings: self.settings,
-            log: &self.log,
-            variables: &self.run.variables,
-            auths: &self.auths,
-            labels: &self.labels,
-            name_prefix: &self.names.prefix,
-            builds_volume: &self.names.builds_volume,
-            networking,
-        };
-        let started = services.start_all(&self.run.job.services).await?;
-        if let Some(timeout) = self.settings.wait_for_services_timeout {
-            let helper = helper::helper_image(self.settings);
-            services.wait_all(&started, timeout, &helper).await;
-        }
-        Ok(started
-            .iter()
-            .flat_map(|s| s.extra_hosts(networking))
-            .collect())
-    }
-
+impl JobCtx<'_> {
     /// Runs one stage's script in the build container; the exit code.
     async fn run_stage(
         &self,
@@ -272,66 +74,6 @@ impl<'a> JobCtx<'a> {
         )
         .await
     }
-
-    /// Runs a non-user stage in its trace section (`name`, with GitLab Runner's header),
-    /// bounded by the job timeout and the graceful cancel. `stage` says how it ended: an exit
-    /// code (0 = on to the next stage), or an error. An interrupted stage's helper container
-    /// is killed.
-    pub(super) async fn helper_section<F>(&self, name: &str, stage: F) -> Result<(), Ended>
-    where
-        F: Future<Output = Result<i64, ExecError>>,
-    {
-        self.log.start(name, &stage_description(name));
-        let result = self.bounded(self.deadline, stage).await;
-        self.log.end(name);
-        match result {
-            Ok(Ok(0)) => Ok(()),
-            Ok(Ok(code)) => Err(Ended::Failed(i32::try_from(code).unwrap_or(i32::MAX))),
-            Ok(Err(e)) => Err(Ended::Error(e)),
-            Err(interrupt) => {
-                interrupt.warn(&self.log, name);
-                match self.kill_helper().await {
-                    Ok(()) => Err(Ended::Interrupted(interrupt)),
-                    Err(e) => Err(Ended::Error(e)),
-                }
-            }
-        }
-    }
-}
-
-impl JobCtx<'_> {
-    /// Runs a stage after `after_script` (cache archive, artifacts upload) in its section,
-    /// bounded by the job's timeout only: a graceful cancel does not cut it short.
-    pub(super) async fn after_job_section<F>(&self, name: &str, stage: F) -> Result<(), Ended>
-    where
-        F: Future<Output = Result<i64, ExecError>>,
-    {
-        self.log.start(name, &stage_description(name));
-        let result = tokio::time::timeout_at(self.deadline, stage).await;
-        self.log.end(name);
-        match result {
-            Ok(Ok(0)) => Ok(()),
-            Ok(Ok(code)) => Err(Ended::Failed(i32::try_from(code).unwrap_or(i32::MAX))),
-            Ok(Err(e)) => Err(Ended::Error(e)),
-            Err(_elapsed) => {
-                Interrupt::TimedOut.warn(&self.log, name);
-                match self.kill_helper().await {
-                    Ok(()) => Err(Ended::Interrupted(Interrupt::TimedOut)),
-                    Err(e) => Err(Ended::Error(e)),
-                }
-            }
-        }
-    }
-}
-
-/// How the stages up to `after_script` ended, short of success.
-pub(super) enum Ended {
-    /// A stage exited non-zero (the job fails as a script failure with this code).
-    Failed(i32),
-    /// The job timed out or was canceled.
-    Interrupted(Interrupt),
-    /// The executor could not run a stage.
-    Error(ExecError),
 }
 
 /// The stages between `prepare_executor` and the user steps, in GitLab Runner's order: the

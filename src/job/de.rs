@@ -77,3 +77,41 @@ where
         _ => 0,
     })
 }
+
+/// Like [`lenient_i64`], but `None` when the field is absent, null or not a number.
+pub fn lenient_opt_i64<'de, D>(deserializer: D) -> Result<Option<i64>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let value = Option::<serde_json::Value>::deserialize(deserializer)?;
+    Ok(match value {
+        Some(serde_json::Value::Number(n)) => n.as_i64(),
+        _ => None,
+    })
+}
+
+/// A number that may be absent: `None` when absent, null or not a number.
+pub fn lenient_opt_f64<'de, D>(deserializer: D) -> Result<Option<f64>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let value = Option::<serde_json::Value>::deserialize(deserializer)?;
+    Ok(match value {
+        Some(serde_json::Value::Number(n)) => n.as_f64(),
+        _ => None,
+    })
+}
+
+/// A count GitLab sends as a number or a string with a `+` for "or more" (`"3+"`); `None`
+/// when absent or unreadable.
+pub fn count_or_more<'de, D>(deserializer: D) -> Result<Option<u64>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let value = Option::<serde_json::Value>::deserialize(deserializer)?;
+    Ok(match value {
+        Some(serde_json::Value::String(s)) => s.trim_end_matches('+').parse::<u64>().ok(),
+        Some(serde_json::Value::Number(n)) => n.as_u64(),
+        _ => None,
+    })
+}

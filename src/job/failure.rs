@@ -1,7 +1,8 @@
 //! Failure reasons as GitLab names them, and the mapping onto what a job accepts.
 
 /// Why a job failed, in GitLab's vocabulary (`common/network.go`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FailureReason {
     /// The user's script exited non-zero.
     ScriptFailure,

@@ -2,7 +2,10 @@
 //! Decoding is lenient as GitLab's own senders vary: unknown fields are ignored, nulls accepted,
 //! and `entrypoint`/`command`/`pull_policy` may be a string or an array.
 
-use super::de::{lenient_i64, null_default, string_or_int, string_or_vec};
+use super::de::{
+    count_or_more, lenient_i64, lenient_opt_f64, lenient_opt_i64, null_default, string_or_int,
+    string_or_vec,
+};
 use super::variables::JobVariable;
 use serde::{Deserialize, Serialize};
 
@@ -173,14 +176,42 @@ pub struct JobInfo {
     pub project_full_path: String,
     #[serde(deserialize_with = "lenient_i64")]
     pub pipeline_id: i64,
-    #[serde(deserialize_with = "null_default")]
-    pub time_in_queue_seconds: f64,
+    /// Seconds the job waited in GitLab's queue; `None` when not sent.
+    #[serde(deserialize_with = "lenient_opt_f64")]
+    pub time_in_queue_seconds: Option<f64>,
     /// Pending jobs this runner could take, as GitLab counted when it handed this one out.
-    #[serde(deserialize_with = "lenient_i64")]
-    pub queue_size: i64,
+    #[serde(deserialize_with = "lenient_opt_i64")]
+    pub queue_size: Option<i64>,
     /// How deep in that queue this job was.
-    #[serde(deserialize_with = "lenient_i64")]
-    pub queue_depth: i64,
+    #[serde(deserialize_with = "lenient_opt_i64")]
+    pub queue_depth: Option<i64>,
+    /// The project's jobs running on instance runners (`"3+"` reads as 3).
+    #[serde(
+        rename = "project_jobs_running_on_instance_runners_count",
+        deserialize_with = "count_or_more"
+    )]
+    pub project_jobs_running: Option<u64>,
+}
+
+impl JobInfo {
+    /// The `job_info` of a raw payload, read leniently and never failing: what is missing or
+    /// unreadable stays at its default. Read once when a job arrives, before (and whether or
+    /// not) the whole payload parses.
+    pub fn from_payload(payload: &serde_json::Value) -> JobInfo {
+        payload
+            .get("job_info")
+            .and_then(|info| JobInfo::deserialize(info).ok())
+            .unwrap_or_default()
+    }
+
+    /// The backlog GitLab reported with the job: `queue_size` (pending jobs this runner could
+    /// take when the job was handed out, this one included), less the job itself.
+    pub fn backlog(&self) -> u64 {
+        self.queue_size
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(0)
+            .saturating_sub(1)
+    }
 }
 
 /// `git_info`. Its `Debug` shows the clone URL without its credentials.
@@ -606,6 +637,32 @@ mod tests {
                 err.contains(&format!("wrong type or value at `{path}`")),
                 "{err}"
             );
+        }
+    }
+
+    #[test]
+    fn job_info_is_read_leniently_from_a_raw_payload() {
+        use serde_json::json;
+        let info = JobInfo::from_payload(&json!({"job_info": {
+            "time_in_queue_seconds": 4.5, "queue_size": 3, "queue_depth": "x",
+            "project_jobs_running_on_instance_runners_count": "3+", "project_id": "12"
+        }}));
+        assert_eq!(info.time_in_queue_seconds, Some(4.5));
+        assert_eq!(info.queue_size, Some(3));
+        assert_eq!(info.queue_depth, None);
+        assert_eq!(info.project_jobs_running, Some(3));
+        assert_eq!(info.project_id, 12);
+        assert_eq!(info.backlog(), 2);
+        let table = [
+            json!({}),
+            json!({"job_info": null}),
+            json!({"job_info": "not an object"}),
+            json!({"job_info": {"queue_size": -4, "time_in_queue_seconds": null}}),
+        ];
+        for payload in table {
+            let info = JobInfo::from_payload(&payload);
+            assert_eq!(info.time_in_queue_seconds, None, "{payload}");
+            assert_eq!(info.backlog(), 0, "{payload}");
         }
     }
 }

@@ -1,16 +1,20 @@
 //! One job from receipt to final update: record it in `jobs.json`, acknowledge it (two-phase
 //! commit), start the trace upload, run it through the executor, map the outcome onto GitLab's
-//! final state, send it, forget the job. A payload that cannot be run is acknowledged and failed
-//! with `runner_system_failure` and a trace line saying why.
+//! final state ([`crate::job::final_state`]), send it, forget the job. A payload that cannot be
+//! run is acknowledged and failed with `runner_system_failure` and a trace line saying why.
+//!
+//! The `jobs.json` entry is a [`JobRecord`] guard held for the whole of [`JobTask::run`]: every
+//! exit, early or not, forgets the job when the guard drops. The VM lease is settled in one
+//! place, [`JobTask::return_lease`].
 
 use super::Shared;
 use crate::config::RunnerConfig;
 use crate::coordinator::{AckOutcome, FinalState, JobCredentials, JobState, RunnerEndpoint};
 use crate::executor::{self, ContainerLabels, JobOutcome, JobRun};
 use crate::fleet::{FleetHandle, Lease, VmFate};
-use crate::job::{FailureReason, JobHandle, JobPayload, RunnerEnvironment};
-use crate::state::RunningJob;
-use crate::trace::{JobTrace, TraceSettings};
+use crate::job::{EndContext, FailureReason, JobHandle, JobInfo, JobPayload, RunnerEnvironment};
+use crate::state::{JobRecord, RunningJob};
+use crate::trace::{JobTrace, RunnerBanner, TraceSettings};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +30,8 @@ pub(super) struct JobTask {
     pub lease: Option<Lease>,
     pub handle: JobHandle,
     pub payload: serde_json::Value,
+    /// The payload's `job_info`, read once on receipt (leniently: it never fails).
+    pub info: JobInfo,
     pub received_at: tokio::time::Instant,
     pub concurrent_id: u32,
 }
@@ -41,7 +47,7 @@ impl Drop for ActiveGuard<'_> {
 
 impl JobTask {
     /// Runs the job to its final update. Never panics on what the coordinator sent.
-    pub async fn run(mut self) {
+    pub async fn run(self) {
         let shared = self.shared.clone();
         shared.active_jobs.fetch_add(1, Ordering::Relaxed);
         let _active = ActiveGuard(&shared);
@@ -53,19 +59,29 @@ impl JobTask {
                 runner_name: self.runner.name.clone(),
             },
             job_id,
-            &self.payload,
+            &self.info,
         );
-        let record = RunningJob {
+        // Dropped on every exit below: the job leaves `jobs.json` however the task ends.
+        let (record, written) = shared.state.record_job(RunningJob {
             id: job_id,
-            url: url.clone(),
+            url,
             token: self.handle.token.clone(),
             acknowledged: false,
-        };
-        if let Err(e) = shared.state.add_job(record) {
+            pending_final: None,
+        });
+        if let Err(e) = written {
             tracing::error!(job = job_id, error = %e, "cannot record the job in the state directory");
         }
+        self.run_recorded(&record, tracked).await;
+    }
+
+    /// [`JobTask::run`] once the job is recorded: `record` outlives every return.
+    async fn run_recorded(mut self, record: &JobRecord, tracked: crate::metrics::TrackedJob) {
+        let shared = self.shared.clone();
+        let job_id = self.handle.id;
         let parsed = JobPayload::parse(std::mem::take(&mut self.payload));
-        let trace = match JobTrace::new(self.trace_settings(parsed.as_ref().ok())) {
+        let settings = self.trace_settings(parsed.as_ref().ok());
+        let trace = match JobTrace::new_in(settings, shared.hooks.trace_dir.as_deref()) {
             Ok(trace) => trace,
             Err(e) => {
                 tracing::error!(job = job_id, error = %e, "cannot create the job's trace buffer");
@@ -87,14 +103,13 @@ impl JobTask {
             Ok(ack) => ack,
             Err(e) => {
                 tracing::error!(job = job_id, error = %e, "acknowledgement failed; dropping the job (GitLab hands it out again after its acknowledgement timeout)");
-                let _ = shared.state.remove_job(job_id, &url);
                 return;
             }
         };
         match ack {
             AckOutcome::Accepted => {
                 tracked.acknowledged();
-                let _ = shared.state.mark_acknowledged(job_id, &url);
+                let _ = record.acknowledged();
                 tracing::info!(job = job_id, runner = %self.runner.short_token(), pickup_ms = self.received_at.elapsed().as_millis() as u64, "job received");
             }
             AckOutcome::Abort => {
@@ -102,7 +117,6 @@ impl JobTask {
                     job = job_id,
                     "coordinator refused the acknowledgement; dropping the job"
                 );
-                let _ = shared.state.remove_job(job_id, &url);
                 return;
             }
             AckOutcome::Canceling => {
@@ -124,20 +138,17 @@ impl JobTask {
             Ok(session) => session,
             Err(e) => {
                 tracing::error!(job = job_id, error = %e, "cannot start the trace upload");
-                let _ = shared.state.remove_job(job_id, &url);
                 return;
             }
         };
         let final_state = match (parsed, ack) {
             (Err(e), _) => {
-                trace.runner_line(&format!(
-                    "\x1b[31;1mERROR: Job failed (system failure): {e}\x1b[0;m"
-                ));
+                trace.system_failure(&e.to_string());
                 tracing::warn!(job = job_id, error = %e, "malformed or unsupported job payload");
                 FinalState::failed(FailureReason::RunnerSystemFailure, None)
             }
             (Ok(job), AckOutcome::Canceling) => {
-                trace.runner_line("\x1b[31;1mERROR: Job failed: canceled\x1b[0;m");
+                trace.error("Job failed: canceled");
                 FinalState::failed(
                     FailureReason::JobCanceled.for_job(&job.features.failure_reasons),
                     None,
@@ -161,7 +172,6 @@ impl JobTask {
             }
             Err(e) => tracing::error!(job = job_id, error = %e, "final job update failed"),
         }
-        let _ = shared.state.remove_job(job_id, &url);
     }
 
     /// What the runner tells the job about itself (its `CI_*` variables come from it).
@@ -218,17 +228,13 @@ impl JobTask {
         coordinator_abort: CancellationToken,
     ) -> FinalState {
         let shared = self.shared.clone();
-        trace.runner_line(&format!(
-            "\x1b[0KRunning with flotilla {} ({})\x1b[0;m",
-            crate::VERSION,
-            crate::coordinator::REVISION
-        ));
-        trace.runner_line(&format!(
-            "\x1b[0K  on {} {}, system ID: {}\x1b[0;m",
-            self.runner.name,
-            self.runner.short_token(),
-            shared.system_id
-        ));
+        let short_token = self.runner.short_token();
+        let banner = RunnerBanner {
+            name: &self.runner.name,
+            short_token: &short_token,
+            system_id: &shared.system_id,
+        };
+        trace.header(banner, crate::VERSION, crate::coordinator::REVISION);
         let variables = self.runner_env().job_variables(&job);
         if let Err(e) = crate::job::check_expansion(&job, &variables) {
             trace.runner_line(&format!("\x1b[31;1mERROR: Job failed: {e}\x1b[0;m"));
@@ -263,10 +269,8 @@ impl JobTask {
         }
         let (docker, vm) = match self.docker_host(trace, &coordinator_abort).await {
             Ok(host) => host,
-            Err(message) => {
-                trace.runner_line(&format!(
-                    "\x1b[31;1mERROR: Job failed (system failure): {message}\x1b[0;m"
-                ));
+            Err(e) => {
+                trace.system_failure(&e.to_string());
                 let reason = if interrupted.is_cancelled() {
                     FailureReason::RunnerInterrupted
                 } else {
@@ -296,55 +300,50 @@ impl JobTask {
             outcome = executor::run_job(&docker, &self.runner.docker, run) => outcome,
             never = never_after(abort_on) => match never {},
         };
-        let supported = &job.features.failure_reasons;
         let host_lost = matches!(outcome, JobOutcome::HostLost(_));
-        let final_state = match outcome {
-            JobOutcome::Succeeded => FinalState::success(),
-            JobOutcome::ScriptFailed(code) => {
-                FinalState::failed(FailureReason::ScriptFailure, Some(code))
-            }
-            JobOutcome::TimedOut => FinalState::failed(FailureReason::JobExecutionTimeout, None),
-            JobOutcome::Canceled if interrupted.is_cancelled() => {
-                FinalState::failed(FailureReason::RunnerInterrupted.for_job(supported), None)
-            }
-            JobOutcome::Canceled => {
-                FinalState::failed(FailureReason::JobCanceled.for_job(supported), None)
-            }
+        let mut vm_lost = false;
+        match &outcome {
             JobOutcome::HostLost(message) => {
-                trace.runner_line(&format!(
-                    "\x1b[31;1mERROR: the Docker host was lost: {message}\x1b[0;m"
-                ));
+                trace.error(&format!("the Docker host was lost: {message}"));
                 let fate = self.vm_fate(&vm).await;
                 if let Some(fate) = fate {
                     trace.runner_line(&format!("VM {vm}: {}", fate_text(fate)));
                 }
-                let lost = matches!(
+                vm_lost = matches!(
                     fate,
                     Some(VmFate::Gone | VmFate::Terminated | VmFate::Preempted)
                 );
-                let reason = if interrupted.is_cancelled() || lost {
-                    FailureReason::RunnerInterrupted
-                } else {
-                    FailureReason::RunnerSystemFailure
-                };
-                FinalState::failed(reason.for_job(supported), None)
             }
-            JobOutcome::SystemFailure { reason, message } => {
+            JobOutcome::SystemFailure { message, .. } => {
                 tracing::warn!(job = job.id, %message, "job failed in the runner");
-                FinalState::failed(reason.for_job(supported), None)
             }
-        };
-        trace.runner_line(&final_line(&final_state));
-        if let (Some(fleet), Some(lease)) = (&self.fleet, self.lease.take()) {
-            if host_lost {
-                // Its dockerd stopped answering: never reuse it (dropping a lease removes its VM).
-                tracing::warn!(job = job.id, vm = %lease.name, "removing the VM whose Docker connection was lost");
-                drop(lease);
-            } else {
-                fleet.release(lease, true);
-            }
+            _ => {}
         }
+        let end = EndContext {
+            supported: &job.features.failure_reasons,
+            interrupted: interrupted.is_cancelled(),
+            vm_lost,
+        };
+        let final_state = crate::job::final_state(&outcome, end);
+        trace.final_line(&final_state);
+        self.return_lease(job.id, host_lost);
         final_state
+    }
+
+    /// Settles the VM lease, if the job had one: a VM whose Docker connection was lost is
+    /// removed (dropping a lease removes its VM), any other goes back to the pool. The one place
+    /// a lease ends on purpose; a lease still held when the task ends (the job never reached its
+    /// VM) is dropped with it, which removes the VM.
+    fn return_lease(&mut self, job_id: i64, host_lost: bool) {
+        let (Some(fleet), Some(lease)) = (&self.fleet, self.lease.take()) else {
+            return;
+        };
+        if host_lost {
+            tracing::warn!(job = job_id, vm = %lease.name, "removing the VM whose Docker connection was lost");
+            drop(lease);
+        } else {
+            fleet.release(lease, true);
+        }
     }
 
     /// The Docker engine the job runs on, and the VM name (empty for the local executor): the
@@ -353,27 +352,21 @@ impl JobTask {
         &mut self,
         trace: &JobTrace,
         coordinator_abort: &CancellationToken,
-    ) -> Result<(bollard::Docker, String), String> {
+    ) -> Result<(bollard::Docker, String), HostError> {
         let Some(fleet) = &self.fleet else {
-            let docker = crate::docker::connect(self.runner.docker.host.as_deref())
-                .await
-                .map_err(|e| e.to_string())?;
+            let docker = crate::docker::connect(self.runner.docker.host.as_deref()).await?;
             return Ok((docker, String::new()));
         };
         if self.lease.is_none() {
             trace.runner_line("Waiting for a VM to be created for this job ...");
             let interrupted = self.shared.abort_jobs.child_token();
             let lease = tokio::select! {
-                lease = fleet.lease_on_demand(interrupted) => {
-                    lease.map_err(|e| format!("no VM for the job: {e}"))?
-                }
-                _ = coordinator_abort.cancelled() => {
-                    return Err("the job was canceled while its VM was being made".into());
-                }
+                lease = fleet.lease_on_demand(interrupted) => lease?,
+                _ = coordinator_abort.cancelled() => return Err(HostError::CanceledWhileMaking),
             };
             self.lease = Some(lease);
         }
-        let lease = self.lease.as_ref().ok_or("no VM leased")?;
+        let lease = self.lease.as_ref().ok_or(HostError::NoLease)?;
         trace.runner_line(&format!(
             "Running on VM {} in zone {} (docker+machine)",
             lease.name, lease.zone
@@ -389,6 +382,23 @@ impl JobTask {
         }
         Some(fleet.vm_fate(vm, std::time::Duration::from_secs(30)).await)
     }
+}
+
+/// Why a job got no Docker engine to run on (written to its trace as a system failure).
+#[derive(Debug, thiserror::Error)]
+enum HostError {
+    /// The local or configured engine did not answer.
+    #[error(transparent)]
+    Connect(#[from] crate::docker::ConnectError),
+    /// The pool could not make a VM for the job.
+    #[error("no VM for the job: {0}")]
+    NoVm(#[from] crate::fleet::FleetError),
+    /// The coordinator canceled the job while its VM was being made.
+    #[error("the job was canceled while its VM was being made")]
+    CanceledWhileMaking,
+    /// No lease where one was just made (not expected).
+    #[error("no VM leased")]
+    NoLease,
 }
 
 /// Runs `f`, then waits forever: lets a side task live exactly as long as the `select!` it is in.
@@ -412,18 +422,6 @@ async fn cache_plan(
 async fn never_after(f: impl std::future::Future<Output = ()>) -> std::convert::Infallible {
     f.await;
     std::future::pending().await
-}
-
-/// The last line GitLab Runner writes.
-fn final_line(state: &FinalState) -> String {
-    match (&state.state, state.failure_reason, state.exit_code) {
-        (JobState::Success, _, _) => "\x1b[32;1mJob succeeded\x1b[0;m".to_string(),
-        (_, Some(FailureReason::ScriptFailure), Some(code)) => {
-            format!("\x1b[31;1mERROR: Job failed: exit code {code}\x1b[0;m")
-        }
-        (_, Some(reason), _) => format!("\x1b[31;1mERROR: Job failed: {reason}\x1b[0;m"),
-        _ => "\x1b[31;1mERROR: Job failed\x1b[0;m".to_string(),
-    }
 }
 
 /// How a lost VM's fate reads in the trace.

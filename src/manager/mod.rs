@@ -66,6 +66,9 @@ pub struct Hooks {
     pub errors: Option<crate::metrics::ErrorCounter>,
     /// Called with the admin server's address once it listens (tests bind port 0).
     pub on_admin_listening: Option<Arc<dyn Fn(std::net::SocketAddr) + Send + Sync>>,
+    /// Where job traces keep their temp files; `None`: the system temp directory. Tests point
+    /// it at a missing directory to make trace creation fail.
+    pub trace_dir: Option<std::path::PathBuf>,
 }
 
 /// What every runner loop and job task shares. Created once by [`run_with`].

@@ -10,6 +10,7 @@ use super::{job_task, Shared};
 use crate::config::RunnerConfig;
 use crate::coordinator::{PollState, RequestOutcome, RunnerEndpoint};
 use crate::fleet::{FleetHandle, Lease};
+use crate::job::JobInfo;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
@@ -26,8 +27,8 @@ pub(super) struct RunnerState {
     limit: Arc<Slots>,
     /// Consecutive unhealthy answers.
     unhealthy: AtomicU32,
-    /// Which CI_CONCURRENT_ID values are taken.
-    slots: Arc<Mutex<std::collections::BTreeSet<u32>>>,
+    /// The `CI_CONCURRENT_ID`s of this runner's running jobs (not a limit: `limit` is).
+    concurrent_ids: Arc<Mutex<std::collections::BTreeSet<u32>>>,
     /// The runner's VM pool (docker+machine only).
     pub(super) fleet: Option<FleetHandle>,
     /// Stops this runner's requesters (a child of the manager's `stop_requesting`).
@@ -47,7 +48,7 @@ pub(super) fn start(
     let state = Arc::new(RunnerState {
         limit: Slots::new(limit_size(&runner)),
         unhealthy: AtomicU32::new(0),
-        slots: Arc::default(),
+        concurrent_ids: Arc::default(),
         fleet,
         stop: shared.stop_requesting.child_token(),
         tracker: TaskTracker::new(),
@@ -175,13 +176,15 @@ async fn requester(shared: Arc<Shared>, state: Arc<RunnerState>) {
                 time,
             } => {
                 state.unhealthy.store(0, Ordering::Relaxed);
+                // The payload's `job_info`, read once for the backlog and the job's metrics.
+                let info = JobInfo::from_payload(&payload);
                 if let Some(fleet) = &state.fleet {
                     if let Some(lease) = &lease {
                         fleet.mark_used(lease);
                     }
-                    fleet.observe_backlog(backlog(&payload));
+                    fleet.observe_backlog(info.backlog());
                 }
-                let concurrent_id = take_slot(&state.slots);
+                let concurrent_id = take_concurrent_id(&state.concurrent_ids);
                 let task = job_task::JobTask {
                     shared: shared.clone(),
                     runner,
@@ -190,6 +193,7 @@ async fn requester(shared: Arc<Shared>, state: Arc<RunnerState>) {
                     lease,
                     handle,
                     payload,
+                    info,
                     received_at: time,
                     concurrent_id,
                 };
@@ -234,10 +238,10 @@ fn spawn_job(
     concurrent_id: u32,
     held: (SlotGuard, SlotGuard),
 ) {
-    let slots = state.slots.clone();
+    let concurrent_ids = state.concurrent_ids.clone();
     shared.tracker.spawn(state.tracker.track_future(async move {
         task.run().await;
-        slots
+        concurrent_ids
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&concurrent_id);
@@ -281,19 +285,9 @@ fn give_back(state: &RunnerState, lease: Option<Lease>, no_backlog: bool) {
     }
 }
 
-/// The backlog GitLab reported with a job: `job_info.queue_size` (pending jobs this runner could
-/// take when the job was handed out, this one included), less the job itself.
-fn backlog(payload: &serde_json::Value) -> u64 {
-    payload
-        .pointer("/job_info/queue_size")
-        .and_then(serde_json::Value::as_u64)
-        .unwrap_or(0)
-        .saturating_sub(1)
-}
-
 /// The lowest free CI_CONCURRENT_ID.
-fn take_slot(slots: &Mutex<std::collections::BTreeSet<u32>>) -> u32 {
-    let mut taken = slots.lock().unwrap_or_else(|p| p.into_inner());
+fn take_concurrent_id(taken: &Mutex<std::collections::BTreeSet<u32>>) -> u32 {
+    let mut taken = taken.lock().unwrap_or_else(|p| p.into_inner());
     let id = (0..).find(|i| !taken.contains(i)).unwrap_or(0);
     taken.insert(id);
     id

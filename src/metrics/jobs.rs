@@ -4,7 +4,7 @@
 //! task calls [`JobMetrics::track`] when it receives a job and holds the returned
 //! [`TrackedJob`]; dropping it ends the job in the table and observes its duration.
 
-use crate::job::FailureReason;
+use crate::job::{FailureReason, JobInfo};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
@@ -225,30 +225,24 @@ impl JobMetrics {
             .with_label_values(&[&runner.runner, &runner.runner_name, sid]);
     }
 
-    /// A job was received: counts it, observes its time in GitLab's queue (from the payload's
+    /// A job was received: counts it, observes its time in GitLab's queue (from its
     /// `job_info`), and lists it as running until the returned guard is dropped.
-    pub fn track(&self, runner: &RunnerKey, id: i64, payload: &serde_json::Value) -> TrackedJob {
+    pub fn track(&self, runner: &RunnerKey, id: i64, info: &JobInfo) -> TrackedJob {
         let sid = self.system_id.as_str();
         self.jobs_total
             .with_label_values(&[&runner.runner, &runner.runner_name, sid])
             .inc();
-        if let Some(queued) = payload
-            .pointer("/job_info/time_in_queue_seconds")
-            .and_then(serde_json::Value::as_f64)
-        {
-            let running = project_jobs_running(payload);
+        if let Some(queued) = info.time_in_queue_seconds {
+            let running = project_jobs_running(info.project_jobs_running);
             self.queue_duration
                 .with_label_values(&[&runner.runner, &runner.runner_name, sid, running])
                 .observe(queued.max(0.0));
         }
-        for (gauge, field) in [
-            (&self.queue_size, "queue_size"),
-            (&self.queue_depth, "queue_depth"),
+        for (gauge, value) in [
+            (&self.queue_size, info.queue_size),
+            (&self.queue_depth, info.queue_depth),
         ] {
-            if let Some(v) = payload
-                .pointer(&format!("/job_info/{field}"))
-                .and_then(serde_json::Value::as_i64)
-            {
+            if let Some(v) = value {
                 gauge
                     .with_label_values(&[&runner.runner, &runner.runner_name, sid])
                     .set(v);
@@ -295,14 +289,8 @@ impl JobMetrics {
 
 /// GitLab's `project_jobs_running_on_instance_runners_count` ("0", "1", "2", "3+"), kept to
 /// that closed set.
-fn project_jobs_running(payload: &serde_json::Value) -> &'static str {
-    let v = payload.pointer("/job_info/project_jobs_running_on_instance_runners_count");
-    let n = match v {
-        Some(serde_json::Value::String(s)) => s.trim_end_matches('+').parse::<u64>().ok(),
-        Some(serde_json::Value::Number(n)) => n.as_u64(),
-        _ => None,
-    };
-    match n {
+fn project_jobs_running(count: Option<u64>) -> &'static str {
+    match count {
         Some(0) => "0",
         Some(1) => "1",
         Some(2) => "2",
@@ -383,7 +371,7 @@ mod tests {
         };
         assert!(text().contains("failure_reason=\"runner_system_failure\",mode=\"traditional\",runner=\"abcdefghi\",runner_name=\"r1\"} 0"));
         let payload = json!({"job_info": {"time_in_queue_seconds": 4.5, "project_jobs_running_on_instance_runners_count": "3+"}});
-        let job = m.track(&r, 42, &payload);
+        let job = m.track(&r, 42, &crate::job::JobInfo::from_payload(&payload));
         let t = text();
         assert!(t.contains("gitlab_runner_jobs{executor_stage=\"unknown\",runner=\"abcdefghi\",runner_name=\"r1\",stage=\"unknown\",state=\"running\",system_id=\"s_0123456789ab\"} 1"), "{t}");
         assert!(t.contains("gitlab_runner_jobs{executor_stage=\"idle\",runner=\"abcdefghi\",runner_name=\"r1\",stage=\"idle\",state=\"idle\",system_id=\"s_0123456789ab\"} 0"), "{t}");

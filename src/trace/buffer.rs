@@ -29,9 +29,23 @@ pub(crate) struct TraceBuffer {
 
 impl TraceBuffer {
     /// An empty trace in a new anonymous temp file (removed when dropped).
+    #[cfg(test)]
     pub(crate) fn new(limit_bytes: usize) -> io::Result<TraceBuffer> {
+        TraceBuffer::new_in(limit_bytes, None)
+    }
+
+    /// An empty trace in a new anonymous temp file (removed when dropped), in `dir` or else the
+    /// system's temp directory.
+    pub(crate) fn new_in(
+        limit_bytes: usize,
+        dir: Option<&std::path::Path>,
+    ) -> io::Result<TraceBuffer> {
+        let file = match dir {
+            Some(dir) => tempfile::tempfile_in(dir)?,
+            None => tempfile::tempfile()?,
+        };
         Ok(TraceBuffer {
-            file: tempfile::tempfile()?,
+            file,
             pending: Vec::with_capacity(WRITE_BUF),
             flushed: 0,
             len: 0,

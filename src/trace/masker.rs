@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use aho_corasick::{AhoCorasick, BuildError, Input, MatchKind};
 
-use super::pipeline::{HoldBack, Stage};
+use super::stage::{HoldBack, Stage};
 
 /// What replaces a secret.
 pub(crate) const MASK: &[u8] = b"[MASKED]";

@@ -4,10 +4,12 @@
 //! Runner 19: per stream, UTF-8 repair → masked phrases → URL parameters → token prefixes →
 //! timestamps, then one shared, file-backed buffer with `output_limit` and a CRC32.
 
+mod banner;
 mod buffer;
 mod masker;
 mod pipeline;
 mod sanitize;
+mod stage;
 mod timestamps;
 mod utf8;
 
@@ -17,6 +19,7 @@ mod tests;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+pub use banner::RunnerBanner;
 use buffer::TraceBuffer;
 use pipeline::{Pipeline, Rules, CHUNK};
 
@@ -81,16 +84,33 @@ struct Shared {
 impl JobTrace {
     /// A new, empty trace backed by an anonymous temp file.
     pub fn new(settings: TraceSettings) -> std::io::Result<JobTrace> {
-        JobTrace::with_clock(settings, pipeline::system_clock)
+        JobTrace::build(settings, pipeline::system_clock, None)
     }
 
+    /// A new, empty trace whose temp file is made in `dir` (`None`: the system temp directory).
+    pub fn new_in(
+        settings: TraceSettings,
+        dir: Option<&std::path::Path>,
+    ) -> std::io::Result<JobTrace> {
+        JobTrace::build(settings, pipeline::system_clock, dir)
+    }
+
+    #[cfg(test)]
     fn with_clock(settings: TraceSettings, clock: timestamps::Clock) -> std::io::Result<JobTrace> {
+        JobTrace::build(settings, clock, None)
+    }
+
+    fn build(
+        settings: TraceSettings,
+        clock: timestamps::Clock,
+        dir: Option<&std::path::Path>,
+    ) -> std::io::Result<JobTrace> {
         let rules = Rules::new(&settings, clock).map_err(|e| {
             std::io::Error::other(format!("compiling the trace's masking rules: {e}"))
         })?;
         Ok(JobTrace {
             shared: Arc::new(Shared {
-                buffer: Mutex::new(TraceBuffer::new(settings.limit_bytes)?),
+                buffer: Mutex::new(TraceBuffer::new_in(settings.limit_bytes, dir)?),
                 changed: tokio::sync::watch::channel(0).0,
                 rules,
             }),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use aho_corasick::Input;
 
 use super::masker::{PhraseSet, MASK};
-use super::pipeline::{HoldBack, Stage};
+use super::stage::{HoldBack, Stage};
 
 /// Token prefixes GitLab Runner 19 always masks (`glpat-` plus FF_MASK_ALL_DEFAULT_TOKENS, on by
 /// default), before the job's own `token_mask_prefixes`.

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use chrono::{Datelike, Timelike};
 
-use super::pipeline::Stage;
+use super::stage::Stage;
 use super::StreamKind;
 
 /// Where time comes from (tests pin it).

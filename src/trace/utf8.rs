@@ -3,7 +3,7 @@
 //! held (at most 3 bytes) until it completes. Runs first in a stream, so every later stage sees
 //! valid UTF-8 and emits only whole characters.
 
-use super::pipeline::Stage;
+use super::stage::Stage;
 
 const REPLACEMENT: &[u8] = "\u{FFFD}".as_bytes();
 

@@ -274,3 +274,49 @@ async fn an_abort_reports_running_jobs_and_removes_their_containers() {
         containers_of_job(&token, id)
     );
 }
+
+/// Issue 16: a job whose trace cannot be made (its temp directory is missing) used to stay in
+/// `jobs.json` forever; the task's `JobRecord` guard now removes it on that exit too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_trace_cannot_be_made_leaves_jobs_json() {
+    let (gitlab, token) = fake_gitlab(FakeGitlabOptions::default()).await;
+    let state_dir = tempfile::tempdir().expect("tempdir");
+    // One slot: the next job request comes only after the job task has ended.
+    let text = config_text(&gitlab.url(), &token, state_dir.path(), "", "")
+        .replace("concurrent = 4", "concurrent = 1");
+    let hooks = flotilla::manager::Hooks {
+        trace_dir: Some(state_dir.path().join("no-such-directory")),
+        ..Default::default()
+    };
+    let manager =
+        InProcessManager::start_with(config(&text), tempfile::tempdir().expect("tempdir"), hooks);
+    let id = gitlab.enqueue(&token, job(&["echo never runs"], &[]));
+    eventually(
+        "the job's task ended and the slot came back",
+        DEADLINE,
+        || {
+            let Some(handed_out) = gitlab.job(id).and_then(|j| j.handed_out_at) else {
+                return false;
+            };
+            gitlab
+                .requests()
+                .iter()
+                .any(|r| r.path == "/api/v4/jobs/request" && r.at > handed_out)
+        },
+    )
+    .await;
+    let jobs_file = state_dir.path().join("jobs.json");
+    eventually(
+        "the job gone from jobs.json",
+        Duration::from_secs(30),
+        || {
+            let text = std::fs::read_to_string(&jobs_file).unwrap_or_default();
+            match serde_json::from_str::<Vec<serde_json::Value>>(&text) {
+                Ok(jobs) => !jobs.iter().any(|j| j["id"] == id),
+                Err(_) => false,
+            }
+        },
+    )
+    .await;
+    manager.drain().await;
+}

@@ -6,7 +6,9 @@
 
 use super::{Services, StartedService, LABEL_TYPE};
 use crate::config::PullPolicy;
+use crate::executor::error::ExecError;
 use crate::executor::pull;
+use crate::helper_commands::contract::HELPER_BIN;
 use bollard::container::LogOutput;
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
 use bollard::query_parameters::{
@@ -52,7 +54,7 @@ impl Services<'_> {
             "\n\x1b[0;33m*** WARNING:\x1b[0;m Service {} probably didn't start properly.\n\n\
              Health check error:\n{}\n",
             service.name,
-            failure.error.trim()
+            failure.error.to_string().trim()
         );
         if let Some(logs) = failure.logs {
             text.push_str(&format!("\nHealth check container logs:\n{logs}\n"));
@@ -72,13 +74,12 @@ impl Services<'_> {
         timeout: Duration,
         helper_image: &str,
     ) -> Result<(), HealthCheckFailure> {
-        let plain = |error: String| HealthCheckFailure { error, logs: None };
+        let plain = |error: HealthCheckError| HealthCheckFailure { error, logs: None };
         let ports = self.exposed_ports(&service.id).await.map_err(plain)?;
         if ports.is_empty() {
-            return Err(plain(format!(
-                "service {:?} has no exposed ports",
-                service.name
-            )));
+            return Err(plain(HealthCheckError::NoPorts {
+                service: service.name.clone(),
+            }));
         }
         // As the helper container: the helper image is pulled only when missing.
         pull::ensure_image(
@@ -90,10 +91,10 @@ impl Services<'_> {
             self.auths,
         )
         .await
-        .map_err(|e| plain(e.to_string()))?;
+        .map_err(|e| plain(HealthCheckError::Image(Box::new(e))))?;
         let name = format!("{}-wait-for-service", service.name);
         let mut cmd = vec![
-            "flotilla".to_string(),
+            HELPER_BIN.to_string(),
             "helper".into(),
             "wait-for-ports".into(),
             "--host".into(),
@@ -124,7 +125,7 @@ impl Services<'_> {
             .docker
             .create_container(Some(options), body)
             .await
-            .map_err(|e| plain(format!("create service container: {e}")))?;
+            .map_err(|e| plain(HealthCheckError::Docker("create service container", e)))?;
         let result = self.run_wait_container(&created.id, &name, timeout).await;
         let result = match result {
             Ok(()) => Ok(()),
@@ -145,40 +146,44 @@ impl Services<'_> {
         id: &str,
         name: &str,
         timeout: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<(), HealthCheckError> {
         self.docker
             .start_container(id, None::<StartContainerOptions>)
             .await
-            .map_err(|e| format!("start service container: {e}"))?;
+            .map_err(|e| HealthCheckError::Docker("start service container", e))?;
         let options = WaitContainerOptionsBuilder::new()
             .condition("not-running")
             .build();
         let mut wait = self.docker.wait_container(id, Some(options));
+        let name = name.to_string();
         match tokio::time::timeout(timeout, wait.next()).await {
-            Err(_) => Err(format!("service {name:?} timeout")),
+            Err(_) => Err(HealthCheckError::Timeout { name }),
             Ok(Some(Ok(done))) if done.status_code == 0 => Ok(()),
-            Ok(Some(Ok(done))) => Err(format!(
-                "service {name:?} health check: exit code {}",
-                done.status_code
-            )),
-            Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, error }))) => Err(
-                format!("service {name:?} health check: exit code {code} {error}"),
-            ),
-            Ok(Some(Err(e))) => Err(format!("service {name:?} health check: {e}")),
-            Ok(None) => Err(format!(
-                "service {name:?} health check: the engine ended the wait without an exit code"
-            )),
+            Ok(Some(Ok(done))) => Err(HealthCheckError::Exit {
+                name,
+                code: done.status_code,
+                error: String::new(),
+            }),
+            Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, error }))) => {
+                Err(HealthCheckError::Exit {
+                    name,
+                    code,
+                    error: format!(" {error}"),
+                })
+            }
+            Ok(Some(Err(source))) => Err(HealthCheckError::Wait { name, source }),
+            Ok(None) => Err(HealthCheckError::NoExitCode { name }),
         }
     }
 
     /// The TCP ports to wait for: `HEALTHCHECK_TCP_PORT` from the container's environment if
     /// set, else its exposed TCP ports (at most 20, sorted), as GitLab Runner.
-    async fn exposed_ports(&self, id: &str) -> Result<Vec<u16>, String> {
+    async fn exposed_ports(&self, id: &str) -> Result<Vec<u16>, HealthCheckError> {
         let found = self
             .docker
             .inspect_container(id, None)
             .await
-            .map_err(|e| format!("inspecting the service container: {e}"))?;
+            .map_err(|e| HealthCheckError::Docker("inspecting the service container", e))?;
         let config = found.config.unwrap_or_default();
         ports_to_wait_for(
             &config.env.unwrap_or_default(),
@@ -189,13 +194,63 @@ impl Services<'_> {
 
 /// Why a health check failed, with the wait container's logs when it ran.
 struct HealthCheckFailure {
-    error: String,
+    error: HealthCheckError,
     logs: Option<String>,
+}
+
+/// Why a service's health check failed (written to the trace as a warning; never fails the job).
+#[derive(Debug, thiserror::Error)]
+enum HealthCheckError {
+    /// The service exposes no TCP port to wait for.
+    #[error("service {service:?} has no exposed ports")]
+    NoPorts {
+        /// The service's name.
+        service: String,
+    },
+    /// `HEALTHCHECK_TCP_PORT` is not a port number.
+    #[error("invalid health check tcp port: {0}")]
+    BadPort(String),
+    /// The helper image could not be had.
+    #[error(transparent)]
+    Image(Box<ExecError>),
+    /// A Docker call failed (`what` says which).
+    #[error("{0}: {1}")]
+    Docker(&'static str, #[source] bollard::errors::Error),
+    /// The wait container did not exit in time.
+    #[error("service {name:?} timeout")]
+    Timeout {
+        /// The wait container's name.
+        name: String,
+    },
+    /// The wait container exited non-zero (`error`: the engine's text, with a leading space).
+    #[error("service {name:?} health check: exit code {code}{error}")]
+    Exit {
+        /// The wait container's name.
+        name: String,
+        /// Its exit code.
+        code: i64,
+        /// The engine's error text, if any.
+        error: String,
+    },
+    /// Waiting for the container failed.
+    #[error("service {name:?} health check: {source}")]
+    Wait {
+        /// The wait container's name.
+        name: String,
+        /// The engine's error.
+        source: bollard::errors::Error,
+    },
+    /// The engine ended the wait stream without an exit code.
+    #[error("service {name:?} health check: the engine ended the wait without an exit code")]
+    NoExitCode {
+        /// The wait container's name.
+        name: String,
+    },
 }
 
 /// The ports to wait for from a container's `Env` and `ExposedPorts` keys (`8080/tcp`, or a
 /// range `8000-8002/tcp`).
-fn ports_to_wait_for(env: &[String], exposed: &[String]) -> Result<Vec<u16>, String> {
+fn ports_to_wait_for(env: &[String], exposed: &[String]) -> Result<Vec<u16>, HealthCheckError> {
     for entry in env {
         if let Some((key, value)) = entry.split_once('=') {
             if key.eq_ignore_ascii_case("HEALTHCHECK_TCP_PORT") {
@@ -203,7 +258,7 @@ fn ports_to_wait_for(env: &[String], exposed: &[String]) -> Result<Vec<u16>, Str
                     .trim()
                     .parse::<u16>()
                     .map(|p| vec![p])
-                    .map_err(|_| format!("invalid health check tcp port: {value}"));
+                    .map_err(|_| HealthCheckError::BadPort(value.to_string()));
             }
         }
     }

@@ -8,13 +8,15 @@
 //! the job's cleanup removes it on every path.
 
 use super::container::{self, BuildContainer, Role};
+use super::ctx::{Ended, Interrupt, JobCtx};
 use super::error::ExecError;
 use super::helper_load;
 use super::pull;
 use super::script::StepScript;
-use super::stages::JobCtx;
+use super::section::stage_description;
 use crate::config::{DockerConfig, PullPolicy};
 use crate::job::Variables;
+use std::future::Future;
 
 /// The helper image to use: `[runners.docker] helper_image`, else `flotilla-helper:<version>`
 /// (what `scripts/build-helper-image.sh` tags by default).
@@ -122,6 +124,58 @@ impl JobCtx<'_> {
             })
             .await
             .cloned()
+    }
+}
+
+impl JobCtx<'_> {
+    /// Runs a non-user stage in its trace section (`name`, with GitLab Runner's header),
+    /// bounded by the job timeout and the graceful cancel. `stage` says how it ended: an exit
+    /// code (0 = on to the next stage), or an error. An interrupted stage's helper container
+    /// is killed.
+    pub(super) async fn helper_section<F>(&self, name: &str, stage: F) -> Result<(), Ended>
+    where
+        F: Future<Output = Result<i64, ExecError>>,
+    {
+        self.log.start(name, &stage_description(name));
+        let result = self.bounded(self.deadline, stage).await;
+        self.log.end(name);
+        match result {
+            Ok(Ok(0)) => Ok(()),
+            Ok(Ok(code)) => Err(Ended::Failed(i32::try_from(code).unwrap_or(i32::MAX))),
+            Ok(Err(e)) => Err(Ended::Error(e)),
+            Err(interrupt) => {
+                interrupt.warn(&self.log, name);
+                match self.kill_helper().await {
+                    Ok(()) => Err(Ended::Interrupted(interrupt)),
+                    Err(e) => Err(Ended::Error(e)),
+                }
+            }
+        }
+    }
+}
+
+impl JobCtx<'_> {
+    /// Runs a stage after `after_script` (cache archive, artifacts upload) in its section,
+    /// bounded by the job's timeout only: a graceful cancel does not cut it short.
+    pub(super) async fn after_job_section<F>(&self, name: &str, stage: F) -> Result<(), Ended>
+    where
+        F: Future<Output = Result<i64, ExecError>>,
+    {
+        self.log.start(name, &stage_description(name));
+        let result = tokio::time::timeout_at(self.deadline, stage).await;
+        self.log.end(name);
+        match result {
+            Ok(Ok(0)) => Ok(()),
+            Ok(Ok(code)) => Err(Ended::Failed(i32::try_from(code).unwrap_or(i32::MAX))),
+            Ok(Err(e)) => Err(Ended::Error(e)),
+            Err(_elapsed) => {
+                Interrupt::TimedOut.warn(&self.log, name);
+                match self.kill_helper().await {
+                    Ok(()) => Err(Ended::Interrupted(Interrupt::TimedOut)),
+                    Err(e) => Err(Ended::Error(e)),
+                }
+            }
+        }
     }
 }
 

@@ -20,7 +20,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::archive::{self, ArchiveError, Selection};
-use crate::cache::{ArchiveSpec, Location, RestoreSpec, Target, SPEC_ENV};
+use super::contract::SPEC_ENV;
+use crate::cache::{ArchiveSpec, Location, RestoreSpec, Target};
 
 /// Arguments of both commands.
 #[derive(Debug, clap::Args)]

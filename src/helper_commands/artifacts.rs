@@ -14,8 +14,7 @@ use std::process::ExitCode;
 use super::archive::{self, Collected, Selection};
 use crate::coordinator::{ArtifactUpload, ArtifactsClient, JobCredentials};
 
-/// The environment variable holding the job token for the artifacts commands.
-pub const TOKEN_ENV: &str = "FLOTILLA_JOB_TOKEN";
+pub use super::contract::TOKEN_ENV;
 
 /// The upload name when `--name` is empty or `.` (`DefaultUploadName`).
 const DEFAULT_UPLOAD_NAME: &str = "default";

@@ -4,11 +4,13 @@
 //! secrets (job token, signed URLs) from the environment of that script, never from argv shown in
 //! the trace.
 //!
-//! Each command lives in its own file and adds one variant to [`HelperCommand`].
+//! Each command lives in its own file and adds one variant to [`HelperCommand`]; `contract.rs`
+//! holds the names the executor's scripts and these commands share.
 
 mod archive;
 pub mod artifacts;
 mod cache;
+pub mod contract;
 mod ports;
 
 pub use ports::WaitForPorts;
