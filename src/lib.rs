@@ -18,6 +18,7 @@ pub mod lifecycle;
 pub mod manager;
 pub mod metrics;
 pub mod redact;
+pub mod register;
 pub mod state;
 pub mod time;
 pub mod trace;

@@ -247,6 +247,11 @@ fn machine_diff(
         show(&new.max_growth_rate),
     );
     field(
+        "machine.IdleCountPolicy",
+        old.idle_count_policy.as_str().to_string(),
+        new.idle_count_policy.as_str().to_string(),
+    );
+    field(
         "machine.MachineName",
         show(&old.machine_name),
         show(&new.machine_name),

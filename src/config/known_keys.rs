@@ -71,6 +71,9 @@ pub(super) const RUNNER: Section = Section {
         "name",
         "url",
         "token",
+        "id",
+        "token_obtained_at",
+        "token_expires_at",
         "executor",
         "limit",
         "request_concurrency",
@@ -86,9 +89,6 @@ pub(super) const RUNNER: Section = Section {
         "cache",
     ],
     ignored: &[
-        "id",
-        "token_obtained_at",
-        "token_expires_at",
         "tls-ca-file",
         "tls-cert-file",
         "tls-key-file",
@@ -258,6 +258,7 @@ pub(super) const MACHINE: Section = Section {
     supported: &[
         "IdleCount",
         "IdleCountMin",
+        "IdleCountPolicy",
         "IdleScaleFactor",
         "IdleTime",
         "MaxBuilds",

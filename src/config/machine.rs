@@ -13,7 +13,7 @@ use toml_edit::{Item, Value};
 
 use super::diag::Diagnostics;
 use super::known_keys;
-use super::model::{AutoscalingPeriod, MachineConfig};
+use super::model::{AutoscalingPeriod, IdleCountPolicy, MachineConfig};
 use super::toml_read::{check_keys, float, integer, string, string_items, Field, Scope};
 
 /// Default `MachineName`.
@@ -65,6 +65,7 @@ pub(super) fn build(
             .into_iter()
             .map(|period| autoscaling(d, period))
             .collect(),
+        idle_count_policy: idle_count_policy(d, raw.idle_count_policy, &p("IdleCountPolicy")),
     };
     let carried = DriverOptions {
         driver: raw.machine_driver.filter(|f| !f.value.trim().is_empty()),
@@ -211,6 +212,24 @@ fn count(d: &mut Diagnostics, f: Option<Field<i64>>, path: &str) -> u32 {
     }
 }
 
+/// `IdleCountPolicy`: `"static"` (default) or `"adaptive"`.
+fn idle_count_policy(d: &mut Diagnostics, f: Option<Field<String>>, path: &str) -> IdleCountPolicy {
+    let Some(f) = f else {
+        return IdleCountPolicy::Static;
+    };
+    match f.value.trim() {
+        "" | "static" => IdleCountPolicy::Static,
+        "adaptive" => IdleCountPolicy::Adaptive,
+        other => {
+            let message = format!(
+                "unknown IdleCountPolicy {other:?}: use \"static\" (a fixed IdleCount) or \"adaptive\""
+            );
+            d.error(f.line, path, message);
+            IdleCountPolicy::Static
+        }
+    }
+}
+
 /// Integer seconds: 0 when absent; an error when negative.
 fn seconds(d: &mut Diagnostics, f: Option<Field<i64>>, path: &str) -> Duration {
     let Some(f) = f else { return Duration::ZERO };
@@ -247,6 +266,7 @@ pub(super) struct RawMachine {
     pub max_growth_rate: Option<Field<i64>>,
     pub machine_name: Option<Field<String>>,
     pub machine_driver: Option<Field<String>>,
+    pub idle_count_policy: Option<Field<String>>,
     /// Each entry with its own line (an array may span many).
     pub machine_options: Option<Field<Vec<Field<String>>>>,
     /// The `[[runners.machine.autoscaling]]` entries.
@@ -283,6 +303,7 @@ pub(super) fn read(d: &mut Diagnostics, s: &Scope<'_>) -> RawMachine {
         max_growth_rate: integer(d, s, "MaxGrowthRate"),
         machine_name: string(d, s, "MachineName"),
         machine_driver: string(d, s, "MachineDriver"),
+        idle_count_policy: string(d, s, "IdleCountPolicy"),
         machine_options: string_items(d, s, "MachineOptions"),
         autoscaling: periods(d, s),
     }

@@ -53,7 +53,7 @@ pub struct Config {
     pub manager_id: Option<String>,
     /// How often the fleet reconciles with the cloud.
     pub reconcile_interval: Duration,
-    /// The `[[runners]]` entries (at least one).
+    /// The `[[runners]]` entries (none is valid: `run` idles until a reload adds one).
     pub runners: Vec<RunnerConfig>,
 }
 
@@ -76,13 +76,52 @@ impl ExecutorKind {
     }
 }
 
-/// A runner's identity across reloads: its URL and short token (a rename is not a new runner).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A runner's identity across reloads and token rotations: its URL and GitLab `id` where known,
+/// else its URL and short token (as GitLab Runner; a rename is not a new runner).
+#[derive(Debug, Clone)]
 pub struct RunnerIdentity {
     /// The coordinator URL as configured (trailing `/` removed).
     pub url: String,
-    /// The runner's short token.
+    /// The runner's short token (for logs; part of the identity only when `id` is 0).
     pub short_token: String,
+    /// GitLab's runner `id` (0: unknown).
+    pub id: i64,
+}
+
+impl RunnerIdentity {
+    fn key(&self) -> (&str, i64, &str) {
+        if self.id > 0 {
+            (&self.url, self.id, "")
+        } else {
+            (&self.url, 0, &self.short_token)
+        }
+    }
+}
+
+impl PartialEq for RunnerIdentity {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for RunnerIdentity {}
+
+impl std::hash::Hash for RunnerIdentity {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
+}
+
+impl PartialOrd for RunnerIdentity {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for RunnerIdentity {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
 }
 
 /// One `[[runners]]` entry.
@@ -94,6 +133,15 @@ pub struct RunnerConfig {
     pub url: String,
     /// `token`: the runner authentication token.
     pub token: Secret,
+    /// `id`: GitLab's id of the runner (0 when the file has none).
+    pub id: i64,
+    /// `token_obtained_at`: when the token was issued (absent: unknown).
+    pub token_obtained_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// `token_expires_at`: when the token expires (absent, empty or Go's zero time: never).
+    pub token_expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The short token the runner's labels, metric series and cache path keep after a token
+    /// rotation in this process (set by the manager, never read from the file).
+    pub kept_short_token: Option<String>,
     /// `executor`.
     pub executor: ExecutorKind,
     /// `limit`: jobs at once for this runner (0 = no limit but `concurrent`).
@@ -122,7 +170,10 @@ pub struct RunnerConfig {
 impl RunnerConfig {
     /// The short token as GitLab Runner shortens it (`helpers/shorten_token.go`).
     pub fn short_token(&self) -> String {
-        short_token(self.token.expose())
+        match &self.kept_short_token {
+            Some(kept) => kept.clone(),
+            None => short_token(self.token.expose()),
+        }
     }
 
     /// The identity used to match runners across reloads.
@@ -130,6 +181,7 @@ impl RunnerConfig {
         RunnerIdentity {
             url: self.url.trim_end_matches('/').to_string(),
             short_token: self.short_token(),
+            id: self.id,
         }
     }
 }
@@ -298,6 +350,30 @@ pub struct MachineConfig {
     pub machine_name: String,
     /// `[[runners.machine.autoscaling]]` periods; the last matching one wins.
     pub autoscaling: Vec<AutoscalingPeriod>,
+    /// `IdleCountPolicy` (Flotilla's key): a fixed IdleCount, or a warm pool that follows demand.
+    pub idle_count_policy: IdleCountPolicy,
+}
+
+/// `IdleCountPolicy`: how many idle VMs a docker+machine runner keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum IdleCountPolicy {
+    /// `"static"` (the default): GitLab Runner's IdleCount / IdleScaleFactor / periods.
+    #[default]
+    Static,
+    /// `"adaptive"`: arrival rate × time to ready + burst headroom, between IdleCountMin (and
+    /// an active period's IdleCount) and IdleCount; jobs are taken without a VM leased and get
+    /// one from the warm pool or made on demand.
+    Adaptive,
+}
+
+impl IdleCountPolicy {
+    /// The value as written in `config.toml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdleCountPolicy::Static => "static",
+            IdleCountPolicy::Adaptive => "adaptive",
+        }
+    }
 }
 
 /// One `[[runners.machine.autoscaling]]` entry.

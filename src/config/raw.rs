@@ -35,6 +35,10 @@ pub(super) struct RawRunner {
     pub name: Option<Field<String>>,
     pub url: Option<Field<String>>,
     pub token: Option<Field<String>>,
+    pub id: Option<Field<i64>>,
+    /// A TOML datetime or an RFC 3339 string in the file (kept as written).
+    pub token_obtained_at: Option<Field<String>>,
+    pub token_expires_at: Option<Field<String>>,
     pub executor: Option<Field<String>>,
     pub limit: Option<Field<i64>>,
     pub request_concurrency: Option<Field<i64>>,

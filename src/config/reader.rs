@@ -10,7 +10,8 @@ use super::error::WarningKind;
 use super::known_keys;
 use super::raw::{RawConfig, RawDocker, RawRunner};
 use super::toml_read::{
-    check_keys, check_keys_quietly, get, integer, is_empty, string, string_list, strings, Scope,
+    check_keys, check_keys_quietly, datetime, get, integer, is_empty, string, string_list, strings,
+    Scope,
 };
 use super::{gce, machine};
 
@@ -119,6 +120,9 @@ fn read_runner(d: &mut Diagnostics, s: Scope<'_>) -> RawRunner {
         name: string(d, &s, "name"),
         url: string(d, &s, "url"),
         token: string(d, &s, "token"),
+        id: integer(d, &s, "id"),
+        token_obtained_at: datetime(d, &s, "token_obtained_at"),
+        token_expires_at: datetime(d, &s, "token_expires_at"),
         executor: string(d, &s, "executor"),
         limit: integer(d, &s, "limit"),
         request_concurrency: integer(d, &s, "request_concurrency"),

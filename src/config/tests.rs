@@ -161,13 +161,14 @@ fn gitlab_runner_register_output_loads_with_warnings_only() {
     assert_eq!(r.request_concurrency, 1);
     assert_eq!(r.unhealthy_requests_limit, 3);
     assert_eq!(r.unhealthy_interval, Duration::from_secs(3600));
+    assert!(r.id > 0, "GitLab Runner's id is read");
+    assert!(r.token_obtained_at.is_some(), "a TOML datetime is read");
+    assert_eq!(r.token_expires_at, None, "Go's zero time means never");
 
     let warnings: Vec<String> = loaded.warnings.iter().map(|w| w.to_string()).collect();
     for expected in [
         "config.toml:3: connection_max_age: ignored: not supported",
         "config.toml:6: session_server: ignored: not supported",
-        "config.toml:12: runners[0].id: ignored: not supported",
-        "config.toml:14: runners[0].token_obtained_at: ignored: not supported",
     ] {
         assert!(
             warnings.iter().any(|w| w == expected),
@@ -276,12 +277,47 @@ fn memory_and_cpus_are_parsed() {
 }
 
 #[test]
-fn zero_runners_is_an_error() {
-    let errors = errors("concurrent = 1\n");
-    assert_eq!(errors.len(), 1);
+fn zero_runners_is_valid_with_a_warning() {
+    let loaded = load("concurrent = 1\n");
+    assert!(loaded.config.runners.is_empty());
+    let warnings: Vec<String> = loaded.warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
-        errors[0].contains("runners: no [[runners]] entry"),
-        "{errors:?}"
+        warnings[0].contains("runners: no [[runners]] entry"),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn token_times_are_read_from_datetimes_and_strings() {
+    let text = with_runner(
+        "id = 42\ntoken_obtained_at = 2026-01-01T00:00:00Z\n\
+         token_expires_at = \"2026-01-05T00:00:00Z\"\n",
+        "",
+    );
+    let r = &load(&text).config.runners[0];
+    assert_eq!(r.id, 42);
+    assert_eq!(
+        r.token_obtained_at.map(|t| t.to_rfc3339()).as_deref(),
+        Some("2026-01-01T00:00:00+00:00")
+    );
+    assert_eq!(
+        r.token_expires_at.map(|t| t.to_rfc3339()).as_deref(),
+        Some("2026-01-05T00:00:00+00:00")
+    );
+    for never in ["\"\"", "0001-01-01T00:00:00Z", "\"0001-01-01T00:00:00Z\""] {
+        let text = with_runner(&format!("token_expires_at = {never}\n"), "");
+        assert_eq!(
+            load(&text).config.runners[0].token_expires_at,
+            None,
+            "{never}"
+        );
+    }
+    let bad = errors(&with_runner("token_expires_at = \"soon\"\n", ""));
+    assert!(
+        bad.iter()
+            .any(|e| e.contains("token_expires_at: invalid datetime")),
+        "{bad:?}"
     );
 }
 

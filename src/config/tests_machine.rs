@@ -567,3 +567,31 @@ fn example_docker_machine_runner_loads() {
     assert_eq!(r.executor, ExecutorKind::DockerMachine);
     assert!(r.gce.is_some() && r.machine.is_some());
 }
+
+#[test]
+fn idle_count_policy_is_static_by_default_adaptive_on_request_and_checked() {
+    let policy = |machine: &str| {
+        let loaded = load(&machine_runner(machine, &gce(""), "")).config;
+        loaded.runners[0]
+            .machine
+            .as_ref()
+            .map(|m| m.idle_count_policy)
+    };
+    assert_eq!(policy("IdleCount = 5"), Some(IdleCountPolicy::Static));
+    assert_eq!(
+        policy("IdleCount = 5\nIdleCountPolicy = \"static\""),
+        Some(IdleCountPolicy::Static)
+    );
+    assert_eq!(
+        policy("IdleCount = 50\nIdleCountMin = 2\nIdleCountPolicy = \"adaptive\""),
+        Some(IdleCountPolicy::Adaptive)
+    );
+    let errors = errors(&machine_runner("IdleCountPolicy = \"smart\"", &gce(""), ""));
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0].starts_with(
+            "config.toml:8: runners[0].machine.IdleCountPolicy: unknown IdleCountPolicy \"smart\""
+        ),
+        "{errors:#?}"
+    );
+}

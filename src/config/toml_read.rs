@@ -177,6 +177,16 @@ pub(super) fn string(d: &mut Diagnostics, s: &Scope<'_>, key: &str) -> Option<Fi
     })
 }
 
+/// A TOML datetime or a string (GitLab Runner has written both), as text.
+pub(super) fn datetime(d: &mut Diagnostics, s: &Scope<'_>, key: &str) -> Option<Field<String>> {
+    get(d, s, key, "a datetime or a string", |item| {
+        match item.as_str() {
+            Some(text) => Some(text.to_string()),
+            None => item.as_datetime().map(ToString::to_string),
+        }
+    })
+}
+
 pub(super) fn integer(d: &mut Diagnostics, s: &Scope<'_>, key: &str) -> Option<Field<i64>> {
     get(d, s, key, "an integer", Item::as_integer)
 }

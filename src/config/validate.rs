@@ -31,11 +31,7 @@ pub(super) fn build(d: &mut Diagnostics, raw: RawConfig) -> Config {
         }
     };
     if raw.runners.is_empty() {
-        d.error(
-            1,
-            "runners",
-            "no [[runners]] entry: at least one runner is required",
-        );
+        d.warn(1, "runners", WarningKind::NoRunners);
     }
     Config {
         concurrent,
@@ -140,6 +136,17 @@ fn runner(d: &mut Diagnostics, r: RawRunner) -> RunnerConfig {
         name: r.name.map(|f| f.value).unwrap_or_default(),
         url,
         token,
+        id: match r.id {
+            Some(f) if f.value < 0 => {
+                d.error(f.line, &p("id"), "must not be negative");
+                0
+            }
+            Some(f) => f.value,
+            None => 0,
+        },
+        token_obtained_at: token_time(d, r.token_obtained_at, &p("token_obtained_at")),
+        token_expires_at: token_time(d, r.token_expires_at, &p("token_expires_at")),
+        kept_short_token: None,
         executor,
         limit,
         request_concurrency: r
@@ -161,6 +168,31 @@ fn runner(d: &mut Diagnostics, r: RawRunner) -> RunnerConfig {
         cache: super::cache::build(d, r.cache),
     }
 }
+
+/// `token_obtained_at` / `token_expires_at`: RFC 3339; empty or Go's zero time
+/// (`0001-01-01T00:00:00Z`, what GitLab Runner writes for "never") is none.
+fn token_time(
+    d: &mut Diagnostics,
+    f: Option<Field<String>>,
+    path: &str,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    let f = f?;
+    let text = f.value.trim();
+    if text.is_empty() {
+        return None;
+    }
+    match chrono::DateTime::parse_from_rfc3339(text) {
+        Ok(t) if t.timestamp() <= GO_ZERO_TIME_SECS => None,
+        Ok(t) => Some(t.with_timezone(&chrono::Utc)),
+        Err(e) => {
+            d.error(f.line, path, format!("invalid datetime {text:?}: {e}"));
+            None
+        }
+    }
+}
+
+/// Go's zero `time.Time` in Unix seconds (year 1).
+const GO_ZERO_TIME_SECS: i64 = -62_135_596_800;
 
 /// `[runners.machine]` and the GCE definition of a `docker+machine` runner.
 fn docker_machine(

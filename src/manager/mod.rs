@@ -11,6 +11,7 @@ mod job_task;
 mod machines;
 mod recovery;
 mod reload;
+mod rotation;
 mod runner_loop;
 mod runners;
 mod slots;
@@ -215,6 +216,12 @@ pub async fn run_reloadable(
             return Err(e.into());
         }
     };
+    // Keeps the tracker busy until the manager stops taking jobs: with no runner (an empty
+    // `[[runners]]` list, or a reload that removed them all) the manager idles, not exits.
+    {
+        let stop = shared.stop_requesting.clone();
+        shared.tracker.spawn(async move { stop.cancelled().await });
+    }
     shared.tracker.close();
     shared
         .metrics
@@ -225,6 +232,7 @@ pub async fn run_reloadable(
         fleets,
         runners,
         source,
+        rotation: rotation::Rotation::default(),
     };
     let deadline = supervisor.supervise(&mut controls).await;
     supervisor.delete_every_vm(&mut controls, deadline).await;
@@ -261,6 +269,8 @@ struct Supervisor {
     fleets: machines::Fleets,
     runners: runners::Runners,
     source: Option<ConfigSource>,
+    /// Token rotation: what is due, and the manager's own last write of the file.
+    rotation: rotation::Rotation,
 }
 
 impl Supervisor {
@@ -319,6 +329,9 @@ impl Supervisor {
                 _ = sleep_until_opt(abort_deadline) => {
                     tracing::error!(jobs_left = running_jobs(&shared), "shutdown_timeout reached: exiting with jobs unconfirmed");
                     return abort_deadline;
+                }
+                _ = sleep_until_opt(self.rotation.next(&shared.config())), if !draining && abort_deadline.is_none() => {
+                    self.rotate().await;
                 }
                 _ = progress.tick(), if draining => {
                     let vms_left = self.fleets.vms_held().await;

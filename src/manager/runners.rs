@@ -77,6 +77,11 @@ impl Runners {
         );
     }
 
+    /// The running state of the runner `id` (a token rotation holds its gate).
+    pub(super) fn state(&self, id: &RunnerIdentity) -> Option<Arc<RunnerState>> {
+        self.active.get(id).map(|a| a.state.clone())
+    }
+
     /// Checks that every docker+machine runner of `config` can drive a pool, before a reload
     /// changes anything.
     pub(super) fn check(config: &Config, manager_id: &str) -> Result<(), String> {

@@ -18,6 +18,7 @@
 //!   lacking it (`helper_image_archive`).
 //! - `docker_tls`: a fake GCE VM's dockerd over mutual TLS, verified by VM name.
 //! - `vm_startup`: the VM startup script against a fake metadata server, in a scratch root.
+//! - `registration`: register, verify, unregister, list, reset-token and token rotation (issue 10).
 //! - `registry`: private images pulled with the job's credentials from Debian's docker-registry.
 //! - `services`: service containers (aliases, variables, waiting for ports, host mode).
 //! - `observability`: `/metrics` scraped by a real Prometheus, every dashboard expression and the
@@ -42,6 +43,7 @@ mod mock_coordinator;
 mod observability;
 mod process;
 mod prom;
+mod registration;
 mod registry;
 mod services;
 mod sources;
