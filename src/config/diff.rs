@@ -199,6 +199,16 @@ fn docker_diff(
         show(&new.allowed_services),
     );
     field(
+        "docker.allowed_images",
+        show(&old.allowed_images),
+        show(&new.allowed_images),
+    );
+    field(
+        "docker.allowed_pull_policies",
+        show(&old.allowed_pull_policies),
+        show(&new.allowed_pull_policies),
+    );
+    field(
         "docker.services_limit",
         show(&old.services_limit),
         show(&new.services_limit),

@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use super::diag::Diagnostics;
 use super::error::WarningKind;
@@ -145,7 +144,7 @@ pub(super) fn build(
             .credentials_file
             .filter(|f| !f.value.trim().is_empty())
             .map(|f| PathBuf::from(f.value)),
-        create_timeout: Duration::from_secs(at_least_one(
+        create_timeout: crate::time::secs(at_least_one(
             d,
             table.create_timeout,
             &p("create_timeout"),
@@ -172,7 +171,7 @@ pub(super) fn build(
             u64::from(DEFAULT_API_RATE_PER_MINUTE),
         ))
         .unwrap_or(u32::MAX),
-        zone_cooldown: Duration::from_secs(at_least_one(
+        zone_cooldown: crate::time::secs(at_least_one(
             d,
             table.zone_cooldown,
             &p("zone_cooldown"),

@@ -237,7 +237,7 @@ fn seconds(d: &mut Diagnostics, f: Option<Field<i64>>, path: &str) -> Duration {
         d.error(f.line, path, "must not be negative (seconds)");
         return Duration::ZERO;
     }
-    Duration::from_secs(f.value.unsigned_abs())
+    crate::time::secs(f.value.unsigned_abs())
 }
 
 /// `IdleScaleFactor`: a finite number ≥ 0 (0 = off).

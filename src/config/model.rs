@@ -202,7 +202,11 @@ pub fn short_token(token: &str) -> String {
             rest = r;
         }
     }
-    if rest.len() > 8 && rest.starts_with("GR") && rest[2..9].chars().all(|c| c.is_ascii_hexdigit())
+    // `get`, not indexing: a token is config input and may hold multi-byte characters.
+    if rest.starts_with("GR")
+        && rest
+            .get(2..9)
+            .is_some_and(|h| h.chars().all(|c| c.is_ascii_hexdigit()))
     {
         rest = &rest[9..];
     }
@@ -275,6 +279,11 @@ pub struct DockerConfig {
     pub allowed_services: Vec<String>,
     /// `services_limit`: most services per job; `None` (the default, or -1) = no limit.
     pub services_limit: Option<u32>,
+    /// `allowed_images`: glob patterns (`*`, `**`) the job's image must match; empty allows
+    /// every image.
+    pub allowed_images: Vec<String>,
+    /// `allowed_pull_policies`: the pull policies a job may use; empty allows every one.
+    pub allowed_pull_policies: Vec<PullPolicy>,
 }
 
 impl Default for DockerConfig {
@@ -294,6 +303,8 @@ impl Default for DockerConfig {
             services_privileged: None,
             allowed_services: Vec::new(),
             services_limit: None,
+            allowed_images: Vec::new(),
+            allowed_pull_policies: Vec::new(),
         }
     }
 }
@@ -311,6 +322,12 @@ mod tests {
         assert_eq!(short_token("glrt-abcdefghijklmnop"), "abcdefghi");
         assert_eq!(short_token("GR1348941abcdefghijkl"), "abcdefghi");
         assert_eq!(short_token("xyz"), "xyz");
+    }
+
+    #[test]
+    fn short_token_never_cuts_inside_a_character() {
+        assert_eq!(short_token("GRéééééééé"), "GRééééééé");
+        assert_eq!(short_token("glrt-GR13489éabc"), "GR13489éa");
     }
 }
 

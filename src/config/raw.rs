@@ -73,4 +73,8 @@ pub(super) struct RawDocker {
     pub services_privileged: Option<Field<bool>>,
     pub allowed_services: Option<Field<Vec<String>>>,
     pub services_limit: Option<Field<i64>>,
+    pub allowed_images: Option<Field<Vec<String>>>,
+    pub allowed_pull_policies: Option<Field<Vec<String>>>,
+    pub tls_verify: Option<Field<bool>>,
+    pub tls_cert_path: Option<Field<String>>,
 }

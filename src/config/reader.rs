@@ -167,6 +167,10 @@ fn read_docker(d: &mut Diagnostics, s: &Scope<'_>) -> RawDocker {
         services_privileged: get(d, s, "services_privileged", "a boolean", Item::as_bool),
         allowed_services: string_list(d, s, "allowed_services"),
         services_limit: integer(d, s, "services_limit"),
+        allowed_images: string_list(d, s, "allowed_images"),
+        allowed_pull_policies: string_list(d, s, "allowed_pull_policies"),
+        tls_verify: get(d, s, "tls_verify", "a boolean", Item::as_bool),
+        tls_cert_path: string(d, s, "tls_cert_path"),
     }
 }
 

@@ -133,8 +133,6 @@ fn carried_over_google_machine_options_load_with_warnings_only() {
     let mut warnings = warnings(&loaded);
     warnings.sort();
     let mut expected = vec![
-        "config.toml:19: runners[0].docker.tls_verify: ignored: not supported",
-        "config.toml:20: runners[0].docker.shm_size: ignored: not supported",
         "config.toml:49: runners[0].machine.MachineOptions[google-username]: ignored: not supported",
         "config.toml:50: runners[0].machine.MachineOptions[google-open-port]: ignored: not supported",
         "config.toml:51: runners[0].machine.MachineOptions[google-operation-backoff-initial-interval]: ignored: not supported",

@@ -48,7 +48,7 @@ pub(super) fn build(d: &mut Diagnostics, raw: RawConfig) -> Config {
         manager_id: manager_id(d, raw.manager_id),
         reconcile_interval: match raw.reconcile_interval {
             None => Duration::from_secs(60),
-            Some(f) if f.value >= 1 => Duration::from_secs(f.value.unsigned_abs()),
+            Some(f) if f.value >= 1 => crate::time::secs(f.value.unsigned_abs()),
             Some(f) => {
                 d.error(f.line, "reconcile_interval", "must be at least 1 (seconds)");
                 Duration::from_secs(60)
@@ -116,6 +116,7 @@ fn runner(d: &mut Diagnostics, r: RawRunner) -> RunnerConfig {
     }
     let executor = executor(d, r.executor, r.line, &p("executor"));
     let network_line = r.docker.network_mode.as_ref().map(|f| f.line);
+    docker_transport(d, &r.docker, executor, &p("docker"));
     let docker = docker(d, r.docker, &p("docker"));
     let (machine, gce) = match executor {
         ExecutorKind::Docker => (None, None),
@@ -313,15 +314,89 @@ fn docker(d: &mut Diagnostics, raw: RawDocker, path: &str) -> DockerConfig {
         wait_for_services_timeout: match raw.wait_for_services_timeout.map(|f| f.value) {
             None | Some(0) => defaults.wait_for_services_timeout,
             Some(secs) if secs < 0 => None,
-            Some(secs) => Some(Duration::from_secs(secs.unsigned_abs())),
+            Some(secs) => Some(crate::time::secs(secs.unsigned_abs())),
         },
         services_privileged: raw.services_privileged.map(|f| f.value),
         allowed_services: allowed_services(d, raw.allowed_services, &p("allowed_services")),
         services_limit: raw.services_limit.and_then(|f| u32::try_from(f.value).ok()),
+        allowed_images: allowed_services(d, raw.allowed_images, &p("allowed_images")),
+        allowed_pull_policies: allowed_pull_policies(
+            d,
+            raw.allowed_pull_policies,
+            &p("allowed_pull_policies"),
+        ),
     }
 }
 
-/// `allowed_services`, each pattern checked to be a valid glob.
+/// `host`, `tls_verify` and `tls_cert_path`: what reaches a Docker engine must not be open to the
+/// network. A `tcp://` host is refused (Flotilla has no TLS to a configured host, and plain TCP
+/// gives anyone who reaches the port root on it); `tls_verify = true` and `tls_cert_path` are
+/// refused since they would not be honoured, except `tls_verify = true` with docker+machine,
+/// whose VMs Flotilla always reaches over its own mutual TLS. `tls_verify = false` is what
+/// `gitlab-runner register` writes: accepted silently.
+fn docker_transport(d: &mut Diagnostics, raw: &RawDocker, executor: ExecutorKind, path: &str) {
+    let p = |key: &str| format!("{path}.{key}");
+    if let Some(host) = &raw.host {
+        let h = host.value.trim();
+        if h.starts_with("tcp://") || h.starts_with("http://") {
+            d.error(
+                host.line,
+                &p("host"),
+                format!(
+                    "{h:?}: a Docker host over plain TCP is refused (anyone who reaches the port \
+                     is root on that host) and TLS to a configured host is not supported; use a \
+                     unix:// socket"
+                ),
+            );
+        }
+    }
+    if let Some(f) = raw.tls_verify.as_ref().filter(|f| f.value) {
+        if executor != ExecutorKind::DockerMachine {
+            d.error(
+                f.line,
+                &p("tls_verify"),
+                "tls_verify = true is not supported: Flotilla has no TLS to a configured Docker \
+                 host (use a unix:// socket)",
+            );
+        }
+    }
+    if let Some(f) = raw
+        .tls_cert_path
+        .as_ref()
+        .filter(|f| !f.value.trim().is_empty())
+    {
+        d.error(
+            f.line,
+            &p("tls_cert_path"),
+            "not supported: Flotilla has no TLS to a configured Docker host (docker+machine VMs \
+             are reached over Flotilla's own certificates)",
+        );
+    }
+}
+
+/// `allowed_pull_policies`, each a known policy (GitLab Runner: "unsupported
+/// allowed_pull_policies config").
+fn allowed_pull_policies(
+    d: &mut Diagnostics,
+    f: Option<Field<Vec<String>>>,
+    path: &str,
+) -> Vec<PullPolicy> {
+    let Some(f) = f else { return Vec::new() };
+    let mut out = Vec::new();
+    for name in &f.value {
+        match PullPolicy::parse(name) {
+            Some(policy) => out.push(policy),
+            None => d.error(
+                f.line,
+                path,
+                format!("unsupported allowed_pull_policies config: {name:?} (use always, if-not-present or never)"),
+            ),
+        }
+    }
+    out
+}
+
+/// `allowed_services` / `allowed_images`, each pattern checked to be a valid glob.
 fn allowed_services(d: &mut Diagnostics, f: Option<Field<Vec<String>>>, path: &str) -> Vec<String> {
     let Some(f) = f else { return Vec::new() };
     for pattern in &f.value {
@@ -398,7 +473,7 @@ fn manager_id(d: &mut Diagnostics, f: Option<Field<String>>) -> Option<String> {
 
 fn positive_secs(f: Option<Field<i64>>, default: u64) -> Duration {
     match f {
-        Some(f) if f.value > 0 => Duration::from_secs(f.value.unsigned_abs()),
+        Some(f) if f.value > 0 => crate::time::secs(f.value.unsigned_abs()),
         _ => Duration::from_secs(default),
     }
 }

@@ -77,6 +77,9 @@ pub(crate) struct Shared {
     pub coordinator: Coordinator,
     pub state: StateDir,
     pub system_id: String,
+    /// This process run's id (random): labels its Docker objects so that its own start-up
+    /// cleanup of a killed predecessor's objects never touches them.
+    pub run_id: String,
     pub hooks: Hooks,
     /// The configuration in force; a reload swaps it (a std `RwLock`: read for a clone of the
     /// `Arc`, never held across an await).
@@ -125,7 +128,7 @@ pub async fn run_reloadable(
     mut controls: mpsc::Receiver<Control>,
     hooks: Hooks,
 ) -> Result<(), RunError> {
-    let state = StateDir::open(&config.state_dir)?;
+    let state = StateDir::open_exclusive(&config.state_dir)?;
     let system_id = state.manager_id(config.manager_id.as_deref())?;
     let registry = prometheus::Registry::new();
     let metrics = Arc::new(crate::metrics::Metrics::new(
@@ -155,6 +158,7 @@ pub async fn run_reloadable(
         coordinator,
         state,
         system_id,
+        run_id: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
         hooks,
         concurrent: slots::Slots::new(Some(config.concurrent.max(1))),
         config: RwLock::new(Arc::new(config)),
@@ -201,6 +205,7 @@ pub async fn run_reloadable(
         live_pools,
     );
     recovery::fail_leftover_jobs(&shared).await;
+    recovery::spawn_container_cleanup(&shared, &config);
     let runners = match runners::Runners::start(&shared, &mut fleets, &config).await {
         Ok(runners) => runners,
         Err(e) => {
@@ -311,7 +316,7 @@ impl Supervisor {
                         // Read when shutting down, so a reloaded value applies.
                         let timeout = shared.config().shutdown_timeout;
                         tracing::warn!(jobs_left = running_jobs(&shared), timeout_secs = timeout.as_secs(), was_draining = draining, "forceful shutdown: stopping running jobs");
-                        abort_deadline = Some(tokio::time::Instant::now() + timeout);
+                        abort_deadline = Some(crate::time::deadline_after(timeout));
                         shared.metrics.process.set_state(crate::metrics::ProcessState::ForcefulShutdown);
                         shared.stop_requesting.cancel();
                         shared.abort_jobs.cancel();
@@ -371,7 +376,7 @@ impl Supervisor {
                         self.shared.metrics.process.set_state(crate::metrics::ProcessState::ForcefulShutdown);
                         let timeout = self.shared.config().shutdown_timeout;
                         tracing::warn!(timeout_secs = timeout.as_secs(), "forceful shutdown during the drain's VM deletions");
-                        fleets.hasten_shutdown(tokio::time::Instant::now() + timeout);
+                        fleets.hasten_shutdown(crate::time::deadline_after(timeout));
                     }
                     Some(Control::Drain | Control::Reload) => {
                         tracing::warn!("already shutting down: ignored");

@@ -61,7 +61,7 @@ pub(super) fn start(
         runner: RwLock::new(runner),
     });
     let runner = state.runner();
-    tracing::info!(runner = %runner.short_token(), name = %runner.name, url = %runner.url, executor = runner.executor.as_str(), "runner started");
+    tracing::info!(runner = %runner.short_token(), name = %runner.name, url = %crate::redact::url(&runner.url), executor = runner.executor.as_str(), "runner started");
     state.spawn_requesters(shared);
     state
 }

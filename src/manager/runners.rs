@@ -115,7 +115,7 @@ impl Runners {
             .collect();
         for id in gone {
             if let Some(active) = self.active.remove(&id) {
-                tracing::info!(runner = %id.short_token, url = %id.url, "runner removed: it takes no new jobs; its running jobs finish, then its VMs are deleted");
+                tracing::info!(runner = %id.short_token, url = %crate::redact::url(&id.url), "runner removed: it takes no new jobs; its running jobs finish, then its VMs are deleted");
                 self.retire(fleets, id, active);
             }
         }
@@ -166,7 +166,7 @@ impl Runners {
             },
             (None, None) => None,
         };
-        tracing::info!(runner = %id.short_token, url = %id.url, "runner added");
+        tracing::info!(runner = %id.short_token, url = %crate::redact::url(&id.url), "runner added");
         self.launch(shared, runner, fleet);
     }
 

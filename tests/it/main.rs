@@ -8,6 +8,7 @@
 //! - `support`: shared helpers (test images, Docker connection, waiting on a trace).
 //! - `harness`: a fake GitLab, a config pointing at it, the manager in-process or as a binary.
 //! - `executor`: job stages in containers on the local engine.
+//! - `hardening`: issue 12 — leftovers of a killed process removed at start, hostile jobs.
 //! - `jobs`: whole jobs from the fake GitLab through the manager.
 //! - `lifecycle`: drains, aborts, hot reload, `kill -9` loops and the upgrade script (issue 5).
 //! - `process`: the real `flotilla` binary (crash recovery, log secrecy, `config check`).
@@ -32,6 +33,7 @@ mod cache;
 mod cloud_gce;
 mod docker_tls;
 mod executor;
+mod hardening;
 mod harness;
 mod helper_archive;
 mod jobs;

@@ -43,6 +43,9 @@ pub use faults::Fault;
 pub use git::{GitRepos, Repo};
 pub use jobs::{FeatureCheck, DEFAULT_FAILURE_REASONS};
 pub use state::{JobRecord, JobState, RecordedRequest};
+/// The fake's `Content-Range` parser, public only for the fuzz targets in `fuzz/`.
+#[doc(hidden)]
+pub use update::parse_range;
 
 use jobs::{complete_job, JobDefaults};
 use state::{new_job_token, JobEntry, Shared, State};
