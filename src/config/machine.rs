@@ -13,8 +13,45 @@ use toml_edit::{Item, Value};
 
 use super::diag::Diagnostics;
 use super::known_keys;
-use super::model::{AutoscalingPeriod, MachineConfig};
 use super::toml_read::{check_keys, float, integer, string, string_items, Field, Scope};
+
+/// `[runners.machine]`: the warm-pool policy, in GitLab Runner's spelling and defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MachineConfig {
+    /// `IdleCount`: idle VMs to keep ready.
+    pub idle_count: u32,
+    /// `IdleCountMin`: the floor when `IdleScaleFactor` is used.
+    pub idle_count_min: u32,
+    /// `IdleScaleFactor`: idle VMs as a multiple of VMs in use (0 = off).
+    pub idle_scale_factor: f64,
+    /// `IdleTime`: how long an idle VM above the idle count is kept.
+    pub idle_time: Duration,
+    /// `MaxBuilds`: jobs per VM before it is removed (0 = no limit).
+    pub max_builds: u32,
+    /// `MaxGrowthRate`: VMs being created at once (0 = no limit).
+    pub max_growth_rate: u32,
+    /// `MachineName` with `%s` (a unique lowercase id goes there).
+    pub machine_name: String,
+    /// `[[runners.machine.autoscaling]]` periods; the last matching one wins.
+    pub autoscaling: Vec<AutoscalingPeriod>,
+}
+
+/// One `[[runners.machine.autoscaling]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AutoscalingPeriod {
+    /// `Periods`: GitLab Runner's 7-field cron expressions (seconds … year; Sunday = 0).
+    pub periods: Vec<String>,
+    /// `Timezone` (IANA name; UTC when empty).
+    pub timezone: String,
+    /// `IdleCount` while the period is active.
+    pub idle_count: u32,
+    /// `IdleCountMin` while the period is active.
+    pub idle_count_min: u32,
+    /// `IdleScaleFactor` while the period is active.
+    pub idle_scale_factor: f64,
+    /// `IdleTime` while the period is active.
+    pub idle_time: Duration,
+}
 
 /// Default `MachineName`.
 pub(super) const DEFAULT_MACHINE_NAME: &str = "flotilla-%s";
