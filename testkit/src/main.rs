@@ -42,28 +42,50 @@ enum Command {
         #[arg(long)]
         trace_update_interval_secs: Option<u64>,
     },
-    /// The README's demo: sample jobs on a fake GitLab, run by the real `flotilla run`.
+    /// The README's demo: the real `flotilla run` with the docker+machine executor on the fake
+    /// Compute Engine, jobs from the fake GitLab (`--local`: the local docker executor).
     Demo {
         /// The `flotilla` binary to run.
         #[arg(long, default_value = "target/release/flotilla")]
         flotilla: std::path::PathBuf,
+        /// Run the jobs on the local `docker` executor instead (no VMs).
+        #[arg(long)]
+        local: bool,
+        /// Print every job's trace at the end.
+        #[arg(long)]
+        traces: bool,
     },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cli = Cli::parse();
+    // The docker+machine demo keeps the fakes quiet: their info lines would break its live line.
+    let default_filter = match &cli.command {
+        Command::Demo { local: false, .. } => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
-        Command::Demo { flotilla } => {
-            if !testkit::demo::run(&flotilla).await? {
-                anyhow::bail!("some demo job did not end as expected");
+    match cli.command {
+        Command::Demo {
+            flotilla,
+            local,
+            traces,
+        } => {
+            let opts = testkit::demo::DemoOptions {
+                flotilla,
+                local,
+                traces,
+            };
+            if !testkit::demo::run(&opts).await? {
+                anyhow::bail!("the demo did not end as expected (see above)");
             }
             println!("demo: every job ended as expected");
             Ok(())

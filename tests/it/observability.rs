@@ -4,7 +4,7 @@
 //! evaluate without error and return series; `promtool check metrics` must be clean on the
 //! scraped text; the alert rules must pass `promtool check rules` and their unit tests; and the
 //! `/status` page, rendered by headless Chromium, must list the runner, its VMs and the running
-//! job. Prometheus/promtool and Chromium are required (`.ci/run` installs them); set
+//! job. Prometheus/promtool and Chromium are required (`scripts/prepare.sh` installs them); set
 //! `FLOTILLA_SKIP_PROMETHEUS` or `FLOTILLA_SKIP_BROWSER` to skip those parts on purpose.
 
 use crate::harness::*;

@@ -1,7 +1,7 @@
 //! A real Prometheus server (Debian's `prometheus` package) for the observability tests: started
 //! on a free loopback port with a temporary config that scrapes one target every second, queried
 //! through its HTTP API; and `promtool`. Both are required: a test FAILS when they are missing
-//! (`.ci/run` installs them), unless `FLOTILLA_SKIP_PROMETHEUS` is set.
+//! (`scripts/prepare.sh` installs them), unless `FLOTILLA_SKIP_PROMETHEUS` is set.
 
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -23,7 +23,7 @@ pub fn require(tool: &str, package: &str, skip_var: &str) {
         .is_ok_and(|s| s.success());
     assert!(
         found,
-        "{tool} is not installed: `apt-get install -y {package}` (as .ci/run does), or set {skip_var}=1 to skip this check"
+        "{tool} is not installed: `apt-get install -y {package}` (scripts/prepare.sh, which scripts/test.sh runs, does), or set {skip_var}=1 to skip this check"
     );
 }
 

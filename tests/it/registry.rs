@@ -5,8 +5,8 @@
 //! `DOCKER_AUTH_CONFIG` wins over the payload's credentials, as in GitLab Runner. Loopback
 //! registries need no TLS: the engine treats 127.0.0.0/8 as insecure by default.
 //!
-//! Needs `docker-registry` and `htpasswd` (Debian's `docker-registry` and `apache2-utils`; CI
-//! installs them). Without them each test prints why and returns early: it is then not a pass.
+//! Needs `docker-registry` and `htpasswd` (Debian's `docker-registry` and `apache2-utils`;
+//! `scripts/prepare.sh` installs them). Without them each test prints why and returns early: it is then not a pass.
 
 use crate::support::{assert_nothing_left, docker, ensure_test_images, trace_text, BUSYBOX};
 use base64::Engine;

@@ -280,9 +280,6 @@ fn the_script_is_shellcheck_clean() {
             "shellcheck:\n{}",
             String::from_utf8_lossy(&out.stdout)
         ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            println!("note: shellcheck is not installed; the lint check is skipped")
-        }
-        Err(e) => panic!("running shellcheck: {e}"),
+        Err(e) => panic!("shellcheck is needed (scripts/prepare.sh installs it): {e}"),
     }
 }

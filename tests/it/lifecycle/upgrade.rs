@@ -186,7 +186,7 @@ fn the_upgrade_script_rejects_bad_usage_and_is_shellcheck_clean() {
             "{}",
             String::from_utf8_lossy(&out.stdout)
         ),
-        Err(e) => panic!("shellcheck is needed (the CI installs it): {e}"),
+        Err(e) => panic!("shellcheck is needed (scripts/prepare.sh installs it): {e}"),
     }
 }
 
