@@ -5,7 +5,9 @@
 //! bursts of 30 jobs two minutes apart over a background of one job every 10 s (from the first
 //! burst to two minutes after the last); each job a real container that prints a marker, then
 //! sleeps 20 s. Run twice back to back, queue-aware scale-out on (`[runners.gce]
-//! queue_aware_scaling = true`) then off, each with fresh fakes and a fresh in-process manager.
+//! queue_aware_scaling = true`) then off, then a third time with the adaptive warm pool
+//! (`IdleCountPolicy = "adaptive"`, IdleCount 40 as its ceiling, IdleCountMin 0, queue-aware on),
+//! each with fresh fakes and a fresh in-process manager.
 //!
 //! Printed per run: job wait (enqueue → the marker, the script's first output, entering the
 //! manager's trace buffer) p50/p95/max; idle VM-seconds per job (the fleet's idle VMs integrated
@@ -17,7 +19,8 @@
 //! Run: `cargo bench --bench fleet_bursts` (~20 min). Env: `BENCH_SCALE=0.25` shrinks every
 //! duration (boot, gaps, job length, IdleTime) by that factor, the burst size stays (a burst of
 //! 30 against IdleCount 5 is what queue-aware scale-out is about; `BENCH_BURST=8` changes it);
-//! `BENCH_MODES=on` or `off` runs one mode only; `BENCH_LOG=info` shows the manager's logs.
+//! `BENCH_MODES=on`, `off` or `adaptive` (or a comma-separated list) runs those modes only;
+//! `BENCH_LOG=info` shows the manager's logs.
 // Benchmarks time the wall clock on purpose (clippy.toml bans std's Instant in src/).
 #![allow(clippy::disallowed_types)]
 
@@ -96,7 +99,8 @@ impl Params {
 
 /// What one mode measured.
 struct Outcome {
-    queue_aware: bool,
+    /// `on`, `off` or `adaptive`.
+    mode: &'static str,
     jobs: usize,
     failed: usize,
     /// Enqueue → marker, seconds: (burst jobs, background jobs).
@@ -232,6 +236,7 @@ async fn marker_seen(trace: &JobTrace) -> Option<Instant> {
 fn config_text(
     p: &Params,
     queue_aware: bool,
+    adaptive: bool,
     gitlab: &FakeGitlab,
     token: &str,
     gce: &FakeGce,
@@ -254,7 +259,7 @@ image = "{IMAGE}"
 pull_policy = ["if-not-present"]
 network_mode = "host"
 [runners.machine]
-IdleCount = {IDLE_COUNT}
+{idle}
 IdleTime = {idle_time}
 MaxBuilds = 1
 MaxGrowthRate = 30
@@ -270,6 +275,11 @@ queue_aware_scaling = {queue_aware}
         id = rand::random::<u32>(),
         url = gitlab.url(),
         idle_time = p.idle_time.as_secs(),
+        idle = if adaptive {
+            "IdleCount = 40\nIdleCountMin = 0\nIdleCountPolicy = \"adaptive\"".to_string()
+        } else {
+            format!("IdleCount = {IDLE_COUNT}")
+        },
         project = gce.project(),
         z0 = ZONES[0],
         z1 = ZONES[1],
@@ -290,8 +300,8 @@ fn job(p: &Params) -> serde_json::Value {
     })
 }
 
-async fn run(p: Params, queue_aware: bool) -> Outcome {
-    let mode = if queue_aware { "on" } else { "off" };
+async fn run(p: Params, mode: &'static str) -> Outcome {
+    let (queue_aware, adaptive) = (mode != "off", mode == "adaptive");
     let opts = FakeGitlabOptions {
         long_poll: Duration::from_secs(50),
         ..Default::default()
@@ -309,7 +319,15 @@ async fn run(p: Params, queue_aware: bool) -> Outcome {
     };
     let gce = Arc::new(FakeGce::start(gce_opts).await.expect("fake gce"));
     let state = tempfile::tempdir().expect("tempdir");
-    let text = config_text(&p, queue_aware, &gitlab, &token, &gce, state.path());
+    let text = config_text(
+        &p,
+        queue_aware,
+        adaptive,
+        &gitlab,
+        &token,
+        &gce,
+        state.path(),
+    );
     let config = match Config::from_toml_str(&text, "fleet-bench.toml") {
         Ok(loaded) => loaded.config,
         Err(e) => panic!("bench config invalid:\n{e}"),
@@ -318,13 +336,15 @@ async fn run(p: Params, queue_aware: bool) -> Outcome {
     let (controls, rx) = mpsc::channel(2);
     let manager = tokio::spawn(flotilla::manager::run_with(config, rx, hooks(&markers)));
 
-    // Warm-up: IdleCount VMs booted and a request held with one of them leased.
+    // Warm-up: IdleCount VMs booted and a request held with one of them leased (the adaptive
+    // pool has seen no demand yet: it keeps none, and its requests poll without a VM).
     let warm = p.boot * 4 + Duration::from_secs(60);
-    let booted = gce
-        .wait_until(warm, |vms| {
-            vms.iter().filter(|v| v.status == "RUNNING").count() >= IDLE_COUNT as usize
-        })
-        .await;
+    let booted = adaptive
+        || gce
+            .wait_until(warm, |vms| {
+                vms.iter().filter(|v| v.status == "RUNNING").count() >= IDLE_COUNT as usize
+            })
+            .await;
     assert!(booted, "[{mode}] the pool did not warm to IdleCount");
     gitlab
         .wait_held_polls(1, warm)
@@ -399,7 +419,7 @@ async fn run(p: Params, queue_aware: bool) -> Outcome {
         gce.shutdown().await;
     }
     Outcome {
-        queue_aware,
+        mode,
         jobs: jobs.len(),
         failed,
         waits,
@@ -460,8 +480,12 @@ fn report(o: &Outcome) -> (f64, f64) {
         .map(|(_, n)| n)
         .sum();
     let per_vm = per_vm_calls as f64 / inserts.max(1) as f64;
-    let mode = if o.queue_aware { "ON" } else { "OFF" };
-    println!("== queue-aware scale-out {mode}");
+    match o.mode {
+        "adaptive" => println!(
+            "== adaptive warm pool (IdleCountPolicy = \"adaptive\", IdleCount 40 as ceiling, queue-aware on)"
+        ),
+        m => println!("== queue-aware scale-out {}", m.to_uppercase()),
+    }
     println!(
         "  jobs {} ({} failed or unmeasured), scenario {:.0} s (first enqueue -> last job finished)",
         o.jobs, o.failed, o.scenario_secs
@@ -517,7 +541,7 @@ async fn main() {
         .and_then(|v| v.parse::<f64>().ok())
         .filter(|s| *s > 0.0)
         .unwrap_or(1.0);
-    let modes = std::env::var("BENCH_MODES").unwrap_or_else(|_| "on,off".into());
+    let modes = std::env::var("BENCH_MODES").unwrap_or_else(|_| "on,off,adaptive".into());
     let burst = std::env::var("BENCH_BURST")
         .ok()
         .and_then(|v| v.parse::<u32>().ok())
@@ -536,16 +560,16 @@ async fn main() {
         p.idle_time.as_secs(),
     );
     let mut results = Vec::new();
-    for (queue_aware, name) in [(true, "on"), (false, "off")] {
+    for name in ["on", "off", "adaptive"] {
         if modes.split(',').any(|m| m.trim() == name) {
-            let o = run(p, queue_aware).await;
+            let o = run(p, name).await;
             let r = report(&o);
-            results.push((queue_aware, r));
+            results.push((name, r));
         }
     }
     let target = p.wait_target().as_secs_f64();
-    let on = results.iter().find(|(q, _)| *q).map(|(_, r)| *r);
-    let off = results.iter().find(|(q, _)| !*q).map(|(_, r)| *r);
+    let on = results.iter().find(|(m, _)| *m == "on").map(|(_, r)| *r);
+    let off = results.iter().find(|(m, _)| *m == "off").map(|(_, r)| *r);
     if let Some((on_p95, _)) = on {
         println!(
             "target: wait p95 with queue-aware on <= boot + 15 s ({target:.1} s): {on_p95:.1} s: {}",
@@ -559,10 +583,9 @@ async fn main() {
             verdict(off_p95 >= 2.0 * on_p95)
         );
     }
-    for (queue_aware, (_, per_vm)) in &results {
+    for (mode, (_, per_vm)) in &results {
         println!(
-            "target: <= 5 GCE calls per VM lifetime besides list calls (queue-aware {}): {per_vm:.2}: {}",
-            if *queue_aware { "on" } else { "off" },
+            "target: <= 5 GCE calls per VM lifetime besides list calls ({mode}): {per_vm:.2}: {}",
             verdict(*per_vm <= 5.0)
         );
     }

@@ -98,6 +98,13 @@ a.panel("Stuck on removing","VMs whose deletion failed past the retries.",
   [(f'sum (gitlab_runner_autoscaling_machine_states{{{SEL}, state="stuck-on-removing"}})',"stuck")],kind="stat")
 a.panel("Removal time","From removal start to the deletion confirmed, p95.",
   [(f'histogram_quantile(0.95, sum by (le) (rate(gitlab_runner_autoscaling_machine_removal_duration_seconds_bucket{{{SEL}}}[{RI}])))',"p95")],unit="s")
+a.panel("Warm pool: desired vs available","VMs the pool keeps available (flotilla_fleet_desired_idle: IdleCount in force, or the adaptive policy's target) against VMs idle, creating or acquired.",
+  [(f'sum by (runner) (flotilla_fleet_desired_idle{{{SEL}}})',"desired {{runner}}"),
+   (f'sum (gitlab_runner_autoscaling_machine_states{{{SEL}, state=~"idle|creating|acquired"}})',"available")])
+a.panel("Observed demand","What the adaptive policy follows: jobs per minute asking for a VM (flotilla_fleet_arrival_rate) and the mean time from insert to dockerd answering (flotilla_fleet_time_to_ready_seconds, right axis).",
+  [(f'max by (runner) (flotilla_fleet_arrival_rate{{{SEL}}}) * 60',"jobs/min {{runner}}"),
+   (f'max by (runner) (flotilla_fleet_time_to_ready_seconds{{{SEL}}})',"time to ready s {{runner}}")],
+  extra={"fieldConfig":{"defaults":{"unit":"short"},"overrides":[{"matcher":{"id":"byRegexp","options":"time to ready.*"},"properties":[{"id":"unit","value":"s"},{"id":"custom.axisPlacement","value":"right"}]}]}})
 a.dump(os.path.join(HERE, "autoscaling.json"))
 
 p=D("flotilla-api","Flotilla / API health","Coordinator (GitLab API v4) and Compute Engine API answers, errors and client-side rate limiting.")

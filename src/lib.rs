@@ -17,8 +17,14 @@ pub mod job;
 pub mod lifecycle;
 pub mod manager;
 pub mod metrics;
+pub mod redact;
+pub mod register;
 pub mod state;
+pub mod time;
 pub mod trace;
+
+#[cfg(test)]
+mod props;
 
 /// Flotilla's version, as sent to GitLab in `info.version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -41,6 +41,16 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Register a runner with GitLab and add it to the configuration file.
+    Register(Box<flotilla::register::args::RegisterArgs>),
+    /// Check the runners of the configuration file with GitLab (--delete removes gone ones).
+    Verify(flotilla::register::args::VerifyArgs),
+    /// Unregister runners from GitLab and remove them from the configuration file.
+    Unregister(flotilla::register::args::UnregisterArgs),
+    /// List the runners of the configuration file.
+    List(flotilla::register::args::ConfigArg),
+    /// Reset runners' authentication tokens and save the new ones.
+    ResetToken(flotilla::register::args::ResetTokenArgs),
     /// Commands the helper image runs inside a job's helper container.
     #[command(subcommand, hide = true)]
     Helper(flotilla::helper_commands::HelperCommand),
@@ -64,6 +74,34 @@ fn main() -> ExitCode {
         } => check_config(&file),
         Command::Run { config } => run(&config),
         Command::Helper(command) => flotilla::helper_commands::run(command),
+        Command::Register(args) => registration(flotilla::register::register(*args)),
+        Command::Verify(args) => registration(flotilla::register::verify(args)),
+        Command::Unregister(args) => registration(flotilla::register::unregister(args)),
+        Command::ResetToken(args) => registration(flotilla::register::reset_token(args)),
+        Command::List(args) => registration(async move { flotilla::register::list(args) }),
+    }
+}
+
+/// Runs a registration command on a small runtime; its error is printed, exit code 1.
+fn registration(
+    command: impl std::future::Future<Output = Result<(), flotilla::register::CommandError>>,
+) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

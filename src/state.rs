@@ -33,6 +33,16 @@ pub enum StateError {
         #[source]
         source: serde_json::Error,
     },
+    /// Another process holds the directory's lock (`flotilla run` on the same `state_dir`).
+    #[error(
+        "{path} is locked by another `flotilla run` on this state_dir; stop it, or give this \
+         one its own state_dir (two managers on one state_dir overwrite each other's jobs and \
+         delete each other's VMs)"
+    )]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
     /// `manager-id` holds something that cannot be an id.
     #[error("{path} holds an invalid manager id {value:?}: use [a-z0-9_-], at most 63 characters")]
     InvalidManagerId {
@@ -79,6 +89,9 @@ pub struct StateDir {
     /// The in-memory copy of `jobs.json`; a std mutex because it is held only across a small
     /// synchronous write, never across an await.
     jobs: Arc<Mutex<Vec<RunningJob>>>,
+    /// `state_dir/lock`, held (flock, exclusive) for as long as any clone lives, when opened by
+    /// [`StateDir::open_exclusive`]; the kernel releases it when the process dies.
+    _lock: Option<Arc<std::fs::File>>,
 }
 
 impl StateDir {
@@ -93,9 +106,41 @@ impl StateDir {
         let state = StateDir {
             dir: dir.to_path_buf(),
             jobs: Arc::default(),
+            _lock: None,
         };
         let jobs = state.read_jobs()?;
         *state.lock() = jobs;
+        Ok(state)
+    }
+
+    /// [`StateDir::open`] for `flotilla run`: first takes an exclusive lock on `state_dir/lock`
+    /// (never waiting), so a second manager on the same directory refuses to start instead of
+    /// overwriting `jobs.json` and deleting the first one's VMs. Other commands use `open` and
+    /// work beside a running manager.
+    pub fn open_exclusive(dir: &Path) -> Result<StateDir, StateError> {
+        let path = dir.join("lock");
+        let io = |source| StateError::Io {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(StateError::Locked { path }),
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(StateError::Io { path, source })
+            }
+        }
+        let mut state = StateDir::open(dir)?;
+        state._lock = Some(Arc::new(file));
         Ok(state)
     }
 
@@ -263,8 +308,9 @@ impl std::fmt::Debug for JobRecord {
     }
 }
 
-/// Writes `bytes` to `path` through a temp file in the same directory, fsynced, then renamed, so
-/// a crash leaves either the old or the new content. Mode 0600.
+/// Writes `bytes` to `path` through a temp file in the same directory, fsynced, then renamed,
+/// then the directory fsynced (without it the rename itself may be lost at a power cut), so a
+/// crash leaves either the old or the new content. Mode 0600.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     let tmp = path.with_extension("tmp");
     let io = |source| StateError::Io {
@@ -280,7 +326,14 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
         .map_err(io)?;
     file.write_all(bytes).map_err(io)?;
     file.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    std::fs::rename(&tmp, path).map_err(io)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| StateError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })
 }
 
 #[cfg(test)]
@@ -315,6 +368,25 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn only_one_manager_holds_a_state_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = StateDir::open_exclusive(dir.path()).unwrap();
+        let second = StateDir::open_exclusive(dir.path()).err().unwrap();
+        assert!(matches!(second, StateError::Locked { .. }), "{second}");
+        assert!(second.to_string().contains("another `flotilla run`"));
+        // Other commands read beside it.
+        assert!(StateDir::open(dir.path()).is_ok());
+        let clone = first.clone();
+        drop(first);
+        assert!(
+            StateDir::open_exclusive(dir.path()).is_err(),
+            "a clone keeps the lock"
+        );
+        drop(clone);
+        StateDir::open_exclusive(dir.path()).unwrap();
     }
 
     #[test]

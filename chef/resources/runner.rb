@@ -21,6 +21,9 @@ property :registration_token, String, sensitive: true
 # ... or a runner authentication token (glrt-) created in GitLab's UI or API.
 property :token, String, sensitive: true
 property :executor, String, default: 'docker+machine'
+# `register` needs a default job image for docker executors (as `gitlab-runner register` does);
+# the runner's image in config.toml still comes from node['flotilla']['runners'].
+property :docker_image, String, default: 'alpine:latest'
 property :tag_list, Array, default: []
 property :run_untagged, [true, false], default: false
 property :locked, [true, false], default: true
@@ -32,18 +35,24 @@ action_class do
     ::File.join(new_resource.registered_dir, "#{new_resource.runner_name}.toml")
   end
 
-  # GitLab Runner's environment variables for `register`; the secret only here.
+  # GitLab Runner's environment variables for `register`; the secret only here. The server-side
+  # settings (tags, run untagged, locked) go only with a registration token: a runner created
+  # in GitLab (glrt- token) has them in GitLab, and `register` refuses them, as GitLab Runner does.
   def register_environment
     env = {
       'CI_SERVER_URL' => new_resource.url,
       'RUNNER_NAME' => new_resource.runner_name,
       'RUNNER_EXECUTOR' => new_resource.executor,
-      'RUNNER_TAG_LIST' => new_resource.tag_list.join(','),
-      'REGISTER_RUN_UNTAGGED' => new_resource.run_untagged.to_s,
-      'REGISTER_LOCKED' => new_resource.locked.to_s
+      'DOCKER_IMAGE' => new_resource.docker_image
     }
-    env['REGISTRATION_TOKEN'] = new_resource.registration_token if new_resource.registration_token
-    env['CI_SERVER_TOKEN'] = new_resource.token if new_resource.token
+    if new_resource.token
+      env['CI_SERVER_TOKEN'] = new_resource.token
+    else
+      env['REGISTRATION_TOKEN'] = new_resource.registration_token
+      env['RUNNER_TAG_LIST'] = new_resource.tag_list.join(',')
+      env['REGISTER_RUN_UNTAGGED'] = new_resource.run_untagged.to_s
+      env['REGISTER_LOCKED'] = new_resource.locked.to_s
+    end
     env
   end
 end

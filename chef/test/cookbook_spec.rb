@@ -349,11 +349,24 @@ RSpec.describe 'flotilla cookbook' do
       exe = inner.find { |x| x.type == :execute }
       expect(exe[:command]).to eq('/usr/bin/flotilla register --non-interactive --config /etc/flotilla/registered/shared-gce-1.toml')
       expect(exe[:environment]).to include('REGISTRATION_TOKEN' => REG_SECRET, 'CI_SERVER_URL' => 'https://gitlab.example.com/',
-                                           'RUNNER_NAME' => 'shared-gce-1', 'RUNNER_EXECUTOR' => 'docker+machine')
+                                           'RUNNER_NAME' => 'shared-gce-1', 'RUNNER_EXECUTOR' => 'docker+machine',
+                                           'DOCKER_IMAGE' => 'alpine:latest', 'REGISTER_LOCKED' => 'true')
       expect(exe[:sensitive]).to be(true)
       expect(exe[:creates]).to eq('/etc/flotilla/registered/shared-gce-1.toml')
       file = inner.find { |x| x.type == :file }
       expect([file.name, file[:mode], file[:owner]]).to eq(['/etc/flotilla/registered/shared-gce-1.toml', '0400', 'root'])
+    end
+
+    it 'sends no server-side setting with an authentication token (register would refuse it)' do
+      run = Harness::Run.new
+      r = Harness::RecipeContext.new(run, 'test').flotilla_runner('private-1') do
+        url 'https://gitlab.example.com/'
+        token SECRET
+        tag_list %w[gce]
+      end
+      exe = run.step_into(r).find { |x| x.type == :execute }
+      expect(exe[:environment]).to include('CI_SERVER_TOKEN' => SECRET, 'DOCKER_IMAGE' => 'alpine:latest')
+      expect(exe[:environment].keys).not_to include('REGISTRATION_TOKEN', 'RUNNER_TAG_LIST', 'REGISTER_RUN_UNTAGGED', 'REGISTER_LOCKED')
     end
 
     it 'unregisters by name, only when registered, and removes the file' do

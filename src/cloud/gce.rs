@@ -30,8 +30,7 @@ use google_cloud_gax::retry_policy::NeverRetry;
 use self::aggregated::{AggregatedLister, PageRequest, DEFAULT_ENDPOINT};
 use self::body::{instance_body, instance_from_model, label_filter, short_name};
 use self::classify::{operation_status, sync_error, ErrorFacts};
-pub use self::rate::GceMetrics;
-use self::rate::RateLimiter;
+pub use self::rate::{GceMetrics, RateLimiter};
 use super::{
     Cloud, CloudError, Instance, InstanceSpec, ListScope, Listing, OperationRef, OperationStatus,
 };

@@ -8,7 +8,7 @@
 pub mod gce;
 
 /// The Compute Engine implementation and how to build it.
-pub use gce::{GceCloud, GceCloudSettings, GceMetrics};
+pub use gce::{GceCloud, GceCloudSettings, GceMetrics, RateLimiter};
 
 use async_trait::async_trait;
 use std::collections::BTreeMap;

@@ -203,6 +203,16 @@ fn docker_diff(
         show(&new.allowed_services),
     );
     field(
+        "docker.allowed_images",
+        show(&old.allowed_images),
+        show(&new.allowed_images),
+    );
+    field(
+        "docker.allowed_pull_policies",
+        show(&old.allowed_pull_policies),
+        show(&new.allowed_pull_policies),
+    );
+    field(
         "docker.services_limit",
         show(&old.services_limit),
         show(&new.services_limit),
@@ -239,6 +249,11 @@ fn machine_diff(
         "machine.MaxGrowthRate",
         show(&old.max_growth_rate),
         show(&new.max_growth_rate),
+    );
+    field(
+        "machine.IdleCountPolicy",
+        old.idle_count_policy.as_str().to_string(),
+        new.idle_count_policy.as_str().to_string(),
     );
     field(
         "machine.MachineName",

@@ -79,6 +79,11 @@ pub struct DockerConfig {
     pub allowed_services: Vec<String>,
     /// `services_limit`: most services per job; `None` (the default, or -1) = no limit.
     pub services_limit: Option<u32>,
+    /// `allowed_images`: glob patterns (`*`, `**`) the job's image must match; empty allows
+    /// every image.
+    pub allowed_images: Vec<String>,
+    /// `allowed_pull_policies`: the pull policies a job may use; empty allows every one.
+    pub allowed_pull_policies: Vec<PullPolicy>,
 }
 
 impl Default for DockerConfig {
@@ -98,6 +103,8 @@ impl Default for DockerConfig {
             services_privileged: None,
             allowed_services: Vec::new(),
             services_limit: None,
+            allowed_images: Vec::new(),
+            allowed_pull_policies: Vec::new(),
         }
     }
 }
@@ -124,6 +131,10 @@ pub(super) struct RawDocker {
     pub services_privileged: Option<Field<bool>>,
     pub allowed_services: Option<Field<Vec<String>>>,
     pub services_limit: Option<Field<i64>>,
+    pub allowed_images: Option<Field<Vec<String>>>,
+    pub allowed_pull_policies: Option<Field<Vec<String>>>,
+    pub tls_verify: Option<Field<bool>>,
+    pub tls_cert_path: Option<Field<String>>,
 }
 
 /// Reads `[runners.docker]`.
@@ -153,6 +164,10 @@ pub(super) fn read(d: &mut Diagnostics, s: &Scope<'_>) -> RawDocker {
         services_privileged: get(d, s, "services_privileged", "a boolean", Item::as_bool),
         allowed_services: string_list(d, s, "allowed_services"),
         services_limit: integer(d, s, "services_limit"),
+        allowed_images: string_list(d, s, "allowed_images"),
+        allowed_pull_policies: string_list(d, s, "allowed_pull_policies"),
+        tls_verify: get(d, s, "tls_verify", "a boolean", Item::as_bool),
+        tls_cert_path: string(d, s, "tls_cert_path"),
     }
 }
 
@@ -199,15 +214,89 @@ pub(super) fn build(d: &mut Diagnostics, raw: RawDocker, path: &str) -> DockerCo
         wait_for_services_timeout: match raw.wait_for_services_timeout.map(|f| f.value) {
             None | Some(0) => defaults.wait_for_services_timeout,
             Some(secs) if secs < 0 => None,
-            Some(secs) => Some(Duration::from_secs(secs.unsigned_abs())),
+            Some(secs) => Some(crate::time::secs(secs.unsigned_abs())),
         },
         services_privileged: raw.services_privileged.map(|f| f.value),
         allowed_services: allowed_services(d, raw.allowed_services, &p("allowed_services")),
         services_limit: raw.services_limit.and_then(|f| u32::try_from(f.value).ok()),
+        allowed_images: allowed_services(d, raw.allowed_images, &p("allowed_images")),
+        allowed_pull_policies: allowed_pull_policies(
+            d,
+            raw.allowed_pull_policies,
+            &p("allowed_pull_policies"),
+        ),
     }
 }
 
-/// `allowed_services`, each pattern checked to be a valid glob.
+/// `host`, `tls_verify` and `tls_cert_path`: what reaches a Docker engine must not be open to the
+/// network. A `tcp://` host is refused (Flotilla has no TLS to a configured host, and plain TCP
+/// gives anyone who reaches the port root on it); `tls_verify = true` and `tls_cert_path` are
+/// refused since they would not be honoured, except `tls_verify = true` with docker+machine
+/// (`on_vm`), whose VMs Flotilla always reaches over its own mutual TLS. `tls_verify = false` is
+/// what `gitlab-runner register` writes: accepted silently.
+pub(super) fn check_transport(d: &mut Diagnostics, raw: &RawDocker, on_vm: bool, path: &str) {
+    let p = |key: &str| format!("{path}.{key}");
+    if let Some(host) = &raw.host {
+        let h = host.value.trim();
+        if h.starts_with("tcp://") || h.starts_with("http://") {
+            d.error(
+                host.line,
+                &p("host"),
+                format!(
+                    "{h:?}: a Docker host over plain TCP is refused (anyone who reaches the port \
+                     is root on that host) and TLS to a configured host is not supported; use a \
+                     unix:// socket"
+                ),
+            );
+        }
+    }
+    if let Some(f) = raw.tls_verify.as_ref().filter(|f| f.value) {
+        if !on_vm {
+            d.error(
+                f.line,
+                &p("tls_verify"),
+                "tls_verify = true is not supported: Flotilla has no TLS to a configured Docker \
+                 host (use a unix:// socket)",
+            );
+        }
+    }
+    if let Some(f) = raw
+        .tls_cert_path
+        .as_ref()
+        .filter(|f| !f.value.trim().is_empty())
+    {
+        d.error(
+            f.line,
+            &p("tls_cert_path"),
+            "not supported: Flotilla has no TLS to a configured Docker host (docker+machine VMs \
+             are reached over Flotilla's own certificates)",
+        );
+    }
+}
+
+/// `allowed_pull_policies`, each a known policy (GitLab Runner: "unsupported
+/// allowed_pull_policies config").
+fn allowed_pull_policies(
+    d: &mut Diagnostics,
+    f: Option<Field<Vec<String>>>,
+    path: &str,
+) -> Vec<PullPolicy> {
+    let Some(f) = f else { return Vec::new() };
+    let mut out = Vec::new();
+    for name in &f.value {
+        match PullPolicy::parse(name) {
+            Some(policy) => out.push(policy),
+            None => d.error(
+                f.line,
+                path,
+                format!("unsupported allowed_pull_policies config: {name:?} (use always, if-not-present or never)"),
+            ),
+        }
+    }
+    out
+}
+
+/// `allowed_services` / `allowed_images`, each pattern checked to be a valid glob.
 fn allowed_services(d: &mut Diagnostics, f: Option<Field<Vec<String>>>, path: &str) -> Vec<String> {
     let Some(f) = f else { return Vec::new() };
     for pattern in &f.value {

@@ -103,6 +103,8 @@ pub enum WarningKind {
     CacheTypeNotSupported,
     /// `google-scopes` without `google-service-account`: Flotilla attaches no service account.
     ScopesWithoutServiceAccount,
+    /// No `[[runners]]` entry: `run` idles until a reload adds one.
+    NoRunners,
 }
 
 /// A key that was accepted but has no effect.
@@ -146,6 +148,10 @@ impl fmt::Display for ConfigWarning {
             WarningKind::ScopesWithoutServiceAccount => f.write_str(
                 "ignored: scopes without a service account (Flotilla attaches none unless \
                  google-service-account or [runners.gce] service_account names one)",
+            ),
+            WarningKind::NoRunners => f.write_str(
+                "no [[runners]] entry: `flotilla run` takes no jobs until one is added \
+                 (`flotilla register`)",
             ),
         }
     }

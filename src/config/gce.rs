@@ -196,7 +196,7 @@ pub(super) fn build(
             .credentials_file
             .filter(|f| !f.value.trim().is_empty())
             .map(|f| PathBuf::from(f.value)),
-        create_timeout: Duration::from_secs(at_least_one(
+        create_timeout: crate::time::secs(at_least_one(
             d,
             table.create_timeout,
             &p("create_timeout"),
@@ -223,7 +223,7 @@ pub(super) fn build(
             u64::from(DEFAULT_API_RATE_PER_MINUTE),
         ))
         .unwrap_or(u32::MAX),
-        zone_cooldown: Duration::from_secs(at_least_one(
+        zone_cooldown: crate::time::secs(at_least_one(
             d,
             table.zone_cooldown,
             &p("zone_cooldown"),

@@ -9,6 +9,7 @@ use std::time::Duration;
 use toml_edit::{Item, TableLike, Value};
 
 use super::diag::Diagnostics;
+use super::error::WarningKind;
 use super::known_keys;
 use super::runner::{self, RawRunner, RunnerConfig};
 use super::toml_read::{check_keys, integer, string, Field, Scope};
@@ -48,7 +49,7 @@ pub struct Config {
     pub manager_id: Option<String>,
     /// How often the fleet reconciles with the cloud.
     pub reconcile_interval: Duration,
-    /// The `[[runners]]` entries (at least one).
+    /// The `[[runners]]` entries (none is valid: `run` idles until a reload adds one).
     pub runners: Vec<RunnerConfig>,
 }
 
@@ -147,11 +148,7 @@ pub(super) fn build(d: &mut Diagnostics, raw: RawConfig) -> Config {
         }
     };
     if raw.runners.is_empty() {
-        d.error(
-            1,
-            "runners",
-            "no [[runners]] entry: at least one runner is required",
-        );
+        d.warn(1, "runners", WarningKind::NoRunners);
     }
     Config {
         concurrent,
@@ -168,7 +165,7 @@ pub(super) fn build(d: &mut Diagnostics, raw: RawConfig) -> Config {
         manager_id: manager_id(d, raw.manager_id),
         reconcile_interval: match raw.reconcile_interval {
             None => Duration::from_secs(60),
-            Some(f) if f.value >= 1 => Duration::from_secs(f.value.unsigned_abs()),
+            Some(f) if f.value >= 1 => crate::time::secs(f.value.unsigned_abs()),
             Some(f) => {
                 d.error(f.line, "reconcile_interval", "must be at least 1 (seconds)");
                 Duration::from_secs(60)
@@ -248,7 +245,7 @@ fn manager_id(d: &mut Diagnostics, f: Option<Field<String>>) -> Option<String> {
 
 fn positive_secs(f: Option<Field<i64>>, default: u64) -> Duration {
     match f {
-        Some(f) if f.value > 0 => Duration::from_secs(f.value.unsigned_abs()),
+        Some(f) if f.value > 0 => crate::time::secs(f.value.unsigned_abs()),
         _ => Duration::from_secs(default),
     }
 }

@@ -11,12 +11,20 @@ pub(super) struct Section {
     pub supported: &'static [&'static str],
     /// Keys GitLab Runner documents that Flotilla ignores with a warning.
     pub ignored: &'static [&'static str],
+    /// Ignored keys that restrict what a job may do: set to anything but GitLab Runner's
+    /// default, they are an error, so an operator's restriction never silently does not apply.
+    pub restricting: &'static [&'static str],
 }
 
 impl Section {
     /// Whether `key` is read by Flotilla.
     pub fn is_supported(&self, key: &str) -> bool {
         self.supported.contains(&key)
+    }
+
+    /// Whether `key` restricts jobs and is not implemented (an error unless at its default).
+    pub fn is_restricting(&self, key: &str) -> bool {
+        self.restricting.contains(&key)
     }
 
     /// Whether `key` is a GitLab Runner key that Flotilla ignores.
@@ -32,6 +40,7 @@ impl Section {
 
 /// The global (top-level) section.
 pub(super) const GLOBAL: Section = Section {
+    restricting: &[],
     supported: &[
         "concurrent",
         "check_interval",
@@ -57,10 +66,14 @@ pub(super) const GLOBAL: Section = Section {
 
 /// One `[[runners]]` entry.
 pub(super) const RUNNER: Section = Section {
+    restricting: &[],
     supported: &[
         "name",
         "url",
         "token",
+        "id",
+        "token_obtained_at",
+        "token_expires_at",
         "executor",
         "limit",
         "request_concurrency",
@@ -76,9 +89,6 @@ pub(super) const RUNNER: Section = Section {
         "cache",
     ],
     ignored: &[
-        "id",
-        "token_obtained_at",
-        "token_expires_at",
         "tls-ca-file",
         "tls-cert-file",
         "tls-key-file",
@@ -116,6 +126,30 @@ pub(super) const RUNNER: Section = Section {
 
 /// `[runners.docker]`.
 pub(super) const DOCKER: Section = Section {
+    restricting: &[
+        "user",
+        "allowed_users",
+        "allowed_privileged_images",
+        "allowed_privileged_services",
+        "cap_drop",
+        "security_opt",
+        "services_security_opt",
+        "disable_cache",
+        "userns_mode",
+        "isolation",
+        "memory_swap",
+        "memory_reservation",
+        "cpuset_cpus",
+        "cpuset_mems",
+        "cpu_shares",
+        "service_cpuset_cpus",
+        "service_cpu_shares",
+        "service_cpus",
+        "service_memory",
+        "service_memory_swap",
+        "service_memory_reservation",
+        "ulimit",
+    ],
     supported: &[
         "host",
         "image",
@@ -131,11 +165,13 @@ pub(super) const DOCKER: Section = Section {
         "services_privileged",
         "allowed_services",
         "services_limit",
+        "allowed_images",
+        "allowed_pull_policies",
+        "tls_verify",
+        "tls_cert_path",
     ],
     ignored: &[
         "hostname",
-        "tls_verify",
-        "tls_cert_path",
         "runtime",
         "memory_swap",
         "memory_reservation",
@@ -176,10 +212,8 @@ pub(super) const DOCKER: Section = Section {
         "service_memory",
         "service_memory_swap",
         "service_memory_reservation",
-        "allowed_images",
         "allowed_privileged_images",
         "allowed_privileged_services",
-        "allowed_pull_policies",
         "isolation",
         "shm_size",
         "tmpfs",
@@ -197,12 +231,14 @@ pub(super) const DOCKER: Section = Section {
 
 /// `[runners.cache]`.
 pub(super) const CACHE: Section = Section {
+    restricting: &[],
     supported: &["Type", "Path", "Shared", "MaxUploadedArchiveSize", "gcs"],
     ignored: &["s3", "azure"],
 };
 
 /// `[runners.cache.gcs]`: GitLab Runner's keys, then Flotilla's endpoint overrides (for tests).
 pub(super) const CACHE_GCS: Section = Section {
+    restricting: &[],
     supported: &[
         "BucketName",
         "CredentialsFile",
@@ -218,9 +254,11 @@ pub(super) const CACHE_GCS: Section = Section {
 /// `[runners.machine]` (read with executor docker+machine; with another executor only checked for
 /// typos, then ignored as a whole with one warning).
 pub(super) const MACHINE: Section = Section {
+    restricting: &[],
     supported: &[
         "IdleCount",
         "IdleCountMin",
+        "IdleCountPolicy",
         "IdleScaleFactor",
         "IdleTime",
         "MaxBuilds",
@@ -243,6 +281,7 @@ pub(super) const MACHINE: Section = Section {
 
 /// `[[runners.machine.autoscaling]]`.
 pub(super) const MACHINE_AUTOSCALING: Section = Section {
+    restricting: &[],
     supported: &[
         "Periods",
         "Timezone",
@@ -256,6 +295,7 @@ pub(super) const MACHINE_AUTOSCALING: Section = Section {
 
 /// `[runners.gce]`: Flotilla's own table, so nothing is ignored.
 pub(super) const GCE: Section = Section {
+    restricting: &[],
     supported: &[
         "project",
         "zones",
@@ -290,6 +330,7 @@ pub(super) const GCE: Section = Section {
 /// Sources: `drivers/google/google.go` `GetCreateFlags` and `commands/commands.go` create flags
 /// of gitlab-org/ci-cd/docker-machine.
 pub(super) const MACHINE_OPTIONS: Section = Section {
+    restricting: &[],
     supported: &[
         "google-project",
         "google-zone",
@@ -356,6 +397,13 @@ pub(super) const MACHINE_OPTIONS: Section = Section {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restricting_keys_are_ignored_keys() {
+        for key in DOCKER.restricting {
+            assert!(DOCKER.is_ignored(key), "{key}");
+        }
+    }
 
     #[test]
     fn no_key_is_both_supported_and_ignored() {

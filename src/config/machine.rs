@@ -34,6 +34,30 @@ pub struct MachineConfig {
     pub machine_name: String,
     /// `[[runners.machine.autoscaling]]` periods; the last matching one wins.
     pub autoscaling: Vec<AutoscalingPeriod>,
+    /// `IdleCountPolicy` (Flotilla's key): a fixed IdleCount, or a warm pool that follows demand.
+    pub idle_count_policy: IdleCountPolicy,
+}
+
+/// `IdleCountPolicy`: how many idle VMs a docker+machine runner keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum IdleCountPolicy {
+    /// `"static"` (the default): GitLab Runner's IdleCount / IdleScaleFactor / periods.
+    #[default]
+    Static,
+    /// `"adaptive"`: arrival rate × time to ready + burst headroom, between IdleCountMin (and
+    /// an active period's IdleCount) and IdleCount; jobs are taken without a VM leased and get
+    /// one from the warm pool or made on demand.
+    Adaptive,
+}
+
+impl IdleCountPolicy {
+    /// The value as written in `config.toml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdleCountPolicy::Static => "static",
+            IdleCountPolicy::Adaptive => "adaptive",
+        }
+    }
 }
 
 /// One `[[runners.machine.autoscaling]]` entry.
@@ -102,6 +126,7 @@ pub(super) fn build(
             .into_iter()
             .map(|period| autoscaling(d, period))
             .collect(),
+        idle_count_policy: idle_count_policy(d, raw.idle_count_policy, &p("IdleCountPolicy")),
     };
     let carried = DriverOptions {
         driver: raw.machine_driver.filter(|f| !f.value.trim().is_empty()),
@@ -248,6 +273,24 @@ fn count(d: &mut Diagnostics, f: Option<Field<i64>>, path: &str) -> u32 {
     }
 }
 
+/// `IdleCountPolicy`: `"static"` (default) or `"adaptive"`.
+fn idle_count_policy(d: &mut Diagnostics, f: Option<Field<String>>, path: &str) -> IdleCountPolicy {
+    let Some(f) = f else {
+        return IdleCountPolicy::Static;
+    };
+    match f.value.trim() {
+        "" | "static" => IdleCountPolicy::Static,
+        "adaptive" => IdleCountPolicy::Adaptive,
+        other => {
+            let message = format!(
+                "unknown IdleCountPolicy {other:?}: use \"static\" (a fixed IdleCount) or \"adaptive\""
+            );
+            d.error(f.line, path, message);
+            IdleCountPolicy::Static
+        }
+    }
+}
+
 /// Integer seconds: 0 when absent; an error when negative.
 fn seconds(d: &mut Diagnostics, f: Option<Field<i64>>, path: &str) -> Duration {
     let Some(f) = f else { return Duration::ZERO };
@@ -255,7 +298,7 @@ fn seconds(d: &mut Diagnostics, f: Option<Field<i64>>, path: &str) -> Duration {
         d.error(f.line, path, "must not be negative (seconds)");
         return Duration::ZERO;
     }
-    Duration::from_secs(f.value.unsigned_abs())
+    crate::time::secs(f.value.unsigned_abs())
 }
 
 /// `IdleScaleFactor`: a finite number ≥ 0 (0 = off).
@@ -284,6 +327,7 @@ pub(super) struct RawMachine {
     pub max_growth_rate: Option<Field<i64>>,
     pub machine_name: Option<Field<String>>,
     pub machine_driver: Option<Field<String>>,
+    pub idle_count_policy: Option<Field<String>>,
     /// Each entry with its own line (an array may span many).
     pub machine_options: Option<Field<Vec<Field<String>>>>,
     /// The `[[runners.machine.autoscaling]]` entries.
@@ -320,6 +364,7 @@ pub(super) fn read(d: &mut Diagnostics, s: &Scope<'_>) -> RawMachine {
         max_growth_rate: integer(d, s, "MaxGrowthRate"),
         machine_name: string(d, s, "MachineName"),
         machine_driver: string(d, s, "MachineDriver"),
+        idle_count_policy: string(d, s, "IdleCountPolicy"),
         machine_options: string_items(d, s, "MachineOptions"),
         autoscaling: periods(d, s),
     }

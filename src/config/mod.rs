@@ -43,7 +43,7 @@ pub use docker::{DockerConfig, PullPolicy, DEFAULT_WAIT_FOR_SERVICES};
 pub use error::{ConfigError, ConfigWarning, Problem, WarningKind};
 pub use gce::GceConfig;
 pub use global::{Config, LogFormat, DEFAULT_STATE_DIR};
-pub use machine::{AutoscalingPeriod, MachineConfig};
+pub use machine::{AutoscalingPeriod, IdleCountPolicy, MachineConfig};
 pub use runner::{short_token, ExecutorKind, RunnerConfig, RunnerIdentity};
 pub use secret::Secret;
 

@@ -17,7 +17,7 @@ use super::known_keys;
 use super::machine::{MachineConfig, RawMachine};
 use super::secret::Secret;
 use super::toml_read::{
-    check_keys, check_keys_quietly, integer, is_empty, string, string_list, Field, Scope,
+    check_keys, check_keys_quietly, datetime, integer, is_empty, string, string_list, Field, Scope,
 };
 use super::units::{self, to_usize};
 use super::{cache, docker, gce, machine, machine_options};
@@ -44,13 +44,52 @@ impl ExecutorKind {
     }
 }
 
-/// A runner's identity across reloads: its URL and short token (a rename is not a new runner).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A runner's identity across reloads and token rotations: its URL and GitLab `id` where known,
+/// else its URL and short token (as GitLab Runner; a rename is not a new runner).
+#[derive(Debug, Clone)]
 pub struct RunnerIdentity {
     /// The coordinator URL as configured (trailing `/` removed).
     pub url: String,
-    /// The runner's short token.
+    /// The runner's short token (for logs; part of the identity only when `id` is 0).
     pub short_token: String,
+    /// GitLab's runner `id` (0: unknown).
+    pub id: i64,
+}
+
+impl RunnerIdentity {
+    fn key(&self) -> (&str, i64, &str) {
+        if self.id > 0 {
+            (&self.url, self.id, "")
+        } else {
+            (&self.url, 0, &self.short_token)
+        }
+    }
+}
+
+impl PartialEq for RunnerIdentity {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for RunnerIdentity {}
+
+impl std::hash::Hash for RunnerIdentity {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
+}
+
+impl PartialOrd for RunnerIdentity {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for RunnerIdentity {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
 }
 
 /// One `[[runners]]` entry.
@@ -62,6 +101,15 @@ pub struct RunnerConfig {
     pub url: String,
     /// `token`: the runner authentication token.
     pub token: Secret,
+    /// `id`: GitLab's id of the runner (0 when the file has none).
+    pub id: i64,
+    /// `token_obtained_at`: when the token was issued (absent: unknown).
+    pub token_obtained_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// `token_expires_at`: when the token expires (absent, empty or Go's zero time: never).
+    pub token_expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The short token the runner's labels, metric series and cache path keep after a token
+    /// rotation in this process (set by the manager, never read from the file).
+    pub kept_short_token: Option<String>,
     /// `executor`.
     pub executor: ExecutorKind,
     /// `limit`: jobs at once for this runner (0 = no limit but `concurrent`).
@@ -90,7 +138,10 @@ pub struct RunnerConfig {
 impl RunnerConfig {
     /// The short token as GitLab Runner shortens it (`helpers/shorten_token.go`).
     pub fn short_token(&self) -> String {
-        short_token(self.token.expose())
+        match &self.kept_short_token {
+            Some(kept) => kept.clone(),
+            None => short_token(self.token.expose()),
+        }
     }
 
     /// The identity used to match runners across reloads.
@@ -98,6 +149,7 @@ impl RunnerConfig {
         RunnerIdentity {
             url: self.url.trim_end_matches('/').to_string(),
             short_token: self.short_token(),
+            id: self.id,
         }
     }
 }
@@ -118,7 +170,11 @@ pub fn short_token(token: &str) -> String {
             rest = r;
         }
     }
-    if rest.len() > 8 && rest.starts_with("GR") && rest[2..9].chars().all(|c| c.is_ascii_hexdigit())
+    // `get`, not indexing: a token is config input and may hold multi-byte characters.
+    if rest.starts_with("GR")
+        && rest
+            .get(2..9)
+            .is_some_and(|h| h.chars().all(|c| c.is_ascii_hexdigit()))
     {
         rest = &rest[9..];
     }
@@ -135,6 +191,10 @@ pub(super) struct RawRunner {
     pub name: Option<Field<String>>,
     pub url: Option<Field<String>>,
     pub token: Option<Field<String>>,
+    pub id: Option<Field<i64>>,
+    /// A TOML datetime or an RFC 3339 string in the file (kept as written).
+    pub token_obtained_at: Option<Field<String>>,
+    pub token_expires_at: Option<Field<String>>,
     pub executor: Option<Field<String>>,
     pub limit: Option<Field<i64>>,
     pub request_concurrency: Option<Field<i64>>,
@@ -186,6 +246,9 @@ pub(super) fn read(d: &mut Diagnostics, s: Scope<'_>) -> RawRunner {
         name: string(d, &s, "name"),
         url: string(d, &s, "url"),
         token: string(d, &s, "token"),
+        id: integer(d, &s, "id"),
+        token_obtained_at: datetime(d, &s, "token_obtained_at"),
+        token_expires_at: datetime(d, &s, "token_expires_at"),
         executor: string(d, &s, "executor"),
         limit: integer(d, &s, "limit"),
         request_concurrency: integer(d, &s, "request_concurrency"),
@@ -290,6 +353,8 @@ pub(super) fn build(d: &mut Diagnostics, r: RawRunner) -> RunnerConfig {
     }
     let executor = executor(d, r.executor, r.line, &p("executor"));
     let network_line = r.docker.network_mode.as_ref().map(|f| f.line);
+    let on_vm = executor == ExecutorKind::DockerMachine;
+    docker::check_transport(d, &r.docker, on_vm, &p("docker"));
     let docker = docker::build(d, r.docker, &p("docker"));
     let (machine, gce) = match executor {
         ExecutorKind::Docker => (None, None),
@@ -309,6 +374,17 @@ pub(super) fn build(d: &mut Diagnostics, r: RawRunner) -> RunnerConfig {
         name: r.name.map(|f| f.value).unwrap_or_default(),
         url,
         token,
+        id: match r.id {
+            Some(f) if f.value < 0 => {
+                d.error(f.line, &p("id"), "must not be negative");
+                0
+            }
+            Some(f) => f.value,
+            None => 0,
+        },
+        token_obtained_at: token_time(d, r.token_obtained_at, &p("token_obtained_at")),
+        token_expires_at: token_time(d, r.token_expires_at, &p("token_expires_at")),
+        kept_short_token: None,
         executor,
         limit,
         request_concurrency: r
@@ -330,6 +406,31 @@ pub(super) fn build(d: &mut Diagnostics, r: RawRunner) -> RunnerConfig {
         cache: cache::build(d, r.cache),
     }
 }
+
+/// `token_obtained_at` / `token_expires_at`: RFC 3339; empty or Go's zero time
+/// (`0001-01-01T00:00:00Z`, what GitLab Runner writes for "never") is none.
+fn token_time(
+    d: &mut Diagnostics,
+    f: Option<Field<String>>,
+    path: &str,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    let f = f?;
+    let text = f.value.trim();
+    if text.is_empty() {
+        return None;
+    }
+    match chrono::DateTime::parse_from_rfc3339(text) {
+        Ok(t) if t.timestamp() <= GO_ZERO_TIME_SECS => None,
+        Ok(t) => Some(t.with_timezone(&chrono::Utc)),
+        Err(e) => {
+            d.error(f.line, path, format!("invalid datetime {text:?}: {e}"));
+            None
+        }
+    }
+}
+
+/// Go's zero `time.Time` in Unix seconds (year 1).
+const GO_ZERO_TIME_SECS: i64 = -62_135_596_800;
 
 /// `[runners.machine]` and the GCE definition of a `docker+machine` runner.
 fn docker_machine(
@@ -419,5 +520,11 @@ mod tests {
         assert_eq!(short_token("glrt-abcdefghijklmnop"), "abcdefghi");
         assert_eq!(short_token("GR1348941abcdefghijkl"), "abcdefghi");
         assert_eq!(short_token("xyz"), "xyz");
+    }
+
+    #[test]
+    fn short_token_never_cuts_inside_a_character() {
+        assert_eq!(short_token("GRéééééééé"), "GRééééééé");
+        assert_eq!(short_token("glrt-GR13489éabc"), "GR13489éa");
     }
 }

@@ -31,6 +31,103 @@ fn load(text: &str) -> Loaded {
     }
 }
 
+#[test]
+fn restricting_docker_keys_fail_closed_unless_at_their_default() {
+    for (docker, key) in [
+        ("user = \"nobody\"", "user"),
+        ("allowed_users = [\"nobody\"]", "allowed_users"),
+        (
+            "allowed_privileged_images = [\"docker:*\"]",
+            "allowed_privileged_images",
+        ),
+        (
+            "allowed_privileged_services = [\"docker:*\"]",
+            "allowed_privileged_services",
+        ),
+        ("cap_drop = [\"NET_RAW\"]", "cap_drop"),
+        ("security_opt = [\"no-new-privileges\"]", "security_opt"),
+        ("disable_cache = true", "disable_cache"),
+    ] {
+        let errors = errors(&with_runner("", docker));
+        assert!(
+            errors.iter().any(|e| e.contains(&format!(
+                "runners[0].docker.{key}: not supported, and it restricts"
+            ))),
+            "{key}: {errors:#?}"
+        );
+    }
+    let defaults =
+        "user = \"\"\ncap_drop = []\ndisable_cache = false\ntls_verify = false\nmemory_swap = \"\"";
+    let loaded = load(&with_runner("", defaults));
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    // A key that only grants more stays a warning.
+    let loaded = load(&with_runner("", "cap_add = [\"NET_ADMIN\"]"));
+    assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+}
+
+#[test]
+fn allowed_images_and_pull_policies_are_read_and_checked() {
+    let docker = "allowed_images = [\"alpine:*\", \"registry.example.com/**\"]\n\
+                  allowed_pull_policies = [\"if-not-present\"]";
+    let config = load(&with_runner("", docker)).config;
+    let d = &config.runners[0].docker;
+    assert_eq!(
+        d.allowed_images,
+        vec!["alpine:*", "registry.example.com/**"]
+    );
+    assert_eq!(d.allowed_pull_policies, vec![PullPolicy::IfNotPresent]);
+    let errors = errors(&with_runner("", "allowed_pull_policies = [\"sometimes\"]"));
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("unsupported allowed_pull_policies config: \"sometimes\"")),
+        "{errors:#?}"
+    );
+}
+
+#[test]
+fn a_docker_host_is_reached_only_without_network_exposure() {
+    for (docker, wanted) in [
+        (
+            "host = \"tcp://10.0.0.5:2375\"",
+            "docker.host: \"tcp://10.0.0.5:2375\": a Docker host over plain TCP is refused",
+        ),
+        (
+            "tls_verify = true",
+            "docker.tls_verify: tls_verify = true is not supported",
+        ),
+        (
+            "tls_cert_path = \"/certs\"",
+            "docker.tls_cert_path: not supported",
+        ),
+    ] {
+        let errors = errors(&with_runner("", docker));
+        assert!(
+            errors.iter().any(|e| e.contains(wanted)),
+            "{docker}: {errors:#?}"
+        );
+    }
+    let loaded = load(&with_runner(
+        "",
+        "host = \"unix:///var/run/docker.sock\"\ntls_verify = false",
+    ));
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+}
+
+#[test]
+fn huge_durations_are_clamped_not_overflowing() {
+    let text = format!(
+        "shutdown_timeout = {max}\nreconcile_interval = {max}\n{}",
+        with_runner("", "wait_for_services_timeout = 9223372036854775807"),
+        max = i64::MAX
+    );
+    let config = load(&text).config;
+    assert_eq!(config.shutdown_timeout, crate::time::FAR_FUTURE);
+    assert_eq!(config.reconcile_interval, crate::time::FAR_FUTURE);
+    let at = crate::time::deadline_after(config.shutdown_timeout);
+    let _ = at + config.reconcile_interval; // representable
+}
+
 fn errors(text: &str) -> Vec<String> {
     match Config::from_toml_str(text, "config.toml") {
         Ok(_) => panic!("expected errors"),
@@ -64,21 +161,25 @@ fn gitlab_runner_register_output_loads_with_warnings_only() {
     assert_eq!(r.request_concurrency, 1);
     assert_eq!(r.unhealthy_requests_limit, 3);
     assert_eq!(r.unhealthy_interval, Duration::from_secs(3600));
+    assert!(r.id > 0, "GitLab Runner's id is read");
+    assert!(r.token_obtained_at.is_some(), "a TOML datetime is read");
+    assert_eq!(r.token_expires_at, None, "Go's zero time means never");
 
     let warnings: Vec<String> = loaded.warnings.iter().map(|w| w.to_string()).collect();
     for expected in [
         "config.toml:3: connection_max_age: ignored: not supported",
         "config.toml:6: session_server: ignored: not supported",
-        "config.toml:12: runners[0].id: ignored: not supported",
-        "config.toml:14: runners[0].token_obtained_at: ignored: not supported",
-        "config.toml:24: runners[0].docker.tls_verify: ignored: not supported",
-        "config.toml:32: runners[0].docker.network_mtu: ignored: not supported",
     ] {
         assert!(
             warnings.iter().any(|w| w == expected),
             "missing {expected:?} in {warnings:#?}"
         );
     }
+    assert!(
+        !warnings.iter().any(|w| w.contains("runners[0].docker.")),
+        "keys at GitLab Runner's default (tls_verify = false, disable_cache = false, \
+         network_mtu = 0, …) earn no warning: {warnings:#?}"
+    );
     assert!(
         !warnings.iter().any(|w| w.contains("runners[0].cache")),
         "MaxUploadedArchiveSize = 0 and empty s3/gcs/azure tables earn no warning: {warnings:#?}"
@@ -176,12 +277,47 @@ fn memory_and_cpus_are_parsed() {
 }
 
 #[test]
-fn zero_runners_is_an_error() {
-    let errors = errors("concurrent = 1\n");
-    assert_eq!(errors.len(), 1);
+fn zero_runners_is_valid_with_a_warning() {
+    let loaded = load("concurrent = 1\n");
+    assert!(loaded.config.runners.is_empty());
+    let warnings: Vec<String> = loaded.warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
-        errors[0].contains("runners: no [[runners]] entry"),
-        "{errors:?}"
+        warnings[0].contains("runners: no [[runners]] entry"),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn token_times_are_read_from_datetimes_and_strings() {
+    let text = with_runner(
+        "id = 42\ntoken_obtained_at = 2026-01-01T00:00:00Z\n\
+         token_expires_at = \"2026-01-05T00:00:00Z\"\n",
+        "",
+    );
+    let r = &load(&text).config.runners[0];
+    assert_eq!(r.id, 42);
+    assert_eq!(
+        r.token_obtained_at.map(|t| t.to_rfc3339()).as_deref(),
+        Some("2026-01-01T00:00:00+00:00")
+    );
+    assert_eq!(
+        r.token_expires_at.map(|t| t.to_rfc3339()).as_deref(),
+        Some("2026-01-05T00:00:00+00:00")
+    );
+    for never in ["\"\"", "0001-01-01T00:00:00Z", "\"0001-01-01T00:00:00Z\""] {
+        let text = with_runner(&format!("token_expires_at = {never}\n"), "");
+        assert_eq!(
+            load(&text).config.runners[0].token_expires_at,
+            None,
+            "{never}"
+        );
+    }
+    let bad = errors(&with_runner("token_expires_at = \"soon\"\n", ""));
+    assert!(
+        bad.iter()
+            .any(|e| e.contains("token_expires_at: invalid datetime")),
+        "{bad:?}"
     );
 }
 

@@ -133,8 +133,6 @@ fn carried_over_google_machine_options_load_with_warnings_only() {
     let mut warnings = warnings(&loaded);
     warnings.sort();
     let mut expected = vec![
-        "config.toml:19: runners[0].docker.tls_verify: ignored: not supported",
-        "config.toml:20: runners[0].docker.shm_size: ignored: not supported",
         "config.toml:49: runners[0].machine.MachineOptions[google-username]: ignored: not supported",
         "config.toml:50: runners[0].machine.MachineOptions[google-open-port]: ignored: not supported",
         "config.toml:51: runners[0].machine.MachineOptions[google-operation-backoff-initial-interval]: ignored: not supported",
@@ -568,4 +566,32 @@ fn example_docker_machine_runner_loads() {
     let r = &loaded.config.runners[0];
     assert_eq!(r.executor, ExecutorKind::DockerMachine);
     assert!(r.gce.is_some() && r.machine.is_some());
+}
+
+#[test]
+fn idle_count_policy_is_static_by_default_adaptive_on_request_and_checked() {
+    let policy = |machine: &str| {
+        let loaded = load(&machine_runner(machine, &gce(""), "")).config;
+        loaded.runners[0]
+            .machine
+            .as_ref()
+            .map(|m| m.idle_count_policy)
+    };
+    assert_eq!(policy("IdleCount = 5"), Some(IdleCountPolicy::Static));
+    assert_eq!(
+        policy("IdleCount = 5\nIdleCountPolicy = \"static\""),
+        Some(IdleCountPolicy::Static)
+    );
+    assert_eq!(
+        policy("IdleCount = 50\nIdleCountMin = 2\nIdleCountPolicy = \"adaptive\""),
+        Some(IdleCountPolicy::Adaptive)
+    );
+    let errors = errors(&machine_runner("IdleCountPolicy = \"smart\"", &gce(""), ""));
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0].starts_with(
+            "config.toml:8: runners[0].machine.IdleCountPolicy: unknown IdleCountPolicy \"smart\""
+        ),
+        "{errors:#?}"
+    );
 }

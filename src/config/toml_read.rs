@@ -82,7 +82,17 @@ fn check_keys_with(d: &mut Diagnostics, s: &Scope<'_>, section: &Section, warn_i
         let line = s.key_line(d, key);
         let path = s.child_path(key);
         if section.is_ignored(key) {
-            if warn_ignored && !is_empty(item) {
+            if is_default(item) {
+                continue;
+            }
+            if section.is_restricting(key) {
+                d.error(
+                    line,
+                    &path,
+                    "not supported, and it restricts what jobs may do: Flotilla refuses to start \
+                     rather than run jobs without it (remove it, or set GitLab Runner's default)",
+                );
+            } else if warn_ignored {
                 d.warn(line, &path, WarningKind::NotSupported);
             }
             continue;
@@ -109,6 +119,18 @@ fn suggest(key: &str, known: impl Iterator<Item = &'static str>) -> Option<&'sta
         .filter(|(distance, _)| *distance <= limit)
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, k)| k)
+}
+
+/// Whether an item is at GitLab Runner's default for a key of its type (false, 0, "", or
+/// empty): setting an ignored key to it changes nothing, so it is neither a warning nor an error.
+fn is_default(item: &Item) -> bool {
+    match item {
+        Item::Value(Value::Boolean(b)) => !*b.value(),
+        Item::Value(Value::Integer(i)) => *i.value() == 0,
+        Item::Value(Value::Float(f)) => *f.value() == 0.0,
+        Item::Value(Value::String(s)) => s.value().is_empty(),
+        _ => is_empty(item),
+    }
 }
 
 /// Whether an item holds no value at all (an empty array, or `[runners.cache]` with only empty
@@ -152,6 +174,16 @@ pub(super) fn get<T>(
 pub(super) fn string(d: &mut Diagnostics, s: &Scope<'_>, key: &str) -> Option<Field<String>> {
     get(d, s, key, "a string", |item| {
         item.as_str().map(str::to_string)
+    })
+}
+
+/// A TOML datetime or a string (GitLab Runner has written both), as text.
+pub(super) fn datetime(d: &mut Diagnostics, s: &Scope<'_>, key: &str) -> Option<Field<String>> {
+    get(d, s, key, "a datetime or a string", |item| {
+        match item.as_str() {
+            Some(text) => Some(text.to_string()),
+            None => item.as_datetime().map(ToString::to_string),
+        }
     })
 }
 

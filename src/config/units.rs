@@ -75,7 +75,9 @@ fn go_duration(mut rest: &str) -> Option<Duration> {
         rest = &rest[unit_len..];
         total += number * seconds_per_unit;
     }
-    Duration::try_from_secs_f64(total).ok()
+    Duration::try_from_secs_f64(total)
+        .ok()
+        .map(crate::time::clamp)
 }
 
 /// Parses a memory size as Docker does (`units.RAMInBytes`): a number with an optional unit

@@ -209,7 +209,8 @@ impl ArtifactsClient {
                 .header("X-Request-Id", request_id())
                 .multipart(Form::new().part("file", part))
                 .send()
-                .await;
+                .await
+                .map_err(reqwest::Error::without_url);
             let response = match sent {
                 Ok(r) => r,
                 Err(source) if attempt < MAX_ATTEMPTS => {
@@ -314,7 +315,7 @@ impl ArtifactsClient {
                     .header("JOB-TOKEN", &job.token)
                     .header("X-Request-Id", request_id());
             }
-            let response = match request.send().await {
+            let response = match request.send().await.map_err(reqwest::Error::without_url) {
                 Ok(r) => r,
                 Err(source) => {
                     return Err(Failure::Retry(
@@ -393,7 +394,7 @@ async fn write_body(response: Response, dest: &Path, shown: &str) -> Result<u64,
                 ArtifactsError::Transport {
                     method: "GET",
                     url: shown.to_string(),
-                    source,
+                    source: source.without_url(),
                 },
             )
         })?;

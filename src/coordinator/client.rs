@@ -225,8 +225,8 @@ impl Coordinator {
                     .await
                     .map_err(|source| CoordinatorError::Transport {
                         method: method_name(&call.method),
-                        url: call.url.to_string(),
-                        source,
+                        url: crate::redact::url(&call.url).into_owned(),
+                        source: source.without_url(),
                     })?;
             let status = response.status().as_u16();
             self.inner.metrics.response(
@@ -242,7 +242,7 @@ impl Coordinator {
             let wait = retry_wait(response.headers(), SystemTime::now(), &mut backoff);
             tracing::info!(
                 method = call.method.as_str(),
-                url = %call.url,
+                url = %crate::redact::url(&call.url),
                 status,
                 attempt,
                 wait_ms = wait.as_millis() as u64,
@@ -302,14 +302,14 @@ pub(crate) fn retry_wait(
 }
 
 /// The time until an RFC 1123 `RateLimit-ResetTime`; `None` when unparsable or not in the future.
-pub(crate) fn reset_time_wait(value: &str, now: SystemTime) -> Option<Duration> {
+pub fn reset_time_wait(value: &str, now: SystemTime) -> Option<Duration> {
     let reset = chrono::DateTime::parse_from_rfc2822(value.trim()).ok()?;
     let reset = SystemTime::from(reset.with_timezone(&chrono::Utc));
     reset.duration_since(now).ok().filter(|d| !d.is_zero())
 }
 
 /// A `Retry-After` in integer seconds; `None` when unparsable or not positive.
-pub(crate) fn retry_after_wait(value: &str) -> Option<Duration> {
+pub fn retry_after_wait(value: &str) -> Option<Duration> {
     let seconds: i64 = value.trim().parse().ok()?;
     u64::try_from(seconds)
         .ok()
@@ -321,7 +321,7 @@ pub(crate) fn retry_after_wait(value: &str) -> Option<Duration> {
 /// `/api/v4/` appended. Only `http` and `https` are accepted.
 pub fn api_base(url: &str) -> Result<Url, CoordinatorError> {
     let invalid = |reason: &str| CoordinatorError::InvalidUrl {
-        url: url.to_string(),
+        url: crate::redact::url(url).into_owned(),
         reason: reason.to_string(),
     };
     let trimmed = url.trim().trim_end_matches('/');

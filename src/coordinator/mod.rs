@@ -36,3 +36,10 @@ pub use patch::TRACE_PATCH_LIMIT;
 pub use request::{PollState, RequestOutcome};
 pub use trace_upload::TraceSession;
 pub use update::AckOutcome;
+
+/// The response-header parsers, public only for the fuzz targets in `fuzz/`.
+#[doc(hidden)]
+pub mod parsers {
+    pub use super::client::{reset_time_wait, retry_after_wait};
+    pub use super::patch::range_end;
+}

@@ -58,7 +58,7 @@ pub(crate) fn classify_patch(
 }
 
 /// The second number of a `Range: 0-<N>` header (what the coordinator holds); 0 if unparsable.
-fn range_end(value: &str) -> u64 {
+pub fn range_end(value: &str) -> u64 {
     let mut parts = value.trim().split('-');
     match (parts.next(), parts.next(), parts.next()) {
         (Some(_), Some(end), None) => end.trim().parse().unwrap_or(0),
@@ -104,7 +104,7 @@ impl Coordinator {
         let response = match sent {
             Ok(response) => response,
             Err(e) => {
-                tracing::warn!(job_id = target.job.id, url = %url, range = %content_range, error = %e, "trace upload failed");
+                tracing::warn!(job_id = target.job.id, url = %crate::redact::url(&url), range = %content_range, error = %e, "trace upload failed");
                 return failed(e);
             }
         };
@@ -114,11 +114,11 @@ impl Coordinator {
             .headers()
             .get("Range")
             .and_then(|v| v.to_str().ok());
-        tracing::debug!(job_id = target.job.id, url = %url, range = %content_range, status, "trace patched");
+        tracing::debug!(job_id = target.job.id, url = %crate::redact::url(&url), range = %content_range, status, "trace patched");
         let result = classify_patch(status, &remote, range, start, len).unwrap_or_else(|| {
             PatchResult::Failed(CoordinatorError::Status {
                 method: "PATCH",
-                url: url.to_string(),
+                url: crate::redact::url(&url).into_owned(),
                 status,
             })
         });

@@ -40,8 +40,10 @@ pub enum RequestOutcome {
     },
     /// No job this time.
     NoJob {
-        /// A bare 204 (no `X-GitLab-Last-Update`): Workhorse ended a held poll because the queue
-        /// changed, so request again at once.
+        /// The 204 ended a held long poll (it came after [`HELD_POLL`] or more), so request
+        /// again at once. A 204 at once (no long polling, or a proxy answering for GitLab) waits
+        /// for `check_interval`, as GitLab Runner does after every 204, so it never becomes a
+        /// loop of requests.
         retry_now: bool,
     },
     /// The runner looks unhealthy: 403 (token removed or invalid) or a transport error.
@@ -63,6 +65,9 @@ impl std::fmt::Debug for RequestOutcome {
         }
     }
 }
+
+/// How long a 204 must have taken to count as the end of a held long poll.
+pub const HELD_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The `jobs/request` body.
 #[derive(Serialize)]
@@ -104,6 +109,7 @@ impl Coordinator {
             system_id: &runner.system_id,
             last_update: poll.last_update(),
         };
+        let started = Instant::now();
         let sent = self
             .send(&call, |req| {
                 req.header(ACCEPT, "application/json").json(&body)
@@ -112,7 +118,7 @@ impl Coordinator {
         let response = match sent {
             Ok(response) => response,
             Err(e) => {
-                tracing::warn!(url = %url, runner = %labels.runner, error = %e, "job request failed");
+                tracing::warn!(url = %crate::redact::url(&url), runner = %labels.runner, error = %e, "job request failed");
                 return RequestOutcome::Unhealthy(e.to_string());
             }
         };
@@ -128,7 +134,7 @@ impl Coordinator {
                 match (json, body) {
                     (true, Ok(bytes)) => match decode_job(&bytes) {
                         Some((handle, payload)) => {
-                            tracing::info!(url = %url, runner = %labels.runner, job_id = handle.id, "job received");
+                            tracing::info!(url = %crate::redact::url(&url), runner = %labels.runner, job_id = handle.id, "job received");
                             RequestOutcome::Job {
                                 handle,
                                 payload,
@@ -144,21 +150,21 @@ impl Coordinator {
                 }
             }
             204 => {
-                tracing::debug!(url = %url, runner = %labels.runner, "no job");
+                tracing::debug!(url = %crate::redact::url(&url), runner = %labels.runner, "no job");
                 RequestOutcome::NoJob {
-                    retry_now: last_update.is_none(),
+                    retry_now: started.elapsed() >= HELD_POLL,
                 }
             }
             403 => {
-                tracing::warn!(url = %url, runner = %labels.runner, status, "job request forbidden (runner token invalid or removed?)");
+                tracing::warn!(url = %crate::redact::url(&url), runner = %labels.runner, status, "job request forbidden (runner token invalid or removed?)");
                 RequestOutcome::Unhealthy(format!("POST {url}: 403 forbidden"))
             }
             503 => {
-                tracing::warn!(url = %url, runner = %labels.runner, status, "job request: coordinator unavailable");
+                tracing::warn!(url = %crate::redact::url(&url), runner = %labels.runner, status, "job request: coordinator unavailable");
                 RequestOutcome::NoJob { retry_now: false }
             }
             _ => {
-                tracing::warn!(url = %url, runner = %labels.runner, status, "job request failed");
+                tracing::warn!(url = %crate::redact::url(&url), runner = %labels.runner, status, "job request failed");
                 RequestOutcome::NoJob { retry_now: false }
             }
         }
@@ -172,7 +178,7 @@ impl Coordinator {
         labels: &super::metrics::RunnerLabels,
         why: &str,
     ) -> RequestOutcome {
-        tracing::warn!(url = %url, runner = %labels.runner, reason = why, "job request answered 201 without a usable job");
+        tracing::warn!(url = %crate::redact::url(&url), runner = %labels.runner, reason = why, "job request answered 201 without a usable job");
         self.inner.metrics.undecodable_job(labels);
         RequestOutcome::NoJob { retry_now: false }
     }

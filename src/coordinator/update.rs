@@ -211,7 +211,7 @@ impl Coordinator {
         let response = match sent {
             Ok(response) => response,
             Err(e) => {
-                tracing::warn!(job_id = target.job.id, url = %url, state = state_name, error = %e, "job update failed");
+                tracing::warn!(job_id = target.job.id, url = %crate::redact::url(&url), state = state_name, error = %e, "job update failed");
                 return UpdateResponse {
                     result: UpdateResult::Failed(e),
                     remote: RemoteState::default(),
@@ -220,11 +220,11 @@ impl Coordinator {
         };
         let status = response.status().as_u16();
         let remote = RemoteState::from_response(status, response.headers());
-        tracing::debug!(job_id = target.job.id, url = %url, state = state_name, status, "job updated");
+        tracing::debug!(job_id = target.job.id, url = %crate::redact::url(&url), state = state_name, status, "job updated");
         let result = classify_update(status, &remote).unwrap_or_else(|| {
             UpdateResult::Failed(CoordinatorError::Status {
                 method: "PUT",
-                url: url.to_string(),
+                url: crate::redact::url(&url).into_owned(),
                 status,
             })
         });

@@ -147,10 +147,13 @@ impl RegistryAuths {
     fn add_config_text(&mut self, source: &str, text: &str) {
         let config: DockerConfigFile = match serde_json::from_str(text) {
             Ok(c) => c,
-            // serde's message names a line and column, never the text itself.
+            // Never serde's message: it quotes the offending text (base64 `user:password`).
             Err(e) => {
                 self.warnings.push(format!(
-                    "{source} is not a valid Docker config (ignored): {e}"
+                    "{source} is not a valid Docker config (ignored): {} at line {}, column {}",
+                    crate::job::json_error_kind(&e),
+                    e.line(),
+                    e.column()
                 ));
                 return;
             }
@@ -418,6 +421,22 @@ mod tests {
         assert!(auths.warnings().iter().any(|w| w.contains("credsStore")));
         assert!(auths.for_image("reg.io/x").is_none());
         assert_eq!(user_of(&auths, "ok.io/x").unwrap().1, "u");
+    }
+
+    #[test]
+    fn a_wrongly_typed_auth_is_reported_without_its_value() {
+        // An entry that is a string instead of an object: serde's message quotes the string.
+        let secret = b64("deploy:s3cret-pass");
+        let text = format!("{{\n  \"auths\": {{\"reg.io\": \"{secret}\"}}\n}}");
+        let vars = Variables::new(vec![JobVariable::plain("DOCKER_AUTH_CONFIG", text)]);
+        let auths = RegistryAuths::resolve(&vars, None, &[]);
+        let warning = &auths.warnings()[0];
+        assert!(!warning.contains(&secret), "{warning}");
+        assert!(!warning.contains("s3cret"), "{warning}");
+        assert!(
+            warning.contains("wrong type or value at line 2, column"),
+            "{warning}"
+        );
     }
 
     #[test]

@@ -26,6 +26,12 @@ pub const LABEL_RUNNER: &str = "com.flotilla.runner";
 pub const LABEL_VM: &str = "com.flotilla.vm";
 /// Label marking everything Flotilla made (`true`).
 pub const LABEL_MANAGED: &str = "com.flotilla.managed";
+/// Label with the manager id (`system_id`, one per `state_dir`): what the next start of the
+/// same manager removes after a crash.
+pub const LABEL_MANAGER: &str = "com.flotilla.manager";
+/// Label with the id of the process run that made the object (never removed by that run's own
+/// leftover cleanup).
+pub const LABEL_RUN: &str = "com.flotilla.run";
 
 /// The labels of every container, volume and network of a job.
 pub(super) fn labels(l: &ContainerLabels) -> HashMap<String, String> {
@@ -34,6 +40,8 @@ pub(super) fn labels(l: &ContainerLabels) -> HashMap<String, String> {
         (LABEL_RUNNER.to_string(), l.runner.clone()),
         (LABEL_VM.to_string(), l.vm.clone()),
         (LABEL_MANAGED.to_string(), "true".to_string()),
+        (LABEL_MANAGER.to_string(), l.manager.clone()),
+        (LABEL_RUN.to_string(), l.run.clone()),
     ])
 }
 
@@ -240,6 +248,7 @@ mod tests {
             job_id: 42,
             runner: "ab/c:d".into(),
             vm: String::new(),
+            ..Default::default()
         };
         let n = Names::new(&l);
         let pattern =

@@ -83,7 +83,7 @@ impl<'a> JobCtx<'a> {
             names,
             log: RunnerLog::new(run.trace.clone(), run.job.features.trace_sections),
             labels: cleanup::labels(&run.labels),
-            deadline: Instant::now() + timeout,
+            deadline: crate::time::deadline_after(timeout),
             helper: tokio::sync::OnceCell::new(),
         }
     }

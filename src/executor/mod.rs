@@ -18,6 +18,7 @@
 //! container, volume and network a job makes carries the `com.flotilla.*` labels
 //! and is removed when the job ends, however it ends.
 
+mod allowed;
 mod artifacts;
 mod auth;
 mod cache;
@@ -28,6 +29,7 @@ mod error;
 mod git;
 mod helper_container;
 mod helper_load;
+mod leftovers;
 mod prepare;
 mod pull;
 mod script;
@@ -37,7 +39,9 @@ mod sources;
 mod stages;
 mod timeouts;
 
-pub use cleanup::{LABEL_JOB_ID, LABEL_MANAGED, LABEL_RUNNER, LABEL_VM};
+pub use allowed::{check_job as check_allowed, Refusal};
+pub use cleanup::{LABEL_JOB_ID, LABEL_MANAGED, LABEL_MANAGER, LABEL_RUN, LABEL_RUNNER, LABEL_VM};
+pub use leftovers::{remove_leftovers, Leftovers};
 pub use services::{LABEL_SERVICE, LABEL_TYPE};
 
 use crate::config::DockerConfig;
@@ -62,6 +66,10 @@ pub struct ContainerLabels {
     pub runner: String,
     /// The VM name, empty on the local docker executor.
     pub vm: String,
+    /// The manager id (`system_id`); empty: no leftover cleanup will ever find the objects.
+    pub manager: String,
+    /// The id of this process run.
+    pub run: String,
 }
 
 /// One job handed to the executor.

@@ -43,31 +43,16 @@ pub(super) fn pull_policies(
     image_pull_policies(job.image.as_ref(), settings)
 }
 
-/// The pull policies for `image` (the job's or a service's): its own, else the runner's.
+/// The pull policies for `image` (the job's or a service's): its own, else the runner's,
+/// limited to `allowed_pull_policies`.
 pub(super) fn image_pull_policies(
     image: Option<&Image>,
     settings: &DockerConfig,
 ) -> Result<Vec<PullPolicy>, ExecError> {
-    let from_job = image.map(|i| i.pull_policy.as_slice()).unwrap_or_default();
-    if from_job.is_empty() {
-        return Ok(if settings.pull_policy.is_empty() {
-            vec![PullPolicy::Always]
-        } else {
-            settings.pull_policy.clone()
-        });
-    }
-    from_job
-        .iter()
-        .map(|p| {
-            PullPolicy::parse(p.trim()).ok_or_else(|| {
-                ExecError::Configuration(format!(
-                    "unknown pull policy {p:?} for image {:?} (use always, if-not-present \
-                     or never)",
-                    image.map(|i| i.name.as_str()).unwrap_or_default()
-                ))
-            })
-        })
-        .collect()
+    let requested = super::allowed::requested_pull_policies(image, settings)
+        .map_err(ExecError::Configuration)?;
+    super::allowed::restrict_pull_policies(image, settings, requested)
+        .map_err(ExecError::Configuration)
 }
 
 /// Makes `image` present on the engine following `policies`; logs as GitLab Runner does.

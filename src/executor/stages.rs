@@ -117,7 +117,7 @@ pub(super) async fn run(ctx: &JobCtx<'_>) -> JobOutcome {
     }
 
     let script_deadline = match timeouts::script_timeout(&ctx.run.variables) {
-        Some(limit) => ctx.deadline.min(Instant::now() + limit),
+        Some(limit) => ctx.deadline.min(crate::time::deadline_after(limit)),
         None => ctx.deadline,
     };
     let mut exit_code = 0;

@@ -65,7 +65,7 @@ pub(super) fn parse_go_duration(text: &str) -> Option<Duration> {
     if !total.is_finite() || total > u64::MAX as f64 {
         return None;
     }
-    Some(Duration::from_nanos(total as u64))
+    Some(crate::time::clamp(Duration::from_nanos(total as u64)))
 }
 
 #[cfg(test)]

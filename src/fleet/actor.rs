@@ -7,6 +7,7 @@
 //! in `plan`/`policy`, reconcile in `reconcile`, zones in `zones`, pauses in `pauses`, demand in
 //! `demand`, totals and VM time in `stats`.
 
+use super::adaptive::{self, DemandEstimator};
 use super::demand::{Backlog, Waiters};
 use super::handle::FleetHandle;
 use super::metrics::PoolMetrics;
@@ -68,6 +69,8 @@ struct Actor {
     draining: bool,
     stats: Stats,
     metrics: PoolMetrics,
+    /// Job arrivals, times to ready and the last estimate (the adaptive policy acts on them).
+    demand: DemandEstimator,
 }
 
 /// Starts the actor of one pool on `tracker` and returns the handle on it.
@@ -120,6 +123,7 @@ pub(super) fn spawn(
         draining: false,
         stats: Stats::new(now),
         metrics,
+        demand: DemandEstimator::new(),
         s,
     };
     tracker.spawn(actor.run());
@@ -174,6 +178,7 @@ impl Actor {
         if self.shutdown.is_none() && self.started {
             self.serve_waiters();
         }
+        self.estimate_demand(now);
         let policy = self.policy(now);
         let mut creating = true;
         for action in plan::plan(&self.table, &policy, now) {
@@ -267,9 +272,22 @@ impl Actor {
             .unwrap_or(now + HOUSEKEEPING)
     }
 
-    /// The idle settings in force: the schedule's, or none kept while draining.
+    /// The idle settings in force: the schedule's (adaptive: the demand estimate's within the
+    /// schedule's bounds), or none kept while draining.
     fn active_idle(&self) -> IdleSettings {
-        self.schedule.in_force(chrono::Utc::now(), self.draining)
+        let active = self.schedule.in_force(self.s.clock.now(), self.draining);
+        let policy = self.s.machine.idle_count_policy;
+        adaptive::in_force(active, policy, self.demand.last(), self.draining)
+    }
+
+    /// Updates the demand estimate (the adaptive target, and the metrics of both policies).
+    fn estimate_demand(&mut self, now: Instant) {
+        let (wall, backlog) = (self.s.clock.now(), self.backlog.get());
+        let policy = self.s.machine.idle_count_policy;
+        let (e, desired) = self
+            .demand
+            .target(&self.schedule, policy, now, wall, backlog);
+        self.metrics.demand(desired, &e);
     }
 
     // ---- acting ---------------------------------------------------------------------------
@@ -422,6 +440,7 @@ impl Actor {
                     return;
                 }
                 self.waiters.push(reply);
+                self.demand.arrival(now);
                 if self.started {
                     self.serve_waiters();
                 }
@@ -429,6 +448,7 @@ impl Actor {
             Command::MarkUsed(name) => {
                 if let Some(zone) = self.table.mark_used(&name) {
                     self.metrics.used(&zone);
+                    self.demand.arrival(now);
                 }
             }
             Command::Unlease(name) => self.give_back(&name, None, now),
@@ -547,6 +567,7 @@ impl Actor {
                 vm.ready_at = Some(now);
                 vm.idle_since = now;
                 vm.docker = Some(ready.docker);
+                self.demand.ready(took);
                 self.metrics.created(&zone, took, &ready.phases);
                 self.zones.record_success(&zone);
                 self.pauses.creation_succeeded();

@@ -161,6 +161,8 @@ pub struct FleetMetrics {
     vm_seconds: CounterVec,
     reconcile_deletions: IntCounterVec,
     zone_cooling: IntGaugeVec,
+    /// Desired idle VMs, observed arrival rate and time to ready, per runner.
+    demand: [GaugeVec; 3],
     states: StatesCollector,
     /// Numbers pools, so a pool a reload starts for the same runner never shares a key with
     /// the one it replaces (which forgets its own entry when it stops).
@@ -242,6 +244,29 @@ impl FleetMetrics {
                 ),
                 &["runner", "zone"],
             )?,
+            demand: [
+                GaugeVec::new(
+                    Opts::new(
+                        "flotilla_fleet_desired_idle",
+                        "VMs the pool keeps available (idle, creating or acquired): IdleCount in force, or the adaptive policy's target.",
+                    ),
+                    &["runner"],
+                )?,
+                GaugeVec::new(
+                    Opts::new(
+                        "flotilla_fleet_arrival_rate",
+                        "Jobs per second asking the pool for a VM (the larger of the 2- and 10-minute rates).",
+                    ),
+                    &["runner"],
+                )?,
+                GaugeVec::new(
+                    Opts::new(
+                        "flotilla_fleet_time_to_ready_seconds",
+                        "Mean time from insert to dockerd answering of the pool's recent VMs (60 before the first).",
+                    ),
+                    &["runner"],
+                )?,
+            ],
             states: StatesCollector {
                 template: GaugeVec::new(states_opts(), &state_labels())?,
                 table: Arc::default(),
@@ -258,6 +283,9 @@ impl FleetMetrics {
         registry.register(Box::new(m.reconcile_deletions.clone()))?;
         registry.register(Box::new(m.zone_cooling.clone()))?;
         registry.register(Box::new(m.states.clone()))?;
+        for g in &m.demand {
+            registry.register(Box::new(g.clone()))?;
+        }
         Ok(m)
     }
 
@@ -425,6 +453,15 @@ impl PoolMetrics {
                 .with_label_values(&[&self.runner, zone])
                 .set(i64::from(cool));
         }
+    }
+
+    /// The demand estimate of a planning round; `desired` is the IdleCount in force.
+    pub fn demand(&self, desired: u32, e: &super::adaptive::Estimate) {
+        let [d, r, t] = &self.m.demand;
+        d.with_label_values(&[&self.runner]).set(f64::from(desired));
+        r.with_label_values(&[&self.runner]).set(e.arrival_rate);
+        t.with_label_values(&[&self.runner])
+            .set(e.time_to_ready.as_secs_f64());
     }
 
     /// The pool stopped: its VMs no longer count.

@@ -12,6 +12,8 @@
 
 mod access;
 mod actor;
+pub mod adaptive;
+pub mod clock;
 mod demand;
 mod handle;
 pub mod metrics;
@@ -32,6 +34,7 @@ pub mod zones;
 mod tests;
 
 pub use access::{AccessCause, VmAccessError, VmDockerAccess};
+pub use clock::WallClock;
 pub use handle::FleetHandle;
 pub use metrics::FleetMetrics;
 pub use policy::Counts;
@@ -206,6 +209,8 @@ pub struct FleetSettings {
     pub reconcile_interval: Duration,
     /// Also create for the coordinator's backlog (`job_info.queue_size`).
     pub queue_aware: bool,
+    /// The clock autoscaling periods are read against (the system's but in simulations).
+    pub clock: WallClock,
 }
 
 impl FleetSettings {
@@ -238,6 +243,7 @@ impl FleetSettings {
             gce,
             reconcile_interval: config.reconcile_interval,
             queue_aware,
+            clock: WallClock::system(),
         })
     }
 

@@ -128,6 +128,11 @@ impl Schedule {
 
     /// The settings active at `now`: the last period with a matching expression, else the base.
     pub fn active(&self, now: DateTime<Utc>) -> IdleSettings {
+        self.active_period(now).unwrap_or(self.base)
+    }
+
+    /// The settings of the last period matching `now`, if one does.
+    pub fn active_period(&self, now: DateTime<Utc>) -> Option<IdleSettings> {
         self.periods
             .iter()
             .rev()
@@ -138,7 +143,11 @@ impl Schedule {
                     .any(|c| c.is_time_matching(&local).unwrap_or(false))
             })
             .map(|p| p.settings)
-            .unwrap_or(self.base)
+    }
+
+    /// The `[runners.machine]` settings (no period).
+    pub fn base(&self) -> IdleSettings {
+        self.base
     }
 
     /// The settings in force at `now`: [`Schedule::active`]'s, or no idle VMs kept while
@@ -174,6 +183,7 @@ mod tests {
             max_growth_rate: 0,
             machine_name: "m-%s".into(),
             autoscaling: periods,
+            idle_count_policy: Default::default(),
         }
     }
 

@@ -113,9 +113,14 @@ fn retry_after(attempts: u32, now: Instant) -> Option<Instant> {
 }
 
 impl Table {
-    /// VMs per state.
+    /// VMs per state. Orphans (this manager's VMs the pool does not hold, e.g. those of a killed
+    /// earlier process) count as removing until their deletion is confirmed: they still exist,
+    /// so `limit` must cap them (else a restart briefly runs more than `limit` VMs).
     pub fn counts(&self) -> Counts {
-        let mut c = Counts::default();
+        let mut c = Counts {
+            removing: u32::try_from(self.orphans.len()).unwrap_or(u32::MAX),
+            ..Counts::default()
+        };
         for vm in self.vms.values() {
             match vm.state {
                 VmState::Creating => c.creating += 1,

@@ -126,7 +126,7 @@ impl Ctx {
 
     /// Waits out a rate limit, telling the actor first.
     async fn rate_limited(&self, retry_after: Duration) {
-        let until = Instant::now() + retry_after.max(Duration::from_millis(100));
+        let until = crate::time::deadline_after(retry_after.max(Duration::from_millis(100)));
         self.report(Event::RateLimited { until });
         tokio::time::sleep_until(until).await;
     }

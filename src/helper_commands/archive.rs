@@ -41,6 +41,12 @@ pub enum ArchiveError {
     /// An archive entry would be written outside the destination.
     #[error("refusing archive entry {0:?}: it would be written outside the project directory")]
     Escapes(String),
+    /// The archive expands to more than Flotilla extracts.
+    #[error("refusing to extract more than {limit} bytes (Flotilla's limit)")]
+    TooLarge {
+        /// The cap, in bytes.
+        limit: u64,
+    },
 }
 
 fn io_error(path: impl AsRef<Path>) -> impl FnOnce(io::Error) -> ArchiveError {
@@ -182,6 +188,14 @@ fn consider(
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(io_error(&full)(e)),
     };
+    // The entry itself may be a link (archived as a link, never followed), but the directories
+    // leading to it must not leave `wd` through one (`ln -s /cache x`, then `paths: [x/…]`).
+    if !parent_inside(wd, &full) {
+        out.messages.push(format!(
+            "WARNING: {rel}: leaves the project directory through a symbolic link; skipped"
+        ));
+        return Ok(false);
+    }
     let entry = if meta.file_type().is_symlink() {
         Entry::Symlink(fs::read_link(&full).map_err(io_error(&full))?)
     } else if meta.is_dir() {
@@ -191,6 +205,15 @@ fn consider(
     };
     out.files.insert(rel.to_string(), entry);
     Ok(true)
+}
+
+/// Whether the directory holding `full`, with symbolic links resolved, is inside `wd` (also
+/// resolved). Unresolvable paths count as outside.
+fn parent_inside(wd: &Path, full: &Path) -> bool {
+    let (Ok(wd_real), Some(parent)) = (fs::canonicalize(wd), full.parent()) else {
+        return false;
+    };
+    fs::canonicalize(parent).is_ok_and(|p| p.starts_with(&wd_real))
 }
 
 fn collect_path(

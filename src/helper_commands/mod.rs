@@ -15,6 +15,10 @@ mod ports;
 
 pub use ports::WaitForPorts;
 
+/// Zip extraction, public only for the fuzz targets in `fuzz/`.
+#[doc(hidden)]
+pub use archive::{extract_zip, ArchiveError};
+
 use std::process::ExitCode;
 
 /// One helper command (`flotilla helper <command>`).

@@ -3,6 +3,18 @@
 
 use serde::{Deserialize, Deserializer};
 
+/// What kind of JSON error `e` is, without serde's message: that message can quote the
+/// offending value (a masked variable, a base64 `user:password`), so what reaches a trace or a
+/// log is only this kind and a position.
+pub fn json_error_kind(e: &serde_json::Error) -> &'static str {
+    match e.classify() {
+        serde_json::error::Category::Io => "read error",
+        serde_json::error::Category::Syntax => "syntax error",
+        serde_json::error::Category::Data => "wrong type or value",
+        serde_json::error::Category::Eof => "unexpected end of input",
+    }
+}
+
 /// `null` (or a missing field, with `#[serde(default)]`) becomes `T::default()`.
 pub fn null_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where

@@ -32,9 +32,15 @@ impl std::fmt::Debug for JobHandle {
 /// Why a payload that has an id and a token cannot be run.
 #[derive(Debug, thiserror::Error)]
 pub enum PayloadError {
-    /// The JSON does not have the shape of a job.
-    #[error("the job payload could not be decoded: {0}")]
-    Decode(#[from] serde_json::Error),
+    /// The JSON does not have the shape of a job: where and what kind of error, never serde's
+    /// message (which quotes the offending value, perhaps a masked variable).
+    #[error("the job payload could not be decoded: {kind} at `{path}`")]
+    Decode {
+        /// The field path, e.g. `variables[2].masked` (names and indices only).
+        path: String,
+        /// See [`super::de::json_error_kind`].
+        kind: &'static str,
+    },
     /// The job asks for what Flotilla does not support.
     #[error("the job asks for what this runner does not support: {0}")]
     Unsupported(String),
@@ -98,7 +104,11 @@ impl std::fmt::Debug for JobPayload {
 impl JobPayload {
     /// Decodes a full payload and checks it asks for nothing Flotilla cannot do.
     pub fn parse(value: serde_json::Value) -> Result<JobPayload, PayloadError> {
-        let job: JobPayload = serde_json::from_value(value)?;
+        let job: JobPayload =
+            serde_path_to_error::deserialize(value).map_err(|e| PayloadError::Decode {
+                path: e.path().to_string(),
+                kind: super::de::json_error_kind(e.inner()),
+            })?;
         job.check_supported()?;
         Ok(job)
     }
@@ -130,7 +140,8 @@ impl JobPayload {
     /// The job timeout in seconds (`runner_info.timeout`; 7200 when unset, as GitLab Runner).
     pub fn timeout_secs(&self) -> u64 {
         if self.runner_info.timeout > 0 {
-            self.runner_info.timeout as u64
+            // Clamped so that a deadline from it never overflows.
+            crate::time::secs(self.runner_info.timeout.unsigned_abs()).as_secs()
         } else {
             7200
         }
@@ -203,8 +214,8 @@ impl JobInfo {
     }
 }
 
-/// `git_info`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+/// `git_info`. Its `Debug` shows the clone URL without its credentials.
+#[derive(Clone, Default, Deserialize, Serialize)]
 #[serde(default)]
 pub struct GitInfo {
     /// The clone URL; carries the job token as `gitlab-ci-token:<token>@` (secret).
@@ -226,6 +237,18 @@ pub struct GitInfo {
     pub depth: i64,
     #[serde(deserialize_with = "null_default")]
     pub protected: Option<bool>,
+}
+
+impl std::fmt::Debug for GitInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitInfo")
+            .field("repo_url", &crate::redact::url(&self.repo_url))
+            .field("ref", &self.git_ref)
+            .field("sha", &self.sha)
+            .field("ref_type", &self.ref_type)
+            .field("depth", &self.depth)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `runner_info`.
@@ -427,7 +450,7 @@ pub struct ArtifactsFile {
 }
 
 /// One of `dependencies`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Clone, Default, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Dependency {
     #[serde(deserialize_with = "lenient_i64")]
@@ -438,6 +461,17 @@ pub struct Dependency {
     pub name: String,
     #[serde(deserialize_with = "null_default")]
     pub artifacts_file: Option<ArtifactsFile>,
+}
+
+/// The token is a secret: `Debug` shows the id and name only.
+impl std::fmt::Debug for Dependency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dependency")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("artifacts_file", &self.artifacts_file)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `features` of the job (what GitLab tells the runner about this job).
@@ -469,6 +503,16 @@ mod tests {
     fn fixture(name: &str) -> serde_json::Value {
         let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_huge_job_timeout_is_clamped() {
+        let job = JobPayload::parse(serde_json::json!({
+            "id": 1, "token": "t", "runner_info": {"timeout": i64::MAX},
+        }))
+        .unwrap();
+        assert_eq!(job.timeout_secs(), crate::time::FAR_FUTURE.as_secs());
+        let _ = crate::time::deadline_after(std::time::Duration::from_secs(job.timeout_secs()));
     }
 
     #[test]
@@ -545,10 +589,16 @@ mod tests {
         let job = JobPayload::parse(fixture("job_response_full_valid.json")).unwrap();
         let handle: JobHandle =
             serde_json::from_value(fixture("job_response_full_valid.json")).unwrap();
+        let mut job = job;
+        job.git_info.repo_url =
+            "https://gitlab-ci-token:job-token@gitlab.example.com/g/p.git".into();
+        job.dependencies[0].token = "job-token".into();
         for text in [
             format!("{job:?}"),
             format!("{handle:?}"),
             format!("{:?}", job.credentials),
+            format!("{:?}", job.git_info),
+            format!("{:?}", job.dependencies),
         ] {
             assert!(!text.contains("job-token"), "{text}");
             assert!(!text.contains("testTokenHere1234"), "{text}");
@@ -558,7 +608,36 @@ mod tests {
     #[test]
     fn a_payload_of_the_wrong_shape_is_a_decode_error() {
         let err = JobPayload::parse(serde_json::json!({"id": 1, "token": "t", "steps": "x"}));
-        assert!(matches!(err, Err(PayloadError::Decode(_))));
+        assert!(matches!(err, Err(PayloadError::Decode { .. })));
+    }
+
+    #[test]
+    fn a_decode_error_names_the_field_but_never_the_value() {
+        let cases = [
+            (
+                serde_json::json!({"id": 1, "token": "t", "variables": [
+                    {"key": "A", "value": "ok"},
+                    {"key": "PASS", "value": "hunter2-secret", "masked": "hunter2-secret"},
+                ]}),
+                "variables[1].masked",
+            ),
+            (
+                serde_json::json!({"id": 1, "token": "t", "variables": [{"key": 5, "value": 7}]}),
+                "variables[0].key",
+            ),
+            (
+                serde_json::json!({"id": 1, "token": "t", "steps": {"hunter2-secret": 1}}),
+                "steps",
+            ),
+        ];
+        for (payload, path) in cases {
+            let err = JobPayload::parse(payload).unwrap_err().to_string();
+            assert!(!err.contains("hunter2"), "{err}");
+            assert!(
+                err.contains(&format!("wrong type or value at `{path}`")),
+                "{err}"
+            );
+        }
     }
 
     #[test]

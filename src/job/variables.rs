@@ -87,6 +87,11 @@ impl Variables {
         expand(text, |k| self.get(k).map(str::to_string))
     }
 
+    /// [`Variables::expand`] stopped at `limit` bytes.
+    pub fn expand_capped(&self, text: &str, limit: usize) -> Result<String, TooLarge> {
+        expand_capped(text, |k| self.get(k).map(str::to_string), limit)
+    }
+
     /// The effective variables, one per key, each at the position of its last definition.
     pub fn effective(&self) -> Vec<&JobVariable> {
         let mut seen = std::collections::HashSet::new();
@@ -120,31 +125,58 @@ impl Variables {
 }
 
 /// Expands `$NAME` and `${NAME}` with `lookup` (unknown names become empty, `$$` stays `$`), as
-/// Go's `os.Expand` does for GitLab Runner.
+/// Go's `os.Expand` does for GitLab Runner. Unbounded: text from a job goes through
+/// [`expand_capped`] first (see `job/limits.rs`).
 pub fn expand(text: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
+    expand_capped(text, lookup, usize::MAX).unwrap_or_default()
+}
+
+/// An expansion stopped because its result would be longer than its cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("expands to more than {limit} bytes")]
+pub struct TooLarge {
+    /// The cap, in bytes.
+    pub limit: usize,
+}
+
+/// [`expand`] that stops as soon as the result would exceed `limit` bytes, so a value such as
+/// `$A$A$A…` never grows past the cap in memory.
+pub fn expand_capped(
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+    limit: usize,
+) -> Result<String, TooLarge> {
     let bytes = text.as_bytes();
-    let mut out = String::with_capacity(text.len());
+    let mut out = String::with_capacity(text.len().min(limit));
+    let push = |out: &mut String, s: &str| {
+        if out.len().saturating_add(s.len()) > limit {
+            return Err(TooLarge { limit });
+        }
+        out.push_str(s);
+        Ok(())
+    };
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] != b'$' || i + 1 >= bytes.len() {
             let ch = text[i..].chars().next().unwrap_or('$');
-            out.push(ch);
+            let mut buf = [0u8; 4];
+            push(&mut out, ch.encode_utf8(&mut buf))?;
             i += ch.len_utf8();
             continue;
         }
         let next = bytes[i + 1];
         if next == b'$' {
-            out.push('$');
+            push(&mut out, "$")?;
             i += 2;
         } else if next == b'{' {
             match text[i + 2..].find('}') {
                 Some(end) => {
                     let name = &text[i + 2..i + 2 + end];
-                    out.push_str(&lookup(name).unwrap_or_default());
+                    push(&mut out, &lookup(name).unwrap_or_default())?;
                     i += 3 + end;
                 }
                 None => {
-                    out.push_str(&text[i..]);
+                    push(&mut out, &text[i..])?;
                     break;
                 }
             }
@@ -154,14 +186,14 @@ pub fn expand(text: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
                 .take_while(|b| **b == b'_' || b.is_ascii_alphanumeric())
                 .count();
             let name = &text[i + 1..i + 1 + len];
-            out.push_str(&lookup(name).unwrap_or_default());
+            push(&mut out, &lookup(name).unwrap_or_default())?;
             i += 1 + len;
         } else {
-            out.push('$');
+            push(&mut out, "$")?;
             i += 1;
         }
     }
-    out
+    Ok(out)
 }
 
 /// What the runner knows about itself and the job's place on the host, from which it adds its own

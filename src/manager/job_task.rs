@@ -174,16 +174,40 @@ impl JobTask {
         }
     }
 
+    /// What the runner tells the job about itself (its `CI_*` variables come from it).
+    fn runner_env(&self) -> RunnerEnvironment {
+        RunnerEnvironment {
+            short_token: self.runner.short_token(),
+            environment: self.runner.environment.clone(),
+            builds_dir: "/builds".into(),
+            concurrent_id: self.concurrent_id,
+            version: crate::VERSION.into(),
+            revision: crate::coordinator::REVISION.into(),
+        }
+    }
+
     fn trace_settings(&self, job: Option<&JobPayload>) -> TraceSettings {
         let mut masked = vec![self.handle.token.clone()];
         let mut prefixes = Vec::new();
         if let Some(job) = job {
-            masked.extend(
-                job.variables
-                    .iter()
-                    .filter(|v| v.masked && !v.value.is_empty())
-                    .map(|v| v.value.clone()),
-            );
+            // Each masked value as sent and as the job sees it: a `$` in a value is expanded
+            // before it reaches the script (unless raw), so both forms are masked. The expansion
+            // is capped; a value over the cap fails the job before it runs anyway.
+            let variables = self.runner_env().job_variables(job);
+            for v in job
+                .variables
+                .iter()
+                .filter(|v| v.masked && !v.value.is_empty())
+            {
+                masked.push(v.value.clone());
+                if !v.raw {
+                    if let Ok(seen) =
+                        variables.expand_capped(&v.value, crate::job::MAX_EXPANDED_VALUE)
+                    {
+                        masked.push(seen);
+                    }
+                }
+            }
             prefixes = job.features.token_mask_prefixes.clone();
         }
         masked.retain(|m| !m.is_empty());
@@ -211,15 +235,13 @@ impl JobTask {
             system_id: &shared.system_id,
         };
         trace.header(banner, crate::VERSION, crate::coordinator::REVISION);
-        let env = RunnerEnvironment {
-            short_token: self.runner.short_token(),
-            environment: self.runner.environment.clone(),
-            builds_dir: "/builds".into(),
-            concurrent_id: self.concurrent_id,
-            version: crate::VERSION.into(),
-            revision: crate::coordinator::REVISION.into(),
-        };
-        let variables = env.job_variables(&job);
+        let variables = self.runner_env().job_variables(&job);
+        if let Err(e) = crate::job::check_expansion(&job, &variables) {
+            trace.runner_line(&format!("\x1b[31;1mERROR: Job failed: {e}\x1b[0;m"));
+            tracing::warn!(job = job.id, error = %e, "job refused: variable expansion too large");
+            let reason = FailureReason::RunnerConfigurationError;
+            return FinalState::failed(reason.for_job(&job.features.failure_reasons), None);
+        }
         let abort = CancellationToken::new();
         let interrupted = shared.abort_jobs.clone();
         let abort_on = {
@@ -234,6 +256,17 @@ impl JobTask {
                 abort.cancel();
             }
         };
+        if let Err(refusal) = executor::check_allowed(&self.runner.docker, &job, &variables) {
+            for line in &refusal.lines {
+                trace.runner_line(line);
+            }
+            trace.runner_line(&format!(
+                "\x1b[31;1mERROR: Job failed (system failure): {}\x1b[0;m",
+                refusal.error
+            ));
+            tracing::warn!(job = job.id, error = %refusal.error, "job refused by allowed_images / allowed_pull_policies");
+            return FinalState::failed(FailureReason::RunnerSystemFailure, None);
+        }
         let (docker, vm) = match self.docker_host(trace, &coordinator_abort).await {
             Ok(host) => host,
             Err(e) => {
@@ -256,6 +289,8 @@ impl JobTask {
                 job_id: job.id,
                 runner: self.runner.short_token(),
                 vm: vm.clone(),
+                manager: shared.system_id.clone(),
+                run: shared.run_id.clone(),
             },
             cancel,
             abort: abort.clone(),

@@ -11,6 +11,7 @@ mod job_task;
 mod machines;
 mod recovery;
 mod reload;
+mod rotation;
 mod runner_loop;
 mod runners;
 mod slots;
@@ -76,6 +77,9 @@ pub(crate) struct Shared {
     pub coordinator: Coordinator,
     pub state: StateDir,
     pub system_id: String,
+    /// This process run's id (random): labels its Docker objects so that its own start-up
+    /// cleanup of a killed predecessor's objects never touches them.
+    pub run_id: String,
     pub hooks: Hooks,
     /// The configuration in force; a reload swaps it (a std `RwLock`: read for a clone of the
     /// `Arc`, never held across an await).
@@ -124,7 +128,7 @@ pub async fn run_reloadable(
     mut controls: mpsc::Receiver<Control>,
     hooks: Hooks,
 ) -> Result<(), RunError> {
-    let state = StateDir::open(&config.state_dir)?;
+    let state = StateDir::open_exclusive(&config.state_dir)?;
     let system_id = state.manager_id(config.manager_id.as_deref())?;
     let registry = prometheus::Registry::new();
     let metrics = Arc::new(crate::metrics::Metrics::new(
@@ -154,6 +158,7 @@ pub async fn run_reloadable(
         coordinator,
         state,
         system_id,
+        run_id: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
         hooks,
         concurrent: slots::Slots::new(Some(config.concurrent.max(1))),
         config: RwLock::new(Arc::new(config)),
@@ -200,6 +205,7 @@ pub async fn run_reloadable(
         live_pools,
     );
     recovery::fail_leftover_jobs(&shared).await;
+    recovery::spawn_container_cleanup(&shared, &config);
     let runners = match runners::Runners::start(&shared, &mut fleets, &config).await {
         Ok(runners) => runners,
         Err(e) => {
@@ -210,6 +216,12 @@ pub async fn run_reloadable(
             return Err(e.into());
         }
     };
+    // Keeps the tracker busy until the manager stops taking jobs: with no runner (an empty
+    // `[[runners]]` list, or a reload that removed them all) the manager idles, not exits.
+    {
+        let stop = shared.stop_requesting.clone();
+        shared.tracker.spawn(async move { stop.cancelled().await });
+    }
     shared.tracker.close();
     shared
         .metrics
@@ -220,6 +232,7 @@ pub async fn run_reloadable(
         fleets,
         runners,
         source,
+        rotation: rotation::Rotation::default(),
     };
     let deadline = supervisor.supervise(&mut controls).await;
     supervisor.delete_every_vm(&mut controls, deadline).await;
@@ -256,6 +269,8 @@ struct Supervisor {
     fleets: machines::Fleets,
     runners: runners::Runners,
     source: Option<ConfigSource>,
+    /// Token rotation: what is due, and the manager's own last write of the file.
+    rotation: rotation::Rotation,
 }
 
 impl Supervisor {
@@ -301,7 +316,7 @@ impl Supervisor {
                         // Read when shutting down, so a reloaded value applies.
                         let timeout = shared.config().shutdown_timeout;
                         tracing::warn!(jobs_left = running_jobs(&shared), timeout_secs = timeout.as_secs(), was_draining = draining, "forceful shutdown: stopping running jobs");
-                        abort_deadline = Some(tokio::time::Instant::now() + timeout);
+                        abort_deadline = Some(crate::time::deadline_after(timeout));
                         shared.metrics.process.set_state(crate::metrics::ProcessState::ForcefulShutdown);
                         shared.stop_requesting.cancel();
                         shared.abort_jobs.cancel();
@@ -314,6 +329,9 @@ impl Supervisor {
                 _ = sleep_until_opt(abort_deadline) => {
                     tracing::error!(jobs_left = running_jobs(&shared), "shutdown_timeout reached: exiting with jobs unconfirmed");
                     return abort_deadline;
+                }
+                _ = sleep_until_opt(self.rotation.next(&shared.config())), if !draining && abort_deadline.is_none() => {
+                    self.rotate().await;
                 }
                 _ = progress.tick(), if draining => {
                     let vms_left = self.fleets.vms_held().await;
@@ -358,7 +376,7 @@ impl Supervisor {
                         self.shared.metrics.process.set_state(crate::metrics::ProcessState::ForcefulShutdown);
                         let timeout = self.shared.config().shutdown_timeout;
                         tracing::warn!(timeout_secs = timeout.as_secs(), "forceful shutdown during the drain's VM deletions");
-                        fleets.hasten_shutdown(tokio::time::Instant::now() + timeout);
+                        fleets.hasten_shutdown(crate::time::deadline_after(timeout));
                     }
                     Some(Control::Drain | Control::Reload) => {
                         tracing::warn!("already shutting down: ignored");

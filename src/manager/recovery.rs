@@ -15,7 +15,7 @@ pub(super) async fn fail_leftover_jobs(shared: &Shared) {
             token: job.token.clone(),
         };
         let endpoint = endpoint_for(shared, &job.url);
-        tracing::warn!(job = job.id, url = %job.url, acknowledged = job.acknowledged, "failing a job left running by an earlier process");
+        tracing::warn!(job = job.id, url = %crate::redact::url(&job.url), acknowledged = job.acknowledged, "failing a job left running by an earlier process");
         match shared
             .coordinator
             .fail_job(&endpoint, &credentials, FailureReason::RunnerSystemFailure)
@@ -39,6 +39,49 @@ pub(super) async fn fail_leftover_jobs(shared: &Shared) {
                 tracing::error!(job = job.id, error = %e, "could not fail the leftover job; will retry at the next start");
             }
         }
+    }
+}
+
+/// Removes, in the background (polling does not wait), what a killed earlier process of this
+/// manager left on the Docker engines of the `docker` runners: its job containers, volumes and
+/// networks, found by label. VMs of docker+machine runners are deleted with their objects by the
+/// fleet's start-up reconcile.
+pub(super) fn spawn_container_cleanup(
+    shared: &std::sync::Arc<Shared>,
+    config: &crate::config::Config,
+) {
+    let mut hosts: Vec<Option<String>> = config
+        .runners
+        .iter()
+        .filter(|r| r.executor == crate::config::ExecutorKind::Docker)
+        .map(|r| r.docker.host.clone())
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    for host in hosts {
+        let manager = shared.system_id.clone();
+        let run = shared.run_id.clone();
+        shared.tracker.spawn(async move {
+            let endpoint = host.clone().unwrap_or_else(|| "the local engine".into());
+            let docker = match crate::docker::connect(host.as_deref()).await {
+                Ok(docker) => docker,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot reach the Docker engine to remove an earlier process's containers");
+                    return;
+                }
+            };
+            match crate::executor::remove_leftovers(&docker, &manager, &run).await {
+                Ok(done) if done == crate::executor::Leftovers::default() => {}
+                Ok(done) => tracing::info!(
+                    engine = %endpoint,
+                    containers = done.containers,
+                    volumes = done.volumes,
+                    networks = done.networks,
+                    "removed what an earlier process of this manager left on the Docker engine"
+                ),
+                Err(e) => tracing::warn!(engine = %endpoint, error = %e, "removing an earlier process's containers failed"),
+            }
+        });
     }
 }
 

@@ -38,7 +38,18 @@ impl Supervisor {
             tracing::warn!("configuration reload asked, but the manager was started without a configuration file");
             return;
         };
-        let loaded = match Config::load(&source.path) {
+        let text = match std::fs::read_to_string(&source.path) {
+            Ok(text) => text,
+            Err(e) => {
+                tracing::error!(file = %source.path.display(), error = %e, "configuration reload rejected: keeping the running configuration");
+                return;
+            }
+        };
+        if self.rotation.is_own_write(&text) {
+            tracing::debug!(file = %source.path.display(), "configuration file changed by the manager's own token rotation: nothing to reload");
+            return;
+        }
+        let loaded = match Config::from_toml_str(&text, &source.path.display().to_string()) {
             Ok(loaded) => loaded,
             Err(e) => {
                 tracing::error!(file = %source.path.display(), error = %e, "configuration reload rejected: keeping the running configuration");
@@ -47,6 +58,12 @@ impl Supervisor {
         };
         let old = self.shared.config();
         let mut new = loaded.config;
+        // A runner whose token the manager rotated keeps its labels and series (same token).
+        for runner in &mut new.runners {
+            if let Some(kept) = old.runners.iter().find(|o| o.token == runner.token) {
+                runner.kept_short_token.clone_from(&kept.kept_short_token);
+            }
+        }
         if let Err(e) = Runners::check(&new, &self.shared.system_id) {
             tracing::error!(file = %source.path.display(), error = %e, "configuration reload rejected: keeping the running configuration");
             return;

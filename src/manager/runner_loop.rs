@@ -7,7 +7,7 @@
 
 use super::slots::{SlotGuard, Slots};
 use super::{job_task, Shared};
-use crate::config::RunnerConfig;
+use crate::config::{IdleCountPolicy, RunnerConfig};
 use crate::coordinator::{PollState, RequestOutcome, RunnerEndpoint};
 use crate::fleet::{FleetHandle, Lease};
 use crate::job::JobInfo;
@@ -37,6 +37,10 @@ pub(super) struct RunnerState {
     pub(super) tracker: TaskTracker,
     /// Requesters running; above `request_concurrency` (after a reload) one stops.
     requesters: Mutex<usize>,
+    /// Held shared by a requester from reading the token to the request's answer, and
+    /// exclusively by a token rotation from the reset to the new token's swap-in, so no request
+    /// carries the old token after GitLab replaced it (tokio's lock: held across awaits).
+    pub(super) token_gate: tokio::sync::RwLock<()>,
 }
 
 /// Starts the requesters of `runner`; `fleet` is its VM pool when the runner is docker+machine.
@@ -53,10 +57,11 @@ pub(super) fn start(
         stop: shared.stop_requesting.child_token(),
         tracker: TaskTracker::new(),
         requesters: Mutex::new(0),
+        token_gate: tokio::sync::RwLock::new(()),
         runner: RwLock::new(runner),
     });
     let runner = state.runner();
-    tracing::info!(runner = %runner.short_token(), name = %runner.name, url = %runner.url, executor = runner.executor.as_str(), "runner started");
+    tracing::info!(runner = %runner.short_token(), name = %runner.name, url = %crate::redact::url(&runner.url), executor = runner.executor.as_str(), "runner started");
     state.spawn_requesters(shared);
     state
 }
@@ -80,6 +85,11 @@ impl RunnerState {
         self.limit.resize(limit_size(&runner));
         *self.runner.write().unwrap_or_else(|p| p.into_inner()) = runner;
         self.spawn_requesters(shared);
+    }
+
+    /// Swaps in `runner` (a rotated token) for the next requests; the caller holds the gate.
+    pub(super) fn set_runner(&self, runner: Arc<RunnerConfig>) {
+        *self.runner.write().unwrap_or_else(|p| p.into_inner()) = runner;
     }
 
     /// Stops taking jobs for this runner; its running jobs go on. The caller drains its pool.
@@ -145,16 +155,26 @@ async fn requester(shared: Arc<Shared>, state: Arc<RunnerState>) {
         // Read after the slots: a reload while waiting for them applies to this request.
         let runner = state.runner();
         let check_interval = shared.config().check_interval;
-        let idle_count = runner.machine.as_ref().map_or(0, |m| m.idle_count);
+        // The adaptive policy takes jobs first: its pool sees them arrive (and may keep no idle
+        // VM at all), and a job gets a warm VM or one made on demand.
+        let idle_count = runner
+            .machine
+            .as_ref()
+            .filter(|m| m.idle_count_policy == IdleCountPolicy::Static)
+            .map_or(0, |m| m.idle_count);
         let lease = match &state.fleet {
-            // With IdleCount > 0 a job is requested only with an idle VM leased (VMs being
-            // created do not count); with IdleCount = 0 the job is taken and its VM made on demand.
+            // With IdleCount > 0 (static) a job is requested only with an idle VM leased (VMs
+            // being created do not count); with IdleCount = 0 or the adaptive policy the job is
+            // taken and its VM leased from the pool or made on demand.
             Some(fleet) if idle_count > 0 => match lease_idle_vm(fleet, &stop).await {
                 Some(lease) => Some(lease),
                 None => break,
             },
             _ => None,
         };
+        // The token is read under the gate and the request answered before a rotation swaps it.
+        let gate = state.token_gate.read().await;
+        let runner = state.runner();
         let endpoint = RunnerEndpoint {
             url: runner.url.clone(),
             token: runner.token.clone(),
@@ -169,6 +189,7 @@ async fn requester(shared: Arc<Shared>, state: Arc<RunnerState>) {
             }
             outcome = shared.coordinator.request_job(&endpoint, &mut poll) => outcome,
         };
+        drop(gate);
         let pause = match outcome {
             RequestOutcome::Job {
                 handle,

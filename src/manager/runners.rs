@@ -77,6 +77,11 @@ impl Runners {
         );
     }
 
+    /// The running state of the runner `id` (a token rotation holds its gate).
+    pub(super) fn state(&self, id: &RunnerIdentity) -> Option<Arc<RunnerState>> {
+        self.active.get(id).map(|a| a.state.clone())
+    }
+
     /// Checks that every docker+machine runner of `config` can drive a pool, before a reload
     /// changes anything.
     pub(super) fn check(config: &Config, manager_id: &str) -> Result<(), String> {
@@ -110,7 +115,7 @@ impl Runners {
             .collect();
         for id in gone {
             if let Some(active) = self.active.remove(&id) {
-                tracing::info!(runner = %id.short_token, url = %id.url, "runner removed: it takes no new jobs; its running jobs finish, then its VMs are deleted");
+                tracing::info!(runner = %id.short_token, url = %crate::redact::url(&id.url), "runner removed: it takes no new jobs; its running jobs finish, then its VMs are deleted");
                 self.retire(fleets, id, active);
             }
         }
@@ -161,7 +166,7 @@ impl Runners {
             },
             (None, None) => None,
         };
-        tracing::info!(runner = %id.short_token, url = %id.url, "runner added");
+        tracing::info!(runner = %id.short_token, url = %crate::redact::url(&id.url), "runner added");
         self.launch(shared, runner, fleet);
     }
 

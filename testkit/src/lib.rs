@@ -2,10 +2,12 @@
 //! integration tests, the demo and benchmarks: the fake GitLab (Runner API v4, see [`gitlab`]) and
 //! the fake Compute Engine (Compute v1 REST with a TLS proxy per VM to the local Docker engine,
 //! see [`gce`]), and the fake Cloud Storage with IAM signBlob and a metadata server for cache
-//! tests (see [`gcs`]). Nothing here is used by the `flotilla` binary itself.
+//! tests (see [`gcs`]), and job arrivals for the autoscaling simulation ([`arrivals`]). Nothing
+//! here is used by the `flotilla` binary itself.
 
 #![forbid(unsafe_code)]
 
+pub mod arrivals;
 pub mod demo;
 pub mod gce;
 pub mod gcs;

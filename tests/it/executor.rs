@@ -105,6 +105,7 @@ pub(crate) fn start(job: JobPayload) -> Started {
             job_id,
             runner: RUNNER.into(),
             vm: String::new(),
+            ..Default::default()
         },
         cancel: cancel.clone(),
         abort: abort.clone(),

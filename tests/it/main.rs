@@ -8,6 +8,7 @@
 //! - `support`: shared helpers (test images, Docker connection, waiting on a trace).
 //! - `harness`: a fake GitLab, a config pointing at it, the manager in-process or as a binary.
 //! - `executor`: job stages in containers on the local engine.
+//! - `hardening`: issue 12 — leftovers of a killed process removed at start, hostile jobs.
 //! - `jobs`: whole jobs from the fake GitLab through the manager.
 //! - `lifecycle`: drains, aborts, hot reload, `kill -9` loops and the upgrade script (issue 5).
 //! - `process`: the real `flotilla` binary (crash recovery, log secrecy, `config check`).
@@ -17,6 +18,7 @@
 //!   lacking it (`helper_image_archive`).
 //! - `docker_tls`: a fake GCE VM's dockerd over mutual TLS, verified by VM name.
 //! - `vm_startup`: the VM startup script against a fake metadata server, in a scratch root.
+//! - `registration`: register, verify, unregister, list, reset-token and token rotation (issue 10).
 //! - `registry`: private images pulled with the job's credentials from Debian's docker-registry.
 //! - `services`: service containers (aliases, variables, waiting for ports, host mode).
 //! - `observability`: `/metrics` scraped by a real Prometheus, every dashboard expression and the
@@ -31,6 +33,7 @@ mod cache;
 mod cloud_gce;
 mod docker_tls;
 mod executor;
+mod hardening;
 mod harness;
 mod helper_archive;
 mod jobs;
@@ -40,6 +43,7 @@ mod mock_coordinator;
 mod observability;
 mod process;
 mod prom;
+mod registration;
 mod registry;
 mod services;
 mod sources;

@@ -159,7 +159,7 @@ async fn metadata_get(
         .header("Metadata-Flavor", "Google")
         .send()
         .await
-        .map_err(|e| remote(format!("GET {path}: {e}")))?;
+        .map_err(|e| remote(format!("GET {path}: {}", e.without_url())))?;
     let status = response.status();
     if !status.is_success() {
         return Err(remote(format!("GET {path}: HTTP {status}")));
@@ -167,7 +167,7 @@ async fn metadata_get(
     response
         .text()
         .await
-        .map_err(|e| remote(format!("GET {path}: {e}")))
+        .map_err(|e| remote(format!("GET {path}: {}", e.without_url())))
 }
 
 #[derive(Deserialize)]

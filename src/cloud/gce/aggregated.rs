@@ -90,7 +90,7 @@ impl AggregatedLister {
         let transport = |e: reqwest::Error| {
             fail(ErrorFacts {
                 transport: true,
-                message: e.to_string(),
+                message: e.without_url().to_string(),
                 ..Default::default()
             })
         };

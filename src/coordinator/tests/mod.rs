@@ -26,8 +26,12 @@ fn settings() -> ClientSettings {
 }
 
 fn runner(stub: &Stub) -> RunnerEndpoint {
+    runner_at(&stub.url)
+}
+
+fn runner_at(url: &str) -> RunnerEndpoint {
     RunnerEndpoint {
-        url: stub.url.clone(),
+        url: url.to_string(),
         token: Secret(RUNNER_TOKEN.into()),
         system_id: "s_0123456789ab".into(),
     }

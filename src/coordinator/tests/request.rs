@@ -29,8 +29,8 @@ async fn job_request_body_headers_and_last_update_echo() {
     assert_eq!(poll.last_update(), Some("v1"));
     let second = client.request_job(&runner, &mut poll).await;
     assert!(
-        matches!(second, RequestOutcome::NoJob { retry_now: true }),
-        "{second:?}"
+        matches!(second, RequestOutcome::NoJob { retry_now: false }),
+        "a 204 at once, bare or not, waits for check_interval: {second:?}"
     );
     assert_eq!(
         poll.last_update(),
@@ -250,4 +250,44 @@ async fn acknowledgement_outcomes() {
     assert_eq!(body["output"], serde_json::json!({}));
     assert!(body.get("exit_code").is_none() && body.get("failure_reason").is_none());
     assert_eq!(body["info"]["features"]["two_phase_job_commit"], true);
+}
+
+/// Answers every connection with a 204 after `hold` (a long poll Workhorse held).
+async fn held_204_server(hold: std::time::Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let _ = sock.read(&mut buf).await;
+                tokio::time::sleep(hold).await;
+                let _ = sock
+                    .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}/")
+}
+
+#[tokio::test]
+async fn only_a_held_204_asks_again_at_once() {
+    let client = Coordinator::new(settings()).unwrap();
+    let mut poll = PollState::default();
+    let held =
+        held_204_server(crate::coordinator::request::HELD_POLL + Duration::from_millis(200)).await;
+    let mut endpoint = runner_at(&held);
+    let outcome = client.request_job(&endpoint, &mut poll).await;
+    assert!(
+        matches!(outcome, RequestOutcome::NoJob { retry_now: true }),
+        "{outcome:?}"
+    );
+    endpoint = runner_at(&held_204_server(Duration::ZERO).await);
+    let outcome = client.request_job(&endpoint, &mut poll).await;
+    assert!(
+        matches!(outcome, RequestOutcome::NoJob { retry_now: false }),
+        "{outcome:?}"
+    );
 }

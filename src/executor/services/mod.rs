@@ -362,7 +362,7 @@ fn host_config(
 /// Whether `image` matches the doublestar glob `pattern` (`*` stays within a path segment,
 /// `**` crosses them). A pattern that does not compile matches nothing (config validation
 /// reports it).
-fn glob_matches(pattern: &str, image: &str) -> bool {
+pub(super) fn glob_matches(pattern: &str, image: &str) -> bool {
     globset::GlobBuilder::new(pattern)
         .literal_separator(true)
         .build()

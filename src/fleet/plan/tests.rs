@@ -258,3 +258,38 @@ fn due_deletion_retries_are_planned_and_future_ones_wait() {
         ]
     );
 }
+
+#[test]
+fn orphans_being_deleted_count_toward_limit() {
+    let now = Instant::now() + Duration::from_secs(3600);
+    let mut t = table(&[], now);
+    for name in ["killed-1", "killed-2"] {
+        t.orphans.insert(
+            name.into(),
+            Orphan {
+                zone: "us-east1-b".into(),
+                deleting: true,
+                attempts: 0,
+                retry_at: None,
+            },
+        );
+    }
+    let capped = Policy {
+        caps: Caps {
+            limit: 3,
+            max_growth_rate: 0,
+        },
+        ..policy(3)
+    };
+    assert_eq!(
+        plan(&t, &capped, now),
+        vec![Action::Create],
+        "2 orphans + 1 new = limit 3"
+    );
+    t.orphans.remove("killed-1");
+    assert_eq!(
+        plan(&t, &capped, now),
+        vec![Action::Create, Action::Create],
+        "a confirmed deletion frees its place"
+    );
+}

@@ -27,6 +27,7 @@ pub(crate) fn settings() -> FleetSettings {
             max_growth_rate: 0,
             machine_name: "auto-%s".into(),
             autoscaling: vec![],
+            idle_count_policy: Default::default(),
         },
         gce: GceConfig {
             project: "proj".into(),
@@ -55,5 +56,6 @@ pub(crate) fn settings() -> FleetSettings {
         },
         reconcile_interval: Duration::from_secs(60),
         queue_aware: true,
+        clock: super::WallClock::system(),
     }
 }

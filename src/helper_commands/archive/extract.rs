@@ -8,6 +8,10 @@ use std::path::{Component, Path, PathBuf};
 
 use super::{io_error, ArchiveError};
 
+/// The most bytes one extraction writes (Flotilla's own cap against zip bombs; GitLab Runner has
+/// none): 16 GiB, far above GitLab's default maximum artifacts size.
+pub const MAX_EXTRACTED_BYTES: u64 = 16 << 30;
+
 /// An entry's path under `dest`, refusing absolute paths and `..` components.
 fn entry_path(dest: &Path, name: &str) -> Result<PathBuf, ArchiveError> {
     let relative = Path::new(name);
@@ -56,6 +60,13 @@ fn prepare_parent(dest_real: &Path, path: &Path, name: &str) -> Result<(), Archi
 /// permissions, symbolic links. An entry with an absolute path or `..`, or one that would land
 /// outside `dest` through a symbolic link, fails the extraction. The number of entries.
 pub fn extract_zip(archive: &Path, dest: &Path) -> Result<usize, ArchiveError> {
+    extract_zip_capped(archive, dest, MAX_EXTRACTED_BYTES)
+}
+
+/// [`extract_zip`] writing at most `limit` bytes of file content in all (the sizes the archive
+/// declares are not trusted: the bytes written are counted).
+pub fn extract_zip_capped(archive: &Path, dest: &Path, limit: u64) -> Result<usize, ArchiveError> {
+    let mut written = 0u64;
     let zip_error = |path: String| move |source| ArchiveError::Zip { path, source };
     let file = fs::File::open(archive).map_err(io_error(archive))?;
     let mut zip = zip::ZipArchive::new(io::BufReader::new(file))
@@ -85,7 +96,18 @@ pub fn extract_zip(archive: &Path, dest: &Path) -> Result<usize, ArchiveError> {
             continue;
         }
         let mut out = fs::File::create(&path).map_err(io_error(&path))?;
-        io::copy(&mut entry, &mut out).map_err(io_error(&path))?;
+        let room = limit.saturating_sub(written);
+        let copied = io::copy(
+            &mut io::Read::take(&mut entry, room.saturating_add(1)),
+            &mut out,
+        )
+        .map_err(io_error(&path))?;
+        written = written.saturating_add(copied);
+        if written > limit {
+            drop(out);
+            let _ = fs::remove_file(&path);
+            return Err(ArchiveError::TooLarge { limit });
+        }
         set_mode(&path, entry.unix_mode())?;
     }
     Ok(zip.len())
@@ -116,7 +138,8 @@ fn symlink(_target: &str, path: &Path) -> Result<(), ArchiveError> {
 #[cfg(unix)]
 fn set_mode(path: &Path, mode: Option<u32>) -> Result<(), ArchiveError> {
     use std::os::unix::fs::PermissionsExt as _;
-    if let Some(mode) = mode.map(|m| m & 0o7777).filter(|m| *m != 0) {
+    // Permission bits only: setuid, setgid and sticky never come from an archive.
+    if let Some(mode) = mode.map(|m| m & 0o777).filter(|m| *m != 0) {
         fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_error(path))?;
     }
     Ok(())

@@ -284,3 +284,72 @@ fn gzip_and_raw_formats() {
     let err = write_raw(dir.path(), &dirs.files, &mut Vec::new()).unwrap_err();
     assert!(err.to_string().contains("only one file"), "{err}");
 }
+
+#[test]
+fn collection_never_follows_a_link_out_of_the_project() {
+    let outside = tempfile::tempdir().unwrap();
+    fs::create_dir_all(outside.path().join("other-project")).unwrap();
+    fs::write(
+        outside.path().join("other-project/secret.txt"),
+        b"other tenant",
+    )
+    .unwrap();
+    let wd = project();
+    std::os::unix::fs::symlink(outside.path(), wd.path().join("x")).unwrap();
+    for paths in [
+        vec!["x/other-project/secret.txt"],
+        vec!["x/other-project/"],
+        vec!["x/**/*.txt"],
+        vec!["x/*/secret.txt"],
+    ] {
+        let c = collect(wd.path(), &select(&paths, &[])).unwrap();
+        assert!(
+            !c.files.keys().any(|k| k.contains("secret")),
+            "{paths:?}: {:?}",
+            names(&c)
+        );
+    }
+    // The link itself may be archived as a link; it is never followed.
+    let c = collect(wd.path(), &select(&["x"], &[])).unwrap();
+    assert!(
+        matches!(c.files.get("x"), Some(Entry::Symlink(_)) | None),
+        "{:?}",
+        names(&c)
+    );
+    assert!(
+        !c.files.keys().any(|k| k.starts_with("x/")),
+        "{:?}",
+        names(&c)
+    );
+}
+
+#[test]
+fn extraction_drops_setuid_bits_and_stops_at_its_cap() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let mut zip = zip::ZipWriter::new(fs::File::create(file.path()).unwrap());
+    let options = zip::write::SimpleFileOptions::default().unix_permissions(0o6755);
+    zip.start_file("suid", options).unwrap();
+    zip.write_all(&[7u8; 4096]).unwrap();
+    zip.start_file("more", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    zip.write_all(&[7u8; 4096]).unwrap();
+    zip.finish().unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    extract_zip(file.path(), dest.path()).unwrap();
+    let mode = fs::metadata(dest.path().join("suid"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o755, "{mode:o}");
+    let dest = tempfile::tempdir().unwrap();
+    let err = extract::extract_zip_capped(file.path(), dest.path(), 6000).unwrap_err();
+    assert!(
+        matches!(err, ArchiveError::TooLarge { limit: 6000 }),
+        "{err}"
+    );
+    assert!(
+        !dest.path().join("more").exists(),
+        "the partial file is removed"
+    );
+}

@@ -1,6 +1,6 @@
 //! The fake GitLab: a faithful stand-in for GitLab's Runner API v4 (jobs/request with Workhorse
 //! long polling, job update with the two-phase ack, trace PATCH with Content-Range/416, runner
-//! verify/unregister, job artifacts with a fake object storage on its own port), on loopback,
+//! verify/unregister/registration/token reset, job artifacts with a fake object storage on its own port), on loopback,
 //! for Flotilla's integration tests, demo and benchmarks. It rejects what GitLab rejects, with GitLab's status codes and headers, and injects faults on
 //! demand. This module owns the public API ([`FakeGitlab`], [`GitlabHandle`], options); the
 //! handlers are in `request.rs`/`update.rs`, the state in `state.rs`. Notes on fidelity (what
@@ -19,6 +19,7 @@ mod git;
 mod http;
 mod jobs;
 mod request;
+mod runners;
 mod server;
 mod state;
 mod update;
@@ -42,6 +43,9 @@ pub use faults::Fault;
 pub use git::{GitRepos, Repo};
 pub use jobs::{FeatureCheck, DEFAULT_FAILURE_REASONS};
 pub use state::{JobRecord, JobState, RecordedRequest};
+/// The fake's `Content-Range` parser, public only for the fuzz targets in `fuzz/`.
+#[doc(hidden)]
+pub use update::parse_range;
 
 use jobs::{complete_job, JobDefaults};
 use state::{new_job_token, JobEntry, Shared, State};
@@ -118,6 +122,7 @@ impl GitlabHandle {
     pub fn enqueue(&self, runner_token: &str, job: serde_json::Value) -> i64 {
         let token = new_job_token();
         let mut st = self.shared.state.lock();
+        let runner_token = &runners::current_token(&st, runner_token);
         st.next_job_id += 1;
         let id = st.next_job_id;
         let defaults = JobDefaults {

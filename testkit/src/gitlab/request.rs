@@ -15,9 +15,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
-use super::http::{
-    forbidden, header_value, injected, json_response, parse_params, require_str, Params, Rejection,
-};
+use super::http::{forbidden, header_value, injected, parse_params, require_str};
 use super::jobs::{first_unsupported, required_features};
 use super::state::{JobState, Shared};
 
@@ -66,8 +64,16 @@ pub(crate) async fn request_job(
         Ok(t) => t,
         Err(resp) => return *resp,
     };
-    if !app.state.lock().runners.contains_key(&token) {
-        return forbidden();
+    {
+        let mut st = app.state.lock();
+        let Some(id) = st.valid_runner(&token) else {
+            return forbidden();
+        };
+        // GitLab records the runner manager of every system_id that asks for jobs.
+        if let Some(system_id) = params.get("system_id").and_then(Value::as_str) {
+            let managers = st.registration.managers.entry(id).or_default();
+            managers.insert(system_id.to_owned());
+        }
     }
     let last_update = params
         .get("last_update")
@@ -213,64 +219,4 @@ fn assign(app: &Shared, token: &str, last_update: Option<&str>, features: &Value
         app.changed.notify_waiters();
     }
     no_content(&version)
-}
-
-/// Parses the body and resolves the registered runner id of its `token`.
-fn runner_from_body(
-    app: &Shared,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Result<(String, i64, Params), Rejection> {
-    let params = parse_params(headers, body)?;
-    let token = require_str(&params, "token")?;
-    let id = app.state.lock().runners.get(&token).copied();
-    match id {
-        Some(id) => Ok((token, id, params)),
-        None => Err(Box::new(forbidden())),
-    }
-}
-
-/// `POST /api/v4/runners/verify`: 200 `{id, token, token_expires_at: null}` or 403.
-pub(crate) async fn verify_runner(
-    State(app): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    match runner_from_body(&app, &headers, &body) {
-        Ok((token, id, _)) => json_response(
-            StatusCode::OK,
-            &json!({ "id": id, "token": token, "token_expires_at": null }),
-        ),
-        Err(resp) => *resp,
-    }
-}
-
-/// `DELETE /api/v4/runners`: 204 and the runner is forgotten, or 403.
-pub(crate) async fn delete_runner(
-    State(app): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    match runner_from_body(&app, &headers, &body) {
-        Ok((token, _, _)) => {
-            app.state.lock().runners.remove(&token);
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Err(resp) => *resp,
-    }
-}
-
-/// `DELETE /api/v4/runners/managers`: `token` and `system_id` required; 204 or 403.
-pub(crate) async fn delete_runner_manager(
-    State(app): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    match runner_from_body(&app, &headers, &body) {
-        Ok((_, _, params)) => match require_str(&params, "system_id") {
-            Ok(_) => StatusCode::NO_CONTENT.into_response(),
-            Err(resp) => *resp,
-        },
-        Err(resp) => *resp,
-    }
 }

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
 use super::state::{RecordedRequest, Shared, MAX_RECORDED_REQUESTS};
-use super::{admin, artifacts, request, update, GitlabHandle};
+use super::{admin, artifacts, request, runners, update, GitlabHandle};
 
 /// Recorded bodies are cut at this many bytes.
 const RECORDED_BODY_LIMIT: usize = 64 * 1024;
@@ -76,11 +76,15 @@ pub(crate) fn router(handle: GitlabHandle, extra: Router) -> Router {
             "/api/v4/jobs/{id}/artifacts",
             post(artifacts::upload).get(artifacts::download),
         )
-        .route("/api/v4/runners/verify", post(request::verify_runner))
-        .route("/api/v4/runners", delete(request::delete_runner))
+        .route("/api/v4/runners/verify", post(runners::verify))
         .route(
-            "/api/v4/runners/managers",
-            delete(request::delete_runner_manager),
+            "/api/v4/runners",
+            post(runners::register).delete(runners::delete_runner),
+        )
+        .route("/api/v4/runners/managers", delete(runners::delete_manager))
+        .route(
+            "/api/v4/runners/reset_authentication_token",
+            post(runners::reset_token),
         )
         .with_state(shared.clone());
     api.merge(admin::router(handle))

@@ -278,9 +278,41 @@ pub(crate) struct State {
     /// Uploaded job artifacts and object-storage keys.
     pub artifacts: ArtifactStore,
     pub requests: VecDeque<RecordedRequest>,
+    /// Runner registration: tokens, managers, expiry (`runners.rs`).
+    pub registration: Registration,
+}
+
+/// What the runner-management endpoints keep (`runners.rs`).
+#[derive(Default)]
+pub(crate) struct Registration {
+    /// Legacy registration tokens `POST /runners` accepts.
+    pub registration_tokens: std::collections::HashSet<String>,
+    /// `POST /runners` answers 410 (GitLab's "allow runner registration token" off).
+    pub disallowed: bool,
+    /// Lifetime of tokens issued from now on (`None`: they never expire).
+    pub token_ttl: Option<chrono::TimeDelta>,
+    /// Runner tokens with an expiry.
+    pub expires: HashMap<String, chrono::DateTime<chrono::Utc>>,
+    /// Runner managers (system ids) by runner id.
+    pub managers: HashMap<i64, std::collections::BTreeSet<String>>,
+    /// The `POST /runners` parameters of runners created with a registration token, by id.
+    pub created: HashMap<i64, serde_json::Value>,
+    /// Old runner token → the token a reset replaced it with (jobs enqueued to the old one
+    /// go to the runner's queue).
+    pub replaced: HashMap<String, String>,
 }
 
 impl State {
+    /// The runner id of `token` if it is registered and not expired (GitLab's
+    /// `authenticate_runner!`).
+    pub fn valid_runner(&self, token: &str) -> Option<i64> {
+        let id = *self.runners.get(token)?;
+        match self.registration.expires.get(token) {
+            Some(at) if *at <= chrono::Utc::now() => None,
+            _ => Some(id),
+        }
+    }
+
     /// The queue of `token`, created if missing.
     pub fn queue(&mut self, token: &str) -> &mut RunnerQueue {
         self.queues

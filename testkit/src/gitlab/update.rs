@@ -214,7 +214,7 @@ pub(crate) async fn update_job(
 }
 
 /// Parses `Content-Range: <start>-<end inclusive>` (no `bytes ` prefix, as GitLab Runner sends).
-fn parse_range(value: &str) -> Option<(u64, u64)> {
+pub fn parse_range(value: &str) -> Option<(u64, u64)> {
     let (start, end) = value.trim().split_once('-')?;
     Some((start.parse().ok()?, end.parse().ok()?))
 }

@@ -1,0 +1,174 @@
+//! The flags of `register`, `verify`, `unregister`, `list` and `reset-token`, in GitLab Runner's
+//! spelling with its environment variables (GitLab Runner 19.x `commands/*.go`). Boolean flags
+//! accept `--flag`, `--flag=true` and `--flag=false`, as GitLab Runner's CLI library does.
+//! Plain data: the commands read these; nothing here does I/O.
+
+use clap::{ArgAction, Args};
+use std::path::PathBuf;
+
+/// The default configuration file of the commands (GitLab Runner: `-c`, `$CONFIG_FILE`).
+pub const DEFAULT_CONFIG: &str = "/etc/flotilla/config.toml";
+
+/// `-c/--config`, shared by every command.
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArg {
+    /// The configuration file.
+    #[arg(short = 'c', long = "config", env = "CONFIG_FILE", default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+}
+
+/// `flotilla register`.
+#[derive(Clone, Args)]
+pub struct RegisterArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub config: ConfigArg,
+    /// Run registration unattended: a missing value is an error, nothing is asked.
+    #[arg(short = 'n', long, env = "REGISTER_NON_INTERACTIVE", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", action = ArgAction::Set)]
+    pub non_interactive: bool,
+    /// GitLab instance URL (a trailing `/` is trimmed).
+    #[arg(short = 'u', long, env = "CI_SERVER_URL")]
+    pub url: Option<String>,
+    /// The runner's authentication token (`glrt-…`, from creating the runner in GitLab).
+    #[arg(short = 't', long, env = "CI_SERVER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// A registration token (deprecated by GitLab; use --token).
+    #[arg(short = 'r', long, env = "REGISTRATION_TOKEN", hide_env_values = true)]
+    pub registration_token: Option<String>,
+    /// The runner's name (the same field as --description).
+    #[arg(long, env = "RUNNER_NAME")]
+    pub name: Option<String>,
+    /// The runner's description (the same field as --name).
+    #[arg(long)]
+    pub description: Option<String>,
+    /// The executor: `docker` or `docker+machine`.
+    #[arg(long, env = "RUNNER_EXECUTOR")]
+    pub executor: Option<String>,
+    /// The default job image.
+    #[arg(long, env = "DOCKER_IMAGE")]
+    pub docker_image: Option<String>,
+    /// Run job containers privileged.
+    #[arg(long, env = "DOCKER_PRIVILEGED", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
+    pub docker_privileged: Option<bool>,
+    /// When to pull the job image: `always`, `if-not-present`, `never` (repeatable).
+    #[arg(long, env = "DOCKER_PULL_POLICY", value_delimiter = ',')]
+    pub docker_pull_policy: Vec<String>,
+    /// A volume for job containers (repeatable).
+    #[arg(long, env = "DOCKER_VOLUMES", value_delimiter = ',')]
+    pub docker_volumes: Vec<String>,
+    /// Jobs at once for this runner (0: no limit but `concurrent`).
+    #[arg(long, env = "RUNNER_LIMIT")]
+    pub limit: Option<i64>,
+    /// Job requests in flight at once.
+    #[arg(long, env = "RUNNER_REQUEST_CONCURRENCY")]
+    pub request_concurrency: Option<i64>,
+    /// `[runners.machine] IdleCount`.
+    #[arg(long, env = "MACHINE_IDLE_COUNT")]
+    pub machine_idle_nodes: Option<i64>,
+    /// `[runners.machine] IdleTime` (seconds).
+    #[arg(long, env = "MACHINE_IDLE_TIME")]
+    pub machine_idle_time: Option<i64>,
+    /// `[runners.machine] MaxBuilds`.
+    #[arg(long, env = "MACHINE_MAX_BUILDS")]
+    pub machine_max_builds: Option<i64>,
+    /// `[runners.machine] MachineDriver` (`google`).
+    #[arg(long, env = "MACHINE_DRIVER")]
+    pub machine_machine_driver: Option<String>,
+    /// `[runners.machine] MachineName` (with `%s`).
+    #[arg(long, env = "MACHINE_NAME")]
+    pub machine_machine_name: Option<String>,
+    /// `[runners.machine] MachineOptions` entry, e.g. `google-zone=europe-west1-b` (repeatable).
+    #[arg(long, env = "MACHINE_OPTIONS", value_delimiter = ',')]
+    pub machine_machine_options: Vec<String>,
+    /// Server-side (registration token only): comma-separated job tags.
+    #[arg(long, env = "RUNNER_TAG_LIST")]
+    pub tag_list: Option<String>,
+    /// Server-side (registration token only): run untagged jobs (true when no tags).
+    #[arg(long, env = "REGISTER_RUN_UNTAGGED", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
+    pub run_untagged: Option<bool>,
+    /// Server-side (registration token only): lock to the current project (default true).
+    #[arg(long, env = "REGISTER_LOCKED", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
+    pub locked: Option<bool>,
+    /// Server-side (registration token only): `not_protected` or `ref_protected`.
+    #[arg(long, env = "REGISTER_ACCESS_LEVEL")]
+    pub access_level: Option<String>,
+    /// Server-side (registration token only): the maximum job timeout in seconds.
+    #[arg(long, env = "REGISTER_MAXIMUM_TIMEOUT")]
+    pub maximum_timeout: Option<i64>,
+    /// Server-side (registration token only): register the runner paused.
+    #[arg(long, env = "REGISTER_PAUSED", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
+    pub paused: Option<bool>,
+    /// Server-side (registration token only): a note for the runner's maintainers.
+    #[arg(long, env = "REGISTER_MAINTENANCE_NOTE")]
+    pub maintenance_note: Option<String>,
+}
+
+impl std::fmt::Debug for RegisterArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegisterArgs")
+            .field("config", &self.config.config)
+            .field("url", &self.url)
+            .field("name", &self.name)
+            .field("executor", &self.executor)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `flotilla verify`.
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub config: ConfigArg,
+    /// Only the runner of this name.
+    #[arg(short = 'n', long)]
+    pub name: Option<String>,
+    /// Remove the runners GitLab no longer knows from the file.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", action = ArgAction::Set)]
+    pub delete: bool,
+}
+
+/// `flotilla unregister`.
+#[derive(Clone, Args)]
+pub struct UnregisterArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub config: ConfigArg,
+    /// The runner of this name.
+    #[arg(short = 'n', long)]
+    pub name: Option<String>,
+    /// With --token: the runner's GitLab URL.
+    #[arg(short = 'u', long, env = "CI_SERVER_URL")]
+    pub url: Option<String>,
+    /// With --url: the runner's authentication token.
+    #[arg(short = 't', long, env = "CI_SERVER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Every runner of the file.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", action = ArgAction::Set)]
+    pub all_runners: bool,
+}
+
+impl std::fmt::Debug for UnregisterArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnregisterArgs")
+            .field("config", &self.config.config)
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("all_runners", &self.all_runners)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `flotilla reset-token`.
+#[derive(Debug, Clone, Args)]
+pub struct ResetTokenArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub config: ConfigArg,
+    /// The runner of this name.
+    #[arg(short = 'n', long)]
+    pub name: Option<String>,
+    /// Every runner of the file.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", action = ArgAction::Set)]
+    pub all_runners: bool,
+}
