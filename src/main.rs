@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 use flotilla::config::{Config, LogFormat};
+use flotilla::manager::LogReloadError;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tracing_subscriber::layer::SubscriberExt;
@@ -187,11 +188,14 @@ fn run(path: &std::path::Path) -> ExitCode {
 
 /// The logging filter for `level`: the HTTP and Docker client crates log request bodies
 /// (container environments, tokens) at debug, so they stay at warn whatever the level.
-fn log_filter(level: &str) -> Result<EnvFilter, String> {
+fn log_filter(level: &str) -> Result<EnvFilter, LogReloadError> {
     let directives = format!(
         "{level},bollard=warn,hyper=warn,hyper_util=warn,reqwest=warn,h2=warn,rustls=warn,tower=warn,axum=warn"
     );
-    EnvFilter::try_new(&directives).map_err(|e| format!("log_level {level:?}: {e}"))
+    EnvFilter::try_new(&directives).map_err(|source| LogReloadError::Level {
+        level: level.to_string(),
+        source,
+    })
 }
 
 /// The output layer for `format` (stderr).
@@ -233,10 +237,16 @@ fn init_logging(
         let filter = log_filter(level)?;
         filter_handle
             .reload(filter)
-            .map_err(|e| format!("cannot change the log level: {e}"))?;
+            .map_err(|source| LogReloadError::Swap {
+                what: "level",
+                source,
+            })?;
         output_handle
             .reload(log_output(format))
-            .map_err(|e| format!("cannot change the log format: {e}"))
+            .map_err(|source| LogReloadError::Swap {
+                what: "format",
+                source,
+            })
     });
     (reload, errors)
 }

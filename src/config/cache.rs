@@ -13,7 +13,7 @@ use toml_edit::Item;
 use super::diag::Diagnostics;
 use super::error::WarningKind;
 use super::known_keys;
-use super::model::Secret;
+use super::secret::Secret;
 use super::toml_read::{check_keys, get, integer, string, Field, Scope};
 
 /// Google's production endpoints, the defaults of the endpoint keys.

@@ -7,7 +7,11 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::time::Duration;
 
-use super::model::{Config, DockerConfig, GceConfig, MachineConfig, RunnerConfig, RunnerIdentity};
+use super::docker::DockerConfig;
+use super::gce::GceConfig;
+use super::global::Config;
+use super::machine::MachineConfig;
+use super::runner::{RunnerConfig, RunnerIdentity};
 
 /// Human-readable lines saying what changed from `old` to `new` (empty when nothing did).
 pub fn diff(old: &Config, new: &Config) -> Vec<String> {

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::diag::Diagnostics;
 use super::error::WarningKind;
@@ -17,8 +18,59 @@ use super::gce_checks::{
 };
 use super::gce_names::{check_label_key, check_label_value, normalize_image};
 use super::known_keys;
-use super::model::GceConfig;
 use super::toml_read::{boolean, check_keys, get, integer, string, string_list, Field, Scope};
+
+/// `[runners.gce]`: how VMs are made on Compute Engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GceConfig {
+    /// `project`.
+    pub project: String,
+    /// `zones`: tried in order; a cooling zone is skipped.
+    pub zones: Vec<String>,
+    /// `machine_type` (default `e2-standard-2`).
+    pub machine_type: String,
+    /// `image` (default `projects/cos-cloud/global/images/family/cos-stable`).
+    pub image: String,
+    /// `disk_size_gb` (default 50).
+    pub disk_size_gb: u64,
+    /// `disk_type` (default `pd-balanced`).
+    pub disk_type: String,
+    /// `network` (default `default`).
+    pub network: String,
+    /// `subnetwork` (regional).
+    pub subnetwork: Option<String>,
+    /// `use_internal_ip` (default true): connect to the VM's internal IP.
+    pub use_internal_ip: bool,
+    /// `internal_ip_only` (default false): no external IP at all.
+    pub internal_ip_only: bool,
+    /// `tags` (the `flotilla-runner` tag is always added).
+    pub tags: Vec<String>,
+    /// `labels` added to every VM (besides the ownership labels).
+    pub labels: BTreeMap<String, String>,
+    /// `service_account` email (none attached when unset).
+    pub service_account: Option<String>,
+    /// `scopes` for that service account.
+    pub scopes: Vec<String>,
+    /// `spot`: Spot VMs (deleted on preemption).
+    pub spot: bool,
+    /// `endpoint`: the Compute API base (tests); anonymous credentials when set.
+    pub endpoint: Option<String>,
+    /// `credentials_file`: a service-account JSON key (else Application Default Credentials).
+    pub credentials_file: Option<PathBuf>,
+    /// `create_timeout` (default 600 s): insert to dockerd answering.
+    pub create_timeout: Duration,
+    /// `docker_port` (default 2376).
+    pub docker_port: u16,
+    /// `api_rate_per_minute` (default 600).
+    pub api_rate_per_minute: u32,
+    /// `zone_cooldown` (default 300 s, doubling up to 1 h).
+    pub zone_cooldown: Duration,
+    /// `queue_aware_scaling` (default true): also create VMs for the backlog GitLab reports
+    /// (`job_info.queue_size`), besides the idle settings.
+    pub queue_aware: bool,
+    /// Also tag VMs `docker-machine` (a config carried over from MachineOptions).
+    pub docker_machine_tag: bool,
+}
 
 /// Default `machine_type`.
 pub(super) const DEFAULT_MACHINE_TYPE: &str = "e2-standard-2";

@@ -13,8 +13,69 @@ use toml_edit::{Item, Value};
 
 use super::diag::Diagnostics;
 use super::known_keys;
-use super::model::{AutoscalingPeriod, IdleCountPolicy, MachineConfig};
 use super::toml_read::{check_keys, float, integer, string, string_items, Field, Scope};
+
+/// `[runners.machine]`: the warm-pool policy, in GitLab Runner's spelling and defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MachineConfig {
+    /// `IdleCount`: idle VMs to keep ready.
+    pub idle_count: u32,
+    /// `IdleCountMin`: the floor when `IdleScaleFactor` is used.
+    pub idle_count_min: u32,
+    /// `IdleScaleFactor`: idle VMs as a multiple of VMs in use (0 = off).
+    pub idle_scale_factor: f64,
+    /// `IdleTime`: how long an idle VM above the idle count is kept.
+    pub idle_time: Duration,
+    /// `MaxBuilds`: jobs per VM before it is removed (0 = no limit).
+    pub max_builds: u32,
+    /// `MaxGrowthRate`: VMs being created at once (0 = no limit).
+    pub max_growth_rate: u32,
+    /// `MachineName` with `%s` (a unique lowercase id goes there).
+    pub machine_name: String,
+    /// `[[runners.machine.autoscaling]]` periods; the last matching one wins.
+    pub autoscaling: Vec<AutoscalingPeriod>,
+    /// `IdleCountPolicy` (Flotilla's key): a fixed IdleCount, or a warm pool that follows demand.
+    pub idle_count_policy: IdleCountPolicy,
+}
+
+/// `IdleCountPolicy`: how many idle VMs a docker+machine runner keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum IdleCountPolicy {
+    /// `"static"` (the default): GitLab Runner's IdleCount / IdleScaleFactor / periods.
+    #[default]
+    Static,
+    /// `"adaptive"`: arrival rate × time to ready + burst headroom, between IdleCountMin (and
+    /// an active period's IdleCount) and IdleCount; jobs are taken without a VM leased and get
+    /// one from the warm pool or made on demand.
+    Adaptive,
+}
+
+impl IdleCountPolicy {
+    /// The value as written in `config.toml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdleCountPolicy::Static => "static",
+            IdleCountPolicy::Adaptive => "adaptive",
+        }
+    }
+}
+
+/// One `[[runners.machine.autoscaling]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AutoscalingPeriod {
+    /// `Periods`: GitLab Runner's 7-field cron expressions (seconds … year; Sunday = 0).
+    pub periods: Vec<String>,
+    /// `Timezone` (IANA name; UTC when empty).
+    pub timezone: String,
+    /// `IdleCount` while the period is active.
+    pub idle_count: u32,
+    /// `IdleCountMin` while the period is active.
+    pub idle_count_min: u32,
+    /// `IdleScaleFactor` while the period is active.
+    pub idle_scale_factor: f64,
+    /// `IdleTime` while the period is active.
+    pub idle_time: Duration,
+}
 
 /// Default `MachineName`.
 pub(super) const DEFAULT_MACHINE_NAME: &str = "flotilla-%s";

@@ -4,30 +4,31 @@
 //!
 //! One principle: a shared kit at the bottom (`toml_read` for reading a table with each key's
 //! line and checking keys against the compatibility table in `known_keys`; `diag`/`error` for
-//! problems; `units`; `gce_names`), and above it one file per section that has its own table,
-//! owning its raw struct, its reading and its building: `cache` (`[runners.cache]`), `machine`
-//! (`[runners.machine]`), `gce` with `gce_checks` (`[runners.gce]`, merged with a carried-over
-//! `MachineOptions` that `machine_options` maps). The document's spine (`[global]`,
-//! `[[runners]]`, `[runners.docker]`) is `raw` → `reader` → `validate`, which call the sections.
-//! Loading runs in two stages, reading then validating; both record every problem and go on, so
+//! problems; `units`; `gce_names`; `secret`), and above it one file per section, owning its
+//! validated type, its raw struct, its reading and its building: `global` (the top-level keys
+//! and the list of runners), `runner` (`[[runners]]`), `docker` (`[runners.docker]`), `cache`
+//! (`[runners.cache]`), `machine` (`[runners.machine]`), `gce` with `gce_checks`
+//! (`[runners.gce]`, merged with a carried-over `MachineOptions` that `machine_options` maps).
+//! A section calls the sections of its sub-tables; this file only parses the document and runs
+//! the two stages on `global`, reading then building. Both record every problem and go on, so
 //! one run reports them all.
 
 mod cache;
 mod diag;
 mod diff;
+mod docker;
 mod error;
 mod gce;
 mod gce_checks;
 mod gce_names;
+mod global;
 mod known_keys;
 mod machine;
 mod machine_options;
-mod model;
-mod raw;
-mod reader;
+mod runner;
+mod secret;
 mod toml_read;
 mod units;
-mod validate;
 
 #[cfg(test)]
 mod tests;
@@ -38,9 +39,13 @@ use std::path::Path;
 
 pub use cache::{CacheConfig, CacheStorage, GcsCacheConfig, GcsCredentials};
 pub use diff::{diff, restart_required};
+pub use docker::{DockerConfig, PullPolicy, DEFAULT_WAIT_FOR_SERVICES};
 pub use error::{ConfigError, ConfigWarning, Problem, WarningKind};
-pub use model::*;
-pub use validate::DEFAULT_STATE_DIR;
+pub use gce::GceConfig;
+pub use global::{Config, LogFormat, DEFAULT_STATE_DIR};
+pub use machine::{AutoscalingPeriod, IdleCountPolicy, MachineConfig};
+pub use runner::{short_token, ExecutorKind, RunnerConfig, RunnerIdentity};
+pub use secret::Secret;
 
 /// A configuration that loaded, and the warnings about keys it ignored.
 #[derive(Debug, Clone)]
@@ -67,8 +72,8 @@ impl Config {
                 return Err(ConfigError::Invalid(d.problems));
             }
         };
-        let raw = reader::read(&mut d, doc.as_table());
-        let config = validate::build(&mut d, raw);
+        let raw = global::read(&mut d, doc.as_table());
+        let config = global::build(&mut d, raw);
         if d.problems.is_empty() {
             d.warnings.sort_by_key(|w| w.line);
             Ok(Loaded {

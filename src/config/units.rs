@@ -158,6 +158,11 @@ pub(super) fn with_default_port(address: &str) -> String {
     }
 }
 
+/// A non-negative count from the file as `usize` (saturating; the callers check the sign).
+pub(super) fn to_usize(value: i64) -> usize {
+    usize::try_from(value).unwrap_or(usize::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,6 +18,31 @@ pub struct Refusal {
     pub error: String,
 }
 
+/// Why the pull policies for an image cannot be used (GitLab Runner's wording).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PullPolicyError {
+    /// The job asked for a policy that does not exist.
+    #[error(
+        "unknown pull policy {policy:?} for image {image:?} (use always, if-not-present or never)"
+    )]
+    Unknown {
+        /// The policy as the job spelt it.
+        policy: String,
+        /// The image it was asked for.
+        image: String,
+    },
+    /// No requested policy is in `allowed_pull_policies`.
+    #[error("pull_policy ({requested}) defined in {source_name} is not one of the allowed_pull_policies ({allowed})")]
+    NotAllowed {
+        /// The requested policies, as Go prints a slice.
+        requested: String,
+        /// Where they were defined: the pipeline or the runner's config.
+        source_name: &'static str,
+        /// The allowed policies, as Go prints a slice.
+        allowed: String,
+    },
+}
+
 /// Checks the job's image against `allowed_images` and every pull policy the job would use
 /// against `allowed_pull_policies`.
 pub fn check_job(
@@ -30,14 +55,13 @@ pub fn check_job(
         check_image(settings, &name)?;
     }
     for image in job.image.iter().chain(&job.services) {
-        let requested =
-            requested_pull_policies(Some(image), settings).map_err(|error| Refusal {
-                lines: Vec::new(),
-                error,
-            })?;
-        restrict_pull_policies(Some(image), settings, requested).map_err(|error| Refusal {
+        let requested = requested_pull_policies(Some(image), settings).map_err(|e| Refusal {
             lines: Vec::new(),
-            error,
+            error: e.to_string(),
+        })?;
+        restrict_pull_policies(Some(image), settings, requested).map_err(|e| Refusal {
+            lines: Vec::new(),
+            error: e.to_string(),
         })?;
     }
     Ok(())
@@ -49,7 +73,7 @@ fn check_image(settings: &DockerConfig, image: &str) -> Result<(), Refusal> {
     if allowed.is_empty()
         || allowed
             .iter()
-            .any(|p| super::services::glob_matches(p, image))
+            .any(|p| super::image_glob::glob_matches(p, image))
         || image == settings.image
     {
         return Ok(());
@@ -76,7 +100,7 @@ fn check_image(settings: &DockerConfig, image: &str) -> Result<(), Refusal> {
 pub(super) fn requested_pull_policies(
     image: Option<&Image>,
     settings: &DockerConfig,
-) -> Result<Vec<PullPolicy>, String> {
+) -> Result<Vec<PullPolicy>, PullPolicyError> {
     let from_job = image.map(|i| i.pull_policy.as_slice()).unwrap_or_default();
     if from_job.is_empty() {
         return Ok(if settings.pull_policy.is_empty() {
@@ -88,11 +112,9 @@ pub(super) fn requested_pull_policies(
     from_job
         .iter()
         .map(|p| {
-            PullPolicy::parse(p.trim()).ok_or_else(|| {
-                format!(
-                    "unknown pull policy {p:?} for image {:?} (use always, if-not-present or never)",
-                    image.map(|i| i.name.as_str()).unwrap_or_default()
-                )
+            PullPolicy::parse(p.trim()).ok_or_else(|| PullPolicyError::Unknown {
+                policy: p.clone(),
+                image: image.map(|i| i.name.clone()).unwrap_or_default(),
             })
         })
         .collect()
@@ -104,7 +126,7 @@ pub(super) fn restrict_pull_policies(
     image: Option<&Image>,
     settings: &DockerConfig,
     requested: Vec<PullPolicy>,
-) -> Result<Vec<PullPolicy>, String> {
+) -> Result<Vec<PullPolicy>, PullPolicyError> {
     let allowed = &settings.allowed_pull_policies;
     if allowed.is_empty() {
         return Ok(requested);
@@ -125,11 +147,11 @@ pub(super) fn restrict_pull_policies(
     } else {
         "Runner config"
     };
-    Err(format!(
-        "pull_policy ({}) defined in {source} is not one of the allowed_pull_policies ({})",
-        go_list(&requested),
-        go_list(allowed)
-    ))
+    Err(PullPolicyError::NotAllowed {
+        requested: go_list(&requested),
+        source_name: source,
+        allowed: go_list(allowed),
+    })
 }
 
 /// A list as Go's `%v` prints a slice: `[always if-not-present]`.

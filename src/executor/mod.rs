@@ -29,6 +29,7 @@ mod error;
 mod git;
 mod helper_container;
 mod helper_load;
+mod image_glob;
 mod leftovers;
 mod prepare;
 mod pull;

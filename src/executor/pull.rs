@@ -50,9 +50,9 @@ pub(super) fn image_pull_policies(
     settings: &DockerConfig,
 ) -> Result<Vec<PullPolicy>, ExecError> {
     let requested = super::allowed::requested_pull_policies(image, settings)
-        .map_err(ExecError::Configuration)?;
+        .map_err(|e| ExecError::Configuration(e.to_string()))?;
     super::allowed::restrict_pull_policies(image, settings, requested)
-        .map_err(ExecError::Configuration)
+        .map_err(|e| ExecError::Configuration(e.to_string()))
 }
 
 /// Makes `image` present on the engine following `policies`; logs as GitLab Runner does.

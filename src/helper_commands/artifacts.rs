@@ -11,10 +11,64 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use super::archive::{self, Collected, Selection};
-use crate::coordinator::{ArtifactUpload, ArtifactsClient, JobCredentials};
+use super::archive::{self, ArchiveError, Collected, Selection};
+use crate::coordinator::{ArtifactUpload, ArtifactsClient, ArtifactsError, JobCredentials};
 
 pub use super::contract::TOKEN_ENV;
+
+/// Why an artifacts command failed; the command prints it after `FATAL: ` and exits 1. No
+/// variant holds the job token.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactsCommandError {
+    /// The stage script did not export the job token.
+    #[error("missing job token: the stage script must set {TOKEN_ENV}")]
+    MissingToken,
+    /// The working directory could not be read.
+    #[error("unable to get the working directory: {0}")]
+    WorkingDirectory(std::io::Error),
+    /// The async runtime could not start.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    /// `--id` was missing or not positive.
+    #[error("missing build ID (--id)")]
+    MissingId,
+    /// `--artifact-format` named a format the uploader cannot write.
+    #[error(transparent)]
+    Format(#[from] UnsupportedFormat),
+    /// Selecting the files failed.
+    #[error(transparent)]
+    Collect(ArchiveError),
+    /// A temporary file could not be made.
+    #[error("creating a temporary file: {0}")]
+    TempFile(std::io::Error),
+    /// Writing the archive failed.
+    #[error("creating the artifacts archive: {0}")]
+    WriteArchive(ArchiveError),
+    /// The coordinator URL is not usable.
+    #[error(transparent)]
+    Client(ArtifactsError),
+    /// The upload or download failed; `doing` is GitLab Runner's line for the transfer.
+    #[error("{doing} {source}")]
+    Transfer {
+        /// What was being done (`Uploading artifacts to coordinator...`).
+        doing: String,
+        /// The client's error (never the token or a signed URL).
+        source: ArtifactsError,
+    },
+    /// Extracting the downloaded archive failed.
+    #[error("extracting the artifacts: {0}")]
+    Extract(ArchiveError),
+}
+
+/// An `--artifact-format` the uploader does not write.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unsupported artifact format {0:?} (zip, gzip or raw)")]
+pub struct UnsupportedFormat(pub String);
+
+/// A value Go's `strconv.ParseBool` refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a boolean (true or false)")]
+pub struct NotABool(pub String);
 
 /// The upload name when `--name` is empty or `.` (`DefaultUploadName`).
 const DEFAULT_UPLOAD_NAME: &str = "default";
@@ -75,11 +129,11 @@ pub struct DownloaderArgs {
 }
 
 /// A boolean as Go's `strconv.ParseBool` reads it (how GitLab Runner reads feature flags).
-fn parse_go_bool(value: &str) -> Result<bool, String> {
+fn parse_go_bool(value: &str) -> Result<bool, NotABool> {
     match value {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
-        other => Err(format!("{other:?} is not a boolean (true or false)")),
+        other => Err(NotABool(other.to_string())),
     }
 }
 
@@ -96,14 +150,12 @@ pub enum Format {
 
 impl Format {
     /// Parses `--artifact-format` (empty means zip).
-    pub fn parse(value: Option<&str>) -> Result<Format, String> {
+    pub fn parse(value: Option<&str>) -> Result<Format, UnsupportedFormat> {
         match value.unwrap_or("") {
             "" | "zip" => Ok(Format::Zip),
             "gzip" => Ok(Format::Gzip),
             "raw" => Ok(Format::Raw),
-            other => Err(format!(
-                "unsupported artifact format {other:?} (zip, gzip or raw)"
-            )),
+            other => Err(UnsupportedFormat(other.to_string())),
         }
     }
 }
@@ -136,25 +188,24 @@ pub fn run_downloader(args: DownloaderArgs) -> ExitCode {
     exit(outcome)
 }
 
-fn token_and_dir() -> Result<(String, PathBuf), String> {
+fn token_and_dir() -> Result<(String, PathBuf), ArtifactsCommandError> {
     let token = std::env::var(TOKEN_ENV)
         .ok()
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| format!("missing job token: the stage script must set {TOKEN_ENV}"))?;
-    let wd =
-        std::env::current_dir().map_err(|e| format!("unable to get the working directory: {e}"))?;
+        .ok_or(ArtifactsCommandError::MissingToken)?;
+    let wd = std::env::current_dir().map_err(ArtifactsCommandError::WorkingDirectory)?;
     Ok((token, wd))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
+fn runtime() -> Result<tokio::runtime::Runtime, ArtifactsCommandError> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))
+        .map_err(ArtifactsCommandError::Runtime)
 }
 
-fn exit(outcome: Result<(), String>) -> ExitCode {
+fn exit(outcome: Result<(), ArtifactsCommandError>) -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -165,9 +216,13 @@ fn exit(outcome: Result<(), String>) -> ExitCode {
 }
 
 /// Collects, archives and uploads from `wd`. No file selected is not an error (as upstream).
-pub async fn upload(args: &UploaderArgs, token: &str, wd: &Path) -> Result<(), String> {
+pub async fn upload(
+    args: &UploaderArgs,
+    token: &str,
+    wd: &Path,
+) -> Result<(), ArtifactsCommandError> {
     if args.id <= 0 {
-        return Err("missing build ID (--id)".into());
+        return Err(ArtifactsCommandError::MissingId);
     }
     let format = Format::parse(args.artifact_format.as_deref())?;
     let selection = Selection {
@@ -175,7 +230,7 @@ pub async fn upload(args: &UploaderArgs, token: &str, wd: &Path) -> Result<(), S
         exclude: args.exclude.clone(),
         untracked: args.untracked,
     };
-    let collected = archive::collect(wd, &selection).map_err(|e| e.to_string())?;
+    let collected = archive::collect(wd, &selection).map_err(ArtifactsCommandError::Collect)?;
     for message in &collected.messages {
         println!("{message}");
     }
@@ -199,11 +254,14 @@ pub async fn upload(args: &UploaderArgs, token: &str, wd: &Path) -> Result<(), S
         Some(kind) => format!("Uploading artifacts as {kind:?} to coordinator..."),
         None => "Uploading artifacts to coordinator...".to_string(),
     };
-    let client = ArtifactsClient::new(&args.url).map_err(|e| e.to_string())?;
+    let client = ArtifactsClient::new(&args.url).map_err(ArtifactsCommandError::Client)?;
     client
         .upload(&job, &upload)
         .await
-        .map_err(|e| format!("{prefix} {e}"))?;
+        .map_err(|source| ArtifactsCommandError::Transfer {
+            doing: prefix.clone(),
+            source,
+        })?;
     println!("{prefix} 201 Created");
     Ok(())
 }
@@ -213,9 +271,8 @@ fn write_archive(
     wd: &Path,
     collected: &Collected,
     format: Format,
-) -> Result<tempfile::NamedTempFile, String> {
-    let mut file =
-        tempfile::NamedTempFile::new().map_err(|e| format!("creating a temporary file: {e}"))?;
+) -> Result<tempfile::NamedTempFile, ArtifactsCommandError> {
+    let mut file = tempfile::NamedTempFile::new().map_err(ArtifactsCommandError::TempFile)?;
     let written = {
         let out = file.as_file_mut();
         match format {
@@ -224,28 +281,34 @@ fn write_archive(
             Format::Raw => archive::write_raw(wd, &collected.files, out),
         }
     };
-    written.map_err(|e| format!("creating the artifacts archive: {e}"))?;
+    written.map_err(ArtifactsCommandError::WriteArchive)?;
     Ok(file)
 }
 
 /// Downloads job `args.id`'s archive and extracts it into `wd`.
-pub async fn download(args: &DownloaderArgs, token: &str, wd: &Path) -> Result<(), String> {
+pub async fn download(
+    args: &DownloaderArgs,
+    token: &str,
+    wd: &Path,
+) -> Result<(), ArtifactsCommandError> {
     if args.id <= 0 {
-        return Err("missing build ID (--id)".into());
+        return Err(ArtifactsCommandError::MissingId);
     }
     let job = JobCredentials {
         id: args.id,
         token: token.to_string(),
     };
-    let file =
-        tempfile::NamedTempFile::new().map_err(|e| format!("creating a temporary file: {e}"))?;
-    let client = ArtifactsClient::new(&args.url).map_err(|e| e.to_string())?;
+    let file = tempfile::NamedTempFile::new().map_err(ArtifactsCommandError::TempFile)?;
+    let client = ArtifactsClient::new(&args.url).map_err(ArtifactsCommandError::Client)?;
     client
         .download(&job, args.direct_download, file.path())
         .await
-        .map_err(|e| format!("Downloading artifacts from coordinator... {e}"))?;
+        .map_err(|source| ArtifactsCommandError::Transfer {
+            doing: "Downloading artifacts from coordinator...".to_string(),
+            source,
+        })?;
     println!("Downloading artifacts from coordinator... ok");
-    archive::extract_zip(file.path(), wd).map_err(|e| format!("extracting the artifacts: {e}"))?;
+    archive::extract_zip(file.path(), wd).map_err(ArtifactsCommandError::Extract)?;
     Ok(())
 }
 

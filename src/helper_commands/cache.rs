@@ -51,20 +51,37 @@ fn io_err(what: &str, e: io::Error) -> CacheError {
     CacheError::Io(format!("{what}: {e}"))
 }
 
-fn read_spec<T: serde::de::DeserializeOwned>(name: &str) -> Result<T, String> {
-    let text = std::env::var(name).map_err(|_| format!("{name} is not set"))?;
-    serde_json::from_str(&text).map_err(|e| format!("{name} is not a cache spec: {e}"))
+/// Why a spec could not be read: never its contents, which hold signed URLs.
+#[derive(Debug, thiserror::Error)]
+enum SpecError {
+    #[error("{0} is not set")]
+    Unset(String),
+    #[error("{name} is not a cache spec (line {line}, column {column})")]
+    Malformed {
+        name: String,
+        line: usize,
+        column: usize,
+    },
+}
+
+fn read_spec<T: serde::de::DeserializeOwned>(name: &str) -> Result<T, SpecError> {
+    let text = std::env::var(name).map_err(|_| SpecError::Unset(name.to_string()))?;
+    serde_json::from_str(&text).map_err(|e| SpecError::Malformed {
+        name: name.to_string(),
+        line: e.line(),
+        column: e.column(),
+    })
 }
 
 fn warn(text: &str) {
     println!("\x1b[0;33mWARNING: {text}\x1b[0;m");
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
+fn runtime() -> Result<tokio::runtime::Runtime, CacheError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("starting the runtime: {e}"))
+        .map_err(|e| io_err("starting the runtime", e))
 }
 
 /// `cache-archiver`: builds and stores one cache archive.
@@ -72,7 +89,7 @@ pub fn archiver(args: CacheArgs) -> ExitCode {
     let spec: ArchiveSpec = match read_spec(&args.spec_env) {
         Ok(spec) => spec,
         Err(e) => {
-            warn(&e);
+            warn(&e.to_string());
             return ExitCode::FAILURE;
         }
     };
@@ -139,7 +156,7 @@ fn archive(spec: &ArchiveSpec, dir: &Path) -> Result<String, CacheError> {
                     spec.max_size
                 )));
             }
-            let rt = runtime().map_err(CacheError::Io)?;
+            let rt = runtime()?;
             rt.block_on(upload(
                 url,
                 headers,
@@ -211,7 +228,7 @@ pub fn extractor(args: CacheArgs) -> ExitCode {
     let spec: RestoreSpec = match read_spec(&args.spec_env) {
         Ok(spec) => spec,
         Err(e) => {
-            warn(&e);
+            warn(&e.to_string());
             return ExitCode::FAILURE;
         }
     };
@@ -254,7 +271,7 @@ fn extract_one(location: &Location, dir: &Path, timeout_secs: u64) -> Result<usi
         Location::Url(url) => {
             let mut scratch =
                 tempfile::NamedTempFile::new().map_err(|e| io_err("scratch file", e))?;
-            let rt = runtime().map_err(CacheError::Io)?;
+            let rt = runtime()?;
             rt.block_on(download(
                 url,
                 scratch.as_file_mut(),

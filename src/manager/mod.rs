@@ -16,7 +16,7 @@ mod runner_loop;
 mod runners;
 mod slots;
 
-pub use reload::{ConfigSource, LogReload};
+pub use reload::{ConfigSource, LogReload, LogReloadError};
 
 use crate::config::Config;
 use crate::coordinator::{ClientSettings, Coordinator, CoordinatorError};

@@ -12,7 +12,28 @@ use std::sync::Arc;
 
 /// Applies a new `log_level` and `log_format` to the process's logging (set up by `main`).
 /// Returns an error text when the level is not a valid filter.
-pub type LogReload = Arc<dyn Fn(&str, LogFormat) -> Result<(), String> + Send + Sync>;
+pub type LogReload = Arc<dyn Fn(&str, LogFormat) -> Result<(), LogReloadError> + Send + Sync>;
+
+/// Why new log settings were not applied (the running ones stay).
+#[derive(Debug, thiserror::Error)]
+pub enum LogReloadError {
+    /// `log_level` is not a level or filter tracing understands.
+    #[error("log_level {level:?}: {source}")]
+    Level {
+        /// The level as configured.
+        level: String,
+        /// The filter parser's reason.
+        source: tracing_subscriber::filter::ParseError,
+    },
+    /// The logging layer could not be swapped.
+    #[error("cannot change the log {what}: {source}")]
+    Swap {
+        /// `level` or `format`.
+        what: &'static str,
+        /// The reload handle's reason.
+        source: tracing_subscriber::reload::Error,
+    },
+}
 
 /// Where a reload reads the configuration, and how it changes the logging.
 #[derive(Clone)]

@@ -48,6 +48,11 @@ enum Claim {
     ShuttingDown,
 }
 
+/// Why a configuration cannot drive its docker+machine runners' pools: one message per runner.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("; "))]
+pub(super) struct PoolProblems(Vec<String>);
+
 impl Runners {
     /// Starts every runner of `config` (a pool that cannot start fails the start).
     pub(super) async fn start(
@@ -84,7 +89,7 @@ impl Runners {
 
     /// Checks that every docker+machine runner of `config` can drive a pool, before a reload
     /// changes anything.
-    pub(super) fn check(config: &Config, manager_id: &str) -> Result<(), String> {
+    pub(super) fn check(config: &Config, manager_id: &str) -> Result<(), PoolProblems> {
         let mut problems = Vec::new();
         for runner in config.runners.iter().filter(|r| cloud_key(r).is_some()) {
             let checked =
@@ -96,7 +101,7 @@ impl Runners {
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(problems.join("; "))
+            Err(PoolProblems(problems))
         }
     }
 

@@ -29,6 +29,7 @@ use names::{split_name_and_version, ServiceName};
 use super::auth::RegistryAuths;
 use super::container::BUILDS_DIR;
 use super::error::ExecError;
+use super::image_glob::glob_matches;
 use super::pull;
 use super::section::RunnerLog;
 use crate::config::DockerConfig;
@@ -357,17 +358,6 @@ fn host_config(
         }]),
         ..Default::default()
     }
-}
-
-/// Whether `image` matches the doublestar glob `pattern` (`*` stays within a path segment,
-/// `**` crosses them). A pattern that does not compile matches nothing (config validation
-/// reports it).
-pub(super) fn glob_matches(pattern: &str, image: &str) -> bool {
-    globset::GlobBuilder::new(pattern)
-        .literal_separator(true)
-        .build()
-        .map(|g| g.compile_matcher().is_match(image))
-        .unwrap_or(false)
 }
 
 #[cfg(test)]

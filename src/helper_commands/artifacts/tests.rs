@@ -68,6 +68,7 @@ fn filenames_follow_gitlab_runner() {
     assert_eq!(Format::parse(Some("gzip")), Ok(Format::Gzip));
     assert!(Format::parse(Some("tar"))
         .unwrap_err()
+        .to_string()
         .contains("unsupported"));
 }
 
@@ -174,7 +175,8 @@ async fn nothing_selected_uploads_nothing_and_a_bad_token_fails() {
     args.paths = vec!["a.txt".into()];
     let err = upload(&args, "glcbt-wrong", project.path())
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("403 Forbidden"), "{err}");
     assert!(!err.contains("glcbt-wrong"), "{err}");
 }
