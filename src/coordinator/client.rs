@@ -83,8 +83,9 @@ pub(crate) struct Inner {
     pub(crate) final_update_attempts: u32,
 }
 
-/// One `[[runners]]` entry as the client sees it. `Debug` hides the token.
-#[derive(Debug, Clone)]
+/// One `[[runners]]` entry as the client sees it. `Debug` hides the token (and the short
+/// token, a part of it).
+#[derive(Clone)]
 pub struct RunnerEndpoint {
     /// The coordinator URL as configured (`https://gitlab.example.com/`).
     pub url: String,
@@ -92,13 +93,26 @@ pub struct RunnerEndpoint {
     pub token: Secret,
     /// This manager's system id (`s_…`).
     pub system_id: String,
+    /// The runner's short token for metric labels: the one it was started with, kept across
+    /// token rotations so its series go on (`RunnerConfig::short_token`).
+    pub short_token: String,
+}
+
+impl std::fmt::Debug for RunnerEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunnerEndpoint")
+            .field("url", &self.url)
+            .field("token", &self.token)
+            .field("system_id", &self.system_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RunnerEndpoint {
     /// The metric labels of this runner (short token, never the token).
     pub fn labels(&self) -> RunnerLabels {
         RunnerLabels {
-            runner: crate::config::short_token(self.token.expose()),
+            runner: self.short_token.clone(),
             system_id: self.system_id.clone(),
         }
     }
@@ -442,11 +456,25 @@ mod tests {
     }
 
     #[test]
+    fn labels_carry_the_kept_short_token_not_the_rotated_one() {
+        let rotated = RunnerEndpoint {
+            url: "https://gitlab.example.com".into(),
+            token: Secret("glrt-NEWTOKEN_after_rotation".into()),
+            system_id: "s_0123456789ab".into(),
+            short_token: "t1_OLDSHORT".into(),
+        };
+        let labels = rotated.labels();
+        assert_eq!(labels.runner, "t1_OLDSHORT");
+        assert_eq!(labels.system_id, "s_0123456789ab");
+    }
+
+    #[test]
     fn debug_hides_tokens() {
         let runner = RunnerEndpoint {
             url: "https://gitlab.example.com".into(),
             token: Secret("glrt-t1_SECRETSECRET".into()),
             system_id: "s_0123456789ab".into(),
+            short_token: crate::config::short_token("glrt-t1_SECRETSECRET"),
         };
         let job = JobCredentials {
             id: 7,

@@ -98,9 +98,13 @@ fn endpoint_for(shared: &Shared, url: &str) -> RunnerEndpoint {
         .runners
         .iter()
         .find(|r| r.url.trim_end_matches('/') == url.trim_end_matches('/'));
+    let token = runner.map(|r| r.token.clone()).unwrap_or_default();
     RunnerEndpoint {
         url: url.to_string(),
-        token: runner.map(|r| r.token.clone()).unwrap_or_default(),
+        short_token: runner
+            .map(|r| r.short_token())
+            .unwrap_or_else(|| crate::config::short_token(token.expose())),
+        token,
         system_id: shared.system_id.clone(),
     }
 }

@@ -109,6 +109,7 @@ impl RunnerState {
             url: runner.url.clone(),
             token: runner.token.clone(),
             system_id: shared.system_id.clone(),
+            short_token: runner.short_token(),
         };
         shared.coordinator.add_runner_metrics(&endpoint, wanted);
         let mut running = self.requesters.lock().unwrap_or_else(|p| p.into_inner());
@@ -179,6 +180,7 @@ async fn requester(shared: Arc<Shared>, state: Arc<RunnerState>) {
             url: runner.url.clone(),
             token: runner.token.clone(),
             system_id: shared.system_id.clone(),
+            short_token: runner.short_token(),
         };
         let outcome = tokio::select! {
             _ = shared.abort_jobs.cancelled() => {
