@@ -352,7 +352,7 @@ module Harness
       @node.apply_role(Role.load(path("roles/#{role}.rb"))) if role
       AttributeContext.new(@node).instance_eval(File.read(path('attributes/default.rb')), path('attributes/default.rb'))
       AttributeContext.new(@node).instance_eval(&attribute_overrides) if attribute_overrides
-      Dir[path('libraries/*.rb')].sort.each { |f| load f }
+      Dir[path('libraries/*.rb')].sort.each { |f| require f } # once per process, as chef-client loads libraries once per run
       @custom_resources = Dir[path('resources/*.rb')].sort.to_h do |f|
         cr = CustomResource.load(f)
         cr.node = @node
