@@ -380,6 +380,20 @@ mod tests {
             labels: &labels,
         };
         let body = spec.body();
+        let kind = |body: &ContainerCreateBody| {
+            body.labels.as_ref().unwrap()["com.gitlab.gitlab-runner.type"].clone()
+        };
+        assert_eq!(kind(&body), "build");
+        assert_eq!(
+            kind(
+                &BuildContainer {
+                    role: Role::Helper,
+                    ..spec
+                }
+                .body()
+            ),
+            "predefined"
+        );
         assert_eq!(body.env, None);
         assert_eq!(body.open_stdin, Some(true));
         assert_eq!(body.stdin_once, Some(true));
