@@ -246,13 +246,16 @@ async fn a_job_request_to_an_untrusted_certificate_names_the_tls_failure() {
     );
 }
 
+/// A case of an early error: its name, arguments, environment and exit code.
+type EarlyCase<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, &'a str)], i32);
+
 #[tokio::test]
 async fn errors_before_logging_starts_are_json_lines_too() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "log_format = \"json\"\nconcurrent = \"four\"\n").unwrap();
     let bad = bad.to_str().unwrap();
-    let cases: [(&str, &[&str], &[(&str, &str)], i32); 4] = [
+    let cases: [EarlyCase<'_>; 4] = [
         ("bad config", &["run", "-c", bad], &[], 64),
         (
             "bad config by CONFIG_FILE",
