@@ -531,7 +531,8 @@ fn docker_autoscaler(
     runner_line: usize,
 ) -> (MachineConfig, Option<GceConfig>, AutoscalerMapping, usize) {
     let carried = autoscaler::build(d, raw, runner_path, runner_line);
-    let (machine, _) = machine::build(d, Some(carried.machine), runner_path, runner_line);
+    let (mut machine, _) = machine::build(d, Some(carried.machine), runner_path, runner_line);
+    machine.runner_name_prefix = false;
     let mut table = table.unwrap_or_else(|| RawGce {
         line: runner_line,
         path: format!("{runner_path}.gce"),
