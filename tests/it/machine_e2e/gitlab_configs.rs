@@ -149,6 +149,16 @@ async fn a_gitlab_com_style_docker_machine_file_runs_a_job() {
     assert!(vm.starts_with("runner-") && vm.ends_with("-srm"), "{vm}");
     // MaxBuilds = 1: the VM is deleted after its one job.
     env.wait_gone(&vm).await;
+    // The pool is back at `limit`, every insert answered: a drain now races no creation (a
+    // creation cancelled while its insert is in flight can leave its VM behind: reported).
+    wait_for_manager_vms(
+        &env.gce,
+        &env.manager_id,
+        "two running VMs",
+        DEADLINE,
+        |vms| vms.len() == 2 && vms.iter().all(|v| v.status == "RUNNING"),
+    )
+    .await;
     let seen = env.finish(manager).await;
     let job_vm = seen.iter().find(|v| v.name == vm).expect("the job's VM");
     assert_eq!(job_vm.zone, "us-east1-d");
@@ -176,6 +186,22 @@ async fn a_docker_autoscaler_googlecloud_file_runs_a_job() {
     assert!(vm.starts_with("ci-runners-group-"), "{vm}");
     // max_use_count = 1: the VM is deleted after its one job.
     env.wait_gone(&vm).await;
+    // The policies' idle count now: 0 on weekends in Europe/Berlin, else 1. Waiting for it
+    // (every insert answered) keeps the drain from racing a creation.
+    let berlin = chrono::Utc::now().with_timezone(&chrono_tz::Europe::Berlin);
+    let weekend = matches!(
+        chrono::Datelike::weekday(&berlin),
+        chrono::Weekday::Sat | chrono::Weekday::Sun
+    );
+    let idle = if weekend { 0 } else { 1 };
+    wait_for_manager_vms(
+        &env.gce,
+        &env.manager_id,
+        "the policy's idle VMs",
+        DEADLINE,
+        |vms| vms.len() == idle && vms.iter().all(|v| v.status == "RUNNING"),
+    )
+    .await;
     let seen = env.finish(manager).await;
     let job_vm = seen.iter().find(|v| v.name == vm).expect("the job's VM");
     assert_eq!(
