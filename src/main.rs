@@ -210,10 +210,19 @@ fn registration(
 }
 
 fn check_config(file: &std::path::Path) -> ExitCode {
-    match flotilla::config::check_file(file) {
-        Ok(warnings) => {
+    match Config::load(file) {
+        Ok(loaded) => {
+            let warnings = loaded.warnings;
             for warning in &warnings {
                 eprintln!("warning: {warning}");
+            }
+            for (i, runner) in loaded.config.runners.iter().enumerate() {
+                if let Some(mapping) = &runner.autoscaler {
+                    println!(
+                        "runners[{i}] {:?}: executor docker-autoscaler: {mapping}",
+                        runner.name
+                    );
+                }
             }
             println!("{}: OK ({} warnings)", file.display(), warnings.len());
             ExitCode::SUCCESS

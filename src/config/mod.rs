@@ -13,6 +13,8 @@
 //! the two stages on `global`, reading then building. Both record every problem and go on, so
 //! one run reports them all.
 
+mod autoscaler;
+mod autoscaler_policy;
 mod cache;
 mod diag;
 mod diff;
@@ -23,6 +25,7 @@ mod gce_checks;
 mod gce_names;
 mod global;
 mod known_keys;
+mod known_keys_autoscaler;
 mod machine;
 mod machine_options;
 mod runner;
@@ -33,10 +36,13 @@ mod units;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_autoscaler;
+#[cfg(test)]
 mod tests_machine;
 
 use std::path::Path;
 
+pub use autoscaler::{AutoscalerMapping, INSTANCE_GROUP_LABEL};
 pub use cache::{CacheConfig, CacheStorage, GcsCacheConfig, GcsCredentials};
 pub use diff::{diff, restart_required};
 pub use docker::{DockerConfig, PullPolicy, DEFAULT_WAIT_FOR_SERVICES};
