@@ -14,7 +14,7 @@ use crate::trace::{JobTrace, StreamKind, TraceStream, WORK_STREAM};
 use bollard::container::{AttachContainerResults, LogOutput};
 use bollard::models::{
     ContainerCreateBody, ContainerStateStatusEnum, HostConfig, HostConfigLogConfig, Mount,
-    MountType, MountVolumeOptions, NetworkCreateRequest, NetworkingConfig, VolumeCreateRequest,
+    MountType, MountVolumeOptions, NetworkingConfig, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
@@ -66,25 +66,6 @@ pub(super) async fn create_volume(
         .await
         .map(|_| ())
         .map_err(|e| ExecError::docker(format!("creating the volume {name}"), e))
-}
-
-/// Creates the job's own bridge network.
-pub(super) async fn create_network(
-    docker: &Docker,
-    name: &str,
-    labels: &HashMap<String, String>,
-) -> Result<(), ExecError> {
-    let request = NetworkCreateRequest {
-        name: name.to_string(),
-        driver: Some("bridge".into()),
-        labels: Some(labels.clone()),
-        ..Default::default()
-    };
-    docker
-        .create_network(request)
-        .await
-        .map(|_| ())
-        .map_err(|e| ExecError::docker(format!("creating the job network {name}"), e))
 }
 
 /// What a job container (the build container, or the helper container) is made of.
