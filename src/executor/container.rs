@@ -11,7 +11,7 @@ use super::error::{is_not_found, ExecError};
 use super::script;
 use crate::config::DockerConfig;
 use crate::trace::{JobTrace, StreamKind, TraceStream, WORK_STREAM};
-use bollard::container::{AttachContainerResults, LogOutput};
+use bollard::container::AttachContainerResults;
 use bollard::models::{
     ContainerCreateBody, ContainerStateStatusEnum, HostConfig, HostConfigLogConfig, Mount,
     MountType, MountVolumeOptions, NetworkingConfig, VolumeCreateRequest,
@@ -240,18 +240,7 @@ pub(super) async fn run_script(
             tracing::debug!(error = %e, "writing the script to the container's stdin");
         }
     };
-    let pump = async {
-        while let Some(item) = output.next().await {
-            match item? {
-                LogOutput::StdErr { message } => stderr.0.write(&message),
-                LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                    stdout.0.write(&message)
-                }
-                LogOutput::StdIn { .. } => {}
-            }
-        }
-        Ok::<(), bollard::errors::Error>(())
-    };
+    let pump = super::pump::pump(&mut output, &mut stdout.0, &mut stderr.0);
     let ((), pumped) = tokio::join!(feed, pump);
     drop((stdout, stderr));
     pumped.map_err(|e| ExecError::HostLost(format!("reading the {role}'s output failed: {e}")))?;

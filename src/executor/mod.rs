@@ -4,7 +4,8 @@
 //!
 //! Files: `stages` (only the order of the stages, their timeouts and cancel), `ctx` (the run
 //! context every stage borrows, below them all), `prepare` (`prepare_executor`), `container`
-//! (volume, network, build and helper containers, running a script), `helper_container` (the
+//! (volume, build and helper containers, running a script), `pump` (their output into the trace,
+//! in batches), `helper_container` (the
 //! helper container and the sections of the stages it runs), `helper_load` (loading the helper
 //! image from `helper_image_archive`), `network` (the per-job network of `FF_NETWORK_PER_BUILD`), `sources` (`get_sources`) with
 //! `git` (its script), `cache` and `artifacts` (their stages' scripts), `script` (the shell
@@ -34,6 +35,7 @@ mod leftovers;
 mod network;
 mod prepare;
 mod pull;
+mod pump;
 mod script;
 mod section;
 mod services;
