@@ -8,20 +8,23 @@
 //! executor signs nothing and the helper container holds no credentials.
 //!
 //! Files: `key` (pure key and name rules), `plan` (the plan types, also the helper's wire
-//! format), `gcs` (signing).
+//! format), `gcs` (signing), `runner` (a runner's signer and client, made once per runner).
 
 pub mod gcs;
 pub mod key;
 pub mod plan;
+mod runner;
 
 use std::time::Duration;
+
+pub use runner::RunnerCache;
 
 pub use plan::{
     ArchiveSpec, CachePlan, Location, Message, RestoreSpec, Source, Target, LOCAL_CACHE_DIR,
     SPEC_ENV,
 };
 
-use crate::config::{CacheConfig, CacheStorage};
+use crate::config::CacheStorage;
 use crate::job::{JobPayload, Variables};
 use gcs::GcsSigner;
 use key::{Policy, When};
@@ -44,8 +47,8 @@ pub struct PlanInput<'a> {
     pub job: &'a JobPayload,
     /// Every variable the job sees.
     pub variables: &'a Variables,
-    /// The runner's `[runners.cache]`.
-    pub config: &'a CacheConfig,
+    /// The runner's cache settings and signer (made once per runner).
+    pub cache: &'a RunnerCache,
     /// The runner's short token (object names).
     pub short_token: &'a str,
 }
@@ -53,11 +56,8 @@ pub struct PlanInput<'a> {
 /// Where archives go for this job.
 enum Store {
     Local,
-    Gcs(Box<GcsSigner>),
+    Gcs(std::sync::Arc<GcsSigner>),
 }
-
-/// How long one call to the metadata server or IAM may take while planning.
-const SIGNING_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Computes the job's cache plan: keys, sources and targets, signed URLs (valid for the job
 /// timeout) for GCS. Failures (credentials, signing) become warnings in the plan, never errors:
@@ -70,13 +70,13 @@ pub async fn plan_job(input: PlanInput<'_>) -> CachePlan {
         return plan;
     }
     plan.restore_stage = true;
-    let store = match &input.config.storage {
+    let store = match &input.cache.config().storage {
         CacheStorage::Local => {
             plan.local_volume = Some(local_volume_name(input.short_token));
             Store::Local
         }
-        CacheStorage::Gcs(gcs) => match GcsSigner::new(gcs, signing_client()).await {
-            Ok(signer) => Store::Gcs(Box::new(signer)),
+        CacheStorage::Gcs(gcs) => match input.cache.gcs_signer(gcs).await {
+            Ok(signer) => Store::Gcs(signer),
             Err(e) => {
                 let text = format!("Failed to obtain GCS credentials for the cache: {e}");
                 tracing::warn!(job = job.id, error = %e, "cache credentials");
@@ -153,15 +153,6 @@ pub async fn plan_job(input: PlanInput<'_>) -> CachePlan {
     plan
 }
 
-/// The HTTP client for the metadata server and IAM (one per job: jobs are minutes apart, and
-/// only GCS caches need it).
-fn signing_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(SIGNING_CALL_TIMEOUT)
-        .build()
-        .unwrap_or_default()
-}
-
 /// The per-job context of [`plan_job`].
 struct Planner<'a> {
     input: &'a PlanInput<'a>,
@@ -180,7 +171,7 @@ impl Planner<'_> {
     }
 
     fn object_name(&self, key: &str, messages: &mut Vec<Message>) -> Option<String> {
-        let config = self.input.config;
+        let config = self.input.cache.config();
         match key::object_name(
             &config.path,
             config.shared,
@@ -263,7 +254,7 @@ impl Planner<'_> {
         messages: &mut Vec<Message>,
     ) -> Option<ArchiveSpec> {
         let object = self.object_name(human_key, messages)?;
-        let max_size = self.input.config.max_uploaded_archive_size;
+        let max_size = self.input.cache.config().max_uploaded_archive_size;
         let target = match self.store {
             Store::Local => Target::File(plan::local_archive_path(&object)),
             Store::Gcs(signer) => {

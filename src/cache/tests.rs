@@ -2,7 +2,7 @@
 //! which verifies V4 signatures with the test service account's public key.
 
 use super::*;
-use crate::config::{GcsCacheConfig, GcsCredentials, Secret};
+use crate::config::{CacheConfig, GcsCacheConfig, GcsCredentials, Secret};
 use crate::job::{Cache, JobVariable};
 use testkit::{FakeGcs, TestServiceAccount};
 
@@ -47,7 +47,7 @@ async fn plan(job: &JobPayload, vars: &Variables, config: &CacheConfig) -> Cache
     plan_job(PlanInput {
         job,
         variables: vars,
-        config,
+        cache: &RunnerCache::new(config),
         short_token: "abcdefghi",
     })
     .await
@@ -335,4 +335,50 @@ async fn head_urls_answer_without_a_body_and_404_when_missing() {
     let get = signer.get_url("p/o", valid).await.unwrap();
     let answer = http.head(get).send().await.unwrap();
     assert_eq!(answer.status(), 403);
+}
+
+/// Issue 13: credentials are resolved once per runner, not per job. The key file is read for
+/// the first job only: removed afterwards, later jobs still sign; a new `RunnerCache` (what a
+/// reload makes) reads it again and fails without it.
+#[tokio::test]
+async fn credentials_are_resolved_once_per_runner_and_again_after_a_reload() {
+    let account =
+        TestServiceAccount::generate("once@flotilla-test.iam.gserviceaccount.com").unwrap();
+    let fake = FakeGcs::start(None).await.unwrap();
+    fake.create_bucket(BUCKET);
+    fake.allow(&account);
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("key.json");
+    std::fs::write(&key_file, account.key_file_json()).unwrap();
+    let config = gcs_config(&fake, GcsCredentials::File(key_file.clone()));
+    let runner = RunnerCache::new(&config);
+    assert!(!runner.has_signer().await, "nothing resolved before a job");
+    let job = job(vec![cache("k", "", &[])]);
+    let no_vars = Variables::new(Vec::new());
+    let input = || PlanInput {
+        job: &job,
+        variables: &no_vars,
+        cache: &runner,
+        short_token: "abcdefghi",
+    };
+    let first = plan_job(input()).await;
+    assert!(matches!(first.archives[0].target, Target::Url { .. }));
+    assert!(runner.has_signer().await);
+    std::fs::remove_file(&key_file).unwrap();
+    for _ in 0..3 {
+        let later = plan_job(input()).await;
+        assert!(
+            matches!(later.archives[0].target, Target::Url { .. }),
+            "{:?}",
+            later.archive_messages
+        );
+    }
+    let reloaded = RunnerCache::new(&config);
+    let after_reload = plan_job(PlanInput {
+        cache: &reloaded,
+        ..input()
+    })
+    .await;
+    assert!(after_reload.archives.is_empty());
+    assert!(!reloaded.has_signer().await, "a failure is not kept");
 }

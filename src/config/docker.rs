@@ -10,6 +10,7 @@ use toml_edit::Item;
 use super::diag::Diagnostics;
 use super::error::WarningKind;
 use super::known_keys;
+use super::subnet::{self, SubnetPool};
 use super::toml_read::{check_keys, get, integer, string, string_list, strings, Field, Scope};
 use super::units;
 
@@ -58,8 +59,12 @@ pub struct DockerConfig {
     pub pull_policy: Vec<PullPolicy>,
     /// `volumes`: `host:container[:mode]` binds or `container` paths for anonymous volumes.
     pub volumes: Vec<String>,
-    /// `network_mode` (`host`, `bridge`, a network name); a per-job network when unset.
+    /// `network_mode` (`host`, `bridge`, a network name); when unset, the engine's default
+    /// bridge, or a per-job network when the job sets `FF_NETWORK_PER_BUILD`.
     pub network_mode: Option<String>,
+    /// `network_per_build_pool` and `network_per_build_prefix` (Flotilla's own): where the
+    /// per-job networks' subnets come from.
+    pub network_per_build: SubnetPool,
     /// `cpus` as nano-CPUs (e.g. "1.5" → 1_500_000_000).
     pub nano_cpus: Option<i64>,
     /// `memory` in bytes (e.g. "512m").
@@ -95,6 +100,7 @@ impl Default for DockerConfig {
             pull_policy: vec![PullPolicy::Always],
             volumes: Vec::new(),
             network_mode: None,
+            network_per_build: SubnetPool::default(),
             nano_cpus: None,
             memory_bytes: None,
             helper_image: None,
@@ -123,6 +129,8 @@ pub(super) struct RawDocker {
     pub pull_policy: Option<Field<Vec<String>>>,
     pub volumes: Option<Field<Vec<String>>>,
     pub network_mode: Option<Field<String>>,
+    pub network_per_build_pool: Option<Field<String>>,
+    pub network_per_build_prefix: Option<Field<i64>>,
     pub cpus: Option<Field<String>>,
     pub memory: Option<Field<String>>,
     pub helper_image: Option<Field<String>>,
@@ -156,6 +164,8 @@ pub(super) fn read(d: &mut Diagnostics, s: &Scope<'_>) -> RawDocker {
         ),
         volumes: string_list(d, s, "volumes"),
         network_mode: string(d, s, "network_mode"),
+        network_per_build_pool: string(d, s, "network_per_build_pool"),
+        network_per_build_prefix: integer(d, s, "network_per_build_prefix"),
         cpus: string(d, s, "cpus"),
         memory: string(d, s, "memory"),
         helper_image: string(d, s, "helper_image"),
@@ -207,6 +217,12 @@ pub(super) fn build(d: &mut Diagnostics, raw: RawDocker, path: &str) -> DockerCo
         },
         volumes: raw.volumes.map(|f| f.value).unwrap_or_default(),
         network_mode: non_empty(raw.network_mode).map(|f| f.value),
+        network_per_build: subnet_pool(
+            d,
+            raw.network_per_build_pool,
+            raw.network_per_build_prefix,
+            &p("network_per_build_pool"),
+        ),
         nano_cpus: parsed(d, non_empty(raw.cpus), &p("cpus"), units::parse_cpus),
         memory_bytes: parsed(d, non_empty(raw.memory), &p("memory"), units::parse_memory),
         helper_image,
@@ -321,4 +337,27 @@ fn parsed<T, E: std::fmt::Display>(
 
 fn non_empty(f: Option<Field<String>>) -> Option<Field<String>> {
     f.filter(|f| !f.value.trim().is_empty())
+}
+
+/// `network_per_build_pool` (an IPv4 range) cut into `/network_per_build_prefix` subnets; the
+/// defaults when unset; an error naming the key when they do not make a pool.
+fn subnet_pool(
+    d: &mut Diagnostics,
+    pool: Option<Field<String>>,
+    prefix: Option<Field<i64>>,
+    key: &str,
+) -> SubnetPool {
+    let line = pool
+        .as_ref()
+        .map(|f| f.line)
+        .or(prefix.as_ref().map(|f| f.line));
+    let cidr = non_empty(pool).map_or_else(|| subnet::DEFAULT_POOL.to_string(), |f| f.value);
+    let len = match prefix.map(|f| f.value) {
+        None => subnet::DEFAULT_PREFIX,
+        Some(v) => u8::try_from(v).unwrap_or(u8::MAX),
+    };
+    SubnetPool::parse(&cidr, len).unwrap_or_else(|e| {
+        d.error(line.unwrap_or_default(), key, e);
+        SubnetPool::default()
+    })
 }

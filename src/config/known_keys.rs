@@ -157,6 +157,9 @@ pub(super) const DOCKER: Section = Section {
         "pull_policy",
         "volumes",
         "network_mode",
+        // Flotilla's own: the range the FF_NETWORK_PER_BUILD networks' subnets come from.
+        "network_per_build_pool",
+        "network_per_build_prefix",
         "cpus",
         "memory",
         "helper_image",

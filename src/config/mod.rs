@@ -30,6 +30,7 @@ mod machine;
 mod machine_options;
 mod runner;
 mod secret;
+mod subnet;
 mod toml_read;
 mod units;
 
@@ -52,6 +53,7 @@ pub use global::{Config, LogFormat, DEFAULT_STATE_DIR};
 pub use machine::{AutoscalingPeriod, IdleCountPolicy, MachineConfig};
 pub use runner::{short_token, ExecutorKind, RunnerConfig, RunnerIdentity};
 pub use secret::Secret;
+pub use subnet::SubnetPool;
 pub use units::with_default_port as listen_address_with_port;
 
 /// A configuration that loaded, and the warnings about keys it ignored.

@@ -58,13 +58,13 @@ pub(super) struct Names {
     pub helper_container: String,
     /// The volume mounted at `/builds`.
     pub builds_volume: String,
-    /// The per-job bridge network (used only when `network_mode` is unset).
-    pub network: String,
+    /// The per-job bridge network: only with `FF_NETWORK_PER_BUILD` and `network_mode` unset.
+    pub network: Option<String>,
 }
 
 impl Names {
-    /// Names for the job `labels` describes.
-    pub(super) fn new(l: &ContainerLabels) -> Self {
+    /// Names for the job `labels` describes; a network name when the job gets its own network.
+    pub(super) fn new(l: &ContainerLabels, own_network: bool) -> Self {
         let runner: String = l
             .runner
             .chars()
@@ -92,7 +92,7 @@ impl Names {
             build_container: format!("{base}-build"),
             helper_container: format!("{base}-helper"),
             builds_volume: format!("{base}-builds"),
-            network: format!("{base}-network"),
+            network: own_network.then(|| format!("{base}-network")),
             prefix: base,
         }
     }
@@ -137,10 +137,13 @@ pub(super) async fn remove_job_objects(docker: &Docker, names: &Names, l: &Conta
         }
     }
     remove_volume(docker, &names.builds_volume, l.job_id).await;
-    match docker.remove_network(&names.network).await {
+    let Some(network) = &names.network else {
+        return;
+    };
+    match docker.remove_network(network).await {
         Ok(()) => {}
         Err(e) if is_not_found(&e) => {}
-        Err(e) => tracing::warn!(job_id = l.job_id, network = %names.network, error = %e,
+        Err(e) => tracing::warn!(job_id = l.job_id, network = %network, error = %e,
             "removing the job network"),
     }
 }
@@ -250,7 +253,7 @@ mod tests {
             vm: String::new(),
             ..Default::default()
         };
-        let n = Names::new(&l);
+        let n = Names::new(&l, true);
         let pattern =
             regex::Regex::new(r"^flotilla-ab-c-d-42-[0-9a-f]{6}-(build|helper|builds|network)$")
                 .unwrap();
@@ -258,14 +261,14 @@ mod tests {
             &n.build_container,
             &n.helper_container,
             &n.builds_volume,
-            &n.network,
+            n.network.as_ref().unwrap(),
         ] {
             assert!(pattern.is_match(name), "{name}");
         }
         assert!(n.build_container.ends_with("-build"));
         assert!(n.builds_volume.ends_with("-builds"));
         assert_ne!(
-            Names::new(&l).build_container,
+            Names::new(&l, true).build_container,
             n.build_container,
             "unique per run"
         );
@@ -273,5 +276,6 @@ mod tests {
         assert_eq!(labels[LABEL_JOB_ID], "42");
         assert_eq!(labels[LABEL_MANAGED], "true");
         assert_eq!(labels[LABEL_VM], "");
+        assert_eq!(Names::new(&l, false).network, None, "no network by default");
     }
 }

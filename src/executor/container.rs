@@ -11,10 +11,10 @@ use super::error::{is_not_found, ExecError};
 use super::script;
 use crate::config::DockerConfig;
 use crate::trace::{JobTrace, StreamKind, TraceStream, WORK_STREAM};
-use bollard::container::{AttachContainerResults, LogOutput};
+use bollard::container::AttachContainerResults;
 use bollard::models::{
     ContainerCreateBody, ContainerStateStatusEnum, HostConfig, HostConfigLogConfig, Mount,
-    MountType, MountVolumeOptions, NetworkCreateRequest, NetworkingConfig, VolumeCreateRequest,
+    MountType, MountVolumeOptions, NetworkingConfig, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
@@ -66,25 +66,6 @@ pub(super) async fn create_volume(
         .await
         .map(|_| ())
         .map_err(|e| ExecError::docker(format!("creating the volume {name}"), e))
-}
-
-/// Creates the job's own bridge network.
-pub(super) async fn create_network(
-    docker: &Docker,
-    name: &str,
-    labels: &HashMap<String, String>,
-) -> Result<(), ExecError> {
-    let request = NetworkCreateRequest {
-        name: name.to_string(),
-        driver: Some("bridge".into()),
-        labels: Some(labels.clone()),
-        ..Default::default()
-    };
-    docker
-        .create_network(request)
-        .await
-        .map(|_| ())
-        .map_err(|e| ExecError::docker(format!("creating the job network {name}"), e))
 }
 
 /// What a job container (the build container, or the helper container) is made of.
@@ -271,18 +252,7 @@ pub(super) async fn run_script(
             tracing::debug!(error = %e, "writing the script to the container's stdin");
         }
     };
-    let pump = async {
-        while let Some(item) = output.next().await {
-            match item? {
-                LogOutput::StdErr { message } => stderr.0.write(&message),
-                LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                    stdout.0.write(&message)
-                }
-                LogOutput::StdIn { .. } => {}
-            }
-        }
-        Ok::<(), bollard::errors::Error>(())
-    };
+    let pump = super::pump::pump(&mut output, &mut stdout.0, &mut stderr.0);
     let ((), pumped) = tokio::join!(feed, pump);
     drop((stdout, stderr));
     pumped.map_err(|e| ExecError::HostLost(format!("reading the {role}'s output failed: {e}")))?;

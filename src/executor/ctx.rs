@@ -103,12 +103,12 @@ impl<'a> JobCtx<'a> {
     }
 
     /// The network mode of every container of the job: `[runners.docker] network_mode`, else
-    /// the per-job network `prepare` made.
-    pub(super) fn network_mode(&self) -> String {
+    /// the per-job network `prepare` made, else none (the engine's default bridge).
+    pub(super) fn network_mode(&self) -> Option<String> {
         self.settings
             .network_mode
             .clone()
-            .unwrap_or_else(|| self.names.network.clone())
+            .or_else(|| self.names.network.clone())
     }
 
     /// Runs `fut` unless the graceful cancel or `deadline` comes first (then `fut` is dropped).

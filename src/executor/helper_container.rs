@@ -115,7 +115,7 @@ impl JobCtx<'_> {
                     user: None,
                     settings: self.settings,
                     builds_volume: &self.names.builds_volume,
-                    network_mode: Some(self.network_mode()),
+                    network_mode: self.network_mode(),
                     network_endpoint: None,
                     extra_hosts: Vec::new(),
                     labels: self.labels(),

@@ -4,9 +4,10 @@
 //!
 //! Files: `stages` (only the order of the stages, their timeouts and cancel), `ctx` (the run
 //! context every stage borrows, below them all), `prepare` (`prepare_executor`), `container`
-//! (volume, network, build and helper containers, running a script), `helper_container` (the
+//! (volume, build and helper containers, running a script), `pump` (their output into the trace,
+//! in batches), `helper_container` (the
 //! helper container and the sections of the stages it runs), `helper_load` (loading the helper
-//! image from `helper_image_archive`), `sources` (`get_sources`) with
+//! image from `helper_image_archive`), `network` (the per-job network of `FF_NETWORK_PER_BUILD`), `sources` (`get_sources`) with
 //! `git` (its script), `cache` and `artifacts` (their stages' scripts), `script` (the shell
 //! text), `pull` (image and pull policies), `section` (trace sections and runner lines),
 //! `timeouts`, `cleanup` (names, labels, removal), `error`, `services` (service containers,
@@ -32,8 +33,10 @@ mod helper_container;
 mod helper_load;
 mod image_glob;
 mod leftovers;
+mod network;
 mod prepare;
 mod pull;
+mod pump;
 mod script;
 mod section;
 mod services;
@@ -115,7 +118,7 @@ pub async fn run_job(
         log.error(&e.to_string());
         return e.outcome(error::Phase::Prepare);
     }
-    let names = cleanup::Names::new(&run.labels);
+    let names = cleanup::Names::new(&run.labels, network::per_build(settings, &run.variables));
     let guard = cleanup::CleanupGuard::new(docker.clone(), names.clone(), run.labels.clone());
     let ctx = ctx::JobCtx::new(docker, settings, &run, &names);
     let outcome = tokio::select! {

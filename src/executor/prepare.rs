@@ -1,11 +1,12 @@
 //! `prepare_executor`: the job's image (pulled under its policies), builds volume, per-job
-//! network, services (started and waited for) and build container. GitLab Runner's
+//! network (`FF_NETWORK_PER_BUILD` only), services (started and waited for) and build container. GitLab Runner's
 //! `executors/docker` `Prepare`.
 
 use super::container::{self, BuildContainer, Role};
 use super::ctx::JobCtx;
 use super::error::ExecError;
 use super::helper_container;
+use super::network;
 use super::pull;
 use super::services::{Networking, Services};
 
@@ -34,10 +35,12 @@ impl JobCtx<'_> {
         let mut volume_labels = self.labels().clone();
         volume_labels.extend([super::gitlab_labels::type_label("cache")]);
         container::create_volume(self.docker, &self.names.builds_volume, &volume_labels).await?;
-        if self.settings.network_mode.is_none() {
-            container::create_network(self.docker, &self.names.network, self.labels()).await?;
+        if let Some(network) = &self.names.network {
+            let pool = &self.settings.network_per_build;
+            network::create(self.docker, network, self.labels(), pool).await?;
         }
-        let networking = Networking::from_mode(&self.network_mode());
+        let mode = self.network_mode();
+        let networking = Networking::from_mode(mode.as_deref().unwrap_or("default"));
         let extra_hosts = self.start_services(&networking).await?;
         let entrypoint = job_image
             .map(|i| i.entrypoint.clone())
@@ -51,7 +54,7 @@ impl JobCtx<'_> {
             settings: self.settings,
             builds_volume: &self.names.builds_volume,
             cache_volume: None,
-            network_mode: Some(self.network_mode()),
+            network_mode: mode,
             network_endpoint: networking
                 .endpoint(&["build".to_string(), self.names.build_container.clone()]),
             extra_hosts,

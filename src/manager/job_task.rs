@@ -23,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 pub(super) struct JobTask {
     pub shared: Arc<Shared>,
     pub runner: Arc<RunnerConfig>,
+    /// The runner's cache signer (made once per runner, not per job).
+    pub cache: Arc<crate::cache::RunnerCache>,
     pub endpoint: RunnerEndpoint,
     /// The runner's VM pool (docker+machine only).
     pub fleet: Option<FleetHandle>,
@@ -279,7 +281,7 @@ impl JobTask {
                 return FinalState::failed(reason.for_job(&job.features.failure_reasons), None);
             }
         };
-        let cache = cache_plan(&job, &variables, &self.runner).await;
+        let cache = cache_plan(&job, &variables, &self.runner, &self.cache).await;
         let run = JobRun {
             cache,
             job: job.clone(),
@@ -408,12 +410,13 @@ async fn cache_plan(
     job: &JobPayload,
     variables: &crate::job::Variables,
     runner: &RunnerConfig,
+    cache: &crate::cache::RunnerCache,
 ) -> crate::cache::CachePlan {
     let short_token = runner.short_token();
     crate::cache::plan_job(crate::cache::PlanInput {
         job,
         variables,
-        config: &runner.cache,
+        cache,
         short_token: &short_token,
     })
     .await

@@ -7,6 +7,7 @@
 
 use super::slots::{SlotGuard, Slots};
 use super::{job_task, Shared};
+use crate::cache::RunnerCache;
 use crate::config::{IdleCountPolicy, RunnerConfig};
 use crate::coordinator::{PollState, RequestOutcome, RunnerEndpoint};
 use crate::fleet::{FleetHandle, Lease};
@@ -23,6 +24,9 @@ use tokio_util::task::TaskTracker;
 pub(super) struct RunnerState {
     /// The settings new jobs get; a reload replaces them. A std `RwLock`: read once per request.
     runner: RwLock<Arc<RunnerConfig>>,
+    /// The runner's cache signer and client, made once and replaced when a reload changes
+    /// `[runners.cache]` (std `RwLock`: read once per job).
+    cache: RwLock<Arc<RunnerCache>>,
     /// The runner's `limit` slots (unbounded for `limit = 0`).
     limit: Arc<Slots>,
     /// Consecutive unhealthy answers.
@@ -58,6 +62,7 @@ pub(super) fn start(
         tracker: TaskTracker::new(),
         requesters: Mutex::new(0),
         token_gate: tokio::sync::RwLock::new(()),
+        cache: RwLock::new(Arc::new(RunnerCache::new(&runner.cache))),
         runner: RwLock::new(runner),
     });
     let runner = state.runner();
@@ -79,10 +84,19 @@ impl RunnerState {
             .clone()
     }
 
+    /// The cache signer new jobs use.
+    pub(super) fn cache(&self) -> Arc<RunnerCache> {
+        self.cache.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Applies reloaded settings: new jobs get them, `limit` and `request_concurrency` change
     /// now (jobs running keep their slots).
     pub(super) fn update(self: &Arc<Self>, shared: &Arc<Shared>, runner: Arc<RunnerConfig>) {
         self.limit.resize(limit_size(&runner));
+        if !self.cache().made_for(&runner.cache) {
+            *self.cache.write().unwrap_or_else(|p| p.into_inner()) =
+                Arc::new(RunnerCache::new(&runner.cache));
+        }
         *self.runner.write().unwrap_or_else(|p| p.into_inner()) = runner;
         self.spawn_requesters(shared);
     }
@@ -211,6 +225,7 @@ async fn requester(shared: Arc<Shared>, state: Arc<RunnerState>) {
                 let task = job_task::JobTask {
                     shared: shared.clone(),
                     runner,
+                    cache: state.cache(),
                     endpoint,
                     fleet: state.fleet.clone(),
                     lease,

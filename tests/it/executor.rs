@@ -315,11 +315,15 @@ async fn variables_stay_out_of_the_container_env_on_a_per_job_network() {
             "sleep 30",
         ],
         None,
-        json!({"variables": [{"key": "MY_SECRET", "value": secret, "masked": true}]}),
+        json!({"variables": [
+            {"key": "MY_SECRET", "value": secret, "masked": true},
+            {"key": "FF_NETWORK_PER_BUILD", "value": "true", "public": true},
+        ]}),
     );
     let started = start(job);
     let settings = DockerConfig {
         network_mode: None,
+        network_per_build: flotilla::config::SubnetPool::parse("172.31.0.0/16", 28).unwrap(),
         ..host_settings()
     };
     let task = {
@@ -350,9 +354,75 @@ async fn variables_stay_out_of_the_container_env_on_a_per_job_network() {
         network.starts_with(&prefix) && network.ends_with("-network"),
         "a per-job network, got {network:?}"
     );
+    // A /28 carved from the pool, not a /16 or /20 from the engine's default pools.
+    let made = docker
+        .inspect_network(&network, None)
+        .await
+        .expect("the job's network");
+    let subnets: Vec<String> = made
+        .ipam
+        .and_then(|i| i.config)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|c| c.subnet)
+        .collect();
+    assert!(
+        matches!(subnets.as_slice(), [one] if one.starts_with("172.31.") && one.ends_with("/28")),
+        "{subnets:?}"
+    );
     let log_type = host.log_config.and_then(|l| l.typ);
     assert_eq!(log_type.as_deref(), Some("none"));
 
+    started.cancel.cancel();
+    let outcome = tokio::time::timeout(WAIT, task)
+        .await
+        .expect("the job ends after a cancel")
+        .expect("the job task");
+    assert_eq!(
+        outcome,
+        JobOutcome::Canceled,
+        "{}",
+        trace_text(&started.trace)
+    );
+    assert_nothing_left(&docker, started.job_id).await;
+}
+
+/// As GitLab Runner without `FF_NETWORK_PER_BUILD`: with `network_mode` unset the job gets no
+/// network of its own; its containers are on the engine's default bridge.
+#[tokio::test]
+async fn without_the_feature_flag_a_job_makes_no_network() {
+    ensure_test_images();
+    let docker = docker().await;
+    let job = job(&["echo ready-$((40+2))", "sleep 30"], None, json!({}));
+    let started = start(job);
+    let settings = DockerConfig {
+        network_mode: None,
+        ..host_settings()
+    };
+    let task = {
+        let docker = docker.clone();
+        let run = started.run;
+        tokio::spawn(async move { run_job(&docker, &settings, run).await })
+    };
+    wait_for_text(&started.trace, "$ sleep 30", WAIT).await;
+    let inspected = inspect_build_container(&docker, started.job_id).await;
+    let network = inspected.host_config.and_then(|h| h.network_mode);
+    assert!(
+        matches!(network.as_deref(), None | Some("" | "default" | "bridge")),
+        "the default bridge, got {network:?}"
+    );
+    let filters = std::collections::HashMap::from([(
+        "label",
+        vec![format!("com.flotilla.job-id={}", started.job_id)],
+    )]);
+    let options = bollard::query_parameters::ListNetworksOptionsBuilder::new()
+        .filters(&filters)
+        .build();
+    let networks = docker.list_networks(Some(options)).await.expect("networks");
+    assert!(
+        networks.is_empty(),
+        "no network of the job's own: {networks:?}"
+    );
     started.cancel.cancel();
     let outcome = tokio::time::timeout(WAIT, task)
         .await

@@ -26,6 +26,8 @@
 //! - `observability`: `/metrics` scraped by a real Prometheus, every dashboard expression and the
 //!   alert rules checked with it and promtool, the status page rendered by headless Chromium.
 //! - `prom`: a real Prometheus server and promtool for those checks.
+//! - `many_jobs`: issue 13 — 40 (and, ignored, 150) `docker` jobs at once on the default engine,
+//!   without and with `FF_NETWORK_PER_BUILD`.
 //! - `machine_e2e`: docker+machine jobs on fake GCE VMs end to end (warm pool, MaxBuilds, IdleTime,
 //!   limit and MaxGrowthRate, stockouts, rate limits, preemption, leftovers, shutdowns).
 
@@ -42,6 +44,7 @@ mod helper_archive;
 mod jobs;
 mod lifecycle;
 mod machine_e2e;
+mod many_jobs;
 mod mock_coordinator;
 mod observability;
 mod process;

@@ -126,7 +126,10 @@ async fn a_service_answers_the_job_by_its_aliases_on_the_per_job_network() {
             "getent hosts build".into(),
         ],
         json!([httpd_service("web,cache-db", 8080)]),
-        json!([{"key": "JOB_SECRET", "value": "masked-and-private", "public": false, "masked": true}]),
+        json!([
+            {"key": "JOB_SECRET", "value": "masked-and-private", "public": false, "masked": true},
+            {"key": "FF_NETWORK_PER_BUILD", "value": "true", "public": true},
+        ]),
     )
     .await;
     let id = job.id;
@@ -381,6 +384,8 @@ async fn an_abort_while_waiting_for_services_removes_them() {
     assert!(!text.contains("never\n"), "{text}");
 }
 
+/// The default, as GitLab Runner without `FF_NETWORK_PER_BUILD`: no network of the job's own,
+/// the service reached on the engine's default bridge through the build container's hosts file.
 #[tokio::test]
 async fn on_the_default_bridge_aliases_point_at_the_service_address() {
     let job = job_with_services(
@@ -390,11 +395,7 @@ async fn on_the_default_bridge_aliases_point_at_the_service_address() {
     )
     .await;
     let id = job.id;
-    let (outcome, text) = run(
-        job,
-        settings(Some("bridge"), Some(Duration::from_secs(60))).await,
-    )
-    .await;
+    let (outcome, text) = run(job, settings(None, Some(Duration::from_secs(60))).await).await;
     assert_eq!(outcome, JobOutcome::Succeeded, "{text}");
     assert!(text.contains(&format!("PONG-hello-{id}")), "{text}");
     assert!(!text.contains("probably didn't start properly"), "{text}");
@@ -413,7 +414,8 @@ async fn a_running_jobs_objects_carry_gitlab_runner_labels() {
     let mut job = job_with_services(
         &["echo labelled-$((40+2))".into(), "sleep 60".into()],
         json!([{"name": BUSYBOX, "alias": "idle", "command": ["sleep", "120"]}]),
-        json!([]),
+        // A network is made only with the feature flag (as GitLab Runner): labelled too.
+        json!([{"key": "FF_NETWORK_PER_BUILD", "value": "true", "public": true}]),
     )
     .await;
     let sha = "a".repeat(40);

@@ -4,8 +4,9 @@
 //! Credentials in GitLab Runner's order (`cache/gcs/credentials_resolver.go`): `CredentialsFile`
 //! (a service account key file), `AccessID` + `PrivateKey`, or else the metadata server's
 //! service account, whose email comes from the metadata server and whose signatures come from
-//! IAM Credentials `signBlob` with the metadata server's access token. Keys are read per job
-//! (as GitLab Runner does), so a rotated key file is picked up without a reload.
+//! IAM Credentials `signBlob` with the metadata server's access token. Credentials are resolved
+//! once per runner (`cache::RunnerCache`; GitLab Runner reads them per job), so a rotated key
+//! file is picked up at the next reload.
 
 mod credentials;
 pub mod v4;
@@ -43,7 +44,8 @@ pub enum GcsError {
 /// The content type GitLab Runner's gcs adapter signs for uploads.
 pub const UPLOAD_CONTENT_TYPE: &str = "application/octet-stream";
 
-/// Signs URLs for one job's cache objects in one bucket. Made per job by the manager.
+/// Signs URLs for a runner's cache objects in one bucket. Made once per runner
+/// (`cache::RunnerCache`), on its first job with a cache.
 pub struct GcsSigner {
     config: GcsCacheConfig,
     key: SigningKey,

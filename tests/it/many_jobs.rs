@@ -1,0 +1,131 @@
+//! Issue 13: many `docker`-executor jobs at once on the real local engine, as a new user runs
+//! them (`network_mode` unset). Without `FF_NETWORK_PER_BUILD` no job makes a network, so the
+//! engine's address pools (about thirty default networks) never limit how many jobs run; with it,
+//! each job's network is a /28 from `network_per_build_pool`, and more jobs than the default
+//! pools could hold still run at once. Each job waits until every job of the test is running
+//! (a file the test writes into a shared bind-mounted directory), so all are provably running at
+//! the same time; no timing is asserted. The 150-job run is `#[ignore]`d (over two minutes on a
+//! 2-core CI machine): `cargo test --test it many_jobs -- --ignored`.
+
+use crate::harness::{config, fake_gitlab, InProcessManager, TEST_IMAGE};
+use serde_json::json;
+use std::time::Duration;
+use testkit::{FakeGitlabOptions, JobState};
+
+/// Runs `n` jobs that each wait for a go file the test writes once all `n` build containers run.
+async fn jobs_at_once(n: usize, network_per_build: bool) {
+    crate::harness::ensure_test_image();
+    let (gitlab, token) = fake_gitlab(FakeGitlabOptions {
+        long_poll: Duration::from_secs(5),
+        ..Default::default()
+    })
+    .await;
+    let state_dir = tempfile::tempdir().expect("tempdir");
+    let shared = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        r#"
+concurrent = {n}
+check_interval = 1
+shutdown_timeout = 30
+log_level = "info"
+state_dir = "{state}"
+
+[[runners]]
+name = "many-jobs"
+url = "{url}"
+token = "{token}"
+executor = "docker"
+request_concurrency = 4
+[runners.docker]
+image = "{TEST_IMAGE}"
+pull_policy = ["if-not-present"]
+volumes = ["{shared}:/gate:ro"]
+"#,
+        state = state_dir.path().display(),
+        url = gitlab.url(),
+        shared = shared.path().display(),
+    );
+    let manager = InProcessManager::start_with(
+        config(&text),
+        state_dir,
+        flotilla::manager::Hooks::default(),
+    );
+    let script =
+        "i=0; while [ ! -e /gate/go ] && [ $i -lt 1800 ]; do sleep 0.2; i=$((i+1)); done; \
+                  test -e /gate/go && echo all-running";
+    let ids: Vec<i64> = (0..n)
+        .map(|_| {
+            gitlab.enqueue(
+                &token,
+                json!({
+                    "image": {"name": TEST_IMAGE},
+                    "steps": [{"name": "script", "script": [script], "timeout": 3600,
+                               "when": "on_success", "allow_failure": false}],
+                    "variables": [
+                        {"key": "GIT_STRATEGY", "value": "none", "public": true},
+                        {"key": "FF_NETWORK_PER_BUILD", "value": network_per_build.to_string(),
+                         "public": true},
+                    ],
+                }),
+            )
+        })
+        .collect();
+    let runner = flotilla::config::short_token(&token);
+    let deadline = Duration::from_secs(60 + 2 * n as u64);
+    crate::harness::eventually(&format!("{n} jobs running at once"), deadline, || {
+        running_build_containers(&runner) >= n
+    })
+    .await;
+    std::fs::write(shared.path().join("go"), b"go").expect("write the go file");
+    let mut failed = Vec::new();
+    for id in &ids {
+        let record = gitlab
+            .wait_job(*id, deadline, |j| j.state.is_finished())
+            .await
+            .unwrap_or_else(|e| panic!("job {id} did not finish: {e}"));
+        if record.state != JobState::Success || !record.trace_text().contains("all-running") {
+            failed.push((*id, record.state, record.trace_text()));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} jobs failed, first: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    manager.drain().await;
+    let left = std::process::Command::new("docker")
+        .args(["network", "ls", "-q", "--filter"])
+        .arg(format!("label=com.flotilla.runner={runner}"))
+        .output()
+        .expect("docker network ls");
+    assert!(left.stdout.is_empty(), "networks left behind");
+}
+
+/// How many of the runner's build containers are running (one per job: no helper without sources).
+fn running_build_containers(runner: &str) -> usize {
+    let out = std::process::Command::new("docker")
+        .args(["ps", "-q", "--filter", "status=running", "--filter"])
+        .arg(format!("label=com.flotilla.runner={runner}"))
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forty_jobs_run_at_once_without_a_network_each() {
+    jobs_at_once(40, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forty_jobs_run_at_once_each_on_its_own_small_network() {
+    jobs_at_once(40, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "over two minutes on a 2-core machine: cargo test --test it many_jobs -- --ignored"]
+async fn one_hundred_fifty_jobs_run_at_once_on_the_default_engine() {
+    jobs_at_once(150, false).await;
+}
