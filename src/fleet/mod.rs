@@ -24,6 +24,7 @@ pub mod policy;
 mod protocol;
 mod reconcile;
 pub mod schedule;
+mod sightings;
 mod spec;
 mod stats;
 mod table;

@@ -3,6 +3,8 @@
 //! the startup script and the Docker port in metadata beside the TLS material from `VmDockerAccess`.
 //! Pure; the actor calls it once per VM name.
 
+use super::access::{VmAccessError, VmDockerAccess};
+use super::names::{self, NameError};
 use super::worker::CreatePlan;
 use super::{FleetSettings, MANAGER_LABEL, RUNNER_LABEL, RUNNER_TAG};
 use crate::cloud::InstanceSpec;
@@ -20,6 +22,34 @@ pub fn ownership_labels(s: &FleetSettings) -> BTreeMap<String, String> {
         (MANAGER_LABEL.to_string(), s.manager_id.clone()),
         (RUNNER_LABEL.to_string(), s.runner_label.clone()),
     ])
+}
+
+/// Why no VM could be planned.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum NewVmError {
+    /// `MachineName` makes no valid name.
+    #[error("cannot name a VM: {0}")]
+    Name(#[from] NameError),
+    /// The VM's TLS material could not be made.
+    #[error(transparent)]
+    Metadata(#[from] VmAccessError),
+}
+
+/// A new VM for `zone`: a fresh name (`names`), its TLS material from `access`, and the plan of
+/// its creation with a new insert `requestId`.
+pub(super) fn new_vm(
+    s: &FleetSettings,
+    access: &dyn VmDockerAccess,
+    zone: &str,
+) -> Result<CreatePlan, NewVmError> {
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let unique = names::unique_id(unix, rand::random());
+    let name = names::machine_name(&s.short_token, &s.machine.machine_name, &unique)?;
+    let metadata = access.vm_metadata(&name)?;
+    let request_id = uuid::Uuid::new_v4().to_string();
+    Ok(create_plan(s, &name, zone, metadata, request_id))
 }
 
 /// What a creation worker needs to make VM `name` in `zone` (`request_id`: the insert's

@@ -89,7 +89,7 @@ fn reconcile_fixes_case_by_case() {
             }],
         ),
         (
-            "a held VM missing from the listing is gone; one still creating is not",
+            "a held VM missing from the listing is checked with a get; one creating is not",
             vec![
                 ("a", vm(Idle, true, false, t0)),
                 ("b", vm(Creating, false, true, t0)),
@@ -97,10 +97,9 @@ fn reconcile_fixes_case_by_case() {
             vec![],
             vec![],
             false,
-            vec![Fix::Lose {
+            vec![Fix::Check {
                 name: "a".into(),
-                fate: VmFate::Gone,
-                exists: false,
+                zone: "zone-a".into(),
             }],
         ),
         (
@@ -171,6 +170,7 @@ fn orphans_no_longer_listed_are_dropped_unless_being_deleted_or_unreachable() {
             Orphan {
                 zone: zone.into(),
                 deleting,
+                accepted_at: None,
                 attempts: 1,
                 retry_at: None,
             },
@@ -187,4 +187,81 @@ fn orphans_no_longer_listed_are_dropped_unless_being_deleted_or_unreachable() {
     };
     let fixes = reconcile(&table, listing, &me, &RunnerRegistry::new(), t0);
     assert_eq!(fixes, vec![Fix::DropOrphan("idle-orphan".into())]);
+}
+
+#[test]
+fn accepted_deletions_are_confirmed_only_by_a_later_listing_without_the_vm() {
+    use InstanceStatus::Stopping;
+    let t0 = Instant::now();
+    let me = Identity {
+        manager_id: ME,
+        runner_label: RUNNER,
+        spot: false,
+    };
+    let registry = RunnerRegistry::new();
+    registry.register(RUNNER);
+    let mut table = Table::default();
+    let mut v = vm(VmState::Removing, true, false, t0);
+    v.delete_accepted_at = Some(t0);
+    table.vms.insert("held".into(), v);
+    table.orphans.insert(
+        "orphan".into(),
+        Orphan {
+            zone: "zone-a".into(),
+            deleting: false,
+            accepted_at: Some(t0),
+            attempts: 0,
+            retry_at: None,
+        },
+    );
+    let stopping = || Listing {
+        instances: vec![
+            inst("held", "zone-a", Stopping, ME, Some(RUNNER)),
+            inst("orphan", "zone-a", Stopping, ME, Some(RUNNER)),
+        ],
+        unreachable_zones: vec![],
+    };
+    let later = t0 + Duration::from_secs(1);
+    // Still listed (STOPPING) soon after: left alone, no second delete.
+    assert_eq!(reconcile(&table, stopping(), &me, &registry, later), vec![]);
+    // A listing begun before the delete was accepted proves nothing.
+    let before = t0.checked_sub(Duration::from_millis(1)).unwrap_or(t0);
+    if before < t0 {
+        assert_eq!(
+            reconcile(&table, Listing::default(), &me, &registry, before),
+            vec![]
+        );
+    }
+    // Gone from a listing begun after: confirmed.
+    assert_eq!(
+        reconcile(&table, Listing::default(), &me, &registry, later),
+        vec![
+            Fix::Forget("held".into()),
+            Fix::DropOrphan("orphan".into())
+        ]
+    );
+    // Still listed long after: the delete is sent again.
+    let late = t0 + CONFIRM_TIMEOUT + Duration::from_secs(1);
+    assert_eq!(
+        reconcile(&table, stopping(), &me, &registry, late),
+        vec![
+            Fix::Remove("held".into()),
+            Fix::DeleteOrphan {
+                name: "orphan".into(),
+                zone: "zone-a".into()
+            }
+        ]
+    );
+}
+
+#[test]
+fn a_get_decides_the_fate_of_a_vm_a_listing_missed() {
+    let i = |status| inst("a", "zone-a", status, ME, Some(RUNNER));
+    assert_eq!(checked_fate(None, false), Some((VmFate::Gone, false)));
+    assert_eq!(checked_fate(None, true), Some((VmFate::Preempted, false)));
+    assert_eq!(
+        checked_fate(Some(&i(InstanceStatus::Terminated)), false),
+        Some((VmFate::Terminated, true))
+    );
+    assert_eq!(checked_fate(Some(&i(InstanceStatus::Running)), false), None);
 }
