@@ -16,15 +16,14 @@ use super::plan::{self, Action, Policy};
 use super::policy::Caps;
 use super::protocol::{Command, Lease, LeaseGuard};
 use super::reconcile::{self, Fix, Identity, Listings, Want};
-use super::sightings::Sightings;
 use super::schedule::{IdleSettings, Schedule};
+use super::sightings::Sightings;
 use super::stats::Stats;
 use super::table::{Deletion, GiveBack, Table, Vm};
 use super::worker::{self, CreateFailure, Ctx, DeleteOutcome, Event, Ready};
 use super::zones::Zones;
 use super::{
-    spec, FleetError, FleetSettings, RunnerRegistry, VmDockerAccess, VmFate, VmState,
-    MANAGER_LABEL,
+    spec, FleetError, FleetSettings, RunnerRegistry, VmDockerAccess, VmFate, VmState, MANAGER_LABEL,
 };
 use crate::cloud::{Cloud, CloudError, Instance, Listing};
 use std::collections::BTreeMap;
@@ -508,10 +507,7 @@ impl Actor {
     }
 
     fn reconfigure(&mut self, (mut new, schedule): (FleetSettings, Schedule)) {
-        // A pool's identity (labels, names) never changes: a new token is a new runner.
-        new.manager_id.clone_from(&self.s.manager_id);
-        new.runner_label.clone_from(&self.s.runner_label);
-        new.short_token.clone_from(&self.s.short_token);
+        new.keep_identity(&self.s);
         self.zones
             .reconfigure(new.gce.zones.clone(), new.gce.zone_cooldown);
         self.schedule = schedule;
@@ -610,18 +606,12 @@ impl Actor {
         }
     }
 
-    fn on_listed(
-        &mut self,
-        started: Instant,
-        result: Result<Listing, CloudError>,
-        now: Instant,
-    ) {
+    fn on_listed(&mut self, started: Instant, result: Result<Listing, CloudError>, now: Instant) {
         match result {
             Ok(listing) => {
                 self.listings.succeeded(now, self.s.reconcile_interval);
                 self.sightings.answer(&listing, started);
-                self.reconcile(listing, started);
-                if !self.started {
+                if self.reconcile(listing, started) && !self.started {
                     self.started = true;
                     tracing::info!(runner = %self.s.short_token, "leftovers handled: pool warming");
                 }
@@ -635,16 +625,22 @@ impl Actor {
         }
     }
 
-    /// Carries out what `reconcile` finds in a listing begun at `started`.
-    fn reconcile(&mut self, listing: Listing, started: Instant) {
-        let me = Identity {
-            manager_id: &self.s.manager_id,
-            runner_label: &self.s.runner_label,
-            spot: self.s.gce.spot,
-        };
+    /// Carries out what `reconcile` finds in a listing begun at `started`; false when it found
+    /// another host with this manager id (then nothing is done but reporting it).
+    fn reconcile(&mut self, listing: Listing, started: Instant) -> bool {
+        let me = Identity::of(&self.s);
         let fixes = reconcile::reconcile(&self.table, listing, &me, &self.registry, started);
         for fix in fixes {
             match fix {
+                Fix::Conflict { name, host } => {
+                    tracing::error!(runner = %self.s.short_token, manager_id = %self.s.manager_id, vm = %name, other_host = %host, "another host runs with this manager_id: stopping without touching its VMs; give each host its own manager_id");
+                    let what = format!(
+                        "VM {name} carries manager_id {} but host {host}",
+                        self.s.manager_id
+                    );
+                    self.registry.report_conflict(what);
+                    return false;
+                }
                 Fix::Remove(name) => self.start_removal(&name),
                 Fix::Lose { name, fate, exists } => self.lose(&name, fate, exists),
                 Fix::DeleteOrphan { name, zone } => self.delete_orphan(&name, &zone),
@@ -660,6 +656,7 @@ impl Actor {
                 }
             }
         }
+        true
     }
 
     /// A get of a held VM a listing missed: lost unless it runs.
@@ -670,7 +667,9 @@ impl Actor {
                 Some((fate, exists)) => self.lose(name, fate, exists),
                 None => tracing::debug!(vm = %name, "a listing missed a running VM"),
             },
-            Err(e) => tracing::warn!(vm = %name, error = %e, "checking a VM missing from a listing failed"),
+            Err(e) => {
+                tracing::warn!(vm = %name, error = %e, "checking a VM missing from a listing failed")
+            }
         }
     }
 

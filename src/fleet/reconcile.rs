@@ -7,7 +7,9 @@
 //! VM missing from one listing is checked with a get before it is lost (a listing can miss one).
 
 use super::table::Table;
-use super::{RunnerRegistry, VmFate, VmState, MANAGER_LABEL, RUNNER_LABEL};
+use super::{
+    FleetSettings, RunnerRegistry, VmFate, VmState, HOST_LABEL, MANAGER_LABEL, RUNNER_LABEL,
+};
 use crate::cloud::{Instance, InstanceStatus, Listing};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -99,10 +101,24 @@ impl Listings {
 pub(super) struct Identity<'a> {
     /// The `flotilla-manager` label value.
     pub manager_id: &'a str,
+    /// The `flotilla-host` label value (empty: none checked).
+    pub host_id: &'a str,
     /// The `flotilla-runner` label value.
     pub runner_label: &'a str,
     /// Spot VMs: one that goes away was preempted.
     pub spot: bool,
+}
+
+impl<'a> Identity<'a> {
+    /// The identity of the pool with settings `s`.
+    pub fn of(s: &'a FleetSettings) -> Identity<'a> {
+        Identity {
+            manager_id: &s.manager_id,
+            host_id: &s.host_id,
+            runner_label: &s.runner_label,
+            spot: s.gce.spot,
+        }
+    }
 }
 
 /// One correction to the table.
@@ -124,6 +140,9 @@ pub(super) enum Fix {
     Forget(String),
     /// An orphan no longer listed (and not being deleted) is gone.
     DropOrphan(String),
+    /// VM `name` has this manager id but host label `host`: another host runs with the same
+    /// `manager_id`. Alone in its listing's fixes: nothing else is done on it.
+    Conflict { name: String, host: String },
 }
 
 /// The fixes a `listing` begun at `started` calls for. `registry` tells VMs of other runners of
@@ -136,6 +155,9 @@ pub(super) fn reconcile(
     registry: &RunnerRegistry,
     started: Instant,
 ) -> Vec<Fix> {
+    if let Some(fix) = conflict(&listing, me) {
+        return vec![fix];
+    }
     let unreachable: BTreeSet<String> = listing.unreachable_zones.into_iter().collect();
     let mut seen = BTreeSet::new();
     let mut fixes = Vec::new();
@@ -220,6 +242,21 @@ pub(super) fn reconcile(
         }
     }
     fixes
+}
+
+/// The first VM with this manager id and another host's label, if any.
+fn conflict(listing: &Listing, me: &Identity<'_>) -> Option<Fix> {
+    if me.host_id.is_empty() {
+        return None;
+    }
+    listing.instances.iter().find_map(|i| {
+        let host = i.labels.get(HOST_LABEL)?;
+        let mine = i.labels.get(MANAGER_LABEL).map(String::as_str) == Some(me.manager_id);
+        (mine && host != me.host_id).then(|| Fix::Conflict {
+            name: i.name.clone(),
+            host: host.clone(),
+        })
+    })
 }
 
 /// Whether a VM whose delete was accepted at `accepted` may still be listed (STOPPING) in a

@@ -52,7 +52,8 @@ impl Sightings {
         let names: Vec<String> = self.asks.keys().cloned().collect();
         for name in names {
             let found = shown.get(name.as_str()).map(|i| (*i).clone());
-            let settled = found.is_some() || self.asks.get(&name).is_some_and(|a| a.asked <= started);
+            let settled =
+                found.is_some() || self.asks.get(&name).is_some_and(|a| a.asked <= started);
             if let Some(ask) = settled.then(|| self.asks.remove(&name)).flatten() {
                 let _ = ask.reply.send(found);
             }

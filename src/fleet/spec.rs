@@ -6,7 +6,7 @@
 use super::access::{VmAccessError, VmDockerAccess};
 use super::names::{self, NameError};
 use super::worker::CreatePlan;
-use super::{FleetSettings, MANAGER_LABEL, RUNNER_LABEL, RUNNER_TAG};
+use super::{FleetSettings, HOST_LABEL, MANAGER_LABEL, RUNNER_LABEL, RUNNER_TAG};
 use crate::cloud::InstanceSpec;
 use std::collections::BTreeMap;
 
@@ -16,12 +16,16 @@ pub const STARTUP_SCRIPT: &str = include_str!("../../scripts/vm-startup.sh");
 /// Metadata key carrying the Docker port for the startup script.
 pub const DOCKER_PORT_KEY: &str = "flotilla-docker-port";
 
-/// The labels every VM of this runner carries; also the filter of its own listings.
+/// The labels every VM of this runner carries (the host label when the host has an id).
 pub fn ownership_labels(s: &FleetSettings) -> BTreeMap<String, String> {
-    BTreeMap::from([
+    let mut labels = BTreeMap::from([
         (MANAGER_LABEL.to_string(), s.manager_id.clone()),
         (RUNNER_LABEL.to_string(), s.runner_label.clone()),
-    ])
+    ]);
+    if !s.host_id.is_empty() {
+        labels.insert(HOST_LABEL.to_string(), s.host_id.clone());
+    }
+    labels
 }
 
 /// Why no VM could be planned.

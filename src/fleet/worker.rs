@@ -37,7 +37,10 @@ pub(super) enum Event {
         result: Result<Ready, CreateFailure>,
     },
     /// A deletion attempt ended (`Failed`: the actor decides on a retry).
-    Deleted { name: String, outcome: DeleteOutcome },
+    Deleted {
+        name: String,
+        outcome: DeleteOutcome,
+    },
     /// A creation worker whose insert finished asks for the VM as the next listing shows it
     /// (`None`: a listing begun after the ask did not show it running with an address).
     AddressWanted {

@@ -145,6 +145,7 @@ fn reconcile_fixes_case_by_case() {
         };
         let me = Identity {
             manager_id: ME,
+            host_id: "h-me",
             runner_label: RUNNER,
             spot,
         };
@@ -182,6 +183,7 @@ fn orphans_no_longer_listed_are_dropped_unless_being_deleted_or_unreachable() {
     };
     let me = Identity {
         manager_id: ME,
+        host_id: "h-me",
         runner_label: RUNNER,
         spot: false,
     };
@@ -195,6 +197,7 @@ fn accepted_deletions_are_confirmed_only_by_a_later_listing_without_the_vm() {
     let t0 = Instant::now();
     let me = Identity {
         manager_id: ME,
+        host_id: "h-me",
         runner_label: RUNNER,
         spot: false,
     };
@@ -235,10 +238,7 @@ fn accepted_deletions_are_confirmed_only_by_a_later_listing_without_the_vm() {
     // Gone from a listing begun after: confirmed.
     assert_eq!(
         reconcile(&table, Listing::default(), &me, &registry, later),
-        vec![
-            Fix::Forget("held".into()),
-            Fix::DropOrphan("orphan".into())
-        ]
+        vec![Fix::Forget("held".into()), Fix::DropOrphan("orphan".into())]
     );
     // Still listed long after: the delete is sent again.
     let late = t0 + CONFIRM_TIMEOUT + Duration::from_secs(1);
@@ -264,4 +264,73 @@ fn a_get_decides_the_fate_of_a_vm_a_listing_missed() {
         Some((VmFate::Terminated, true))
     );
     assert_eq!(checked_fate(Some(&i(InstanceStatus::Running)), false), None);
+}
+
+#[test]
+fn a_vm_of_another_host_with_this_manager_id_is_a_conflict_and_nothing_is_deleted() {
+    let t0 = Instant::now();
+    let registry = RunnerRegistry::new();
+    registry.register(RUNNER);
+    let mut theirs = inst(
+        "theirs",
+        "zone-a",
+        InstanceStatus::Running,
+        ME,
+        Some(RUNNER),
+    );
+    theirs.labels.insert(HOST_LABEL.into(), "h-other".into());
+    let mut mine = inst("mine", "zone-a", InstanceStatus::Running, ME, Some(RUNNER));
+    mine.labels.insert(HOST_LABEL.into(), "h-me".into());
+    // An older VM without a host label is this host's (a leftover): deleted as before.
+    let old = inst("old", "zone-a", InstanceStatus::Running, ME, Some(RUNNER));
+    let listing = |v: Vec<Instance>| Listing {
+        instances: v,
+        unreachable_zones: vec![],
+    };
+    let me = Identity {
+        manager_id: ME,
+        host_id: "h-me",
+        runner_label: RUNNER,
+        spot: false,
+    };
+    let table = Table::default();
+    assert_eq!(
+        reconcile(
+            &table,
+            listing(vec![mine.clone(), old.clone(), theirs.clone()]),
+            &me,
+            &registry,
+            t0
+        ),
+        vec![Fix::Conflict {
+            name: "theirs".into(),
+            host: "h-other".into()
+        }]
+    );
+    assert_eq!(
+        reconcile(&table, listing(vec![mine, old]), &me, &registry, t0),
+        vec![
+            Fix::DeleteOrphan {
+                name: "mine".into(),
+                zone: "zone-a".into()
+            },
+            Fix::DeleteOrphan {
+                name: "old".into(),
+                zone: "zone-a".into()
+            }
+        ]
+    );
+    // Another manager id's VMs are never a conflict.
+    let mut other = inst(
+        "x",
+        "zone-a",
+        InstanceStatus::Running,
+        "mgr-2",
+        Some(RUNNER),
+    );
+    other.labels.insert(HOST_LABEL.into(), "h-other".into());
+    assert_eq!(
+        reconcile(&table, listing(vec![other]), &me, &registry, t0),
+        vec![]
+    );
 }

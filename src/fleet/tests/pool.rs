@@ -461,7 +461,12 @@ async fn a_vm_lifetime_costs_three_calls_besides_shared_lists() {
     let deletes = env.cloud.calls("delete");
     assert_eq!((inserts, deletes), (8, 4));
     // Per VM: insert, wait, delete (the four alive are not deleted yet).
-    assert_eq!(others, inserts * 2 + deletes, "{:?}", env.cloud.lock().calls);
+    assert_eq!(
+        others,
+        inserts * 2 + deletes,
+        "{:?}",
+        env.cloud.lock().calls
+    );
     assert!(lists > 0);
     env.stop().await;
 }
