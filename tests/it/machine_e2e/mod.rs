@@ -12,6 +12,7 @@
 mod faults;
 mod lifecycle;
 mod scaling;
+mod shard;
 
 use crate::harness::*;
 use flotilla::fleet::{names::runner_label, MANAGER_LABEL, RUNNER_LABEL};
