@@ -46,6 +46,7 @@ pub use global::{Config, LogFormat, DEFAULT_STATE_DIR};
 pub use machine::{AutoscalingPeriod, IdleCountPolicy, MachineConfig};
 pub use runner::{short_token, ExecutorKind, RunnerConfig, RunnerIdentity};
 pub use secret::Secret;
+pub use units::with_default_port as listen_address_with_port;
 
 /// A configuration that loaded, and the warnings about keys it ignored.
 #[derive(Debug, Clone)]
