@@ -14,7 +14,8 @@
 //! over the scenario, see [`Sampler`]); VMs created; GCE API calls per created VM (every call but
 //! the shared list calls, over warm-up, scenario and shutdown) with the list calls apart. Then
 //! MET/NOT MET verdicts: with queue-aware on, wait p95 ≤ one boot + 15 s and at least 2× better
-//! than off; ≤ 5 GCE calls per VM lifetime (insert, wait, get, delete, wait).
+//! than off; ≤ 3 GCE calls per VM lifetime (insert, wait, delete: the address comes from the
+//! shared listing and deletions are confirmed by a later one).
 //!
 //! Run: `cargo bench --bench fleet_bursts` (~20 min). Env: `BENCH_SCALE=0.25` shrinks every
 //! duration (boot, gaps, job length, IdleTime) by that factor, the burst size stays (a burst of
@@ -585,8 +586,8 @@ async fn main() {
     }
     for (mode, (_, per_vm)) in &results {
         println!(
-            "target: <= 5 GCE calls per VM lifetime besides list calls ({mode}): {per_vm:.2}: {}",
-            verdict(*per_vm <= 5.0)
+            "target: <= 3 GCE calls per VM lifetime besides list calls ({mode}): {per_vm:.2}: {}",
+            verdict(*per_vm <= 3.0)
         );
     }
 }

@@ -43,8 +43,8 @@ pub enum StateError {
         /// The lock file.
         path: PathBuf,
     },
-    /// `manager-id` holds something that cannot be an id.
-    #[error("{path} holds an invalid manager id {value:?}: use [a-z0-9_-], at most 63 characters")]
+    /// `manager-id` (or `host-id`) holds something that cannot be an id.
+    #[error("{path} holds an invalid id {value:?}: use [a-z0-9_-], at most 63 characters")]
     InvalidManagerId {
         /// The file.
         path: PathBuf,
@@ -147,10 +147,22 @@ impl StateDir {
     /// The manager id: `configured` when given, else the persisted one, else a new one made and
     /// persisted now (`s_` and 12 hex digits, like GitLab Runner's `system_id`).
     pub fn manager_id(&self, configured: Option<&str>) -> Result<String, StateError> {
-        if let Some(id) = configured {
-            return Ok(id.to_string());
+        match configured {
+            Some(id) => Ok(id.to_string()),
+            None => self.persisted_id("manager-id", "s_"),
         }
-        let path = self.dir.join("manager-id");
+    }
+
+    /// This host's id (`state_dir/host-id`, made once: `h_` and 12 hex digits): the
+    /// `flotilla-host` label of every VM it makes, so that two hosts configured with one
+    /// `manager_id` are told apart.
+    pub fn host_id(&self) -> Result<String, StateError> {
+        self.persisted_id("host-id", "h_")
+    }
+
+    /// The id in file `name`, or a new one (`prefix` and 12 hex) made and persisted now.
+    fn persisted_id(&self, name: &str, prefix: &str) -> Result<String, StateError> {
+        let path = self.dir.join(name);
         match std::fs::read_to_string(&path) {
             Ok(text) => {
                 let value = text.trim().to_string();
@@ -166,7 +178,10 @@ impl StateDir {
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let id = format!("s_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+                let id = format!(
+                    "{prefix}{}",
+                    &uuid::Uuid::new_v4().simple().to_string()[..12]
+                );
                 write_atomically(&path, format!("{id}\n").as_bytes())?;
                 Ok(id)
             }

@@ -14,18 +14,18 @@ use super::metrics::PoolMetrics;
 use super::pauses::Pauses;
 use super::plan::{self, Action, Policy};
 use super::policy::Caps;
-use super::protocol::{Command, Lease, LeaseGuard, Lookup};
-use super::reconcile::{self, Fix, Identity, Listings};
+use super::protocol::{Command, Lease, LeaseGuard};
+use super::reconcile::{self, Fix, Identity, Listings, Want};
 use super::schedule::{IdleSettings, Schedule};
+use super::sightings::Sightings;
 use super::stats::Stats;
 use super::table::{Deletion, GiveBack, Table, Vm};
-use super::worker::{self, CreateFailure, Ctx, Event, Ready};
+use super::worker::{self, CreateFailure, Ctx, DeleteOutcome, Event, Ready};
 use super::zones::Zones;
 use super::{
-    names, spec, FleetError, FleetSettings, RunnerRegistry, VmDockerAccess, VmFate, VmState,
-    MANAGER_LABEL,
+    spec, FleetError, FleetSettings, RunnerRegistry, VmDockerAccess, VmFate, VmState, MANAGER_LABEL,
 };
-use crate::cloud::{Cloud, Listing};
+use crate::cloud::{Cloud, CloudError, Instance, Listing};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +62,7 @@ struct Actor {
     backlog: Backlog,
     pauses: Pauses,
     listings: Listings,
+    sightings: Sightings,
     /// The startup cleanup finished: the pool warms only after it.
     started: bool,
     shutdown: Option<Shutdown>,
@@ -118,6 +119,7 @@ pub(super) fn spawn(
         backlog: Backlog::default(),
         pauses: Pauses::default(),
         listings: Listings::new(now),
+        sightings: Sightings::default(),
         started: false,
         shutdown: None,
         draining: false,
@@ -224,7 +226,18 @@ impl Actor {
             draining: self.draining,
             shutting_down: self.shutdown.is_some(),
             creation_paused: self.pauses.holds_creation(now),
-            list_due: self.listings.due(now),
+            list_due: self.listings.due(now, self.want()),
+        }
+    }
+
+    /// What waits on a listing before `reconcile_interval` is up.
+    fn want(&self) -> Want {
+        if self.sightings.wants_listing() {
+            Want::Addresses
+        } else if self.table.confirming() {
+            Want::Confirmations
+        } else {
+            Want::Nothing
         }
     }
 
@@ -252,9 +265,7 @@ impl Actor {
     fn next_wake(&self, now: Instant) -> Instant {
         let idle = self.active_idle();
         let mut due = vec![now + HOUSEKEEPING];
-        if !self.listings.running {
-            due.push(self.listings.next_at);
-        }
+        due.extend(self.listings.due_at(self.want()));
         for vm in self.table.vms.values() {
             if vm.state == VmState::Idle {
                 due.push(vm.idle_since + idle.idle_time + Duration::from_millis(1));
@@ -293,38 +304,24 @@ impl Actor {
     // ---- acting ---------------------------------------------------------------------------
 
     fn dispatch_create(&mut self, zone: String, now: Instant) -> bool {
-        let unix = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let unique = names::unique_id(unix, rand::random());
-        let name =
-            match names::machine_name(self.s.name_token(), &self.s.machine.machine_name, &unique) {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::error!(runner = %self.s.short_token, error = %e, "cannot name a VM");
-                    self.pauses.creation_failed(now);
-                    return false;
-                }
-            };
-        if self.table.vms.contains_key(&name) {
-            return false;
-        }
-        let metadata = match self.ctx.access.vm_metadata(&name) {
-            Ok(m) => m,
+        let plan = match spec::new_vm(&self.s, self.ctx.access.as_ref(), &zone) {
+            Ok(plan) if self.table.vms.contains_key(&plan.spec.name) => return false,
+            Ok(plan) => plan,
             Err(e) => {
-                tracing::error!(vm = %name, error = %e, "cannot make the VM's TLS material");
-                self.stats.creation_failures += 1;
+                tracing::error!(runner = %self.s.short_token, error = %e, "cannot make a VM");
+                if matches!(e, spec::NewVmError::Metadata(_)) {
+                    self.stats.creation_failures += 1;
+                }
                 self.pauses.creation_failed(now);
                 return false;
             }
         };
-        let request_id = uuid::Uuid::new_v4().to_string();
-        let plan = spec::create_plan(&self.s, &name, &zone, metadata, request_id);
         let token = self.cancel.child_token();
-        tracing::debug!(vm = %name, %zone, "creating VM");
-        self.table
-            .vms
-            .insert(name, Vm::creating(zone, now, token.clone()));
+        tracing::debug!(vm = %plan.spec.name, %zone, "creating VM");
+        self.table.vms.insert(
+            plan.spec.name.clone(),
+            Vm::creating(zone, now, token.clone()),
+        );
         self.tracker
             .spawn(worker::create(self.ctx.clone(), plan, token));
         true
@@ -460,17 +457,7 @@ impl Actor {
                 }
             }
             Command::Lookup { name, reply } => {
-                let answer = if let Some((fate, _)) = self.table.lost.get(&name) {
-                    Lookup::Lost(*fate)
-                } else if let Some(vm) = self.table.vms.get(&name) {
-                    Lookup::Held {
-                        zone: vm.zone.clone(),
-                        spot: self.s.gce.spot,
-                    }
-                } else {
-                    Lookup::Unknown
-                };
-                let _ = reply.send(answer);
+                let _ = reply.send(self.table.lookup(&name, self.s.gce.spot));
             }
             Command::Backlog(q) => self.backlog.observe(q, self.s.queue_aware, now),
             Command::Snapshot(reply) => {
@@ -520,10 +507,7 @@ impl Actor {
     }
 
     fn reconfigure(&mut self, (mut new, schedule): (FleetSettings, Schedule)) {
-        // A pool's identity (labels, names) never changes: a new token is a new runner.
-        new.manager_id.clone_from(&self.s.manager_id);
-        new.runner_label.clone_from(&self.s.runner_label);
-        new.short_token.clone_from(&self.s.short_token);
+        new.keep_identity(&self.s);
         self.zones
             .reconfigure(new.gce.zones.clone(), new.gce.zone_cooldown);
         self.schedule = schedule;
@@ -542,7 +526,9 @@ impl Actor {
         let now = Instant::now();
         match ev {
             Event::Created { name, result } => self.on_created(name, result, now),
-            Event::Deleted { name, ok } => self.on_deleted(&name, ok, now),
+            Event::Deleted { name, outcome } => self.on_deleted(&name, outcome, now),
+            Event::AddressWanted { name, asked, reply } => self.sightings.ask(name, asked, reply),
+            Event::Checked { name, result } => self.on_checked(&name, result),
             Event::Listed { started, result } => self.on_listed(started, result, now),
             Event::RateLimited { until } => {
                 if self.pauses.rate_limited(until, now) {
@@ -601,8 +587,8 @@ impl Actor {
         }
     }
 
-    fn on_deleted(&mut self, name: &str, ok: bool, now: Instant) {
-        match self.table.deleted(name, ok, now) {
+    fn on_deleted(&mut self, name: &str, outcome: DeleteOutcome, now: Instant) {
+        match self.table.deleted(name, outcome, now) {
             Deletion::Removed { zone, took } => {
                 self.metrics.removed(&zone, took);
                 self.stats.removed += 1;
@@ -616,21 +602,16 @@ impl Actor {
                 self.metrics.removed(&zone, None);
                 self.stats.removed += 1;
             }
-            Deletion::Nothing => {}
+            Deletion::Nothing | Deletion::Accepted => {}
         }
     }
 
-    fn on_listed(
-        &mut self,
-        started: Instant,
-        result: Result<Listing, crate::cloud::CloudError>,
-        now: Instant,
-    ) {
+    fn on_listed(&mut self, started: Instant, result: Result<Listing, CloudError>, now: Instant) {
         match result {
             Ok(listing) => {
                 self.listings.succeeded(now, self.s.reconcile_interval);
-                self.reconcile(listing, started);
-                if !self.started {
+                self.sightings.answer(&listing, started);
+                if self.reconcile(listing, started) && !self.started {
                     self.started = true;
                     tracing::info!(runner = %self.s.short_token, "leftovers handled: pool warming");
                 }
@@ -644,28 +625,50 @@ impl Actor {
         }
     }
 
-    /// Carries out what `reconcile` finds in a listing begun at `started`.
-    fn reconcile(&mut self, listing: Listing, started: Instant) {
-        let me = Identity {
-            manager_id: &self.s.manager_id,
-            runner_label: &self.s.runner_label,
-            spot: self.s.gce.spot,
-        };
+    /// Carries out what `reconcile` finds in a listing begun at `started`; false when it found
+    /// another host with this manager id (then nothing is done but reporting it).
+    fn reconcile(&mut self, listing: Listing, started: Instant) -> bool {
+        let me = Identity::of(&self.s);
         let fixes = reconcile::reconcile(&self.table, listing, &me, &self.registry, started);
         for fix in fixes {
             match fix {
+                Fix::Conflict { name, host } => {
+                    tracing::error!(runner = %self.s.short_token, manager_id = %self.s.manager_id, vm = %name, other_host = %host, "another host runs with this manager_id: stopping without touching its VMs; give each host its own manager_id");
+                    let what = format!(
+                        "VM {name} carries manager_id {} but host {host}",
+                        self.s.manager_id
+                    );
+                    self.registry.report_conflict(what);
+                    return false;
+                }
                 Fix::Remove(name) => self.start_removal(&name),
                 Fix::Lose { name, fate, exists } => self.lose(&name, fate, exists),
                 Fix::DeleteOrphan { name, zone } => self.delete_orphan(&name, &zone),
-                Fix::Forget(name) => {
-                    if let Some(vm) = self.table.vms.remove(&name) {
-                        self.metrics.removed(&vm.zone, None);
+                Fix::Forget(name) | Fix::DropOrphan(name) => {
+                    self.on_deleted(&name, DeleteOutcome::Gone, Instant::now());
+                }
+                Fix::Check { name, zone } => {
+                    if self.sightings.begin_check(&name) {
+                        let token = self.cancel.child_token();
+                        self.tracker
+                            .spawn(worker::check(self.ctx.clone(), zone, name, token));
                     }
-                    self.stats.removed += 1;
                 }
-                Fix::DropOrphan(name) => {
-                    self.table.orphans.remove(&name);
-                }
+            }
+        }
+        true
+    }
+
+    /// A get of a held VM a listing missed: lost unless it runs.
+    fn on_checked(&mut self, name: &str, result: Result<Option<Instance>, CloudError>) {
+        self.sightings.end_check(name);
+        match result {
+            Ok(found) => match reconcile::checked_fate(found.as_ref(), self.s.gce.spot) {
+                Some((fate, exists)) => self.lose(name, fate, exists),
+                None => tracing::debug!(vm = %name, "a listing missed a running VM"),
+            },
+            Err(e) => {
+                tracing::warn!(vm = %name, error = %e, "checking a VM missing from a listing failed")
             }
         }
     }

@@ -24,6 +24,7 @@ pub mod policy;
 mod protocol;
 mod reconcile;
 pub mod schedule;
+mod sightings;
 mod spec;
 mod stats;
 mod table;
@@ -53,6 +54,9 @@ use tokio_util::task::TaskTracker;
 pub const MANAGER_LABEL: &str = "flotilla-manager";
 /// Label naming the runner (hash of its token) a VM serves.
 pub const RUNNER_LABEL: &str = "flotilla-runner";
+/// Label naming the host (state directory) that made a VM: VMs with this manager's id but
+/// another host's label mean two hosts share one `manager_id` (see [`RunnerRegistry::conflict`]).
+pub const HOST_LABEL: &str = "flotilla-host";
 /// Network tag every VM carries.
 pub const RUNNER_TAG: &str = "flotilla-runner";
 
@@ -195,6 +199,9 @@ pub struct FleetSnapshot {
 pub struct FleetSettings {
     /// This process's manager id (the `flotilla-manager` label value).
     pub manager_id: String,
+    /// This host's id (the `flotilla-host` label value, from the state directory); empty: VMs
+    /// carry no host label and none is checked.
+    pub host_id: String,
     /// The `flotilla-runner` label value ([`names::runner_label`] of the token).
     pub runner_label: String,
     /// The runner's short token (names, logs).
@@ -236,6 +243,7 @@ impl FleetSettings {
         let queue_aware = gce.queue_aware;
         Ok(FleetSettings {
             manager_id: manager_id.to_string(),
+            host_id: String::new(),
             runner_label: names::runner_label(runner.token.expose()),
             short_token: runner.short_token(),
             limit: u32::try_from(runner.limit).unwrap_or(u32::MAX),
@@ -253,6 +261,15 @@ impl FleetSettings {
         self.machine
             .runner_name_prefix
             .then_some(self.short_token.as_str())
+    }
+
+    /// Takes `old`'s identity (labels, names): a pool's never changes, a new token is a new
+    /// runner.
+    pub(crate) fn keep_identity(&mut self, old: &FleetSettings) {
+        self.manager_id.clone_from(&old.manager_id);
+        self.host_id.clone_from(&old.host_id);
+        self.runner_label.clone_from(&old.runner_label);
+        self.short_token.clone_from(&old.short_token);
     }
 
     /// Checks what the pool relies on: a `%s` in MachineName, periods that parse, at least one
@@ -291,6 +308,9 @@ impl FleetSettings {
 #[derive(Debug, Clone, Default)]
 pub struct RunnerRegistry {
     labels: Arc<Mutex<BTreeMap<String, usize>>>,
+    /// Set once when a pool finds VMs of another host with this manager id.
+    conflict: Arc<Mutex<Option<String>>>,
+    conflicted: CancellationToken,
 }
 
 impl RunnerRegistry {
@@ -320,6 +340,21 @@ impl RunnerRegistry {
                 labels.remove(label);
             }
         }
+    }
+
+    /// Reports that another host runs with this manager id (`what`: which VM showed it). The
+    /// first report wins; the manager stops on it.
+    fn report_conflict(&self, what: String) {
+        let mut c = self.conflict.lock().unwrap_or_else(|p| p.into_inner());
+        c.get_or_insert(what);
+        self.conflicted.cancel();
+    }
+
+    /// Waits until a pool found VMs of another host with this manager id; returns what it saw.
+    pub async fn conflict(&self) -> String {
+        self.conflicted.cancelled().await;
+        let c = self.conflict.lock().unwrap_or_else(|p| p.into_inner());
+        c.clone().unwrap_or_default()
     }
 
     /// Whether `label`'s pool deletes VMs of runners no pool holds.

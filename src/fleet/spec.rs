@@ -3,8 +3,10 @@
 //! the startup script and the Docker port in metadata beside the TLS material from `VmDockerAccess`.
 //! Pure; the actor calls it once per VM name.
 
+use super::access::{VmAccessError, VmDockerAccess};
+use super::names::{self, NameError};
 use super::worker::CreatePlan;
-use super::{FleetSettings, MANAGER_LABEL, RUNNER_LABEL, RUNNER_TAG};
+use super::{FleetSettings, HOST_LABEL, MANAGER_LABEL, RUNNER_LABEL, RUNNER_TAG};
 use crate::cloud::InstanceSpec;
 use std::collections::BTreeMap;
 
@@ -14,12 +16,44 @@ pub const STARTUP_SCRIPT: &str = include_str!("../../scripts/vm-startup.sh");
 /// Metadata key carrying the Docker port for the startup script.
 pub const DOCKER_PORT_KEY: &str = "flotilla-docker-port";
 
-/// The labels every VM of this runner carries; also the filter of its own listings.
+/// The labels every VM of this runner carries (the host label when the host has an id).
 pub fn ownership_labels(s: &FleetSettings) -> BTreeMap<String, String> {
-    BTreeMap::from([
+    let mut labels = BTreeMap::from([
         (MANAGER_LABEL.to_string(), s.manager_id.clone()),
         (RUNNER_LABEL.to_string(), s.runner_label.clone()),
-    ])
+    ]);
+    if !s.host_id.is_empty() {
+        labels.insert(HOST_LABEL.to_string(), s.host_id.clone());
+    }
+    labels
+}
+
+/// Why no VM could be planned.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum NewVmError {
+    /// `MachineName` makes no valid name.
+    #[error("cannot name a VM: {0}")]
+    Name(#[from] NameError),
+    /// The VM's TLS material could not be made.
+    #[error(transparent)]
+    Metadata(#[from] VmAccessError),
+}
+
+/// A new VM for `zone`: a fresh name (`names`), its TLS material from `access`, and the plan of
+/// its creation with a new insert `requestId`.
+pub(super) fn new_vm(
+    s: &FleetSettings,
+    access: &dyn VmDockerAccess,
+    zone: &str,
+) -> Result<CreatePlan, NewVmError> {
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let unique = names::unique_id(unix, rand::random());
+    let name = names::machine_name(s.name_token(), &s.machine.machine_name, &unique)?;
+    let metadata = access.vm_metadata(&name)?;
+    let request_id = uuid::Uuid::new_v4().to_string();
+    Ok(create_plan(s, &name, zone, metadata, request_id))
 }
 
 /// What a creation worker needs to make VM `name` in `zone` (`request_id`: the insert's

@@ -4,6 +4,8 @@
 //! reads it. Knows no cloud, no worker, no metrics: callers act on what the methods return.
 
 use super::policy::{Counts, RemoveReason};
+use super::protocol::Lookup;
+use super::worker::DeleteOutcome;
 use super::{VmFate, VmInfo, VmState, STUCK_AFTER_ATTEMPTS};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -28,6 +30,8 @@ pub(super) struct Vm {
     /// The worker acting on this VM (creating or deleting), if any: at most one at a time.
     pub worker: Option<CancellationToken>,
     pub retry_delete_at: Option<Instant>,
+    /// When Compute accepted its delete: a listing begun later without it confirms it gone.
+    pub delete_accepted_at: Option<Instant>,
     /// In a zone a reload dropped: removed when its job ends, never leased again.
     pub retire: bool,
 }
@@ -47,6 +51,7 @@ impl Vm {
             removing_since: None,
             worker: Some(worker),
             retry_delete_at: None,
+            delete_accepted_at: None,
             retire: false,
         }
     }
@@ -67,6 +72,8 @@ impl Vm {
 pub(super) struct Orphan {
     pub zone: String,
     pub deleting: bool,
+    /// When Compute accepted its delete (see [`Vm::delete_accepted_at`]).
+    pub accepted_at: Option<Instant>,
     pub attempts: u32,
     pub retry_at: Option<Instant>,
 }
@@ -83,6 +90,8 @@ pub(super) enum Deletion {
     Failed { attempts: u32, stuck: bool },
     /// An orphan is gone.
     OrphanRemoved { zone: String },
+    /// Compute accepted the delete: a later listing confirms it.
+    Accepted,
     /// An orphan's attempt failed (retried later), or the name is not in the table.
     Nothing,
 }
@@ -230,6 +239,7 @@ impl Table {
         vm.removing_since.get_or_insert(now);
         vm.docker = None;
         vm.retry_delete_at = None;
+        vm.delete_accepted_at = None;
         let token = worker();
         vm.worker = Some(token.clone());
         Some((vm.zone.clone(), token))
@@ -241,6 +251,7 @@ impl Table {
         let o = self.orphans.entry(name.to_string()).or_insert(Orphan {
             zone: zone.to_string(),
             deleting: false,
+            accepted_at: None,
             attempts: 0,
             retry_at: None,
         });
@@ -248,19 +259,34 @@ impl Table {
             return None;
         }
         o.deleting = true;
+        o.accepted_at = None;
         o.retry_at = None;
         Some(o.attempts)
     }
 
-    /// Records a deletion attempt that ended.
-    pub fn deleted(&mut self, name: &str, ok: bool, now: Instant) -> Deletion {
+    /// Whether a deletion Compute accepted still waits for a listing to confirm it.
+    pub fn confirming(&self) -> bool {
+        self.vms.values().any(|v| v.delete_accepted_at.is_some())
+            || self.orphans.values().any(|o| o.accepted_at.is_some())
+    }
+
+    /// Records a deletion attempt that ended: `Gone` (also a listing confirming an accepted
+    /// deletion) removes the VM from the table, `Accepted` waits for that listing.
+    pub fn deleted(&mut self, name: &str, outcome: DeleteOutcome, now: Instant) -> Deletion {
         if let Some(vm) = self.vms.get_mut(name) {
             vm.worker = None;
-            if ok {
-                let took = vm.removing_since.map(|t| now.duration_since(t));
-                let zone = vm.zone.clone();
-                self.vms.remove(name);
-                return Deletion::Removed { zone, took };
+            match outcome {
+                DeleteOutcome::Gone => {
+                    let took = vm.removing_since.map(|t| now.duration_since(t));
+                    let zone = vm.zone.clone();
+                    self.vms.remove(name);
+                    return Deletion::Removed { zone, took };
+                }
+                DeleteOutcome::Accepted => {
+                    vm.delete_accepted_at = Some(now);
+                    return Deletion::Accepted;
+                }
+                DeleteOutcome::Failed => {}
             }
             vm.removal_attempts = vm.removal_attempts.saturating_add(1);
             vm.retry_delete_at = retry_after(vm.removal_attempts, now);
@@ -270,10 +296,17 @@ impl Table {
             }
         } else if let Some(o) = self.orphans.get_mut(name) {
             o.deleting = false;
-            if ok {
-                let zone = o.zone.clone();
-                self.orphans.remove(name);
-                return Deletion::OrphanRemoved { zone };
+            match outcome {
+                DeleteOutcome::Gone => {
+                    let zone = o.zone.clone();
+                    self.orphans.remove(name);
+                    return Deletion::OrphanRemoved { zone };
+                }
+                DeleteOutcome::Accepted => {
+                    o.accepted_at = Some(now);
+                    return Deletion::Accepted;
+                }
+                DeleteOutcome::Failed => {}
             }
             o.attempts = o.attempts.saturating_add(1);
             o.retry_at = retry_after(o.attempts, now);
@@ -326,6 +359,20 @@ impl Table {
             }
         }
         remove
+    }
+
+    /// What the pool knows of VM `name` for `vm_fate` (`spot`: the runner's VMs are Spot).
+    pub fn lookup(&self, name: &str, spot: bool) -> Lookup {
+        if let Some((fate, _)) = self.lost.get(name) {
+            Lookup::Lost(*fate)
+        } else if let Some(vm) = self.vms.get(name) {
+            Lookup::Held {
+                zone: vm.zone.clone(),
+                spot,
+            }
+        } else {
+            Lookup::Unknown
+        }
     }
 
     /// Remembers that `name`, held by a job, went (`fate`) at `now`.

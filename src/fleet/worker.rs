@@ -1,21 +1,24 @@
 //! The slow cloud work of a pool, one worker task per job: create one VM (insert, wait for the
-//! operation, get its address, wait for dockerd), delete one VM, list this manager's VMs. A
-//! worker owns no table state: it reports one [`Event`] to the actor and ends. Rate limits are
-//! waited out here (and reported so the actor holds new work back); operations are awaited with
-//! `Cloud::wait`, which blocks, never by polling.
+//! operation, take its address from the pool's next shared listing, wait for dockerd), start
+//! deleting one VM (the pool confirms the deletion from a later listing instead of waiting on
+//! the operation), check one VM with a get, list this manager's VMs. A VM's lifetime thus costs
+//! three Compute calls besides the shared lists: insert, wait, delete. A worker owns no table
+//! state: it reports one [`Event`] to the actor and ends. Rate limits are waited out here (and
+//! reported so the actor holds new work back); operations are awaited with `Cloud::wait`, which
+//! blocks, never by polling.
 
 use super::access::VmDockerAccess;
 use super::zones::ZoneFailure;
 use crate::cloud::{
-    Cloud, CloudError, InstanceSpec, InstanceStatus, ListScope, Listing, OperationFailure,
-    OperationRef, OperationStatus, QuotaScope,
+    Cloud, CloudError, Instance, InstanceSpec, InstanceStatus, ListScope, Listing,
+    OperationFailure, OperationRef, OperationStatus, QuotaScope,
 };
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -33,8 +36,23 @@ pub(super) enum Event {
         name: String,
         result: Result<Ready, CreateFailure>,
     },
-    /// A deletion ended (`ok = false`: this attempt failed; the actor decides on a retry).
-    Deleted { name: String, ok: bool },
+    /// A deletion attempt ended (`Failed`: the actor decides on a retry).
+    Deleted {
+        name: String,
+        outcome: DeleteOutcome,
+    },
+    /// A creation worker whose insert finished asks for the VM as the next listing shows it
+    /// (`None`: a listing begun after the ask did not show it running with an address).
+    AddressWanted {
+        name: String,
+        asked: Instant,
+        reply: oneshot::Sender<Option<Instance>>,
+    },
+    /// A held VM missing from a listing was checked with a get.
+    Checked {
+        name: String,
+        result: Result<Option<Instance>, CloudError>,
+    },
     /// A listing by the manager label ended.
     Listed {
         started: Instant,
@@ -42,6 +60,17 @@ pub(super) enum Event {
     },
     /// A call hit the cloud's rate limit: hold new work until then.
     RateLimited { until: Instant },
+}
+
+/// How one deletion attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum DeleteOutcome {
+    /// Compute accepted the delete: a later listing confirms the VM is gone.
+    Accepted,
+    /// The VM did not exist (404).
+    Gone,
+    /// The call failed.
+    Failed,
 }
 
 /// A VM whose dockerd answered.
@@ -289,10 +318,26 @@ async fn await_operation(ctx: &Ctx, op: &OperationRef) -> Result<(), OpEnd> {
     }
 }
 
+/// The VM's address: from the pool's next shared listing (no call of its own), or — when a
+/// listing begun after the insert finished did not show it — from one get.
 async fn address(ctx: &Ctx, spec: &InstanceSpec, internal: bool) -> Result<IpAddr, CreateFailure> {
+    let (reply, answer) = oneshot::channel();
+    ctx.report(Event::AddressWanted {
+        name: spec.name.clone(),
+        asked: Instant::now(),
+        reply,
+    });
+    let listed = match answer.await {
+        Ok(listed) => listed,
+        Err(_) => return Err(CreateFailure::Canceled { may_exist: true }),
+    };
     let mut transient = 0;
     loop {
-        match ctx.cloud.get(&spec.zone, &spec.name).await {
+        let found = match &listed {
+            Some(i) => Ok(Some(i.clone())),
+            None => ctx.cloud.get(&spec.zone, &spec.name).await,
+        };
+        match found {
             Ok(Some(i)) => {
                 let ip = if internal {
                     i.internal_ip
@@ -321,41 +366,48 @@ async fn address(ctx: &Ctx, spec: &InstanceSpec, internal: bool) -> Result<IpAdd
     }
 }
 
-/// One deletion attempt (rate limits waited out, not counted); reports [`Event::Deleted`].
+/// One deletion attempt (rate limits waited out, not counted): the delete call only, its
+/// operation is not awaited; reports [`Event::Deleted`].
 pub(super) async fn delete(ctx: Ctx, zone: String, name: String, cancel: CancellationToken) {
     let attempt = async {
         loop {
             match ctx.cloud.delete(&zone, &name).await {
-                Ok(op) => {
-                    return match await_operation(&ctx, &op).await {
-                        Ok(()) => true,
-                        Err(OpEnd::Error(CloudError::NotFound { .. })) => true,
-                        Err(OpEnd::Failed(f)) => {
-                            tracing::warn!(vm = %name, failure = ?f, "delete operation failed");
-                            false
-                        }
-                        Err(OpEnd::Error(e)) => {
-                            tracing::warn!(vm = %name, error = %e, "waiting for delete failed");
-                            false
-                        }
-                    }
-                }
-                Err(CloudError::NotFound { .. }) => return true,
+                Ok(_) => return DeleteOutcome::Accepted,
+                Err(CloudError::NotFound { .. }) => return DeleteOutcome::Gone,
                 Err(CloudError::RateLimited { retry_after, .. }) => {
                     ctx.rate_limited(retry_after).await
                 }
                 Err(e) => {
                     tracing::warn!(vm = %name, error = %e, "delete failed");
-                    return false;
+                    return DeleteOutcome::Failed;
                 }
             }
         }
     };
-    let ok = tokio::select! {
-        _ = cancel.cancelled() => false,
-        ok = attempt => ok,
+    let outcome = tokio::select! {
+        _ = cancel.cancelled() => DeleteOutcome::Failed,
+        o = attempt => o,
     };
-    ctx.report(Event::Deleted { name, ok });
+    ctx.report(Event::Deleted { name, outcome });
+}
+
+/// Gets one VM a listing did not show (rate limits waited out); reports [`Event::Checked`].
+pub(super) async fn check(ctx: Ctx, zone: String, name: String, cancel: CancellationToken) {
+    let run = async {
+        loop {
+            match ctx.cloud.get(&zone, &name).await {
+                Err(CloudError::RateLimited { retry_after, .. }) => {
+                    ctx.rate_limited(retry_after).await
+                }
+                r => return r,
+            }
+        }
+    };
+    let result = tokio::select! {
+        _ = cancel.cancelled() => return,
+        r = run => r,
+    };
+    ctx.report(Event::Checked { name, result });
 }
 
 /// Lists every VM with `labels` across the project; reports [`Event::Listed`].

@@ -94,6 +94,8 @@ pub(crate) fn cloud_key(runner: &RunnerConfig) -> Option<CloudKey> {
 /// adds). Owned by the manager's supervisor; shut down once at the end.
 pub(crate) struct Fleets {
     manager_id: String,
+    /// This host's id (the `flotilla-host` label of its VMs).
+    host_id: String,
     registry: prometheus::Registry,
     /// Made with the first pool (a process without docker+machine runners makes none).
     access: Option<Arc<dyn VmDockerAccess>>,
@@ -118,12 +120,14 @@ impl Fleets {
     /// No pools yet; [`Fleets::start`] makes them.
     pub(crate) fn new(
         manager_id: &str,
+        host_id: &str,
         registry: &prometheus::Registry,
         fleet_metrics: &fleet::FleetMetrics,
         live: crate::metrics::LivePools,
     ) -> Fleets {
         Fleets {
             manager_id: manager_id.to_string(),
+            host_id: host_id.to_string(),
             registry: registry.clone(),
             access: None,
             pools: RunnerRegistry::new(),
@@ -143,7 +147,8 @@ impl Fleets {
         config: &Config,
         runner: &RunnerConfig,
     ) -> Result<FleetHandle, MachinesError> {
-        let settings = FleetSettings::for_runner(config, runner, &self.manager_id)?;
+        let mut settings = FleetSettings::for_runner(config, runner, &self.manager_id)?;
+        settings.host_id.clone_from(&self.host_id);
         settings.validate()?;
         let access = match &self.access {
             Some(c) => c.clone(),
@@ -212,6 +217,11 @@ impl Fleets {
             .unwrap_or_else(|p| p.into_inner())
             .push((short_token, handle.clone()));
         Ok(handle)
+    }
+
+    /// Waits until a pool finds VMs of another host with this manager id; what it saw.
+    pub(crate) async fn conflict(&self) -> String {
+        self.pools.conflict().await
     }
 
     /// Whether any pool was started.

@@ -49,6 +49,10 @@ pub enum RunError {
     /// The admin server (`/metrics`, status page) cannot listen.
     #[error(transparent)]
     Admin(#[from] crate::metrics::ServerError),
+    /// Another host runs with this `manager_id` (its VMs carry another `flotilla-host` label):
+    /// this manager stopped without touching them.
+    #[error("another host runs with manager_id {manager_id:?} ({seen}): this manager stopped without touching its VMs; give each host its own manager_id (or leave it unset)")]
+    ManagerIdConflict { manager_id: String, seen: String },
 }
 
 /// Called with each job's id and trace as soon as the job is received.
@@ -198,8 +202,10 @@ pub async fn run_reloadable(
         concurrent = config.concurrent,
         "flotilla starting"
     );
+    let host_id = shared.state.host_id()?;
     let mut fleets = machines::Fleets::new(
         &shared.system_id,
+        &host_id,
         &registry,
         &shared.metrics.fleet,
         live_pools,
@@ -233,12 +239,19 @@ pub async fn run_reloadable(
         runners,
         source,
         rotation: rotation::Rotation::default(),
+        conflict: None,
     };
     let deadline = supervisor.supervise(&mut controls).await;
     supervisor.delete_every_vm(&mut controls, deadline).await;
     admin.stop().await;
     tracing::info!("flotilla stopped");
-    Ok(())
+    match supervisor.conflict {
+        Some(seen) => Err(RunError::ManagerIdConflict {
+            manager_id: shared.system_id.clone(),
+            seen,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// The admin server's task, kept apart from job tasks (the supervisor waits for those) so it
@@ -271,6 +284,9 @@ struct Supervisor {
     source: Option<ConfigSource>,
     /// Token rotation: what is due, and the manager's own last write of the file.
     rotation: rotation::Rotation,
+    /// What a pool saw when it found another host with this manager id (the run then aborts
+    /// and ends with [`RunError::ManagerIdConflict`]).
+    conflict: Option<String>,
 }
 
 impl Supervisor {
@@ -326,6 +342,17 @@ impl Supervisor {
                     }
                     Some(Control::Reload) => self.reload().await,
                 },
+                seen = self.fleets.conflict(), if self.conflict.is_none() => {
+                    tracing::error!(%seen, "another host runs with this manager_id: stopping (its VMs are left alone)");
+                    self.conflict = Some(seen);
+                    if abort_deadline.is_none() {
+                        let timeout = shared.config().shutdown_timeout;
+                        abort_deadline = Some(crate::time::deadline_after(timeout));
+                        shared.metrics.process.set_state(crate::metrics::ProcessState::ForcefulShutdown);
+                        shared.stop_requesting.cancel();
+                        shared.abort_jobs.cancel();
+                    }
+                }
                 _ = sleep_until_opt(abort_deadline) => {
                     tracing::error!(jobs_left = running_jobs(&shared), "shutdown_timeout reached: exiting with jobs unconfirmed");
                     return abort_deadline;

@@ -234,6 +234,7 @@ fn due_deletion_retries_are_planned_and_future_ones_wait() {
             Orphan {
                 zone: "us-east1-b".into(),
                 deleting,
+                accepted_at: None,
                 attempts: 1,
                 retry_at,
             },
@@ -269,6 +270,7 @@ fn orphans_being_deleted_count_toward_limit() {
             Orphan {
                 zone: "us-east1-b".into(),
                 deleting: true,
+                accepted_at: None,
                 attempts: 0,
                 retry_at: None,
             },

@@ -89,7 +89,7 @@ fn reconcile_fixes_case_by_case() {
             }],
         ),
         (
-            "a held VM missing from the listing is gone; one still creating is not",
+            "a held VM missing from the listing is checked with a get; one creating is not",
             vec![
                 ("a", vm(Idle, true, false, t0)),
                 ("b", vm(Creating, false, true, t0)),
@@ -97,10 +97,9 @@ fn reconcile_fixes_case_by_case() {
             vec![],
             vec![],
             false,
-            vec![Fix::Lose {
+            vec![Fix::Check {
                 name: "a".into(),
-                fate: VmFate::Gone,
-                exists: false,
+                zone: "zone-a".into(),
             }],
         ),
         (
@@ -146,6 +145,7 @@ fn reconcile_fixes_case_by_case() {
         };
         let me = Identity {
             manager_id: ME,
+            host_id: "h-me",
             runner_label: RUNNER,
             spot,
         };
@@ -171,6 +171,7 @@ fn orphans_no_longer_listed_are_dropped_unless_being_deleted_or_unreachable() {
             Orphan {
                 zone: zone.into(),
                 deleting,
+                accepted_at: None,
                 attempts: 1,
                 retry_at: None,
             },
@@ -182,9 +183,154 @@ fn orphans_no_longer_listed_are_dropped_unless_being_deleted_or_unreachable() {
     };
     let me = Identity {
         manager_id: ME,
+        host_id: "h-me",
         runner_label: RUNNER,
         spot: false,
     };
     let fixes = reconcile(&table, listing, &me, &RunnerRegistry::new(), t0);
     assert_eq!(fixes, vec![Fix::DropOrphan("idle-orphan".into())]);
+}
+
+#[test]
+fn accepted_deletions_are_confirmed_only_by_a_later_listing_without_the_vm() {
+    use InstanceStatus::Stopping;
+    let t0 = Instant::now();
+    let me = Identity {
+        manager_id: ME,
+        host_id: "h-me",
+        runner_label: RUNNER,
+        spot: false,
+    };
+    let registry = RunnerRegistry::new();
+    registry.register(RUNNER);
+    let mut table = Table::default();
+    let mut v = vm(VmState::Removing, true, false, t0);
+    v.delete_accepted_at = Some(t0);
+    table.vms.insert("held".into(), v);
+    table.orphans.insert(
+        "orphan".into(),
+        Orphan {
+            zone: "zone-a".into(),
+            deleting: false,
+            accepted_at: Some(t0),
+            attempts: 0,
+            retry_at: None,
+        },
+    );
+    let stopping = || Listing {
+        instances: vec![
+            inst("held", "zone-a", Stopping, ME, Some(RUNNER)),
+            inst("orphan", "zone-a", Stopping, ME, Some(RUNNER)),
+        ],
+        unreachable_zones: vec![],
+    };
+    let later = t0 + Duration::from_secs(1);
+    // Still listed (STOPPING) soon after: left alone, no second delete.
+    assert_eq!(reconcile(&table, stopping(), &me, &registry, later), vec![]);
+    // A listing begun before the delete was accepted proves nothing.
+    let before = t0.checked_sub(Duration::from_millis(1)).unwrap_or(t0);
+    if before < t0 {
+        assert_eq!(
+            reconcile(&table, Listing::default(), &me, &registry, before),
+            vec![]
+        );
+    }
+    // Gone from a listing begun after: confirmed.
+    assert_eq!(
+        reconcile(&table, Listing::default(), &me, &registry, later),
+        vec![Fix::Forget("held".into()), Fix::DropOrphan("orphan".into())]
+    );
+    // Still listed long after: the delete is sent again.
+    let late = t0 + CONFIRM_TIMEOUT + Duration::from_secs(1);
+    assert_eq!(
+        reconcile(&table, stopping(), &me, &registry, late),
+        vec![
+            Fix::Remove("held".into()),
+            Fix::DeleteOrphan {
+                name: "orphan".into(),
+                zone: "zone-a".into()
+            }
+        ]
+    );
+}
+
+#[test]
+fn a_get_decides_the_fate_of_a_vm_a_listing_missed() {
+    let i = |status| inst("a", "zone-a", status, ME, Some(RUNNER));
+    assert_eq!(checked_fate(None, false), Some((VmFate::Gone, false)));
+    assert_eq!(checked_fate(None, true), Some((VmFate::Preempted, false)));
+    assert_eq!(
+        checked_fate(Some(&i(InstanceStatus::Terminated)), false),
+        Some((VmFate::Terminated, true))
+    );
+    assert_eq!(checked_fate(Some(&i(InstanceStatus::Running)), false), None);
+}
+
+#[test]
+fn a_vm_of_another_host_with_this_manager_id_is_a_conflict_and_nothing_is_deleted() {
+    let t0 = Instant::now();
+    let registry = RunnerRegistry::new();
+    registry.register(RUNNER);
+    let mut theirs = inst(
+        "theirs",
+        "zone-a",
+        InstanceStatus::Running,
+        ME,
+        Some(RUNNER),
+    );
+    theirs.labels.insert(HOST_LABEL.into(), "h-other".into());
+    let mut mine = inst("mine", "zone-a", InstanceStatus::Running, ME, Some(RUNNER));
+    mine.labels.insert(HOST_LABEL.into(), "h-me".into());
+    // An older VM without a host label is this host's (a leftover): deleted as before.
+    let old = inst("old", "zone-a", InstanceStatus::Running, ME, Some(RUNNER));
+    let listing = |v: Vec<Instance>| Listing {
+        instances: v,
+        unreachable_zones: vec![],
+    };
+    let me = Identity {
+        manager_id: ME,
+        host_id: "h-me",
+        runner_label: RUNNER,
+        spot: false,
+    };
+    let table = Table::default();
+    assert_eq!(
+        reconcile(
+            &table,
+            listing(vec![mine.clone(), old.clone(), theirs.clone()]),
+            &me,
+            &registry,
+            t0
+        ),
+        vec![Fix::Conflict {
+            name: "theirs".into(),
+            host: "h-other".into()
+        }]
+    );
+    assert_eq!(
+        reconcile(&table, listing(vec![mine, old]), &me, &registry, t0),
+        vec![
+            Fix::DeleteOrphan {
+                name: "mine".into(),
+                zone: "zone-a".into()
+            },
+            Fix::DeleteOrphan {
+                name: "old".into(),
+                zone: "zone-a".into()
+            }
+        ]
+    );
+    // Another manager id's VMs are never a conflict.
+    let mut other = inst(
+        "x",
+        "zone-a",
+        InstanceStatus::Running,
+        "mgr-2",
+        Some(RUNNER),
+    );
+    other.labels.insert(HOST_LABEL.into(), "h-other".into());
+    assert_eq!(
+        reconcile(&table, listing(vec![other]), &me, &registry, t0),
+        vec![]
+    );
 }

@@ -1,6 +1,7 @@
 //! An in-memory [`Cloud`] for pool tests: VMs boot after a latency in tokio time, operations
 //! block in `wait` until done (as `zoneOperations.wait`), and faults are injectable (stockout
-//! and quota per zone, rate limits, unreachable zones, vanishing or terminated VMs). It counts
+//! and quota per zone, rate limits, unreachable zones, vanishing or terminated VMs). A deleted
+//! VM goes when its operation is done, awaited or not. It counts
 //! calls and checks, on every insert, how many VMs of a runner exist at once.
 
 use crate::cloud::{
@@ -54,6 +55,8 @@ pub struct State {
     pub retry_after: Duration,
     /// Zones an aggregated list cannot reach.
     pub unreachable: BTreeSet<String>,
+    /// VMs the next list leaves out (once each), as a listing that missed them.
+    pub omit_from_next_list: BTreeSet<String>,
     /// Boot latency (insert to RUNNING).
     pub boot: Duration,
     /// Deletion latency.
@@ -88,8 +91,25 @@ impl FakeCloud {
         c
     }
 
+    /// The state, with deletions whose operation is done carried out (as Compute does, whether
+    /// or not anyone waits on the operation).
     pub fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap()
+        let mut s = self.state.lock().unwrap();
+        let now = Instant::now();
+        let done: Vec<(String, String)> = s
+            .ops
+            .iter()
+            .filter(|(_, o)| o.done_at <= now)
+            .filter_map(|(op, o)| match &o.kind {
+                OpKind::Delete { name } => Some((op.clone(), name.clone())),
+                OpKind::Insert { .. } => None,
+            })
+            .collect();
+        for (op, name) in done {
+            s.ops.remove(&op);
+            s.vms.remove(&name);
+        }
+        s
     }
 
     fn call(&self, method: &'static str, what: &str) -> Result<(), CloudError> {
@@ -311,10 +331,12 @@ impl Cloud for FakeCloud {
     ) -> Result<Listing, CloudError> {
         self.call("list", &format!("{scope:?}"))?;
         let now = Instant::now();
-        let s = self.lock();
+        let mut s = self.lock();
+        let omit = std::mem::take(&mut s.omit_from_next_list);
         let instances = s
             .vms
             .values()
+            .filter(|v| !omit.contains(&v.inst.name))
             .filter(|v| {
                 labels
                     .iter()

@@ -14,6 +14,7 @@ use std::time::Duration;
 /// Settings for a pool in tests: two zones, IdleCount 0, no limit.
 pub(crate) fn settings() -> FleetSettings {
     FleetSettings {
+        host_id: "h-test".into(),
         manager_id: "mgr1".into(),
         runner_label: super::names::runner_label("glrt-test-token"),
         short_token: "testtoken".into(),

@@ -293,3 +293,37 @@ async fn pools_of_one_process_leave_each_other_alone_and_one_deletes_unknown_run
     );
     a.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_vm_one_listing_missed_is_checked_with_a_get_and_kept() {
+    let env = Env::start(with(|s| s.machine.idle_count = 1), FakeCloud::new());
+    env.until("one idle", 2 * MIN, |s| s.counts.idle == 1).await;
+    let lease = env.handle.try_lease().await.expect("idle");
+    env.handle.mark_used(&lease);
+    let gets = env.cloud.calls("get");
+    let lists = env.cloud.calls("list");
+    env.cloud
+        .lock()
+        .omit_from_next_list
+        .insert(lease.name.clone());
+    // The next reconcile (60 s) misses it; the get that follows finds it running.
+    env.until_cloud("the listing that missed it", 3 * MIN, |c| {
+        c.lock().omit_from_next_list.is_empty() && c.calls("list") > lists
+    })
+    .await;
+    env.until_cloud("the get", MIN, |c| c.calls("get") > gets)
+        .await;
+    sleep(2 * MIN).await;
+    let snap = env.handle.snapshot().await;
+    assert!(
+        snap.vms
+            .iter()
+            .any(|v| v.name == lease.name && v.state == VmState::Used),
+        "{:?}",
+        snap.vms
+    );
+    assert!(env.cloud.exists(&lease.name));
+    assert_eq!(env.cloud.calls("delete"), 0);
+    env.handle.release(lease, true);
+    env.stop().await;
+}

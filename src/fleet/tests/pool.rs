@@ -426,3 +426,47 @@ async fn a_dropped_zone_loses_its_idle_vms_now_and_busy_ones_after_their_job() {
     .await;
     env.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_vm_lifetime_costs_three_calls_besides_shared_lists() {
+    let env = Env::start(
+        with(|s| {
+            s.machine.idle_count = 4;
+            s.machine.max_builds = 1;
+        }),
+        FakeCloud::new(),
+    );
+    env.until("four idle", 5 * MIN, |s| s.counts.idle == 4)
+        .await;
+    for _ in 0..4 {
+        let lease = env.handle.try_lease().await.expect("idle");
+        env.handle.mark_used(&lease);
+        env.handle.release(lease, true);
+    }
+    // Four used VMs deleted (confirmed by a listing), four new ones made.
+    env.until("four replaced", 5 * MIN, |s| {
+        s.counts.idle == 4 && s.counts.removing == 0
+    })
+    .await;
+    let lists = env.cloud.calls("list");
+    let others: u32 = env
+        .cloud
+        .lock()
+        .calls
+        .iter()
+        .filter(|(m, _)| **m != "list")
+        .map(|(_, n)| *n)
+        .sum();
+    let inserts = env.cloud.calls("insert");
+    let deletes = env.cloud.calls("delete");
+    assert_eq!((inserts, deletes), (8, 4));
+    // Per VM: insert, wait, delete (the four alive are not deleted yet).
+    assert_eq!(
+        others,
+        inserts * 2 + deletes,
+        "{:?}",
+        env.cloud.lock().calls
+    );
+    assert!(lists > 0);
+    env.stop().await;
+}

@@ -13,6 +13,7 @@ mod faults;
 mod gitlab_configs;
 mod lifecycle;
 mod scaling;
+mod shard;
 
 use crate::harness::*;
 use flotilla::fleet::{names::runner_label, MANAGER_LABEL, RUNNER_LABEL};
