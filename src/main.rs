@@ -107,10 +107,15 @@ fn registration(
 }
 
 fn check_config(file: &std::path::Path) -> ExitCode {
-    match flotilla::config::check_file(file) {
-        Ok(warnings) => {
+    match Config::load(file) {
+        Ok(loaded) => {
+            let warnings = loaded.warnings;
             for warning in &warnings {
                 eprintln!("warning: {warning}");
+            }
+            let host = flotilla::config::host_zone();
+            for note in flotilla::config::check_notes(&loaded.config, &host) {
+                println!("{note}");
             }
             println!("{}: OK ({} warnings)", file.display(), warnings.len());
             ExitCode::SUCCESS

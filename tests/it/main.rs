@@ -5,6 +5,8 @@
 //! - `artifacts`: jobs uploading artifacts and dependencies downloading them (helper image).
 //! - `cache`: job caches end to end (local volume; GCS through the fake with signed URLs).
 //! - `cloud_gce`: the GCE `Cloud` against the fake Compute Engine.
+//! - `config_compat`: issue 15 — GitLab Runner 19.x files with the real binary (skipped
+//!   executors, the time zone of autoscaling periods).
 //! - `support`: shared helpers (test images, Docker connection, waiting on a trace).
 //! - `harness`: a fake GitLab, a config pointing at it, the manager in-process or as a binary.
 //! - `executor`: job stages in containers on the local engine.
@@ -31,6 +33,7 @@ mod architecture;
 mod artifacts;
 mod cache;
 mod cloud_gce;
+mod config_compat;
 mod docker_tls;
 mod executor;
 mod hardening;
