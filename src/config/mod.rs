@@ -56,6 +56,7 @@ pub use notes::check_notes;
 pub use runner::{short_token, ExecutorKind, RunnerConfig, RunnerIdentity};
 pub use secret::Secret;
 pub use skipped::SkippedRunner;
+pub use units::with_default_port as listen_address_with_port;
 pub use zone::{host_zone, host_zone_from, HostZone};
 
 /// A configuration that loaded, and the warnings about keys it ignored.
