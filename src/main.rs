@@ -224,6 +224,10 @@ fn check_config(file: &std::path::Path) -> ExitCode {
                     );
                 }
             }
+            let host = flotilla::config::host_zone();
+            for note in flotilla::config::check_notes(&loaded.config, &host) {
+                println!("{note}");
+            }
             println!("{}: OK ({} warnings)", file.display(), warnings.len());
             ExitCode::SUCCESS
         }

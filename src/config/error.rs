@@ -105,6 +105,13 @@ pub enum WarningKind {
     ScopesWithoutServiceAccount,
     /// No `[[runners]]` entry: `run` idles until a reload adds one.
     NoRunners,
+    /// A runner whose executor Flotilla does not run: left out, the others run.
+    RunnerSkipped {
+        /// Its `name`.
+        name: String,
+        /// Its `executor`.
+        executor: String,
+    },
 }
 
 /// A key that was accepted but has no effect.
@@ -152,6 +159,11 @@ impl fmt::Display for ConfigWarning {
             WarningKind::NoRunners => f.write_str(
                 "no [[runners]] entry: `flotilla run` takes no jobs until one is added \
                  (`flotilla register`)",
+            ),
+            WarningKind::RunnerSkipped { name, executor } => write!(
+                f,
+                "runner {name:?} (executor {executor:?}) skipped: executor not supported \
+                 (it is never polled; the other runners run)"
             ),
         }
     }

@@ -12,6 +12,7 @@ use super::diag::Diagnostics;
 use super::error::WarningKind;
 use super::known_keys;
 use super::runner::{self, RawRunner, RunnerConfig};
+use super::skipped::{skipped, SkippedRunner};
 use super::toml_read::{check_keys, integer, string, Field, Scope};
 use super::units::{self, to_usize};
 
@@ -51,6 +52,8 @@ pub struct Config {
     pub reconcile_interval: Duration,
     /// The `[[runners]]` entries (none is valid: `run` idles until a reload adds one).
     pub runners: Vec<RunnerConfig>,
+    /// The `[[runners]]` entries whose executor Flotilla does not run (never polled).
+    pub skipped: Vec<SkippedRunner>,
 }
 
 /// The top-level keys as written (no `Debug`, as every raw struct).
@@ -67,6 +70,8 @@ pub(super) struct RawConfig {
     pub reconcile_interval: Option<Field<i64>>,
     /// The `[[runners]]` entries found (possibly none).
     pub runners: Vec<RawRunner>,
+    /// The entries left out for their executor.
+    pub skipped: Vec<SkippedRunner>,
 }
 
 /// Reads the document's root table and its `[[runners]]` entries.
@@ -77,6 +82,13 @@ pub(super) fn read(d: &mut Diagnostics, root: &dyn TableLike) -> RawConfig {
         line: 1,
     };
     check_keys(d, &s, &known_keys::GLOBAL);
+    let (mut runners, mut skipped_runners) = (Vec::new(), Vec::new());
+    for r in runner_scopes(d, &s) {
+        match skipped(d, &r) {
+            Some(skip) => skipped_runners.push(skip),
+            None => runners.push(runner::read(d, r)),
+        }
+    }
     RawConfig {
         concurrent: integer(d, &s, "concurrent"),
         check_interval: integer(d, &s, "check_interval"),
@@ -87,10 +99,8 @@ pub(super) fn read(d: &mut Diagnostics, root: &dyn TableLike) -> RawConfig {
         state_dir: string(d, &s, "state_dir"),
         manager_id: string(d, &s, "manager_id"),
         reconcile_interval: integer(d, &s, "reconcile_interval"),
-        runners: runner_scopes(d, &s)
-            .into_iter()
-            .map(|r| runner::read(d, r))
-            .collect(),
+        runners,
+        skipped: skipped_runners,
     }
 }
 
@@ -176,6 +186,7 @@ pub(super) fn build(d: &mut Diagnostics, raw: RawConfig) -> Config {
             .into_iter()
             .map(|r| runner::build(d, r))
             .collect(),
+        skipped: raw.skipped,
     }
 }
 

@@ -1,16 +1,25 @@
-//! The compatibility table: for each section of `config.toml`, the keys Flotilla reads and the keys
-//! GitLab Runner documents that Flotilla accepts but ignores (with one warning each). A key in
-//! neither list is an error. This is the one place to edit when Flotilla learns a key.
+//! The compatibility table: for each section of `config.toml`, the keys Flotilla reads, and the
+//! keys GitLab Runner has that Flotilla accepts but ignores (one warning each, none when set to
+//! GitLab Runner's default). A key in neither is an error (a typo, with a "did you mean").
 //!
-//! Sources: GitLab Runner's `docs/configuration/advanced-configuration.md` and the `toml:` tags of
-//! `common/config.go`.
+//! GitLab Runner's keys come from `known_keys_gitlab` (generated from the `toml:` tags of
+//! GitLab Runner 19.x's config structs by `scripts/gen-known-keys.py`; every 19.x key loads): a
+//! section names its TOML path there, and anything not in `supported` is ignored. `older` adds
+//! keys earlier GitLab Runner versions wrote. This is the one place to edit when Flotilla learns
+//! a key.
+
+use super::known_keys_gitlab::gitlab_keys;
 
 /// The keys of one section.
 pub(super) struct Section {
+    /// The section's TOML path in GitLab Runner's key list (`known_keys_gitlab`); empty for a
+    /// table GitLab Runner does not have.
+    pub gitlab: &'static str,
     /// Keys Flotilla reads (including sub-tables it descends into).
     pub supported: &'static [&'static str],
-    /// Keys GitLab Runner documents that Flotilla ignores with a warning.
-    pub ignored: &'static [&'static str],
+    /// Keys Flotilla ignores with a warning beyond GitLab Runner 19.x's (older versions' keys,
+    /// docker-machine options).
+    pub older: &'static [&'static str],
     /// Ignored keys that restrict what a job may do: set to anything but GitLab Runner's
     /// default, they are an error, so an operator's restriction never silently does not apply.
     pub restricting: &'static [&'static str],
@@ -29,17 +38,42 @@ impl Section {
 
     /// Whether `key` is a GitLab Runner key that Flotilla ignores.
     pub fn is_ignored(&self, key: &str) -> bool {
-        self.ignored.contains(&key)
+        !self.is_supported(key) && (self.gitlab().contains(&key) || self.older.contains(&key))
+    }
+
+    /// GitLab Runner 19.x's keys of this section.
+    fn gitlab(&self) -> &'static [&'static str] {
+        gitlab_keys(self.gitlab).unwrap_or(&[])
     }
 
     /// Every key this section knows, for "did you mean" suggestions.
     pub fn all(&self) -> impl Iterator<Item = &'static str> {
-        self.supported.iter().chain(self.ignored.iter()).copied()
+        self.supported
+            .iter()
+            .chain(self.gitlab().iter())
+            .chain(self.older.iter())
+            .copied()
     }
 }
 
+/// A value as `gitlab-runner register` writes it.
+pub(super) enum Written {
+    /// A string.
+    Str(&'static str),
+    /// An integer.
+    Int(i64),
+}
+
+/// Keys Flotilla ignores that `gitlab-runner register` writes with a value other than the
+/// type's zero: at that value they earn no warning (GitLab Runner's defaults, nothing lost).
+pub(super) const REGISTER_WRITES: &[(&str, Written)] = &[
+    ("connection_max_age", Written::Str("15m0s")),
+    ("session_timeout", Written::Int(1800)),
+];
+
 /// The global (top-level) section.
 pub(super) const GLOBAL: Section = Section {
+    gitlab: ".",
     restricting: &[],
     supported: &[
         "concurrent",
@@ -54,18 +88,12 @@ pub(super) const GLOBAL: Section = Section {
         "manager_id",
         "reconcile_interval",
     ],
-    ignored: &[
-        "sentry_dsn",
-        "connection_max_age",
-        "user",
-        "labels",
-        "session_server",
-        "machine",
-    ],
+    older: &[],
 };
 
 /// One `[[runners]]` entry.
 pub(super) const RUNNER: Section = Section {
+    gitlab: "runners",
     restricting: &[],
     supported: &[
         "name",
@@ -89,43 +117,12 @@ pub(super) const RUNNER: Section = Section {
         "cache",
         "autoscaler",
     ],
-    ignored: &[
-        "tls-ca-file",
-        "tls-cert-file",
-        "tls-key-file",
-        "shell",
-        "builds_dir",
-        "cache_dir",
-        "clone_url",
-        "pre_clone_script",
-        "post_clone_script",
-        "pre_get_sources_script",
-        "post_get_sources_script",
-        "pre_build_script",
-        "post_build_script",
-        "debug_trace_disabled",
-        "safe_directory_checkout",
-        "clean_git_config",
-        "feature_flags",
-        "strict_check_interval",
-        "job_status_final_update_retry_limit",
-        "prepare_timeout",
-        "get_sources_timeout",
-        "labels",
-        "custom_build_dir",
-        "referees",
-        "artifact",
-        "instance",
-        "kubernetes",
-        "custom",
-        "ssh",
-        "parallels",
-        "virtualbox",
-    ],
+    older: &["pre_clone_script", "post_clone_script"],
 };
 
 /// `[runners.docker]`.
 pub(super) const DOCKER: Section = Section {
+    gitlab: "runners.docker",
     restricting: &[
         "user",
         "allowed_users",
@@ -173,74 +170,20 @@ pub(super) const DOCKER: Section = Section {
         "tls_verify",
         "tls_cert_path",
     ],
-    ignored: &[
-        "hostname",
-        "runtime",
-        "memory_swap",
-        "memory_reservation",
-        "cpuset_cpus",
-        "cpuset_mems",
-        "cpu_shares",
-        "dns",
-        "dns_search",
-        "disable_entrypoint_overwrite",
-        "user",
-        "allowed_users",
-        "group_add",
-        "userns_mode",
-        "cap_add",
-        "cap_drop",
-        "oom_kill_disable",
-        "oom_score_adjust",
-        "security_opt",
-        "services_security_opt",
-        "devices",
-        "device_cgroup_rules",
-        "services_devices",
-        "gpus",
-        "disable_cache",
-        "volume_driver",
-        "volume_driver_ops",
-        "cache_dir",
-        "extra_hosts",
-        "volumes_from",
-        "ipcmode",
-        "mac_address",
-        "links",
-        "services",
-        "service_cpuset_cpus",
-        "service_cpu_shares",
-        "service_cpus",
-        "service_gpus",
-        "service_memory",
-        "service_memory_swap",
-        "service_memory_reservation",
-        "allowed_privileged_images",
-        "allowed_privileged_services",
-        "isolation",
-        "shm_size",
-        "tmpfs",
-        "services_tmpfs",
-        "sysctls",
-        "helper_image_flavor",
-        "helper_image_autoset_arch_and_os",
-        "container_labels",
-        "log_options",
-        "enable_ipv6",
-        "ulimit",
-        "network_mtu",
-    ],
+    older: &["helper_image_autoset_arch_and_os"],
 };
 
 /// `[runners.cache]`.
 pub(super) const CACHE: Section = Section {
+    gitlab: "runners.cache",
     restricting: &[],
     supported: &["Type", "Path", "Shared", "MaxUploadedArchiveSize", "gcs"],
-    ignored: &["s3", "azure"],
+    older: &[],
 };
 
 /// `[runners.cache.gcs]`: GitLab Runner's keys, then Flotilla's endpoint overrides (for tests).
 pub(super) const CACHE_GCS: Section = Section {
+    gitlab: "runners.cache.gcs",
     restricting: &[],
     supported: &[
         "BucketName",
@@ -251,12 +194,13 @@ pub(super) const CACHE_GCS: Section = Section {
         "iam_endpoint",
         "metadata_endpoint",
     ],
-    ignored: &["UniverseDomain"],
+    older: &[],
 };
 
 /// `[runners.machine]` (read with executor docker+machine; with another executor only checked for
 /// typos, then ignored as a whole with one warning).
 pub(super) const MACHINE: Section = Section {
+    gitlab: "runners.machine",
     restricting: &[],
     supported: &[
         "IdleCount",
@@ -271,19 +215,12 @@ pub(super) const MACHINE: Section = Section {
         "MachineOptions",
         "autoscaling",
     ],
-    ignored: &[
-        "MachineOptionsWithName",
-        "MaxRemovalAttempts",
-        // Deprecated in GitLab Runner, replaced by [[runners.machine.autoscaling]].
-        "OffPeakPeriods",
-        "OffPeakTimezone",
-        "OffPeakIdleCount",
-        "OffPeakIdleTime",
-    ],
+    older: &[],
 };
 
 /// `[[runners.machine.autoscaling]]`.
 pub(super) const MACHINE_AUTOSCALING: Section = Section {
+    gitlab: "runners.machine.autoscaling",
     restricting: &[],
     supported: &[
         "Periods",
@@ -293,11 +230,12 @@ pub(super) const MACHINE_AUTOSCALING: Section = Section {
         "IdleScaleFactor",
         "IdleTime",
     ],
-    ignored: &[],
+    older: &[],
 };
 
 /// `[runners.gce]`: Flotilla's own table, so nothing is ignored.
 pub(super) const GCE: Section = Section {
+    gitlab: "",
     restricting: &[],
     supported: &[
         "project",
@@ -323,7 +261,7 @@ pub(super) const GCE: Section = Section {
         "zone_cooldown",
         "queue_aware_scaling",
     ],
-    ignored: &[],
+    older: &[],
 };
 
 /// `MachineOptions` with `MachineDriver = "google"`: the options (without the leading `--`) of
@@ -333,6 +271,7 @@ pub(super) const GCE: Section = Section {
 /// Sources: `drivers/google/google.go` `GetCreateFlags` and `commands/commands.go` create flags
 /// of gitlab-org/ci-cd/docker-machine.
 pub(super) const MACHINE_OPTIONS: Section = Section {
+    gitlab: "",
     restricting: &[],
     supported: &[
         "google-project",
@@ -351,7 +290,7 @@ pub(super) const MACHINE_OPTIONS: Section = Section {
         "google-service-account",
         "google-scopes",
     ],
-    ignored: &[
+    older: &[
         "google-username",
         "google-open-port",
         "google-use-existing",
@@ -401,15 +340,47 @@ pub(super) const MACHINE_OPTIONS: Section = Section {
 mod tests {
     use super::*;
 
-    #[test]
-    fn restricting_keys_are_ignored_keys() {
-        for key in DOCKER.restricting {
-            assert!(DOCKER.is_ignored(key), "{key}");
+    /// The extract `known_keys_gitlab` is generated from (`scripts/gen-known-keys.py`).
+    const EXTRACT: &str = include_str!("../../tests/fixtures/gitlab-runner-19-keys.txt");
+
+    fn extract() -> std::collections::BTreeMap<&'static str, Vec<&'static str>> {
+        let mut sections = std::collections::BTreeMap::<_, Vec<_>>::new();
+        for line in EXTRACT
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let (section, key) = line.split_once(' ').expect("SECTION KEY");
+            sections.entry(section).or_default().push(key);
         }
+        sections
     }
 
     #[test]
-    fn no_key_is_both_supported_and_ignored() {
+    fn gitlab_table_matches_the_extract() {
+        let sections = extract();
+        assert!(sections.len() > 50, "{}", sections.len());
+        for (section, keys) in &sections {
+            let mut table = gitlab_keys(section)
+                .unwrap_or_else(|| panic!("{section} missing: regenerate known_keys_gitlab.rs"))
+                .to_vec();
+            table.sort_unstable();
+            let mut keys = keys.clone();
+            keys.sort_unstable();
+            assert_eq!(table, keys, "{section}: regenerate known_keys_gitlab.rs");
+        }
+        // No section in the table that the extract lacks.
+        let all = EXTRACT.lines().filter(|l| !l.starts_with('#')).count();
+        let listed: usize = sections
+            .keys()
+            .filter_map(|s| gitlab_keys(s))
+            .map(<[_]>::len)
+            .sum();
+        assert_eq!(all, listed);
+    }
+
+    #[test]
+    fn every_gitlab_runner_19_key_of_a_read_section_is_known() {
+        let sections = extract();
         for section in [
             &GLOBAL,
             &RUNNER,
@@ -418,12 +389,48 @@ mod tests {
             &CACHE_GCS,
             &MACHINE,
             &MACHINE_AUTOSCALING,
-            &GCE,
-            &MACHINE_OPTIONS,
         ] {
+            let keys = &sections[section.gitlab];
+            for key in keys {
+                assert!(
+                    section.is_supported(key) || section.is_ignored(key),
+                    "{}.{key}",
+                    section.gitlab
+                );
+            }
+        }
+        for (section, key) in [
+            ("runners.docker", "cgroup_parent"),
+            ("runners.docker", "pid_mode"),
+            ("runners.docker", "volume_keep"),
+            ("runners.docker", "service_cgroup_parent"),
+            ("runners.docker", "service_slot_cgroup_template"),
+            ("runners", "proxy_exec"),
+            ("runners", "use_slot_cgroups"),
+            ("runners", "slot_cgroup_template"),
+            ("runners", "step_runner_image"),
+            ("runners", "monitoring"),
+            ("runners", "experimental"),
+            (".", "experimental"),
+        ] {
+            assert!(sections[section].contains(&key), "{section}.{key}");
+        }
+    }
+
+    #[test]
+    fn restricting_keys_are_ignored_keys() {
+        for key in DOCKER.restricting {
+            assert!(DOCKER.is_ignored(key), "{key}");
+        }
+    }
+
+    #[test]
+    fn supported_keys_are_never_ignored() {
+        for section in [&DOCKER, &MACHINE, &MACHINE_OPTIONS, &GCE, &CACHE] {
             for key in section.supported {
                 assert!(!section.is_ignored(key), "{key} is in both lists");
             }
         }
+        assert!(!GCE.is_ignored("cgroup_parent"));
     }
 }

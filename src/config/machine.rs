@@ -69,7 +69,7 @@ impl IdleCountPolicy {
 pub struct AutoscalingPeriod {
     /// `Periods`: GitLab Runner's 7-field cron expressions (seconds … year; Sunday = 0).
     pub periods: Vec<String>,
-    /// `Timezone` (IANA name; UTC when empty).
+    /// `Timezone` (IANA name; empty: the host's local zone, [`super::host_zone`]).
     pub timezone: String,
     /// `IdleCount` while the period is active.
     pub idle_count: u32,
@@ -84,8 +84,8 @@ pub struct AutoscalingPeriod {
 /// Default `MachineName`.
 pub(super) const DEFAULT_MACHINE_NAME: &str = "flotilla-%s";
 
-/// Time zone of periods without `Timezone`.
-pub(super) const DEFAULT_TIMEZONE: &str = "UTC";
+/// Time zone of periods without `Timezone`: empty, the host's local zone (as GitLab Runner).
+pub(super) const DEFAULT_TIMEZONE: &str = "";
 
 /// `MachineDriver` and `MachineOptions` as written, for the GCE mapping.
 pub(super) struct DriverOptions {
@@ -212,7 +212,7 @@ pub(super) fn check_period(expression: &str) -> Result<(), PeriodError> {
         })
 }
 
-/// `Timezone`: an IANA name; UTC when empty.
+/// `Timezone`: an IANA name; empty (the host's local zone) when absent or empty.
 fn timezone(d: &mut Diagnostics, f: Option<Field<String>>, path: &str) -> String {
     let Some(f) = f.filter(|f| !f.value.trim().is_empty()) else {
         return DEFAULT_TIMEZONE.to_string();

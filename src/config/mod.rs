@@ -3,15 +3,17 @@
 //! policy; knows nothing of what the rest of the program does with the values.
 //!
 //! One principle: a shared kit at the bottom (`toml_read` for reading a table with each key's
-//! line and checking keys against the compatibility table in `known_keys`; `diag`/`error` for
-//! problems; `units`; `gce_names`; `secret`), and above it one file per section, owning its
-//! validated type, its raw struct, its reading and its building: `global` (the top-level keys
-//! and the list of runners), `runner` (`[[runners]]`), `docker` (`[runners.docker]`), `cache`
-//! (`[runners.cache]`), `machine` (`[runners.machine]`), `gce` with `gce_checks`
-//! (`[runners.gce]`, merged with a carried-over `MachineOptions` that `machine_options` maps).
-//! A section calls the sections of its sub-tables; this file only parses the document and runs
-//! the two stages on `global`, reading then building. Both record every problem and go on, so
-//! one run reports them all.
+//! line and checking keys against the compatibility table in `known_keys`, generated in part into
+//! `known_keys_gitlab`; `diag`/`error` for problems; `units`; `gce_names`; `secret`; `zone`, the
+//! host's time zone), and above it one file per section, owning its validated type, its raw
+//! struct, its reading and its building: `global` (the top-level keys and the list of runners),
+//! `runner` (`[[runners]]`), `skipped` (entries whose executor Flotilla does not run), `docker`
+//! (`[runners.docker]`), `cache` (`[runners.cache]`), `machine` (`[runners.machine]`), `gce`
+//! with `gce_checks` (`[runners.gce]`, merged with a carried-over `MachineOptions` that
+//! `machine_options` maps). A section calls the sections of its sub-tables; this file only
+//! parses the document and runs the two stages on `global`, reading then building. Both record
+//! every problem and go on, so one run reports them all. `notes` says what `config check` prints
+//! about a file that loaded.
 
 mod autoscaler;
 mod autoscaler_policy;
@@ -26,18 +28,23 @@ mod gce_names;
 mod global;
 mod known_keys;
 mod known_keys_autoscaler;
+mod known_keys_gitlab;
 mod machine;
 mod machine_options;
+mod notes;
 mod runner;
 mod secret;
 mod subnet;
+mod skipped;
 mod toml_read;
 mod units;
+mod zone;
 
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_autoscaler;
+mod tests_compat;
 #[cfg(test)]
 mod tests_machine;
 
@@ -51,10 +58,13 @@ pub use error::{ConfigError, ConfigWarning, Problem, WarningKind};
 pub use gce::GceConfig;
 pub use global::{Config, LogFormat, DEFAULT_STATE_DIR};
 pub use machine::{AutoscalingPeriod, IdleCountPolicy, MachineConfig};
+pub use notes::check_notes;
 pub use runner::{short_token, ExecutorKind, RunnerConfig, RunnerIdentity};
 pub use secret::Secret;
 pub use subnet::SubnetPool;
+pub use skipped::SkippedRunner;
 pub use units::with_default_port as listen_address_with_port;
+pub use zone::{host_zone, host_zone_from, HostZone};
 
 /// A configuration that loaded, and the warnings about keys it ignored.
 #[derive(Debug, Clone)]

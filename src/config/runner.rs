@@ -551,6 +551,27 @@ fn docker_autoscaler(
     (machine, gce, carried.mapping, carried.max_instances)
 }
 
+/// Why a runner's `executor` is not one Flotilla runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Unsupported {
+    /// One of GitLab Runner's executors: the runner is skipped, the file still loads.
+    NotRunByFlotilla,
+    /// No GitLab Runner executor has this name: an error.
+    Unknown,
+}
+
+/// Sorts an `executor` value: the executors Flotilla runs, GitLab Runner 19.x's others (its
+/// `main.go` provider registry), or an unknown name. The one place to add an executor.
+pub(super) fn executor_kind(name: &str) -> Result<ExecutorKind, Unsupported> {
+    match name {
+        "docker" => Ok(ExecutorKind::Docker),
+        DOCKER_MACHINE | DOCKER_AUTOSCALER => Ok(ExecutorKind::DockerMachine),
+        "shell" | "custom" | "instance" | "docker-windows" | "kubernetes"
+        | "ssh" | "parallels" | "virtualbox" => Err(Unsupported::NotRunByFlotilla),
+        _ => Err(Unsupported::Unknown),
+    }
+}
+
 fn executor(
     d: &mut Diagnostics,
     f: Option<Field<String>>,
@@ -562,15 +583,11 @@ fn executor(
         d.error(line, path, format!("required: {SUPPORTED}"));
         return ExecutorKind::Docker;
     };
-    match f.value.as_str() {
-        "docker" => ExecutorKind::Docker,
-        DOCKER_MACHINE | DOCKER_AUTOSCALER => ExecutorKind::DockerMachine,
-        other => {
-            let message = format!("executor {other:?} is not supported; {SUPPORTED}");
-            d.error(f.line, path, message);
-            ExecutorKind::Docker
-        }
-    }
+    executor_kind(&f.value).unwrap_or_else(|_| {
+        let message = format!("executor {:?} is not supported; {SUPPORTED}", f.value);
+        d.error(f.line, path, message);
+        ExecutorKind::Docker
+    })
 }
 
 fn unhealthy_interval(d: &mut Diagnostics, f: Option<Field<String>>, path: &str) -> Duration {

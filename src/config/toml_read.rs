@@ -7,7 +7,7 @@ use toml_edit::{Item, TableLike, Value};
 
 use super::diag::Diagnostics;
 use super::error::WarningKind;
-use super::known_keys::Section;
+use super::known_keys::{Section, Written, REGISTER_WRITES};
 
 /// A value and the 1-based line of its key.
 pub(super) struct Field<T> {
@@ -82,7 +82,7 @@ fn check_keys_with(d: &mut Diagnostics, s: &Scope<'_>, section: &Section, warn_i
         let line = s.key_line(d, key);
         let path = s.child_path(key);
         if section.is_ignored(key) {
-            if is_default(item) {
+            if is_default(key, item) {
                 continue;
             }
             if section.is_restricting(key) {
@@ -121,15 +121,36 @@ fn suggest(key: &str, known: impl Iterator<Item = &'static str>) -> Option<&'sta
         .map(|(_, k)| k)
 }
 
-/// Whether an item is at GitLab Runner's default for a key of its type (false, 0, "", or
-/// empty): setting an ignored key to it changes nothing, so it is neither a warning nor an error.
-fn is_default(item: &Item) -> bool {
-    match item {
-        Item::Value(Value::Boolean(b)) => !*b.value(),
-        Item::Value(Value::Integer(i)) => *i.value() == 0,
-        Item::Value(Value::Float(f)) => *f.value() == 0.0,
-        Item::Value(Value::String(s)) => s.value().is_empty(),
-        _ => is_empty(item),
+/// Whether an item is at GitLab Runner's default for a key of its type (false, 0, "", empty, or
+/// a table holding only such values, as `gitlab-runner register` writes `[runners.cache.s3]`), or
+/// at the value `register` writes (`REGISTER_WRITES`): setting an ignored key to it changes
+/// nothing, so it is neither a warning nor an error.
+fn is_default(key: &str, item: &Item) -> bool {
+    let written = REGISTER_WRITES.iter().any(|(k, w)| {
+        *k == key
+            && match w {
+                Written::Str(s) => item.as_str() == Some(*s),
+                Written::Int(i) => item.as_integer() == Some(*i),
+            }
+    });
+    written
+        || match item {
+            Item::Value(v) => is_default_value(v),
+            Item::Table(t) => t.iter().all(|(k, i)| is_default(k, i)),
+            Item::ArrayOfTables(a) => a.iter().all(|t| t.iter().all(|(k, i)| is_default(k, i))),
+            Item::None => true,
+        }
+}
+
+fn is_default_value(value: &Value) -> bool {
+    match value {
+        Value::Boolean(b) => !*b.value(),
+        Value::Integer(i) => *i.value() == 0,
+        Value::Float(f) => *f.value() == 0.0,
+        Value::String(s) => s.value().is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::InlineTable(t) => t.iter().all(|(_, v)| is_default_value(v)),
+        Value::Datetime(_) => false,
     }
 }
 

@@ -2,7 +2,8 @@
 //! GitLab Runner's `Periods` (7 fields: second minute hour day-of-month month day-of-week year,
 //! Sunday = 0 or 7, names such as `mon-fri` allowed; the 5-field form of `docker-autoscaler` is
 //! accepted too and means "any second, any year") in each period's `Timezone` (IANA, through
-//! chrono-tz; UTC when empty). As in GitLab Runner the LAST matching period wins for IdleCount,
+//! chrono-tz; the host's local zone when empty, as GitLab Runner's Go `time.Local`: see
+//! `config::host_zone`). As in GitLab Runner the LAST matching period wins for IdleCount,
 //! IdleCountMin, IdleScaleFactor and IdleTime; with none matching the `[runners.machine]` values
 //! apply. Evaluation is pure: the caller passes the wall-clock time.
 //!
@@ -86,10 +87,10 @@ pub fn parse_period(period: &str) -> Result<Cron, ScheduleError> {
         })
 }
 
-/// Reads a `Timezone` value (empty = UTC).
-pub fn parse_timezone(tz: &str) -> Result<Tz, ScheduleError> {
+/// Reads a `Timezone` value (empty = `local`, the host's zone).
+pub fn parse_timezone(tz: &str, local: Tz) -> Result<Tz, ScheduleError> {
     if tz.trim().is_empty() {
-        return Ok(Tz::UTC);
+        return Ok(local);
     }
     tz.trim()
         .parse::<Tz>()
@@ -97,8 +98,14 @@ pub fn parse_timezone(tz: &str) -> Result<Tz, ScheduleError> {
 }
 
 impl Schedule {
-    /// Compiles `[runners.machine]` and its autoscaling periods.
+    /// Compiles `[runners.machine]` and its autoscaling periods; periods without `Timezone`
+    /// are read in the host's local zone.
     pub fn new(machine: &MachineConfig) -> Result<Schedule, ScheduleError> {
+        Schedule::with_local_zone(machine, crate::config::host_zone().zone)
+    }
+
+    /// As [`Schedule::new`], with `local` as the zone of periods without `Timezone`.
+    pub fn with_local_zone(machine: &MachineConfig, local: Tz) -> Result<Schedule, ScheduleError> {
         let base = IdleSettings {
             idle_count: machine.idle_count,
             idle_count_min: machine.idle_count_min,
@@ -114,7 +121,7 @@ impl Schedule {
                 .collect::<Result<Vec<_>, _>>()?;
             periods.push(Period {
                 crons,
-                tz: parse_timezone(&p.timezone)?,
+                tz: parse_timezone(&p.timezone, local)?,
                 settings: IdleSettings {
                     idle_count: p.idle_count,
                     idle_count_min: p.idle_count_min,
@@ -255,9 +262,16 @@ mod tests {
         for bad in ["* * * * * *", "* * * 32 * * *", "x * * * * * *", ""] {
             assert!(parse_period(bad).is_err(), "{bad:?}");
         }
-        assert!(parse_timezone("Mars/Olympus").is_err());
-        assert_eq!(parse_timezone("").unwrap(), Tz::UTC);
-        assert_eq!(parse_timezone("Europe/Berlin").unwrap(), Tz::Europe__Berlin);
+        assert!(parse_timezone("Mars/Olympus", Tz::UTC).is_err());
+        assert_eq!(parse_timezone("", Tz::UTC).unwrap(), Tz::UTC);
+        assert_eq!(
+            parse_timezone("", Tz::Asia__Tokyo).unwrap(),
+            Tz::Asia__Tokyo
+        );
+        assert_eq!(
+            parse_timezone("Europe/Berlin", Tz::Asia__Tokyo).unwrap(),
+            Tz::Europe__Berlin
+        );
     }
 
     #[test]
@@ -282,6 +296,25 @@ mod tests {
             s.active(utc(2024, 6, 3, 12, 0, 0)).idle_time,
             Duration::from_secs(420)
         );
+    }
+
+    #[test]
+    fn periods_without_timezone_follow_the_host_zone() {
+        // 09:00-17:59 on weekdays, no Timezone: read in the host's zone, here Asia/Tokyo (UTC+9),
+        // as GitLab Runner reads it in Go's time.Local.
+        let m = machine(vec![period(&["* * 9-17 * * mon-fri *"], "", 5)]);
+        let tokyo = Schedule::with_local_zone(&m, Tz::Asia__Tokyo).unwrap();
+        let utc_host = Schedule::with_local_zone(&m, Tz::UTC).unwrap();
+        // Monday 01:00 UTC = 10:00 in Tokyo.
+        assert_eq!(tokyo.active(utc(2024, 6, 3, 1, 0, 0)).idle_count, 5);
+        assert_eq!(utc_host.active(utc(2024, 6, 3, 1, 0, 0)).idle_count, 1);
+        // Monday 10:00 UTC = 19:00 in Tokyo.
+        assert_eq!(tokyo.active(utc(2024, 6, 3, 10, 0, 0)).idle_count, 1);
+        assert_eq!(utc_host.active(utc(2024, 6, 3, 10, 0, 0)).idle_count, 5);
+        // An explicit Timezone is not affected by the host's.
+        let m = machine(vec![period(&["* * 9-17 * * mon-fri *"], "UTC", 5)]);
+        let tokyo = Schedule::with_local_zone(&m, Tz::Asia__Tokyo).unwrap();
+        assert_eq!(tokyo.active(utc(2024, 6, 3, 10, 0, 0)).idle_count, 5);
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! - `cli`: issue 15's logs and command line through the binary (JSON log lines, global log
 //!   flags, `CONFIG_FILE`, GitLab Runner's service unit flags).
 //! - `cloud_gce`: the GCE `Cloud` against the fake Compute Engine.
+//! - `config_compat`: issue 15 — GitLab Runner 19.x files with the real binary (skipped
+//!   executors, the time zone of autoscaling periods).
 //! - `support`: shared helpers (test images, Docker connection, waiting on a trace).
 //! - `harness`: a fake GitLab, a config pointing at it, the manager in-process or as a binary.
 //! - `executor`: job stages in containers on the local engine.
@@ -36,6 +38,7 @@ mod artifacts;
 mod cache;
 mod cli;
 mod cloud_gce;
+mod config_compat;
 mod docker_tls;
 mod executor;
 mod hardening;

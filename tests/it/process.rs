@@ -216,7 +216,7 @@ fn config_check_rejects_a_bad_file_with_path_and_line() {
 }
 
 #[test]
-fn config_check_accepts_a_gitlab_runner_register_file_with_warnings() {
+fn config_check_accepts_a_gitlab_runner_register_file_without_warnings() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/config_gitlab_runner_register.toml");
     let out = Command::new(flotilla_bin())
@@ -225,8 +225,10 @@ fn config_check_accepts_a_gitlab_runner_register_file_with_warnings() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("warning"), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    assert!(stdout.contains("OK (0 warnings)"), "{stdout}");
 }
 
 #[test]
