@@ -81,6 +81,9 @@ pub(super) const RUNNER: Section = Section {
         "environment",
         "unhealthy_requests_limit",
         "unhealthy_interval",
+        "tls-ca-file",
+        "tls-cert-file",
+        "tls-key-file",
         "docker",
         // Read with executor docker+machine only; ignored with a warning otherwise.
         "machine",
@@ -89,9 +92,6 @@ pub(super) const RUNNER: Section = Section {
         "cache",
     ],
     ignored: &[
-        "tls-ca-file",
-        "tls-cert-file",
-        "tls-key-file",
         "shell",
         "builds_dir",
         "cache_dir",

@@ -27,6 +27,7 @@ mod machine;
 mod machine_options;
 mod runner;
 mod secret;
+mod tls;
 mod toml_read;
 mod units;
 
@@ -46,6 +47,7 @@ pub use global::{Config, LogFormat, DEFAULT_STATE_DIR};
 pub use machine::{AutoscalingPeriod, IdleCountPolicy, MachineConfig};
 pub use runner::{short_token, ExecutorKind, RunnerConfig, RunnerIdentity};
 pub use secret::Secret;
+pub use tls::TlsFiles;
 
 /// A configuration that loaded, and the warnings about keys it ignored.
 #[derive(Debug, Clone)]

@@ -16,6 +16,7 @@ use super::gce::{GceConfig, RawGce};
 use super::known_keys;
 use super::machine::{MachineConfig, RawMachine};
 use super::secret::Secret;
+use super::tls::{RawTls, TlsFiles};
 use super::toml_read::{
     check_keys, check_keys_quietly, datetime, integer, is_empty, string, string_list, Field, Scope,
 };
@@ -133,6 +134,8 @@ pub struct RunnerConfig {
     pub gce: Option<GceConfig>,
     /// `[runners.cache]`: where job caches are kept.
     pub cache: CacheConfig,
+    /// `tls-ca-file`, `tls-cert-file`, `tls-key-file`: TLS toward GitLab.
+    pub tls: TlsFiles,
 }
 
 impl RunnerConfig {
@@ -209,6 +212,7 @@ pub(super) struct RawRunner {
     pub gce: Option<RawGce>,
     /// `[runners.cache]`.
     pub cache: Option<RawCache>,
+    pub tls: RawTls,
 }
 
 /// Reads one `[[runners]]` entry and the sub-tables its executor uses.
@@ -256,6 +260,7 @@ pub(super) fn read(d: &mut Diagnostics, s: Scope<'_>) -> RawRunner {
         environment: string_list(d, &s, "environment"),
         unhealthy_requests_limit: integer(d, &s, "unhealthy_requests_limit"),
         unhealthy_interval: string(d, &s, "unhealthy_interval"),
+        tls: super::tls::read(d, &s),
         docker,
         machine,
         gce,
@@ -351,6 +356,7 @@ pub(super) fn build(d: &mut Diagnostics, r: RawRunner) -> RunnerConfig {
         let message = format!("invalid entry {entry:?}: expected KEY=value");
         d.error(environment_line, &p("environment"), message);
     }
+    let tls = super::tls::build(d, r.tls, r.line, &p(""));
     let executor = executor(d, r.executor, r.line, &p("executor"));
     let network_line = r.docker.network_mode.as_ref().map(|f| f.line);
     let on_vm = executor == ExecutorKind::DockerMachine;
@@ -404,6 +410,7 @@ pub(super) fn build(d: &mut Diagnostics, r: RawRunner) -> RunnerConfig {
         machine,
         gce,
         cache: cache::build(d, r.cache),
+        tls,
     }
 }
 

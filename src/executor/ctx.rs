@@ -81,7 +81,8 @@ impl<'a> JobCtx<'a> {
             settings,
             run,
             names,
-            log: RunnerLog::new(run.trace.clone(), run.job.features.trace_sections),
+            log: RunnerLog::new(run.trace.clone(), run.job.features.trace_sections)
+                .observed(run.stages.clone()),
             labels: cleanup::labels(&run.labels),
             deadline: crate::time::deadline_after(timeout),
             helper: tokio::sync::OnceCell::new(),

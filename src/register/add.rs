@@ -79,7 +79,7 @@ pub async fn register(args: RegisterArgs) -> Result<(), CommandError> {
     let text = file.read()?;
     let mut edit = Edit::parse(file.path(), text.as_deref())?;
     let system_id = system::system_id(text.as_deref())?;
-    let api = RunnersApi::new(&url, &executor)?;
+    let api = RunnersApi::new(&url, &executor, &args.tls_files())?;
     let credentials = match &mode {
         Mode::Verify(token) => {
             eprintln!(
@@ -249,6 +249,16 @@ fn render_entry(
         lines.push(format!("  id = {}", credentials.id));
     }
     lines.push(format!("  token = {}", quote(credentials.token.expose())));
+    let tls = args.tls_files();
+    for (key, file) in [
+        ("tls-ca-file", &tls.ca_file),
+        ("tls-cert-file", &tls.cert_file),
+        ("tls-key-file", &tls.key_file),
+    ] {
+        if let Some(file) = file {
+            lines.push(format!("  {key} = {}", quote(&file.display().to_string())));
+        }
+    }
     lines.push(format!(
         "  token_obtained_at = {}",
         datetime_literal(Some(Utc::now()))

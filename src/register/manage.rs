@@ -231,7 +231,7 @@ fn api(entry: &Entry) -> Result<RunnersApi, ApiError> {
     } else {
         &entry.executor
     };
-    RunnersApi::new(&entry.url, executor)
+    RunnersApi::new(&entry.url, executor, &entry.tls)
 }
 
 /// `name (token abc123456, url)` for messages.
