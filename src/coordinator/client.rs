@@ -26,11 +26,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Ceiling on a wait a server asks for (`RateLimit-ResetTime`, `Retry-After`), so that a bogus
 /// header cannot park a runner loop for days. GitLab's own limits reset within a minute.
 const SERVER_WAIT_MAX: Duration = Duration::from_secs(10 * 60);
-/// Longest wait for response headers: above the longest long-poll hold (GitLab Runner's
-/// `ResponseHeaderTimeout`).
-pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
-/// Whole-request ceiling (`common.DefaultNetworkClientTimeout`).
-pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+pub(crate) use super::tls::RESPONSE_TIMEOUT;
 
 /// What the client needs to know at construction. `Default` gives the docker executor, the
 /// features Flotilla implements, a fresh registry and GitLab Runner's intervals.

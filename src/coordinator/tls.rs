@@ -25,13 +25,19 @@ struct Built {
     client: reqwest::Client,
 }
 
+/// Longest wait for response headers: above the longest long-poll hold (GitLab Runner's
+/// `ResponseHeaderTimeout`).
+pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// Whole-request ceiling (`common.DefaultNetworkClientTimeout`).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+
 /// GitLab Runner's client settings, shared by every client: rustls, TLS ≥ 1.2, its timeouts.
 fn builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .user_agent(user_agent())
         .connect_timeout(Duration::from_secs(30))
-        .read_timeout(super::client::RESPONSE_TIMEOUT)
-        .timeout(super::client::REQUEST_TIMEOUT)
+        .read_timeout(RESPONSE_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
         .tcp_keepalive(Duration::from_secs(30))
         .min_tls_version(reqwest::tls::Version::TLS_1_2)
 }

@@ -86,6 +86,7 @@ pub async fn unregister(args: UnregisterArgs) -> Result<(), CommandError> {
                 token: Secret(token.trim().to_string()),
                 id: 0,
                 executor: String::new(),
+                tls: Default::default(),
             };
             unregister_one(&entry, &system_id).await?;
             eprintln!(
