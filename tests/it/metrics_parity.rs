@@ -206,16 +206,17 @@ async fn stages_jobs_list_process_and_config_series_on_the_running_manager() {
         let id = gitlab.enqueue(&token, job(&[&format!("echo again-{n}")], &["echo after"]));
         let (record, trace) = finished(&gitlab, id).await;
         assert_eq!(record.state, JobState::Success, "{trace}");
-        let quiet = until_deadline(|| async {
-            get(&format!("{base}/debug/jobs/list")).await.2.is_empty()
-        })
-        .await;
+        let quiet =
+            until_deadline(|| async { get(&format!("{base}/debug/jobs/list")).await.2.is_empty() })
+                .await;
         assert!(quiet, "job {id} left the list");
         scrapes.push(series(&metrics().await));
     }
     assert_eq!(scrapes[0], scrapes[1], "series grew with the job count");
     assert!(
-        scrapes[1].iter().any(|s| s.contains("stage=\"after_script\"")),
+        scrapes[1]
+            .iter()
+            .any(|s| s.contains("stage=\"after_script\"")),
         "{:?}",
         scrapes[1]
     );
