@@ -74,3 +74,42 @@ pub(super) fn build(d: &mut Diagnostics, r: RawTls, runner_line: usize, prefix: 
     }
     files
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn runner(keys: &str) -> String {
+        format!(
+            "[[runners]]\nname = \"r\"\nurl = \"https://gitlab.example.com\"\ntoken = \"{}\"\nexecutor = \"docker\"\n{keys}\n",
+            format_args!("glrt-{}", "t".repeat(20))
+        )
+    }
+
+    #[test]
+    fn files_load_without_warnings_and_a_lone_half_of_the_pair_is_an_error() {
+        let loaded = Config::from_toml_str(
+            &runner(
+                "tls-ca-file = \"/ca.crt\"\ntls-cert-file = \"/c.pem\"\ntls-key-file = \"/k.pem\"",
+            ),
+            "t.toml",
+        )
+        .expect("loads");
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        let tls = &loaded.config.runners[0].tls;
+        assert_eq!(
+            tls.ca_file.as_deref(),
+            Some(std::path::Path::new("/ca.crt"))
+        );
+        assert!(tls.is_set());
+        let empty = Config::from_toml_str(&runner("tls-ca-file = \"\""), "t.toml").expect("loads");
+        assert!(!empty.config.runners[0].tls.is_set());
+        let e = Config::from_toml_str(&runner("tls-cert-file = \"/c.pem\""), "t.toml")
+            .expect_err("a certificate without its key")
+            .to_string();
+        assert!(
+            e.contains("tls-cert-file") && e.contains("tls-key-file"),
+            "{e}"
+        );
+    }
+}

@@ -348,3 +348,57 @@ fn hostname() -> String {
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "flotilla".to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: RegisterArgs,
+    }
+
+    #[test]
+    fn tls_flags_are_written_into_the_entry_and_read_back() {
+        let cli = Cli::try_parse_from([
+            "register",
+            "--tls-ca-file",
+            "/etc/gitlab-runner/certs/gitlab.crt",
+            "--tls-cert-file",
+            "/etc/flotilla/c.pem",
+            "--tls-key-file",
+            "/etc/flotilla/k.pem",
+        ])
+        .expect("flags");
+        let credentials = RunnerCredentials {
+            id: 7,
+            token: Secret(format!("glrt-{}", "t".repeat(20))),
+            token_expires_at: None,
+        };
+        let entry = render_entry(
+            &cli.args,
+            "r",
+            "https://gitlab.example.com",
+            "docker",
+            "alpine",
+            &credentials,
+        );
+        assert!(
+            entry.contains("tls-ca-file = \"/etc/gitlab-runner/certs/gitlab.crt\""),
+            "{entry}"
+        );
+        assert!(
+            entry.contains("tls-key-file = \"/etc/flotilla/k.pem\""),
+            "{entry}"
+        );
+        let text = format!("concurrent = 1\n{entry}");
+        let config = crate::config::Config::from_toml_str(&text, "t.toml").expect("loads");
+        let tls = &config.config.runners[0].tls;
+        assert_eq!(
+            tls.cert_file.as_deref(),
+            Some(std::path::Path::new("/etc/flotilla/c.pem"))
+        );
+    }
+}
