@@ -48,6 +48,7 @@ pub use machine::{AutoscalingPeriod, IdleCountPolicy, MachineConfig};
 pub use runner::{short_token, ExecutorKind, RunnerConfig, RunnerIdentity};
 pub use secret::Secret;
 pub use tls::TlsFiles;
+pub use units::with_default_port as listen_address_with_port;
 
 /// A configuration that loaded, and the warnings about keys it ignored.
 #[derive(Debug, Clone)]
