@@ -109,6 +109,9 @@ pub(super) const RUNNER: Section = Section {
         "environment",
         "unhealthy_requests_limit",
         "unhealthy_interval",
+        "tls-ca-file",
+        "tls-cert-file",
+        "tls-key-file",
         "docker",
         // Read with executor docker+machine only; ignored with a warning otherwise.
         "machine",

@@ -36,6 +36,7 @@ mod runner;
 mod secret;
 mod subnet;
 mod skipped;
+mod tls;
 mod toml_read;
 mod units;
 mod zone;
@@ -63,6 +64,7 @@ pub use runner::{short_token, ExecutorKind, RunnerConfig, RunnerIdentity};
 pub use secret::Secret;
 pub use subnet::SubnetPool;
 pub use skipped::SkippedRunner;
+pub use tls::TlsFiles;
 pub use units::with_default_port as listen_address_with_port;
 pub use zone::{host_zone, host_zone_from, HostZone};
 

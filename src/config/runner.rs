@@ -18,6 +18,7 @@ use super::gce::{GceConfig, RawGce};
 use super::known_keys;
 use super::machine::{MachineConfig, RawMachine};
 use super::secret::Secret;
+use super::tls::{RawTls, TlsFiles};
 use super::toml_read::{
     check_keys, check_keys_quietly, datetime, integer, is_empty, string, string_list, Field, Scope,
 };
@@ -141,6 +142,8 @@ pub struct RunnerConfig {
     /// How a `docker-autoscaler` runner's `[runners.autoscaler]` was carried over onto the
     /// docker+machine code path (`executor` is then [`ExecutorKind::DockerMachine`]).
     pub autoscaler: Option<AutoscalerMapping>,
+    /// `tls-ca-file`, `tls-cert-file`, `tls-key-file`: TLS toward GitLab.
+    pub tls: TlsFiles,
 }
 
 impl RunnerConfig {
@@ -219,6 +222,7 @@ pub(super) struct RawRunner {
     pub cache: Option<RawCache>,
     /// `[runners.autoscaler]`, read only with executor `docker-autoscaler`.
     pub autoscaler: Option<RawAutoscaler>,
+    pub tls: RawTls,
 }
 
 /// Reads one `[[runners]]` entry and the sub-tables its executor uses.
@@ -277,6 +281,7 @@ pub(super) fn read(d: &mut Diagnostics, s: Scope<'_>) -> RawRunner {
         environment: string_list(d, &s, "environment"),
         unhealthy_requests_limit: integer(d, &s, "unhealthy_requests_limit"),
         unhealthy_interval: string(d, &s, "unhealthy_interval"),
+        tls: super::tls::read(d, &s),
         docker,
         machine,
         gce,
@@ -385,6 +390,7 @@ pub(super) fn build(d: &mut Diagnostics, r: RawRunner) -> RunnerConfig {
         d.error(environment_line, &p("environment"), message);
     }
     let autoscaled = r.executor.as_ref().map(|f| f.value.as_str()) == Some(DOCKER_AUTOSCALER);
+    let tls = super::tls::build(d, r.tls, r.line, &p(""));
     let executor = executor(d, r.executor, r.line, &p("executor"));
     let network_line = r.docker.network_mode.as_ref().map(|f| f.line);
     let on_vm = executor == ExecutorKind::DockerMachine;
@@ -449,6 +455,7 @@ pub(super) fn build(d: &mut Diagnostics, r: RawRunner) -> RunnerConfig {
         gce,
         cache: cache::build(d, r.cache),
         autoscaler: autoscaler_mapping,
+        tls,
     }
 }
 

@@ -145,13 +145,23 @@ pub struct ArtifactsClient {
 impl ArtifactsClient {
     /// A client for the coordinator at `url` (as configured: `https://gitlab.example.com/`).
     pub fn new(url: &str) -> Result<ArtifactsClient, ArtifactsError> {
-        let http = reqwest::Client::builder()
+        ArtifactsClient::with_tls(url, &crate::config::TlsFiles::default())
+    }
+
+    /// The same, trusting `tls`' CA and presenting its client pair (GitLab Runner's helper
+    /// `--tls-ca-file`, `--tls-cert-file`, `--tls-key-file`).
+    pub fn with_tls(
+        url: &str,
+        tls: &crate::config::TlsFiles,
+    ) -> Result<ArtifactsClient, ArtifactsError> {
+        let builder = reqwest::Client::builder()
             .user_agent(user_agent())
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(30))
             .read_timeout(RESPONSE_TIMEOUT)
             .tcp_keepalive(Duration::from_secs(30))
-            .min_tls_version(reqwest::tls::Version::TLS_1_2)
+            .min_tls_version(reqwest::tls::Version::TLS_1_2);
+        let http = super::tls::with_files(builder, tls)?
             .build()
             .map_err(ArtifactsError::Build)?;
         Ok(ArtifactsClient {

@@ -11,9 +11,10 @@ use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder, Response, Url};
 
 use super::error::CoordinatorError;
-use super::info::{user_agent, VersionInfo};
+use super::info::VersionInfo;
 use super::metrics::{ApiMetrics, Endpoint, RunnerLabels};
-use crate::config::Secret;
+use super::tls::Clients;
+use crate::config::{Secret, TlsFiles};
 use crate::job::FeaturesInfo;
 
 /// Attempts per request, the first included (`defaultRateLimitRetriesCount`).
@@ -25,11 +26,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Ceiling on a wait a server asks for (`RateLimit-ResetTime`, `Retry-After`), so that a bogus
 /// header cannot park a runner loop for days. GitLab's own limits reset within a minute.
 const SERVER_WAIT_MAX: Duration = Duration::from_secs(10 * 60);
-/// Longest wait for response headers: above the longest long-poll hold (GitLab Runner's
-/// `ResponseHeaderTimeout`).
-pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
-/// Whole-request ceiling (`common.DefaultNetworkClientTimeout`).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+pub(crate) use super::tls::RESPONSE_TIMEOUT;
 
 /// What the client needs to know at construction. `Default` gives the docker executor, the
 /// features Flotilla implements, a fresh registry and GitLab Runner's intervals.
@@ -74,7 +71,7 @@ pub struct Coordinator {
 
 /// What clones share.
 pub(crate) struct Inner {
-    pub(crate) http: reqwest::Client,
+    pub(crate) http: Clients,
     pub(crate) info: VersionInfo,
     pub(crate) metrics: ApiMetrics,
     pub(crate) trace_interval: Duration,
@@ -96,6 +93,8 @@ pub struct RunnerEndpoint {
     /// The runner's short token for metric labels: the one it was started with, kept across
     /// token rotations so its series go on (`RunnerConfig::short_token`).
     pub short_token: String,
+    /// The runner's `tls-ca-file` / `tls-cert-file` / `tls-key-file` (paths only).
+    pub tls: TlsFiles,
 }
 
 impl std::fmt::Debug for RunnerEndpoint {
@@ -104,6 +103,7 @@ impl std::fmt::Debug for RunnerEndpoint {
             .field("url", &self.url)
             .field("token", &self.token)
             .field("system_id", &self.system_id)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -142,6 +142,7 @@ pub(crate) struct JobTarget {
     pub(crate) base: Url,
     pub(crate) labels: RunnerLabels,
     pub(crate) job: JobCredentials,
+    pub(crate) tls: TlsFiles,
 }
 
 impl JobTarget {
@@ -154,6 +155,7 @@ impl JobTarget {
             base: api_base(&runner.url)?,
             labels: runner.labels(),
             job,
+            tls: runner.tls.clone(),
         })
     }
 
@@ -169,21 +171,16 @@ pub(crate) struct Call<'a> {
     pub(crate) method: Method,
     pub(crate) url: &'a Url,
     pub(crate) labels: &'a RunnerLabels,
+    /// Which client: the runner's TLS files.
+    pub(crate) tls: &'a TlsFiles,
 }
 
 impl Coordinator {
-    /// Builds the HTTP client (rustls, TLS ≥ 1.2, GitLab Runner's timeouts) and registers the
+    /// Builds the HTTP client (rustls, TLS ≥ 1.2, GitLab Runner's timeouts; a runner's TLS
+    /// files get their own client on first use, `tls.rs`) and registers the
     /// metrics on `settings.registry` (fails if a client was already registered there).
     pub fn new(settings: ClientSettings) -> Result<Coordinator, CoordinatorError> {
-        let http = reqwest::Client::builder()
-            .user_agent(user_agent())
-            .connect_timeout(Duration::from_secs(30))
-            .read_timeout(RESPONSE_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .tcp_keepalive(Duration::from_secs(30))
-            .min_tls_version(reqwest::tls::Version::TLS_1_2)
-            .build()
-            .map_err(CoordinatorError::Build)?;
+        let http = Clients::new()?;
         let metrics = ApiMetrics::register(&settings.registry)?;
         Ok(Coordinator {
             inner: Arc::new(Inner {
@@ -226,10 +223,9 @@ impl Coordinator {
     {
         let mut backoff = retry_backoff();
         let mut attempt = 1;
+        let http = self.inner.http.get(call.tls)?;
         loop {
-            let request = self
-                .inner
-                .http
+            let request = http
                 .request(call.method.clone(), call.url.clone())
                 .header("X-Request-Id", uuid::Uuid::new_v4().simple().to_string());
             let started = tokio::time::Instant::now();
@@ -462,6 +458,7 @@ mod tests {
             token: Secret("glrt-NEWTOKEN_after_rotation".into()),
             system_id: "s_0123456789ab".into(),
             short_token: "t1_OLDSHORT".into(),
+            tls: Default::default(),
         };
         let labels = rotated.labels();
         assert_eq!(labels.runner, "t1_OLDSHORT");
@@ -475,6 +472,7 @@ mod tests {
             token: Secret("glrt-t1_SECRETSECRET".into()),
             system_id: "s_0123456789ab".into(),
             short_token: crate::config::short_token("glrt-t1_SECRETSECRET"),
+            tls: Default::default(),
         };
         let job = JobCredentials {
             id: 7,

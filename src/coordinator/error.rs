@@ -15,6 +15,16 @@ pub enum CoordinatorError {
     /// The HTTP client could not be built (TLS setup).
     #[error("cannot build the coordinator HTTP client: {0}")]
     Build(#[source] reqwest::Error),
+    /// A runner's TLS file cannot be read or holds no usable PEM (the path, never the content).
+    #[error("{key} {path}: {reason}")]
+    TlsFile {
+        /// `tls-ca-file`, `tls-cert-file` or `tls-key-file`.
+        key: &'static str,
+        /// The file as configured.
+        path: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
     /// The metrics could not be registered (a second client on the same registry?).
     #[error("cannot register coordinator metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -74,6 +84,7 @@ impl CoordinatorError {
         match self {
             CoordinatorError::InvalidUrl { .. } => "invalid_url",
             CoordinatorError::Build(_) => "build",
+            CoordinatorError::TlsFile { .. } => "tls_file",
             CoordinatorError::Metrics(_) => "metrics",
             CoordinatorError::Transport { .. } => "transport",
             CoordinatorError::Status { .. } => "status",

@@ -16,6 +16,7 @@ mod metrics;
 mod patch;
 mod remote;
 mod request;
+mod tls;
 mod trace_upload;
 mod update;
 
@@ -34,6 +35,7 @@ pub use info::{user_agent, VersionInfo, REVISION};
 pub use metrics::{Endpoint, RunnerLabels};
 pub use patch::TRACE_PATCH_LIMIT;
 pub use request::{PollState, RequestOutcome};
+pub use tls::with_files as with_tls_files;
 pub use trace_upload::TraceSession;
 pub use update::AckOutcome;
 

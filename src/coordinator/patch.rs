@@ -92,6 +92,7 @@ impl Coordinator {
             method: Method::PATCH,
             url: &url,
             labels: &target.labels,
+            tls: &target.tls,
         };
         let sent = self
             .send(&call, |req| {

@@ -102,6 +102,7 @@ impl Coordinator {
             method: Method::POST,
             url: &url,
             labels: &labels,
+            tls: &runner.tls,
         };
         let body = JobRequestBody {
             info: &self.inner.info,

@@ -201,6 +201,7 @@ impl Coordinator {
             method: Method::PUT,
             url: &url,
             labels: &target.labels,
+            tls: &target.tls,
         };
         let sent = self
             .send(&call, |req| {

@@ -82,7 +82,8 @@ impl<'a> JobCtx<'a> {
             settings,
             run,
             names,
-            log: RunnerLog::new(run.trace.clone(), run.job.features.trace_sections),
+            log: RunnerLog::new(run.trace.clone(), run.job.features.trace_sections)
+                .observed(run.stages.clone()),
             labels: {
                 let mut labels = cleanup::labels(&run.labels);
                 labels.extend(gitlab_labels::job_labels(

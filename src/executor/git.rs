@@ -217,6 +217,9 @@ fn fetch(w: &mut Writer, sources: &Sources<'_>, settings: &Settings, urls: &Remo
             &format!("^{}$", quote_meta(plain)),
         ]);
     }
+    for line in remote::ssl_config_lines(&ext, &urls.plain, sources.vars) {
+        w.line(&line);
+    }
     let include_pattern = format!("{}$", quote_meta(EXT_CONFIG));
     w.cmd(&[
         "git",

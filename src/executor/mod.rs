@@ -34,6 +34,7 @@ mod helper_load;
 mod image_glob;
 mod leftovers;
 mod network;
+mod observer;
 mod prepare;
 mod pull;
 mod pump;
@@ -48,6 +49,7 @@ pub use allowed::{check_job as check_allowed, Refusal};
 pub use cleanup::{LABEL_JOB_ID, LABEL_MANAGED, LABEL_MANAGER, LABEL_RUN, LABEL_RUNNER, LABEL_VM};
 pub use gitlab_labels::PREFIX as GITLAB_LABEL_PREFIX;
 pub use leftovers::{remove_leftovers, Leftovers};
+pub use observer::StageObserver;
 pub use services::{LABEL_SERVICE, LABEL_TYPE};
 
 use crate::config::DockerConfig;
@@ -97,6 +99,8 @@ pub struct JobRun {
     /// The runner's configured `url`: where helper commands reach GitLab (GitLab Runner's
     /// `--url`). Empty: the job's `CI_SERVER_URL`.
     pub coordinator_url: String,
+    /// Told of the job's stage changes (the job's metrics); `None`: nobody listens.
+    pub stages: Option<Arc<dyn StageObserver>>,
 }
 
 /// Runs the job to its end and removes every container, volume and network it made.
@@ -129,6 +133,7 @@ pub async fn run_job(
         }
         outcome = stages::run(&ctx) => outcome,
     };
+    ctx.log.executor_stage(observer::EXECUTOR_CLEANUP);
     if tokio::time::timeout(CLEANUP_TIMEOUT, guard.run())
         .await
         .is_err()

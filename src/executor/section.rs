@@ -3,7 +3,9 @@
 //! `section_start:<unix>:<name>\r\x1b[0K` … `section_end:<unix>:<name>\r\x1b[0K` when the job
 //! asks for `features.trace_sections`, and always gets its bold cyan header line.
 
+use super::observer::StageObserver;
 use crate::trace::JobTrace;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const BOLD_CYAN: &str = "\x1b[36;1m";
@@ -32,21 +34,43 @@ pub(super) fn stage_description(stage: &str) -> String {
     }
 }
 
-/// Writes the runner's lines of one job: section markers, headers, warnings.
+/// Writes the runner's lines of one job: section markers, headers, warnings; tells the
+/// job's [`StageObserver`] (if any) when a stage's section opens and closes.
 #[derive(Clone)]
 pub(super) struct RunnerLog {
     trace: JobTrace,
     sections: bool,
+    observer: Option<Arc<dyn StageObserver>>,
 }
 
 impl RunnerLog {
     /// Lines into `trace`; section markers only when `sections` (the job's `trace_sections`).
     pub(super) fn new(trace: JobTrace, sections: bool) -> Self {
-        RunnerLog { trace, sections }
+        RunnerLog {
+            trace,
+            sections,
+            observer: None,
+        }
+    }
+
+    /// The same, telling `observer` about stages.
+    pub(super) fn observed(mut self, observer: Option<Arc<dyn StageObserver>>) -> Self {
+        self.observer = observer;
+        self
+    }
+
+    /// The executor entered `stage`.
+    pub(super) fn executor_stage(&self, stage: &'static str) {
+        if let Some(o) = &self.observer {
+            o.executor_stage(stage);
+        }
     }
 
     /// Opens section `name` with its bold cyan `header`.
     pub(super) fn start(&self, name: &str, header: &str) {
+        if let Some(o) = &self.observer {
+            o.stage_started(name);
+        }
         if self.sections {
             self.trace.runner_line(&format!(
                 "section_start:{}:{name}\r{CLEAR}{BOLD_CYAN}{header}{RESET}",
@@ -60,6 +84,9 @@ impl RunnerLog {
 
     /// Closes section `name`.
     pub(super) fn end(&self, name: &str) {
+        if let Some(o) = &self.observer {
+            o.stage_ended(name);
+        }
         if self.sections {
             self.trace
                 .runner_line(&format!("section_end:{}:{name}\r{CLEAR}", unix_now()));

@@ -91,6 +91,7 @@ async fn before_user_steps(ctx: &JobCtx<'_>) -> Result<(), Ended> {
 /// Runs every stage of the job and says how it ended. Leaves cleanup to the caller.
 pub(super) async fn run(ctx: &JobCtx<'_>) -> JobOutcome {
     let log = &ctx.log;
+    log.executor_stage(super::observer::EXECUTOR_PREPARE);
     log.start(
         "prepare_executor",
         &format!("Preparing the \"{}\" executor", ctx.executor_name()),
@@ -102,6 +103,7 @@ pub(super) async fn run(ctx: &JobCtx<'_>) -> JobOutcome {
         Ok(Err(e)) => return fail(log, e, Phase::Prepare),
         Err(interrupt) => return interrupt.outcome(),
     };
+    log.executor_stage(super::observer::EXECUTOR_RUN);
 
     match before_user_steps(ctx).await {
         Ok(()) => {}

@@ -103,6 +103,34 @@ pub struct UploaderArgs {
     /// `archive` (default), `junit`, `dotenv`, … .
     #[arg(long)]
     pub artifact_type: Option<String>,
+    /// TLS toward GitLab.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// GitLab Runner's helper TLS flags; in a job they come from the runner's file variables.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TlsArgs {
+    /// PEM certificates to trust for GitLab besides the system's.
+    #[arg(long = "tls-ca-file", env = "CI_SERVER_TLS_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// PEM client certificate to present to GitLab.
+    #[arg(long = "tls-cert-file", env = "CI_SERVER_TLS_CERT_FILE")]
+    pub cert_file: Option<std::path::PathBuf>,
+    /// Its PEM private key.
+    #[arg(long = "tls-key-file", env = "CI_SERVER_TLS_KEY_FILE")]
+    pub key_file: Option<std::path::PathBuf>,
+}
+
+impl TlsArgs {
+    fn files(&self) -> crate::config::TlsFiles {
+        let set = |p: &Option<std::path::PathBuf>| p.clone().filter(|p| !p.as_os_str().is_empty());
+        crate::config::TlsFiles {
+            ca_file: set(&self.ca_file),
+            cert_file: set(&self.cert_file),
+            key_file: set(&self.key_file),
+        }
+    }
 }
 
 /// `artifacts-downloader` flags (GitLab Runner's, minus `--token`).
@@ -126,6 +154,9 @@ pub struct DownloaderArgs {
         value_parser = parse_go_bool
     )]
     pub direct_download: bool,
+    /// TLS toward GitLab.
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// A boolean as Go's `strconv.ParseBool` reads it (how GitLab Runner reads feature flags).
@@ -254,7 +285,8 @@ pub async fn upload(
         Some(kind) => format!("Uploading artifacts as {kind:?} to coordinator..."),
         None => "Uploading artifacts to coordinator...".to_string(),
     };
-    let client = ArtifactsClient::new(&args.url).map_err(ArtifactsCommandError::Client)?;
+    let client = ArtifactsClient::with_tls(&args.url, &args.tls.files())
+        .map_err(ArtifactsCommandError::Client)?;
     client
         .upload(&job, &upload)
         .await
@@ -299,7 +331,8 @@ pub async fn download(
         token: token.to_string(),
     };
     let file = tempfile::NamedTempFile::new().map_err(ArtifactsCommandError::TempFile)?;
-    let client = ArtifactsClient::new(&args.url).map_err(ArtifactsCommandError::Client)?;
+    let client = ArtifactsClient::with_tls(&args.url, &args.tls.files())
+        .map_err(ArtifactsCommandError::Client)?;
     client
         .download(&job, args.direct_download, file.path())
         .await

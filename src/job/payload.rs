@@ -191,6 +191,10 @@ pub struct JobInfo {
         deserialize_with = "count_or_more"
     )]
     pub project_jobs_running: Option<u64>,
+    /// The job's page, `<repository URL without credentials and .git>/-/jobs/<id>` (GitLab
+    /// Runner's `JobURL`), from the payload's `git_info.repo_url` and `id`; empty without them.
+    #[serde(skip)]
+    pub job_url: String,
 }
 
 impl JobInfo {
@@ -198,10 +202,18 @@ impl JobInfo {
     /// unreadable stays at its default. Read once when a job arrives, before (and whether or
     /// not) the whole payload parses.
     pub fn from_payload(payload: &serde_json::Value) -> JobInfo {
-        payload
+        let mut info: JobInfo = payload
             .get("job_info")
             .and_then(|info| JobInfo::deserialize(info).ok())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let repo = payload
+            .pointer("/git_info/repo_url")
+            .and_then(|u| u.as_str());
+        if let (Some(repo), Some(id)) = (repo, payload.get("id").and_then(|i| i.as_i64())) {
+            let clean = crate::redact::url(repo);
+            info.job_url = format!("{}/-/jobs/{id}", clean.trim_end_matches(".git"));
+        }
+        info
     }
 
     /// The backlog GitLab reported with the job: `queue_size` (pending jobs this runner could

@@ -212,6 +212,8 @@ pub struct RunnerEnvironment {
     pub version: String,
     /// Flotilla's revision.
     pub revision: String,
+    /// The runner's TLS file variables (`CI_SERVER_TLS_CA_FILE`, …), read by the manager.
+    pub tls: Vec<JobVariable>,
 }
 
 impl RunnerEnvironment {
@@ -257,6 +259,9 @@ impl RunnerEnvironment {
             "CI_JOB_TIMEOUT",
             job.timeout_secs().to_string(),
         ));
+        for v in &self.tls {
+            vars.push(v.clone());
+        }
         for v in &job.variables {
             vars.push(v.clone());
         }

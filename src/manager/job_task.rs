@@ -47,6 +47,22 @@ impl Drop for ActiveGuard<'_> {
     }
 }
 
+/// The executor's stage reports, onto the job's metrics (`gitlab_runner_jobs` labels, the stage
+/// histogram, `/debug/jobs/list`).
+struct Stages(crate::metrics::StageReporter);
+
+impl executor::StageObserver for Stages {
+    fn stage_started(&self, stage: &str) {
+        self.0.stage_started(stage);
+    }
+    fn stage_ended(&self, stage: &str) {
+        self.0.stage_ended(stage);
+    }
+    fn executor_stage(&self, stage: &'static str) {
+        self.0.executor_stage(stage);
+    }
+}
+
 impl JobTask {
     /// Runs the job to its final update. Never panics on what the coordinator sent.
     pub async fn run(self) {
@@ -159,7 +175,8 @@ impl JobTask {
             (Ok(job), _) => {
                 let cancel = session.cancel_requested.clone();
                 let coordinator_abort = session.abort.clone();
-                self.execute(Arc::new(job), &trace, cancel, coordinator_abort)
+                let stages = Arc::new(Stages(tracked.stages()));
+                self.execute(Arc::new(job), &trace, cancel, coordinator_abort, stages)
                     .await
             }
         };
@@ -185,6 +202,7 @@ impl JobTask {
             concurrent_id: self.concurrent_id,
             version: crate::VERSION.into(),
             revision: crate::coordinator::REVISION.into(),
+            tls: super::tls_vars::tls_variables(&self.runner.tls),
         }
     }
 
@@ -228,6 +246,7 @@ impl JobTask {
         trace: &JobTrace,
         cancel: CancellationToken,
         coordinator_abort: CancellationToken,
+        stages: Arc<Stages>,
     ) -> FinalState {
         let shared = self.shared.clone();
         let short_token = self.runner.short_token();
@@ -297,6 +316,7 @@ impl JobTask {
             cancel,
             abort: abort.clone(),
             coordinator_url: self.runner.url.clone(),
+            stages: Some(stages),
         };
         let outcome = tokio::select! {
             outcome = executor::run_job(&docker, &self.runner.docker, run) => outcome,

@@ -15,6 +15,7 @@ mod rotation;
 mod runner_loop;
 mod runners;
 mod slots;
+mod tls_vars;
 
 pub use reload::{ConfigSource, LogReload, LogReloadError};
 

@@ -104,6 +104,7 @@ fn endpoint_for(shared: &Shared, url: &str) -> RunnerEndpoint {
         short_token: runner
             .map(|r| r.short_token())
             .unwrap_or_else(|| crate::config::short_token(token.expose())),
+        tls: runner.map(|r| r.tls.clone()).unwrap_or_default(),
         token,
         system_id: shared.system_id.clone(),
     }

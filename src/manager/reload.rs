@@ -62,6 +62,7 @@ impl Supervisor {
         let text = match std::fs::read_to_string(&source.path) {
             Ok(text) => text,
             Err(e) => {
+                self.shared.metrics.process.config_loading_failed();
                 tracing::error!(file = %source.path.display(), error = %e, "configuration reload rejected: keeping the running configuration");
                 return;
             }
@@ -73,6 +74,7 @@ impl Supervisor {
         let loaded = match Config::from_toml_str(&text, &source.path.display().to_string()) {
             Ok(loaded) => loaded,
             Err(e) => {
+                self.shared.metrics.process.config_loading_failed();
                 tracing::error!(file = %source.path.display(), error = %e, "configuration reload rejected: keeping the running configuration");
                 return;
             }
@@ -86,9 +88,11 @@ impl Supervisor {
             }
         }
         if let Err(e) = Runners::check(&new, &self.shared.system_id) {
+            self.shared.metrics.process.config_loading_failed();
             tracing::error!(file = %source.path.display(), error = %e, "configuration reload rejected: keeping the running configuration");
             return;
         }
+        self.shared.metrics.process.config_loaded();
         for warning in &loaded.warnings {
             tracing::warn!(%warning, "configuration");
         }

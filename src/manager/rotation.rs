@@ -87,7 +87,7 @@ impl Supervisor {
                 Some(state) => Some(state.token_gate.write().await),
                 None => None,
             };
-            let reset = match RunnersApi::new(&runner.url, runner.executor.as_str()) {
+            let reset = match RunnersApi::new(&runner.url, runner.executor.as_str(), &runner.tls) {
                 Ok(api) => api.reset_token(&runner.token).await,
                 Err(e) => Err(e),
             };
@@ -137,11 +137,18 @@ impl Supervisor {
         };
         let path = source.path.clone();
         match tokio::task::spawn_blocking(move || save(path, &saved)).await {
-            Ok(Ok(text)) => self.rotation.own_write = Some(text),
+            Ok(Ok(text)) => {
+                self.shared.metrics.process.config_saved(true);
+                self.rotation.own_write = Some(text);
+            }
             Ok(Err(e)) => {
+                self.shared.metrics.process.config_saved(false);
                 tracing::error!(error = %e, "cannot save the new runner token: the running manager uses it, but a restart will not")
             }
-            Err(e) => tracing::error!(error = %e, "saving the new runner token failed"),
+            Err(e) => {
+                self.shared.metrics.process.config_saved(false);
+                tracing::error!(error = %e, "saving the new runner token failed");
+            }
         }
     }
 }

@@ -124,6 +124,7 @@ impl RunnerState {
             token: runner.token.clone(),
             system_id: shared.system_id.clone(),
             short_token: runner.short_token(),
+            tls: runner.tls.clone(),
         };
         shared.coordinator.add_runner_metrics(&endpoint, wanted);
         let mut running = self.requesters.lock().unwrap_or_else(|p| p.into_inner());
@@ -195,6 +196,7 @@ async fn requester(shared: Arc<Shared>, state: Arc<RunnerState>) {
             token: runner.token.clone(),
             system_id: shared.system_id.clone(),
             short_token: runner.short_token(),
+            tls: runner.tls.clone(),
         };
         let outcome = tokio::select! {
             _ = shared.abort_jobs.cancelled() => {

@@ -1,8 +1,10 @@
 //! Job series with GitLab Runner's names and labels (`gitlab_runner_jobs`, `…_jobs_total`,
 //! `…_failed_jobs_total`, `…_job_duration_seconds`, `…_job_queue_duration_seconds`) plus
-//! `flotilla_job_pickup_seconds`, and the table of running jobs the status page shows. A job
-//! task calls [`JobMetrics::track`] when it receives a job and holds the returned
-//! [`TrackedJob`]; dropping it ends the job in the table and observes its duration.
+//! `flotilla_job_pickup_seconds`, `…_job_stage_duration_seconds`), and the table of running jobs
+//! the status page and `/debug/jobs/list` show. A job task calls [`JobMetrics::track`] when it
+//! receives a job and holds the returned [`TrackedJob`]; its [`StageReporter`] follows the
+//! job's stage and executor stage; dropping the guard ends the job in the table and observes
+//! its duration.
 
 use crate::job::{FailureReason, JobInfo};
 use prometheus::core::{Collector, Desc};
@@ -16,8 +18,35 @@ use tokio::time::Instant;
 
 /// GitLab Runner's `mode` label: Flotilla runs jobs the traditional way (no step runner).
 pub const MODE: &str = "traditional";
-/// `stage` / `executor_stage` of a running job: Flotilla does not report stages yet.
-pub const UNKNOWN_STAGE: &str = "unknown";
+/// GitLab Runner's build stages (`common/build.go`) plus the user steps GitLab sends
+/// (`step_script`, `step_release`): the `stage` label's closed set. Any other step is
+/// `step_other`, so a job cannot add series.
+const STAGES: [&str; 16] = [
+    "resolve_secrets",
+    "prepare_executor",
+    "prepare_script",
+    "get_sources",
+    "clear_worktree",
+    "restore_cache",
+    "download_artifacts",
+    "after_script",
+    "archive_cache",
+    "archive_cache_on_failure",
+    "upload_artifacts_on_success",
+    "upload_artifacts_on_failure",
+    "cleanup_file_variables",
+    "step_script",
+    "step_release",
+    "step_other",
+];
+
+/// `stage` as a label value from the closed set.
+fn stage_label(stage: &str) -> &'static str {
+    STAGES
+        .into_iter()
+        .find(|s| *s == stage)
+        .unwrap_or("step_other")
+}
 
 /// One runner as the job series label it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -28,7 +57,7 @@ pub struct RunnerKey {
     pub runner_name: String,
 }
 
-/// A running job as the status page shows it.
+/// A running job as the status page and `/debug/jobs/list` show it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunningJobView {
     /// GitLab's job id.
@@ -37,12 +66,23 @@ pub struct RunningJobView {
     pub runner: RunnerKey,
     /// Time since it was received.
     pub duration: Duration,
+    /// The job's page (`<project URL>/-/jobs/<id>`), without credentials; empty when unknown.
+    pub url: String,
+    /// The build stage now (GitLab Runner's names; empty before the first).
+    pub stage: String,
+    /// The executor's stage now (`docker_prepare`, `docker_run`, …; empty before the first).
+    pub executor_stage: String,
 }
 
 struct Running {
     id: i64,
     runner: RunnerKey,
     received: Instant,
+    url: String,
+    stage: &'static str,
+    executor_stage: &'static str,
+    /// When each open stage started (stages do not nest today; a list keeps it simple).
+    open: Vec<(&'static str, Instant)>,
 }
 
 type Table = Arc<Mutex<BTreeMap<u64, Running>>>;
@@ -100,8 +140,8 @@ impl Collector for JobsCollector {
                     &r.runner_name,
                     sid,
                     "running",
-                    UNKNOWN_STAGE,
-                    UNKNOWN_STAGE,
+                    job.stage,
+                    job.executor_stage,
                 ])
                 .inc();
         }
@@ -120,6 +160,7 @@ pub struct JobMetrics {
     queue_size: IntGaugeVec,
     queue_depth: IntGaugeVec,
     pickup: HistogramVec,
+    stage_duration: HistogramVec,
     jobs: JobsCollector,
     next: Arc<AtomicU64>,
 }
@@ -177,6 +218,14 @@ impl JobMetrics {
                 .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
                 &["runner", "runner_name"],
             )?,
+            stage_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "gitlab_runner_job_stage_duration_seconds",
+                    "Histogram of each job stage duration",
+                )
+                .buckets(vec![1.0, 3.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 1800.0, 3600.0]),
+                &["runner", "runner_name", "system_id", "stage"],
+            )?,
             jobs: JobsCollector {
                 template: IntGaugeVec::new(jobs_opts(), &JOBS_LABELS)?,
                 system_id: system_id.to_string(),
@@ -192,6 +241,7 @@ impl JobMetrics {
         registry.register(Box::new(m.queue_size.clone()))?;
         registry.register(Box::new(m.queue_depth.clone()))?;
         registry.register(Box::new(m.pickup.clone()))?;
+        registry.register(Box::new(m.stage_duration.clone()))?;
         registry.register(Box::new(m.jobs.clone()))?;
         Ok(m)
     }
@@ -260,6 +310,10 @@ impl JobMetrics {
                     id,
                     runner: runner.clone(),
                     received,
+                    url: info.job_url.clone(),
+                    stage: "",
+                    executor_stage: "",
+                    open: Vec::new(),
                 },
             );
         TrackedJob {
@@ -282,6 +336,9 @@ impl JobMetrics {
                 id: r.id,
                 runner: r.runner.clone(),
                 duration: now.duration_since(r.received),
+                url: r.url.clone(),
+                stage: r.stage.to_string(),
+                executor_stage: r.executor_stage.to_string(),
             })
             .collect()
     }
@@ -316,6 +373,16 @@ impl TrackedJob {
             .observe(self.received.elapsed().as_secs_f64());
     }
 
+    /// A handle the executor reports the job's stages through (lives as long as it is held;
+    /// reports after the job ended are ignored).
+    pub fn stages(&self) -> StageReporter {
+        StageReporter {
+            metrics: self.metrics.clone(),
+            runner: self.runner.clone(),
+            key: self.key,
+        }
+    }
+
     /// The job failed with `reason` (`script_failure` when none was given, as GitLab Runner).
     pub fn failed(&self, reason: Option<FailureReason>) {
         let reason = reason.unwrap_or(FailureReason::ScriptFailure);
@@ -328,6 +395,67 @@ impl TrackedJob {
                 MODE,
             ])
             .inc();
+    }
+}
+
+/// Follows one tracked job's stages: sets the `stage` / `executor_stage` its
+/// `gitlab_runner_jobs` series and `/debug/jobs/list` line show, and observes
+/// `gitlab_runner_job_stage_duration_seconds` when a stage ends. Cheap to clone.
+#[derive(Clone)]
+pub struct StageReporter {
+    metrics: JobMetrics,
+    runner: RunnerKey,
+    key: u64,
+}
+
+impl StageReporter {
+    fn with_job(&self, f: impl FnOnce(&mut Running)) {
+        let mut table = self
+            .metrics
+            .jobs
+            .table
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(job) = table.get_mut(&self.key) {
+            f(job);
+        }
+    }
+
+    /// Build stage `stage` starts (GitLab Runner's `OnBuildStageStartFn`).
+    pub fn stage_started(&self, stage: &str) {
+        let stage = stage_label(stage);
+        self.with_job(|job| {
+            job.stage = stage;
+            job.open.retain(|(s, _)| *s != stage);
+            job.open.push((stage, Instant::now()));
+        });
+    }
+
+    /// Build stage `stage` ended: observes its duration.
+    pub fn stage_ended(&self, stage: &str) {
+        let stage = stage_label(stage);
+        let mut started = None;
+        self.with_job(|job| {
+            if let Some(i) = job.open.iter().position(|(s, _)| *s == stage) {
+                started = Some(job.open.swap_remove(i).1);
+            }
+        });
+        if let Some(started) = started {
+            self.metrics
+                .stage_duration
+                .with_label_values(&[
+                    &self.runner.runner,
+                    &self.runner.runner_name,
+                    &self.metrics.system_id,
+                    stage,
+                ])
+                .observe(started.elapsed().as_secs_f64());
+        }
+    }
+
+    /// The executor entered `stage` (a `&'static` name from the executor's closed set).
+    pub fn executor_stage(&self, stage: &'static str) {
+        self.with_job(|job| job.executor_stage = stage);
     }
 }
 
@@ -373,7 +501,20 @@ mod tests {
         let payload = json!({"job_info": {"time_in_queue_seconds": 4.5, "project_jobs_running_on_instance_runners_count": "3+"}});
         let job = m.track(&r, 42, &crate::job::JobInfo::from_payload(&payload));
         let t = text();
-        assert!(t.contains("gitlab_runner_jobs{executor_stage=\"unknown\",runner=\"abcdefghi\",runner_name=\"r1\",stage=\"unknown\",state=\"running\",system_id=\"s_0123456789ab\"} 1"), "{t}");
+        assert!(t.contains("gitlab_runner_jobs{executor_stage=\"\",runner=\"abcdefghi\",runner_name=\"r1\",stage=\"\",state=\"running\",system_id=\"s_0123456789ab\"} 1"), "{t}");
+        let stages = job.stages();
+        stages.executor_stage("docker_run");
+        stages.stage_started("step_script");
+        let t = text();
+        assert!(t.contains("gitlab_runner_jobs{executor_stage=\"docker_run\",runner=\"abcdefghi\",runner_name=\"r1\",stage=\"step_script\",state=\"running\",system_id=\"s_0123456789ab\"} 1"), "{t}");
+        assert_eq!(m.running()[0].stage, "step_script");
+        stages.stage_ended("step_script");
+        stages.stage_started("step_Weird name");
+        stages.stage_ended("step_Weird name");
+        let t = text();
+        assert!(t.contains("gitlab_runner_job_stage_duration_seconds_count{runner=\"abcdefghi\",runner_name=\"r1\",stage=\"step_script\",system_id=\"s_0123456789ab\"} 1"), "{t}");
+        assert!(t.contains("stage=\"step_other\""), "{t}");
+        assert!(!t.contains("Weird"), "{t}");
         assert!(t.contains("gitlab_runner_jobs{executor_stage=\"idle\",runner=\"abcdefghi\",runner_name=\"r1\",stage=\"idle\",state=\"idle\",system_id=\"s_0123456789ab\"} 0"), "{t}");
         assert!(t.contains("project_jobs_running=\"3+\""), "{t}");
         assert_eq!(m.running().len(), 1);

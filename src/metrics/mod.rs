@@ -8,15 +8,17 @@
 //! name, zones, project, machine type); never a token, a job id or a VM name. Every counter
 //! with a closed label set exists at 0 before its first event.
 
+mod debug_jobs;
 mod errors;
 mod html;
 mod jobs;
+mod proc_self;
 mod process;
 mod server;
 mod status;
 
 pub use errors::{ErrorCounter, ErrorLayer};
-pub use jobs::{JobMetrics, RunnerKey, RunningJobView, TrackedJob};
+pub use jobs::{JobMetrics, RunnerKey, RunningJobView, StageReporter, TrackedJob};
 pub use process::{ProcessMetrics, ProcessState};
 pub use server::{bind, router, serve, ServerError};
 pub use status::{
@@ -50,6 +52,8 @@ impl Metrics {
         errors: Option<&ErrorCounter>,
     ) -> Result<Metrics, prometheus::Error> {
         let process = ProcessMetrics::register(&registry)?;
+        // The manager runs with a configuration that loaded: GitLab Runner counts that load.
+        process.config_loaded();
         match errors {
             Some(e) => e.register(&registry)?,
             None => ErrorCounter::new().register(&registry)?,

@@ -1,8 +1,10 @@
 //! Process-level series: `gitlab_runner_process_state_info`, `gitlab_runner_version_info`,
 //! `gitlab_runner_concurrent` and `gitlab_runner_limit`, with GitLab Runner's names, help texts
-//! and labels. The state is set by the manager at each shutdown phase.
+//! and labels. The state is set by the manager at each shutdown phase. Also the configuration
+//! file's access counters (`gitlab_runner_configuration_loaded_total`, `…_loading_error_total`,
+//! `…_saved_total`, `…_saving_error_total`, as GitLab Runner's `configfile` package).
 
-use prometheus::{IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
@@ -55,6 +57,44 @@ pub struct ProcessMetrics {
     state: Arc<AtomicU8>,
     concurrent: IntGauge,
     limit: IntGaugeVec,
+    config: ConfigAccess,
+}
+
+/// GitLab Runner's configuration access counters.
+#[derive(Clone)]
+struct ConfigAccess {
+    loaded: IntCounter,
+    loading_error: IntCounter,
+    saved: IntCounter,
+    saving_error: IntCounter,
+}
+
+impl ConfigAccess {
+    fn register(registry: &Registry) -> Result<ConfigAccess, prometheus::Error> {
+        let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        Ok(ConfigAccess {
+            loading_error: counter(
+                "gitlab_runner_configuration_loading_error_total",
+                "Total number of times the configuration file was not loaded by Runner process due to errors",
+            )?,
+            loaded: counter(
+                "gitlab_runner_configuration_loaded_total",
+                "Total number of times the configuration file was loaded by Runner process",
+            )?,
+            saving_error: counter(
+                "gitlab_runner_configuration_saving_error_total",
+                "Total number of times the configuration file was not saved by Runner process due to errors",
+            )?,
+            saved: counter(
+                "gitlab_runner_configuration_saved_total",
+                "Total number of times the configuration file was saved by Runner process",
+            )?,
+        })
+    }
 }
 
 impl ProcessMetrics {
@@ -98,6 +138,8 @@ impl ProcessMetrics {
         registry.register(Box::new(version.clone()))?;
         registry.register(Box::new(concurrent.clone()))?;
         registry.register(Box::new(limit.clone()))?;
+        registry.register(Box::new(super::proc_self::ProcessCollector::new()?))?;
+        let config = ConfigAccess::register(registry)?;
         version
             .with_label_values(&[
                 "flotilla",
@@ -116,6 +158,7 @@ impl ProcessMetrics {
             state: Arc::new(AtomicU8::new(0)),
             concurrent,
             limit,
+            config,
         };
         m.set_state(ProcessState::Starting);
         Ok(m)
@@ -151,5 +194,25 @@ impl ProcessMetrics {
         self.limit
             .with_label_values(&[runner, runner_name, system_id])
             .set(i64::try_from(limit).unwrap_or(i64::MAX));
+    }
+
+    /// The configuration file was read and accepted (the initial load, each applied reload).
+    pub fn config_loaded(&self) {
+        self.config.loaded.inc();
+    }
+
+    /// The configuration file could not be read or was rejected (a reload that kept the
+    /// running configuration).
+    pub fn config_loading_failed(&self) {
+        self.config.loading_error.inc();
+    }
+
+    /// The manager wrote the configuration file (a rotated runner token), or failed to.
+    pub fn config_saved(&self, ok: bool) {
+        if ok {
+            self.config.saved.inc();
+        } else {
+            self.config.saving_error.inc();
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! The admin HTTP server on `listen_address` (axum): `/metrics` (Prometheus text format),
-//! `/health/live`, `/health/ready`, `/status` (HTML) and `/status.json`. Started once by the
+//! `/health/live`, `/health/ready`, `/status` (HTML), `/status.json` and GitLab Runner's
+//! `/debug/jobs/list`. Started once by the
 //! manager before it polls, stopped after the last VM is gone, so the shutdown phases stay
 //! visible. It only reads; no endpoint changes anything.
 
@@ -59,6 +60,7 @@ pub fn router(source: Arc<StatusSource>) -> Router {
         .route("/health/ready", get(ready))
         .route("/status", get(status_html))
         .route("/status.json", get(status_json))
+        .route("/debug/jobs/list", get(jobs_list))
         .with_state(source)
 }
 
@@ -101,6 +103,21 @@ async fn metrics(State(source): State<Arc<StatusSource>>) -> Response {
         )
             .into_response(),
     }
+}
+
+async fn jobs_list(State(source): State<Arc<StatusSource>>) -> Response {
+    let body = super::debug_jobs::render(&source.metrics.jobs.running());
+    (
+        [
+            (header::CONTENT_TYPE, "text/plain"),
+            (
+                header::HeaderName::from_static("x-list-version"),
+                super::debug_jobs::LIST_VERSION,
+            ),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 async fn live() -> &'static str {
@@ -196,11 +213,21 @@ executor = "docker"
         assert_eq!(status, 200);
         assert!(kind.starts_with("text/plain"), "{kind}");
         assert!(body.contains("gitlab_runner_concurrent 3"), "{body}");
+        assert!(body.contains("\nprocess_open_fds "), "{body}");
+        assert!(
+            body.contains("\ngitlab_runner_configuration_loaded_total 1\n"),
+            "{body}"
+        );
         assert!(body.contains("runner=\"abcdefghi\""), "{body}");
         let (status, kind, html) = get(format!("{base}/status")).await;
         assert_eq!(status, 200);
         assert!(kind.starts_with("text/html"), "{kind}");
         assert!(html.contains("&lt;b&gt;evil&lt;/b&gt; &amp; co"), "{html}");
+        let (status, kind, list) = get(format!("{base}/debug/jobs/list")).await;
+        assert_eq!(
+            (status, kind.as_str(), list.as_str()),
+            (200, "text/plain", "")
+        );
         let (_, kind, json) = get(format!("{base}/status.json")).await;
         assert!(kind.starts_with("application/json"), "{kind}");
         for page in [&body, &html, &json] {

@@ -79,7 +79,7 @@ pub async fn register(args: RegisterArgs) -> Result<(), CommandError> {
     let text = file.read()?;
     let mut edit = Edit::parse(file.path(), text.as_deref())?;
     let system_id = system::system_id(text.as_deref())?;
-    let api = RunnersApi::new(&url, &executor)?;
+    let api = RunnersApi::new(&url, &executor, &args.tls_files())?;
     let credentials = match &mode {
         Mode::Verify(token) => {
             eprintln!(
@@ -249,6 +249,16 @@ fn render_entry(
         lines.push(format!("  id = {}", credentials.id));
     }
     lines.push(format!("  token = {}", quote(credentials.token.expose())));
+    let tls = args.tls_files();
+    for (key, file) in [
+        ("tls-ca-file", &tls.ca_file),
+        ("tls-cert-file", &tls.cert_file),
+        ("tls-key-file", &tls.key_file),
+    ] {
+        if let Some(file) = file {
+            lines.push(format!("  {key} = {}", quote(&file.display().to_string())));
+        }
+    }
     lines.push(format!(
         "  token_obtained_at = {}",
         datetime_literal(Some(Utc::now()))
@@ -337,4 +347,58 @@ fn hostname() -> String {
         .filter(|h| !h.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "flotilla".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: RegisterArgs,
+    }
+
+    #[test]
+    fn tls_flags_are_written_into_the_entry_and_read_back() {
+        let cli = Cli::try_parse_from([
+            "register",
+            "--tls-ca-file",
+            "/etc/gitlab-runner/certs/gitlab.crt",
+            "--tls-cert-file",
+            "/etc/flotilla/c.pem",
+            "--tls-key-file",
+            "/etc/flotilla/k.pem",
+        ])
+        .expect("flags");
+        let credentials = RunnerCredentials {
+            id: 7,
+            token: Secret(format!("glrt-{}", "t".repeat(20))),
+            token_expires_at: None,
+        };
+        let entry = render_entry(
+            &cli.args,
+            "r",
+            "https://gitlab.example.com",
+            "docker",
+            "alpine",
+            &credentials,
+        );
+        assert!(
+            entry.contains("tls-ca-file = \"/etc/gitlab-runner/certs/gitlab.crt\""),
+            "{entry}"
+        );
+        assert!(
+            entry.contains("tls-key-file = \"/etc/flotilla/k.pem\""),
+            "{entry}"
+        );
+        let text = format!("concurrent = 1\n{entry}");
+        let config = crate::config::Config::from_toml_str(&text, "t.toml").expect("loads");
+        let tls = &config.config.runners[0].tls;
+        assert_eq!(
+            tls.cert_file.as_deref(),
+            Some(std::path::Path::new("/etc/flotilla/c.pem"))
+        );
+    }
 }

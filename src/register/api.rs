@@ -25,6 +25,9 @@ pub enum ApiError {
     /// The HTTP client cannot be built.
     #[error("cannot build the HTTP client: {0}")]
     Build(reqwest::Error),
+    /// A TLS file (`--tls-ca-file`, …) cannot be used: its key and path, never its content.
+    #[error("{0}")]
+    Tls(String),
     /// No answer (connection refused, TLS, timeout).
     #[error("{call} to {url} failed: {reason}")]
     Transport {
@@ -199,8 +202,13 @@ pub struct RunnersApi {
 }
 
 impl RunnersApi {
-    /// A client for the GitLab at `url` (trailing `/` trimmed); `executor` goes in `info`.
-    pub fn new(url: &str, executor: &str) -> Result<RunnersApi, ApiError> {
+    /// A client for the GitLab at `url` (trailing `/` trimmed); `executor` goes in `info`;
+    /// `tls` are the runner's `tls-ca-file` / `tls-cert-file` / `tls-key-file`.
+    pub fn new(
+        url: &str,
+        executor: &str,
+        tls: &crate::config::TlsFiles,
+    ) -> Result<RunnersApi, ApiError> {
         let base = api_base(url).map_err(|e| ApiError::InvalidUrl {
             url: url.to_string(),
             reason: e.to_string(),
@@ -209,7 +217,9 @@ impl RunnersApi {
             .user_agent(user_agent())
             .connect_timeout(Duration::from_secs(30))
             .timeout(CALL_TIMEOUT)
-            .min_tls_version(reqwest::tls::Version::TLS_1_2)
+            .min_tls_version(reqwest::tls::Version::TLS_1_2);
+        let http = crate::coordinator::with_tls_files(http, tls)
+            .map_err(|e| ApiError::Tls(e.to_string()))?
             .build()
             .map_err(ApiError::Build)?;
         Ok(RunnersApi {

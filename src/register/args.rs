@@ -101,6 +101,27 @@ pub struct RegisterArgs {
     /// Server-side (registration token only): a note for the runner's maintainers.
     #[arg(long, env = "REGISTER_MAINTENANCE_NOTE")]
     pub maintenance_note: Option<String>,
+    /// PEM certificates trusted for GitLab besides the system's; written as `tls-ca-file`.
+    #[arg(long = "tls-ca-file", env = "CI_SERVER_TLS_CA_FILE")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate presented to GitLab; written as `tls-cert-file`.
+    #[arg(long = "tls-cert-file", env = "CI_SERVER_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Its PEM private key; written as `tls-key-file`.
+    #[arg(long = "tls-key-file", env = "CI_SERVER_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+}
+
+impl RegisterArgs {
+    /// The TLS files given (empty paths are none).
+    pub fn tls_files(&self) -> crate::config::TlsFiles {
+        let set = |p: &Option<PathBuf>| p.clone().filter(|p| !p.as_os_str().is_empty());
+        crate::config::TlsFiles {
+            ca_file: set(&self.tls_ca_file),
+            cert_file: set(&self.tls_cert_file),
+            key_file: set(&self.tls_key_file),
+        }
+    }
 }
 
 impl std::fmt::Debug for RegisterArgs {

@@ -144,6 +144,8 @@ pub struct Entry {
     pub id: i64,
     /// `executor`.
     pub executor: String,
+    /// `tls-ca-file`, `tls-cert-file`, `tls-key-file` (paths).
+    pub tls: crate::config::TlsFiles,
 }
 
 /// The text written when `register` creates the file.
@@ -195,6 +197,11 @@ impl Edit {
         };
         let text =
             |t: &Table, key: &str| t.get(key).and_then(Item::as_str).unwrap_or("").to_string();
+        let path = |t: &Table, key: &str| {
+            Some(text(t, key))
+                .filter(|v| !v.trim().is_empty())
+                .map(std::path::PathBuf::from)
+        };
         array
             .iter()
             .enumerate()
@@ -205,6 +212,11 @@ impl Edit {
                 token: Secret(text(t, "token")),
                 id: t.get("id").and_then(Item::as_integer).unwrap_or(0),
                 executor: text(t, "executor"),
+                tls: crate::config::TlsFiles {
+                    ca_file: path(t, "tls-ca-file"),
+                    cert_file: path(t, "tls-cert-file"),
+                    key_file: path(t, "tls-key-file"),
+                },
             })
             .collect()
     }

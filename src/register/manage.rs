@@ -86,6 +86,7 @@ pub async fn unregister(args: UnregisterArgs) -> Result<(), CommandError> {
                 token: Secret(token.trim().to_string()),
                 id: 0,
                 executor: String::new(),
+                tls: Default::default(),
             };
             unregister_one(&entry, &system_id).await?;
             eprintln!(
@@ -231,7 +232,7 @@ fn api(entry: &Entry) -> Result<RunnersApi, ApiError> {
     } else {
         &entry.executor
     };
-    RunnersApi::new(&entry.url, executor)
+    RunnersApi::new(&entry.url, executor, &entry.tls)
 }
 
 /// `name (token abc123456, url)` for messages.

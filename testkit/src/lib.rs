@@ -12,6 +12,7 @@ pub mod demo;
 pub mod gce;
 pub mod gcs;
 pub mod gitlab;
+pub mod tls_front;
 
 pub use gce::{FakeGce, FakeGceError, FakeGceOptions, GceFault, ZoneSpec};
 pub use gcs::{FakeGcs, TestServiceAccount};
@@ -19,3 +20,4 @@ pub use gitlab::{
     AdminJob, FakeGitlab, FakeGitlabOptions, Fault, FeatureCheck, GitRepos, GitlabHandle,
     JobRecord, JobState, RecordedRequest, Repo, StoredArtifact,
 };
+pub use tls_front::TlsFront;

@@ -111,6 +111,7 @@ pub(crate) fn start(job: JobPayload) -> Started {
         abort: abort.clone(),
         cache: Default::default(),
         coordinator_url: String::new(),
+        stages: None,
     };
     Started {
         run,

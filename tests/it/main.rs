@@ -21,6 +21,10 @@
 //! - `helper_archive`: the helper image loaded from a `docker save` tarball onto an engine
 //!   lacking it (`helper_image_archive`).
 //! - `docker_tls`: a fake GCE VM's dockerd over mutual TLS, verified by VM name.
+//! - `gitlab_tls`: the fake GitLab behind a private CA and mutual TLS (`tls-ca-file`,
+//!   `tls-cert-file`, `tls-key-file`), jobs and git clones through it (issue 15 item 7).
+//! - `metrics_parity`: process, configuration and stage series and `/debug/jobs/list` on the
+//!   running manager (issue 15 item 6).
 //! - `vm_startup`: the VM startup script against a fake metadata server, in a scratch root.
 //! - `registration`: register, verify, unregister, list, reset-token and token rotation (issue 10).
 //! - `registry`: private images pulled with the job's credentials from Debian's docker-registry.
@@ -41,6 +45,7 @@ mod cloud_gce;
 mod config_compat;
 mod docker_tls;
 mod executor;
+mod gitlab_tls;
 mod hardening;
 mod harness;
 mod helper_archive;
@@ -48,6 +53,7 @@ mod jobs;
 mod lifecycle;
 mod machine_e2e;
 mod many_jobs;
+mod metrics_parity;
 mod mock_coordinator;
 mod observability;
 mod process;

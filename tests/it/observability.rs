@@ -270,7 +270,7 @@ async fn dashboards_alerts_and_status_page_hold_on_a_real_prometheus() {
         "gitlab_runner_process_state_info{state=\"running\"} 1".to_string(),
         "gitlab_runner_concurrent 4".to_string(),
         format!("gitlab_runner_failed_jobs_total{{failure_reason=\"script_failure\",mode=\"traditional\",runner=\"{short}\",runner_name=\"it-observed\"}} 1"),
-        format!("gitlab_runner_jobs{{executor_stage=\"unknown\",runner=\"{short}\",runner_name=\"it-observed\",stage=\"unknown\",state=\"running\",system_id=\"{manager_id}\"}} 1"),
+        format!("gitlab_runner_jobs{{executor_stage=\"docker_run\",runner=\"{short}\",runner_name=\"it-observed\",stage=\"step_script\",state=\"running\",system_id=\"{manager_id}\"}} 1"),
         "gitlab_runner_errors_total{level=\"warning\"}".to_string(),
         format!("gitlab_runner_autoscaling_machine_states{{executor=\"docker+machine\",state=\"stuck-on-removing\",target_machine_type=\"e2-standard-2\",target_project=\"{}\",target_region=\"us-central1\",target_zone=\"{ZONE_A}\"}} 0", gce.project()),
         "flotilla_gce_api_calls_total{method=\"instances.insert\",result=\"ok\"}".to_string(),

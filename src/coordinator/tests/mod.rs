@@ -35,6 +35,7 @@ fn runner_at(url: &str) -> RunnerEndpoint {
         token: Secret(RUNNER_TOKEN.into()),
         system_id: "s_0123456789ab".into(),
         short_token: crate::config::short_token(RUNNER_TOKEN),
+        tls: Default::default(),
     }
 }
 

@@ -105,3 +105,33 @@ fn ssh_instead_ofs(base: &str, vars: &Variables, server: &url::Url) -> Vec<(Stri
         vec![(base.to_string(), format!("ssh://git@{host}:{port}"))]
     }
 }
+
+/// GitLab Runner's `writeGitSSLConfig`: when the job has `CI_SERVER_TLS_CA_FILE` (and the
+/// client pair `CI_SERVER_TLS_CERT_FILE` / `CI_SERVER_TLS_KEY_FILE`), git is told to use
+/// them for the repository's host (`http.<scheme://host>.sslCAInfo`, `.sslCert`, `.sslKey`)
+/// in the external config, so clones and same-host submodules trust the runner's CA. The
+/// values are the file variables' paths, expanded when the script runs.
+pub(super) fn ssl_config_lines(ext: &str, plain: &str, vars: &Variables) -> Vec<String> {
+    let Ok(repo) = url::Url::parse(plain) else {
+        return Vec::new();
+    };
+    if !is_http(&repo) {
+        return Vec::new();
+    }
+    let host = trimmed(&repo.join("/").unwrap_or(repo));
+    [
+        ("CI_SERVER_TLS_CA_FILE", "sslCAInfo"),
+        ("CI_SERVER_TLS_CERT_FILE", "sslCert"),
+        ("CI_SERVER_TLS_KEY_FILE", "sslKey"),
+    ]
+    .into_iter()
+    .filter(|(var, _)| vars.get(var).is_some_and(|v| !v.is_empty()))
+    .map(|(var, key)| {
+        format!(
+            "git config --file {} {} \"${var}\"",
+            super::quote(ext),
+            super::quote(&format!("http.{host}.{key}"))
+        )
+    })
+    .collect()
+}

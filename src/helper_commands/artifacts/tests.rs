@@ -48,6 +48,7 @@ fn uploader(url: &str, id: i64) -> UploaderArgs {
         expire_in: None,
         artifact_format: None,
         artifact_type: None,
+        tls: Default::default(),
     }
 }
 
@@ -140,6 +141,7 @@ async fn upload_then_download_into_another_project() {
         url: fake.url(),
         id: producer,
         direct_download: true,
+        tls: Default::default(),
     };
     download(&args, &consumer_token, other.path())
         .await
