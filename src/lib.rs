@@ -17,6 +17,7 @@ pub mod job;
 pub mod lifecycle;
 pub mod manager;
 pub mod metrics;
+pub mod nofile;
 pub mod redact;
 pub mod register;
 pub mod state;

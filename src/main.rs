@@ -134,6 +134,10 @@ fn run(path: &std::path::Path) -> ExitCode {
     for warning in &loaded.warnings {
         tracing::warn!(%warning, "configuration");
     }
+    match flotilla::nofile::raise() {
+        Ok((soft, hard)) => tracing::debug!(?soft, ?hard, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,6 +1,6 @@
 //! Process-level series: `gitlab_runner_process_state_info`, `gitlab_runner_version_info`,
 //! `gitlab_runner_concurrent` and `gitlab_runner_limit`, with GitLab Runner's names, help texts
-//! and labels. The state is set by the manager at each shutdown phase.
+//! and labels, and Flotilla's `flotilla_tokio_alive_tasks` (sampled when read). The state is set by the manager at each shutdown phase.
 
 use prometheus::{IntGauge, IntGaugeVec, Opts, Registry};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -55,6 +55,7 @@ pub struct ProcessMetrics {
     state: Arc<AtomicU8>,
     concurrent: IntGauge,
     limit: IntGaugeVec,
+    tasks: IntGauge,
 }
 
 impl ProcessMetrics {
@@ -98,6 +99,11 @@ impl ProcessMetrics {
         registry.register(Box::new(version.clone()))?;
         registry.register(Box::new(concurrent.clone()))?;
         registry.register(Box::new(limit.clone()))?;
+        let tasks = IntGauge::new(
+            "flotilla_tokio_alive_tasks",
+            "Tasks alive in the manager's async runtime when /metrics was read",
+        )?;
+        registry.register(Box::new(tasks.clone()))?;
         version
             .with_label_values(&[
                 "flotilla",
@@ -116,6 +122,7 @@ impl ProcessMetrics {
             state: Arc::new(AtomicU8::new(0)),
             concurrent,
             limit,
+            tasks,
         };
         m.set_state(ProcessState::Starting);
         Ok(m)
@@ -144,6 +151,15 @@ impl ProcessMetrics {
     pub fn set_concurrent(&self, concurrent: usize) {
         self.concurrent
             .set(i64::try_from(concurrent).unwrap_or(i64::MAX));
+    }
+
+    /// Publishes the runtime's alive task count (`tokio::runtime::RuntimeMetrics::
+    /// num_alive_tasks`); called when `/metrics` is read. Outside a runtime it stays as it was.
+    pub fn sample_runtime(&self) {
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let alive = handle.metrics().num_alive_tasks();
+            self.tasks.set(i64::try_from(alive).unwrap_or(i64::MAX));
+        }
     }
 
     /// Publishes a runner's `limit` (0: none).
