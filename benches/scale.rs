@@ -19,7 +19,9 @@
 //! least squares must be flat (RSS ≤ 100 bytes per job).
 //!
 //! Run: `cargo build --release --bin flotilla && cargo bench --bench scale` (and
-//! `cargo bench --bench scale -- --soak 100000`). `BENCH_LOG=warn` shows the manager's logs.
+//! `cargo bench --bench scale -- --soak 100000`). Without a release build the debug binary is
+//! used (`BENCH_FLOTILLA` names another); `cargo bench --profile dev --bench scale` builds the
+//! bench itself without optimizations. `BENCH_LOG=warn` shows the manager's logs.
 // Benchmarks time the wall clock on purpose (clippy.toml bans std's Instant in src/).
 #![allow(clippy::disallowed_types)]
 
@@ -195,11 +197,7 @@ create_timeout = 300
     );
     let path = dir.path().join("config.toml");
     std::fs::write(&path, config).expect("config");
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/flotilla");
-    assert!(
-        bin.exists(),
-        "build the manager first: cargo build --release --bin flotilla"
-    );
+    let bin = manager_binary();
     let child = std::process::Command::new(&bin)
         .args(["run", "-c"])
         .arg(&path)
@@ -217,6 +215,28 @@ create_timeout = 300
         metrics: format!("http://127.0.0.1:{port}/metrics"),
         _dir: dir,
     }
+}
+
+/// `BENCH_FLOTILLA` or `target/release/flotilla`, else `target/debug/flotilla` (printed: a
+/// debug build costs several times the CPU of a release one).
+fn manager_binary() -> std::path::PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let bin = std::env::var("BENCH_FLOTILLA")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            let release = root.join("target/release/flotilla");
+            if release.exists() {
+                release
+            } else {
+                root.join("target/debug/flotilla")
+            }
+        });
+    assert!(
+        bin.exists(),
+        "build the manager first: cargo build --release --bin flotilla"
+    );
+    eprintln!("manager binary: {}", bin.display());
+    bin
 }
 
 fn job(image: &str) -> serde_json::Value {
@@ -345,6 +365,7 @@ async fn scale() {
     );
 
     let cpu_start = read_proc(s.pid, ticks).cpu_ms;
+    let fakes_cpu_start = read_proc(std::process::id(), ticks).cpu_ms;
     let start = Instant::now();
     let mut ids = HashSet::new();
     let mut all = Vec::new();
@@ -428,6 +449,7 @@ async fn scale() {
     let total_secs = start.elapsed().as_secs_f64();
     let end = read_proc(s.pid, ticks);
     let cpu = end.cpu_ms - cpu_start;
+    let fakes_cpu = read_proc(std::process::id(), ticks).cpu_ms - fakes_cpu_start;
     let cpu_net = cpu - idle_cpu_per_s * total_secs;
     let (per_vm, inserts, lists) = calls_per_vm(&s.gce);
     let mut sorted_p = pickups.clone();
@@ -457,6 +479,10 @@ async fn scale() {
         cpu,
         cpu / finished.max(1) as f64,
         cpu_net / finished.max(1) as f64
+    );
+    println!(
+        "the fakes' own CPU (this bench process): {fakes_cpu:.0} ms over the same {total_secs:.0} s ({:.0} % of one core)",
+        fakes_cpu / total_secs / 10.0
     );
     println!(
         "manager RSS: baseline {:.1} MB, at peak {:.1} MB, peak (VmHWM) {:.1} MB; {:.1} KB per running job",

@@ -5,10 +5,11 @@
 //! each "runs" for its image's [`Behaviour`] (run time, one output line every so often, exit
 //! code), streamed through a hijacked attach in Docker's multiplexed framing. This file holds
 //! the public handle and options; the model is `state.rs`, the routes `routes.rs`, attach and
-//! the container "process" `attach.rs`, images `images.rs`.
+//! the container "process" `attach.rs`, images `images.rs`, volumes and networks `objects.rs`.
 
 mod attach;
 mod images;
+mod objects;
 mod routes;
 mod state;
 

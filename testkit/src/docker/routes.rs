@@ -1,7 +1,7 @@
 //! The fake engine's HTTP surface: one dispatcher that strips the `/v1.NN` prefix, routes by
 //! method and path as the Engine API does, and answers with Docker's status codes, JSON shapes
-//! and `{"message": …}` errors. Containers, volumes, networks and the system endpoints live
-//! here; attach is `attach.rs`'s, images `images.rs`'s.
+//! and `{"message": …}` errors. Containers and the system endpoints live
+//! here; attach is `attach.rs`'s, images `images.rs`'s, volumes and networks `objects.rs`'s.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use super::state::{
     exit_locked, labels_match, new_id, now, parse_filters, ApiError, Container, Engine, Life,
     Network, Status, Volume,
 };
-use super::{attach, images, normalize_image};
+use super::{attach, images, normalize_image, objects};
 
 /// The API version the fake speaks (and reports).
 pub(crate) const API_VERSION: &str = "1.41";
@@ -70,7 +70,7 @@ fn truthy(q: &HashMap<String, String>, key: &str) -> bool {
     matches!(q.get(key).map(String::as_str), Some("1" | "true" | "True"))
 }
 
-async fn body_json(req: Request) -> Result<Value, ApiError> {
+pub(crate) async fn body_json(req: Request) -> Result<Value, ApiError> {
     let bytes = axum::body::to_bytes(req.into_body(), BODY_LIMIT)
         .await
         .map_err(|e| ApiError::new(400, format!("reading the request body: {e}")))?;
@@ -106,12 +106,12 @@ async fn dispatch(State(engine): State<Arc<Engine>>, req: Request) -> Response {
         (&Method::POST, ["containers", id, "stop"]) => stop(&engine, id),
         (&Method::GET, ["containers", id, "logs"]) => logs(&engine, id),
         (&Method::DELETE, ["containers", id]) => remove(&engine, id, &req),
-        (&Method::POST, ["volumes", "create"]) => volume_create(&engine, req).await,
-        (&Method::GET, ["volumes"]) => volume_list(&engine, &req),
-        (&Method::DELETE, ["volumes", name]) => volume_remove(&engine, name),
-        (&Method::POST, ["networks", "create"]) => network_create(&engine, req).await,
-        (&Method::GET, ["networks"]) => network_list(&engine, &req),
-        (&Method::DELETE, ["networks", id]) => network_remove(&engine, id),
+        (&Method::POST, ["volumes", "create"]) => objects::volume_create(&engine, req).await,
+        (&Method::GET, ["volumes"]) => objects::volume_list(&engine, &req),
+        (&Method::DELETE, ["volumes", name]) => objects::volume_remove(&engine, name),
+        (&Method::POST, ["networks", "create"]) => objects::network_create(&engine, req).await,
+        (&Method::GET, ["networks"]) => objects::network_list(&engine, &req),
+        (&Method::DELETE, ["networks", id]) => objects::network_remove(&engine, id),
         (_, ["images", ..]) | (_, ["distribution", ..]) => {
             images::route(&engine, &method, &parts, req).await
         }
@@ -173,14 +173,14 @@ fn info(engine: &Engine) -> Response {
     )
 }
 
-fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && name.len() >= 2
         && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }
 
-fn string_map(v: &Value) -> HashMap<String, String> {
+pub(crate) fn string_map(v: &Value) -> HashMap<String, String> {
     v.as_object()
         .map(|o| {
             o.iter()
@@ -540,149 +540,5 @@ fn remove(engine: &Engine, id: &str, req: &Request) -> Result<Response, ApiError
         status: Status::Removed,
         ..life
     });
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-fn volume_json(v: &Volume) -> Value {
-    json!({
-        "Name": v.name,
-        "Driver": "local",
-        "Mountpoint": format!("/var/lib/docker/volumes/{}/_data", v.name),
-        "Labels": v.labels,
-        "Scope": "local",
-        "Options": {},
-        "CreatedAt": v.created_at,
-    })
-}
-
-async fn volume_create(engine: &Engine, req: Request) -> Result<Response, ApiError> {
-    let body = body_json(req).await?;
-    let name = body
-        .get("Name")
-        .and_then(Value::as_str)
-        .filter(|n| !n.is_empty())
-        .map(str::to_owned)
-        .unwrap_or_else(new_id);
-    if !valid_name(&name) {
-        return Err(ApiError::new(
-            400,
-            format!("create {name}: \"{name}\" includes invalid characters for a local volume name, only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed. If you intended to pass a host directory, use absolute path"),
-        ));
-    }
-    let mut inner = engine.lock();
-    let v = inner.volumes.entry(name.clone()).or_insert_with(|| Volume {
-        name,
-        labels: string_map(body.get("Labels").unwrap_or(&Value::Null)),
-        created_at: now(),
-    });
-    Ok(json_response(201, volume_json(v)))
-}
-
-fn volume_list(engine: &Engine, req: &Request) -> Result<Response, ApiError> {
-    let filters = parse_filters(query(req).get("filters").map(String::as_str))?;
-    let inner = engine.lock();
-    let vols: Vec<Value> = inner
-        .volumes
-        .values()
-        .filter(|v| labels_match(&v.labels, filters.get("label").map_or(&[], |x| x)))
-        .map(volume_json)
-        .collect();
-    Ok(json_response(200, json!({"Volumes": vols, "Warnings": []})))
-}
-
-fn volume_remove(engine: &Engine, name: &str) -> Result<Response, ApiError> {
-    let mut inner = engine.lock();
-    if !inner.volumes.contains_key(name) {
-        return Err(ApiError::new(404, format!("get {name}: no such volume")));
-    }
-    let users: Vec<String> = inner
-        .containers
-        .values()
-        .filter(|c| c.volumes.iter().any(|v| v == name))
-        .map(|c| c.id.clone())
-        .collect();
-    if !users.is_empty() {
-        return Err(ApiError::new(
-            409,
-            format!("remove {name}: volume is in use - [{}]", users.join(", ")),
-        ));
-    }
-    inner.volumes.remove(name);
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-async fn network_create(engine: &Engine, req: Request) -> Result<Response, ApiError> {
-    let body = body_json(req).await?;
-    let Some(name) = body.get("Name").and_then(Value::as_str).map(str::to_owned) else {
-        return Err(ApiError::new(400, "network name is required"));
-    };
-    let mut inner = engine.lock();
-    if inner.networks.values().any(|n| n.name == name) {
-        return Err(ApiError::new(
-            409,
-            format!("network with name {name} already exists"),
-        ));
-    }
-    let id = new_id();
-    inner.networks.insert(
-        id.clone(),
-        Network {
-            id: id.clone(),
-            name,
-            driver: body
-                .get("Driver")
-                .and_then(Value::as_str)
-                .unwrap_or("bridge")
-                .to_owned(),
-            labels: string_map(body.get("Labels").unwrap_or(&Value::Null)),
-            created_at: now(),
-        },
-    );
-    Ok(json_response(201, json!({"Id": id, "Warning": ""})))
-}
-
-fn network_list(engine: &Engine, req: &Request) -> Result<Response, ApiError> {
-    let filters = parse_filters(query(req).get("filters").map(String::as_str))?;
-    let inner = engine.lock();
-    let out: Vec<Value> = inner
-        .networks
-        .values()
-        .filter(|n| labels_match(&n.labels, filters.get("label").map_or(&[], |x| x)))
-        .filter(|n| {
-            filters
-                .get("name")
-                .is_none_or(|names| names.iter().any(|x| n.name.contains(x.as_str())))
-        })
-        .map(|n| {
-            json!({
-                "Name": n.name, "Id": n.id, "Created": n.created_at, "Scope": "local",
-                "Driver": n.driver, "EnableIPv6": false, "Internal": false, "Attachable": false,
-                "Ingress": false, "Containers": {}, "Options": {}, "Labels": n.labels,
-            })
-        })
-        .collect();
-    Ok(json_response(200, Value::Array(out)))
-}
-
-fn network_remove(engine: &Engine, name_or_id: &str) -> Result<Response, ApiError> {
-    let mut inner = engine.lock();
-    let Some(id) = inner.network_id(name_or_id) else {
-        return Err(ApiError::new(
-            404,
-            format!("network {name_or_id} not found"),
-        ));
-    };
-    let name = inner.networks[&id].name.clone();
-    let in_use = inner.containers.values().any(|c| {
-        c.life.borrow().status == Status::Running
-            && c.network.as_deref().is_some_and(|n| n == name || n == id)
-    });
-    if in_use {
-        return Err(ApiError::new(
-            403,
-            format!("error while removing network: network {name} id {id} has active endpoints"),
-        ));
-    }
-    inner.networks.remove(&id);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
