@@ -394,7 +394,7 @@ async fn scale() {
         if running >= jobs {
             break;
         }
-        if enqueued == jobs && start.elapsed().as_secs() % 5 == 0 {
+        if enqueued == jobs && start.elapsed().as_secs().is_multiple_of(5) {
             finished += reap(&s.gitlab, &mut ids, &mut failed);
             if finished > 0 {
                 // Jobs end before all ran at once: the ramp is over.

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::state::{
     exit_locked, labels_match, new_id, now, parse_filters, ApiError, Container, Engine, Life,
-    Network, Status, Volume,
+    Status, Volume,
 };
 use super::{attach, images, normalize_image, objects};
 
