@@ -1,14 +1,11 @@
 //! The `flotilla` command: flags, logging, configuration, then
 //! `flotilla::manager::run_reloadable`. Thin on purpose.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use flotilla::config::{Config, LogFormat};
-use flotilla::manager::LogReloadError;
+use flotilla::logging::{Level, Overrides};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{reload, EnvFilter, Layer};
 
 /// Exit code for a configuration that cannot be used (EX_USAGE... sysexits' EX_DATAERR family).
 const EXIT_BAD_CONFIG: u8 = 64;
@@ -20,6 +17,15 @@ const EXIT_BAD_CONFIG: u8 = 64;
     about = "Autoscaling GitLab CI runner manager for Google Compute Engine"
 )]
 struct Cli {
+    /// Log at debug level (GitLab Runner's `--debug`), whatever the file says.
+    #[arg(long, env = "RUNNER_DEBUG")]
+    debug: bool,
+    /// Log level for this run, over `log_level`: debug, info, warn, error, fatal or panic.
+    #[arg(short = 'l', long, env = "LOG_LEVEL", value_parser = ["trace", "debug", "info", "warn", "warning", "error", "fatal", "panic"])]
+    log_level: Option<String>,
+    /// Log format for this run, over `log_format`: runner, text or json.
+    #[arg(long, env = "LOG_FORMAT", value_parser = ["runner", "text", "json"])]
+    log_format: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -27,16 +33,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the manager: poll the coordinator and run jobs until stopped.
-    Run {
-        /// The configuration file.
-        #[arg(
-            short,
-            long,
-            env = "FLOTILLA_CONFIG",
-            default_value = "/etc/flotilla/config.toml"
-        )]
-        config: PathBuf,
-    },
+    Run(RunArgs),
     /// Work with configuration files.
     Config {
         #[command(subcommand)]
@@ -57,23 +54,64 @@ enum Command {
     Helper(flotilla::helper_commands::HelperCommand),
 }
 
+/// `flotilla run`, with the flags GitLab Runner's `run` takes (what `gitlab-runner install`
+/// writes into its service unit).
+#[derive(clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    config: flotilla::register::args::ConfigArg,
+    /// Change to this directory first (relative paths of the file resolve from here).
+    #[arg(short = 'd', long)]
+    working_directory: Option<PathBuf>,
+    /// The service's name (accepted for GitLab Runner's units; only logged here).
+    #[arg(short = 'n', long = "service")]
+    service: Option<String>,
+    /// Accepted for GitLab Runner's units: jobs run in containers, so this does not change
+    /// who runs them (only logged).
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    /// Accepted for GitLab Runner's units: logs go to stderr, which systemd's journal keeps.
+    #[arg(long, env = "LOG_SYSLOG")]
+    syslog: bool,
+    /// Metrics server address for this run, over `listen_address` (`host`, `host:port`).
+    #[arg(long, env = "LISTEN_ADDRESS")]
+    listen_address: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Validate a configuration file: prints warnings, and errors with key path and line.
     Check {
-        /// The file to check.
-        file: PathBuf,
+        /// The file to check (default: `-c`, `CONFIG_FILE`, then /etc/flotilla/config.toml).
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        config: flotilla::register::args::ConfigArg,
     },
 }
 
 fn main() -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let cli = Cli::parse();
+    // `FLOTILLA_CONFIG`, Flotilla's first name for it, stays an alias of `CONFIG_FILE`. Set
+    // before any thread starts.
+    if std::env::var_os("CONFIG_FILE").is_none() {
+        if let Some(path) = std::env::var_os("FLOTILLA_CONFIG") {
+            std::env::set_var("CONFIG_FILE", path);
+        }
+    }
+    flotilla::logging::install_panic_hook();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return command_line_error(e),
+    };
+    let overrides = match overrides(&cli) {
+        Ok(overrides) => overrides,
+        Err(e) => return command_line_error(e),
+    };
     match cli.command {
         Command::Config {
-            command: ConfigCommand::Check { file },
-        } => check_config(&file),
-        Command::Run { config } => run(&config),
+            command: ConfigCommand::Check { file, config },
+        } => check_config(&file.unwrap_or(config.config)),
+        Command::Run(args) => run(&args, overrides),
         Command::Helper(command) => flotilla::helper_commands::run(command),
         Command::Register(args) => registration(flotilla::register::register(*args)),
         Command::Verify(args) => registration(flotilla::register::verify(args)),
@@ -81,6 +119,71 @@ fn main() -> ExitCode {
         Command::ResetToken(args) => registration(flotilla::register::reset_token(args)),
         Command::List(args) => registration(async move { flotilla::register::list(args) }),
     }
+}
+
+/// Prints an error that ends the process before logging is set up: `error: <msg>` in text, a
+/// `fatal` JSON line otherwise (GitLab Runner's `logrus.Fatal`).
+fn fatal(format: LogFormat, msg: &str, fields: &[(&str, &str)]) {
+    let msg = match format {
+        LogFormat::Text => format!("error: {msg}"),
+        LogFormat::Json => msg.to_string(),
+    };
+    flotilla::logging::print_before_logging(format, Level::Fatal, &msg, fields);
+}
+
+/// What `--debug`, `--log-level` and `--log-format` fix for this run.
+fn overrides(cli: &Cli) -> Result<Overrides, clap::Error> {
+    let invalid = |what: &str| {
+        Cli::command().error(
+            clap::error::ErrorKind::InvalidValue,
+            format!("invalid {what}"),
+        )
+    };
+    let level = match (&cli.log_level, cli.debug) {
+        (_, true) => Some("debug".to_string()),
+        (Some(level), false) => Some(
+            flotilla::logging::tracing_level(level)
+                .ok_or_else(|| invalid("--log-level"))?
+                .to_string(),
+        ),
+        (None, false) => None,
+    };
+    let format = match &cli.log_format {
+        Some(format) => {
+            Some(flotilla::logging::parse_format(format).ok_or_else(|| invalid("--log-format"))?)
+        }
+        None => None,
+    };
+    Ok(Overrides { level, format })
+}
+
+/// A command line clap refused: help and version as clap prints them; an error in the shape
+/// the logs would have (a JSON line with `--log-format json` or `log_format = "json"`).
+fn command_line_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let format = flotilla::logging::format_before_logging(
+        &args,
+        |key| std::env::var(key).ok(),
+        std::path::Path::new(flotilla::register::args::DEFAULT_CONFIG),
+    );
+    if format == LogFormat::Text {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    // The reason, without the usage lines that follow it.
+    let msg = text.trim().trim_start_matches("error: ");
+    let msg = msg.split("\n\n").next().unwrap_or(msg);
+    flotilla::logging::print_before_logging(format, Level::Fatal, msg, &[]);
+    ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
 }
 
 /// Runs a registration command on a small runtime; its error is printed, exit code 1.
@@ -107,10 +210,19 @@ fn registration(
 }
 
 fn check_config(file: &std::path::Path) -> ExitCode {
-    match flotilla::config::check_file(file) {
-        Ok(warnings) => {
+    match Config::load(file) {
+        Ok(loaded) => {
+            let warnings = loaded.warnings;
             for warning in &warnings {
                 eprintln!("warning: {warning}");
+            }
+            for (i, runner) in loaded.config.runners.iter().enumerate() {
+                if let Some(mapping) = &runner.autoscaler {
+                    println!(
+                        "runners[{i}] {:?}: executor docker-autoscaler: {mapping}",
+                        runner.name
+                    );
+                }
             }
             println!("{}: OK ({} warnings)", file.display(), warnings.len());
             ExitCode::SUCCESS
@@ -122,21 +234,64 @@ fn check_config(file: &std::path::Path) -> ExitCode {
     }
 }
 
-fn run(path: &std::path::Path) -> ExitCode {
-    let loaded = match Config::load(path) {
+fn run(args: &RunArgs, overrides: Overrides) -> ExitCode {
+    let path = args.config.config.as_path();
+    let early_format = || {
+        overrides.format.unwrap_or_else(|| {
+            let args: Vec<std::ffi::OsString> = vec!["--config".into(), path.into()];
+            flotilla::logging::format_before_logging(&args, |_| None, path)
+        })
+    };
+    if let Some(dir) = &args.working_directory {
+        if let Err(e) = std::env::set_current_dir(dir) {
+            let msg = format!(
+                "cannot change to the working directory {}: {e}",
+                dir.display()
+            );
+            fatal(early_format(), &msg, &[]);
+            return ExitCode::FAILURE;
+        }
+    }
+    let mut loaded = match Config::load(path) {
         Ok(loaded) => loaded,
         Err(e) => {
-            eprintln!("error: cannot use {}:\n{e}", path.display());
+            let file = path.display().to_string();
+            let format = early_format();
+            let msg = match format {
+                LogFormat::Json => format!("cannot use {file}: {e}"),
+                LogFormat::Text => format!("cannot use {file}:\n{e}"),
+            };
+            fatal(format, &msg, &[("file", &file)]);
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
-    let (logging, errors) = init_logging(&loaded.config.log_level, loaded.config.log_format);
+    if let Some(address) = &args.listen_address {
+        loaded.config.listen_address = Some(flotilla::config::listen_address_with_port(address));
+    }
+    let (logging, errors) = flotilla::logging::init(
+        &loaded.config.log_level,
+        loaded.config.log_format,
+        overrides,
+    );
     for warning in &loaded.warnings {
         tracing::warn!(%warning, "configuration");
     }
+<<<<<<< HEAD
     match flotilla::nofile::raise() {
         Ok((soft, hard)) => tracing::debug!(?soft, ?hard, "open files limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
+=======
+    if let Some(dir) = &args.working_directory {
+        tracing::info!(directory = %dir.display(), "working directory");
+    }
+    if args.service.is_some() || args.user.is_some() || args.syslog {
+        tracing::info!(
+            service = args.service.as_deref().unwrap_or_default(),
+            user = args.user.as_deref().unwrap_or_default(),
+            syslog = args.syslog,
+            "GitLab Runner service flags accepted: jobs run in containers whatever --user says, and logs go to stderr (the journal)"
+        );
+>>>>>>> main
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -144,7 +299,7 @@ fn run(path: &std::path::Path) -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            tracing::error!(error = %e, "cannot start the async runtime");
             return ExitCode::FAILURE;
         }
     };
@@ -184,73 +339,7 @@ fn run(path: &std::path::Path) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "flotilla stopped on an error");
-            eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
-}
-
-/// The logging filter for `level`: the HTTP and Docker client crates log request bodies
-/// (container environments, tokens) at debug, so they stay at warn whatever the level.
-fn log_filter(level: &str) -> Result<EnvFilter, LogReloadError> {
-    let directives = format!(
-        "{level},bollard=warn,hyper=warn,hyper_util=warn,reqwest=warn,h2=warn,rustls=warn,tower=warn,axum=warn"
-    );
-    EnvFilter::try_new(&directives).map_err(|source| LogReloadError::Level {
-        level: level.to_string(),
-        source,
-    })
-}
-
-/// The output layer for `format` (stderr).
-fn log_output<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-{
-    // Colours only on a terminal: journald and log files get plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let layer = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
-    match format {
-        LogFormat::Json => layer.json().boxed(),
-        LogFormat::Text => layer.boxed(),
-    }
-}
-
-/// Starts logging at `level` in `format`; returns what a configuration reload calls to change
-/// both (tracing-subscriber's reload layers: the filter and the output layer are swapped live),
-/// and the counter of warnings and errors logged (`gitlab_runner_errors_total`).
-fn init_logging(
-    level: &str,
-    format: LogFormat,
-) -> (
-    flotilla::manager::LogReload,
-    flotilla::metrics::ErrorCounter,
-) {
-    let filter = log_filter(level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let (filter, filter_handle) = reload::Layer::new(filter);
-    let (output, output_handle) = reload::Layer::new(log_output(format));
-    let errors = flotilla::metrics::ErrorCounter::new();
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(errors.layer())
-        .with(output)
-        .init();
-    let reload = std::sync::Arc::new(move |level: &str, format: LogFormat| {
-        let filter = log_filter(level)?;
-        filter_handle
-            .reload(filter)
-            .map_err(|source| LogReloadError::Swap {
-                what: "level",
-                source,
-            })?;
-        output_handle
-            .reload(log_output(format))
-            .map_err(|source| LogReloadError::Swap {
-                what: "format",
-                source,
-            })
-    });
-    (reload, errors)
 }

@@ -87,6 +87,7 @@ pub(super) const RUNNER: Section = Section {
         // Flotilla's own table (docker+machine only).
         "gce",
         "cache",
+        "autoscaler",
     ],
     ignored: &[
         "tls-ca-file",
@@ -114,7 +115,6 @@ pub(super) const RUNNER: Section = Section {
         "custom_build_dir",
         "referees",
         "artifact",
-        "autoscaler",
         "instance",
         "kubernetes",
         "custom",

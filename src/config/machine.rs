@@ -36,6 +36,10 @@ pub struct MachineConfig {
     pub autoscaling: Vec<AutoscalingPeriod>,
     /// `IdleCountPolicy` (Flotilla's key): a fixed IdleCount, or a warm pool that follows demand.
     pub idle_count_policy: IdleCountPolicy,
+    /// VM names start with `runner-<short token>-`, as GitLab Runner's docker+machine names
+    /// them (true); false for a carried-over docker-autoscaler instance group, whose VMs are
+    /// named `<group>-<id>` as the group's are.
+    pub runner_name_prefix: bool,
 }
 
 /// `IdleCountPolicy`: how many idle VMs a docker+machine runner keeps.
@@ -127,6 +131,7 @@ pub(super) fn build(
             .map(|period| autoscaling(d, period))
             .collect(),
         idle_count_policy: idle_count_policy(d, raw.idle_count_policy, &p("IdleCountPolicy")),
+        runner_name_prefix: true,
     };
     let carried = DriverOptions {
         driver: raw.machine_driver.filter(|f| !f.value.trim().is_empty()),

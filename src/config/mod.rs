@@ -13,6 +13,8 @@
 //! the two stages on `global`, reading then building. Both record every problem and go on, so
 //! one run reports them all.
 
+mod autoscaler;
+mod autoscaler_policy;
 mod cache;
 mod diag;
 mod diff;
@@ -23,6 +25,7 @@ mod gce_checks;
 mod gce_names;
 mod global;
 mod known_keys;
+mod known_keys_autoscaler;
 mod machine;
 mod machine_options;
 mod runner;
@@ -33,10 +36,13 @@ mod units;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_autoscaler;
+#[cfg(test)]
 mod tests_machine;
 
 use std::path::Path;
 
+pub use autoscaler::{AutoscalerMapping, INSTANCE_GROUP_LABEL};
 pub use cache::{CacheConfig, CacheStorage, GcsCacheConfig, GcsCredentials};
 pub use diff::{diff, restart_required};
 pub use docker::{DockerConfig, PullPolicy, DEFAULT_WAIT_FOR_SERVICES};
@@ -46,6 +52,7 @@ pub use global::{Config, LogFormat, DEFAULT_STATE_DIR};
 pub use machine::{AutoscalingPeriod, IdleCountPolicy, MachineConfig};
 pub use runner::{short_token, ExecutorKind, RunnerConfig, RunnerIdentity};
 pub use secret::Secret;
+pub use units::with_default_port as listen_address_with_port;
 
 /// A configuration that loaded, and the warnings about keys it ignored.
 #[derive(Debug, Clone)]

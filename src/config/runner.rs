@@ -2,12 +2,14 @@
 //! Owns the entry whole: its validated type ([`RunnerConfig`]), its raw struct, its reading from
 //! the TOML table and its building. Each sub-table is owned by its own section file and called
 //! from here: `docker` (`[runners.docker]`), `machine` and `gce` with `machine_options`
-//! (`docker+machine` only), `cache`.
+//! (`docker+machine` only), `autoscaler` (`docker-autoscaler`, carried over onto the
+//! docker+machine code path, with `gce`), `cache`.
 
 use std::time::Duration;
 
 use toml_edit::Item;
 
+use super::autoscaler::{AutoscalerMapping, RawAutoscaler};
 use super::cache::{CacheConfig, RawCache};
 use super::diag::Diagnostics;
 use super::docker::{DockerConfig, RawDocker};
@@ -20,10 +22,13 @@ use super::toml_read::{
     check_keys, check_keys_quietly, datetime, integer, is_empty, string, string_list, Field, Scope,
 };
 use super::units::{self, to_usize};
-use super::{cache, docker, gce, machine, machine_options};
+use super::{autoscaler, cache, docker, gce, machine, machine_options};
 
 /// The executor whose `[runners.machine]` and `[runners.gce]` are read.
 const DOCKER_MACHINE: &str = "docker+machine";
+/// GitLab Runner's successor to docker+machine, whose `[runners.autoscaler]` (and Flotilla's
+/// `[runners.gce]`) are read and carried over onto the docker+machine code path.
+const DOCKER_AUTOSCALER: &str = "docker-autoscaler";
 
 /// `executor`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +138,9 @@ pub struct RunnerConfig {
     pub gce: Option<GceConfig>,
     /// `[runners.cache]`: where job caches are kept.
     pub cache: CacheConfig,
+    /// How a `docker-autoscaler` runner's `[runners.autoscaler]` was carried over onto the
+    /// docker+machine code path (`executor` is then [`ExecutorKind::DockerMachine`]).
+    pub autoscaler: Option<AutoscalerMapping>,
 }
 
 impl RunnerConfig {
@@ -209,30 +217,43 @@ pub(super) struct RawRunner {
     pub gce: Option<RawGce>,
     /// `[runners.cache]`.
     pub cache: Option<RawCache>,
+    /// `[runners.autoscaler]`, read only with executor `docker-autoscaler`.
+    pub autoscaler: Option<RawAutoscaler>,
 }
 
 /// Reads one `[[runners]]` entry and the sub-tables its executor uses.
 pub(super) fn read(d: &mut Diagnostics, s: Scope<'_>) -> RawRunner {
     check_keys(d, &s, &known_keys::RUNNER);
-    let (machine, gce) = if s.table.get("executor").and_then(Item::as_str) == Some(DOCKER_MACHINE) {
+    let executor = s.table.get("executor").and_then(Item::as_str);
+    let autoscaler = match executor {
+        Some(DOCKER_AUTOSCALER) => s
+            .sub_table(d, "autoscaler")
+            .map(|a| autoscaler::read(d, &a)),
+        _ => {
+            if let Some(item) = s.table.get("autoscaler").filter(|i| !is_empty(i)) {
+                let line = d.line_of(item.span(), s.line);
+                d.warn(line, &s.child_path("autoscaler"), WarningKind::NotSupported);
+            }
+            None
+        }
+    };
+    let (machine, gce) = if executor == Some(DOCKER_MACHINE) {
         (
             s.sub_table(d, "machine").map(|m| machine::read(d, &m)),
             s.sub_table(d, "gce").map(|g| gce::read(d, &g)),
         )
+    } else if executor == Some(DOCKER_AUTOSCALER) {
+        ignore_machine(d, &s);
+        (None, s.sub_table(d, "gce").map(|g| gce::read(d, &g)))
     } else {
         if s.table.contains_key("gce") {
             d.error(
                 s.key_line(d, "gce"),
                 &s.child_path("gce"),
-                "[runners.gce] requires executor \"docker+machine\"",
+                "[runners.gce] requires executor \"docker+machine\" or \"docker-autoscaler\"",
             );
         }
-        if let Some(machine) = s.sub_table(d, "machine") {
-            check_machine(d, &machine);
-            if !is_empty(machine_item(&s)) {
-                d.warn(machine.line, &machine.path, WarningKind::NotSupported);
-            }
-        }
+        ignore_machine(d, &s);
         (None, None)
     };
     let cache = s.sub_table(d, "cache").map(|c| cache::read(d, &c));
@@ -260,6 +281,17 @@ pub(super) fn read(d: &mut Diagnostics, s: Scope<'_>) -> RawRunner {
         machine,
         gce,
         cache,
+        autoscaler,
+    }
+}
+
+/// `[runners.machine]` of an executor that does not read it: checked, then one warning.
+fn ignore_machine(d: &mut Diagnostics, s: &Scope<'_>) {
+    if let Some(machine) = s.sub_table(d, "machine") {
+        check_machine(d, &machine);
+        if !is_empty(machine_item(s)) {
+            d.warn(machine.line, &machine.path, WarningKind::NotSupported);
+        }
     }
 }
 
@@ -331,7 +363,8 @@ pub(super) fn build(d: &mut Diagnostics, r: RawRunner) -> RunnerConfig {
             Secret::default()
         }
     };
-    let limit = match r.limit {
+    let mut autoscaler_mapping = None;
+    let mut limit = match r.limit {
         Some(f) if f.value < 0 => {
             d.error(
                 f.line,
@@ -351,6 +384,7 @@ pub(super) fn build(d: &mut Diagnostics, r: RawRunner) -> RunnerConfig {
         let message = format!("invalid entry {entry:?}: expected KEY=value");
         d.error(environment_line, &p("environment"), message);
     }
+    let autoscaled = r.executor.as_ref().map(|f| f.value.as_str()) == Some(DOCKER_AUTOSCALER);
     let executor = executor(d, r.executor, r.line, &p("executor"));
     let network_line = r.docker.network_mode.as_ref().map(|f| f.line);
     let on_vm = executor == ExecutorKind::DockerMachine;
@@ -366,8 +400,18 @@ pub(super) fn build(d: &mut Diagnostics, r: RawRunner) -> RunnerConfig {
                     WarningKind::HostNetworkOnVm,
                 );
             }
-            let (machine, gce) = docker_machine(d, r.machine, r.gce, &r.path, r.line);
-            (Some(machine), gce)
+            if autoscaled {
+                let (machine, gce, mapping, max_instances) =
+                    docker_autoscaler(d, r.autoscaler, r.gce, &r.path, r.line);
+                if max_instances > 0 && (limit == 0 || max_instances < limit) {
+                    limit = max_instances;
+                }
+                autoscaler_mapping = Some(mapping);
+                (Some(machine), gce)
+            } else {
+                let (machine, gce) = docker_machine(d, r.machine, r.gce, &r.path, r.line);
+                (Some(machine), gce)
+            }
         }
     };
     RunnerConfig {
@@ -404,6 +448,7 @@ pub(super) fn build(d: &mut Diagnostics, r: RawRunner) -> RunnerConfig {
         machine,
         gce,
         cache: cache::build(d, r.cache),
+        autoscaler: autoscaler_mapping,
     }
 }
 
@@ -475,20 +520,51 @@ fn docker_machine(
     (machine, gce)
 }
 
+/// A `docker-autoscaler` runner on the docker+machine code path: its warm-pool policy, its GCE
+/// definition (`[runners.gce]` over what `plugin_config` gives), the mapping in words and
+/// `max_instances`.
+fn docker_autoscaler(
+    d: &mut Diagnostics,
+    raw: Option<RawAutoscaler>,
+    table: Option<RawGce>,
+    runner_path: &str,
+    runner_line: usize,
+) -> (MachineConfig, Option<GceConfig>, AutoscalerMapping, usize) {
+    let carried = autoscaler::build(d, raw, runner_path, runner_line);
+    let (mut machine, _) = machine::build(d, Some(carried.machine), runner_path, runner_line);
+    machine.runner_name_prefix = false;
+    let mut table = table.unwrap_or_else(|| RawGce {
+        line: runner_line,
+        path: format!("{runner_path}.gce"),
+        ..RawGce::default()
+    });
+    table.credentials_file = table.credentials_file.or(carried.credentials_file);
+    table.endpoint = table.endpoint.or(carried.endpoint);
+    let gce =
+        gce::build(d, Some(table), Some(carried.gce), runner_path, runner_line).map(|mut g| {
+            g.docker_machine_tag = false;
+            let group = carried.mapping.instance_group.clone();
+            g.labels
+                .insert(autoscaler::INSTANCE_GROUP_LABEL.to_string(), group);
+            g
+        });
+    (machine, gce, carried.mapping, carried.max_instances)
+}
+
 fn executor(
     d: &mut Diagnostics,
     f: Option<Field<String>>,
     line: usize,
     path: &str,
 ) -> ExecutorKind {
-    const SUPPORTED: &str = "supported executors: docker+machine, docker";
+    const SUPPORTED: &str = "supported executors: docker+machine, docker-autoscaler, docker";
     let Some(f) = f else {
         d.error(line, path, format!("required: {SUPPORTED}"));
         return ExecutorKind::Docker;
     };
     match f.value.as_str() {
         "docker" => ExecutorKind::Docker,
-        "docker+machine" => ExecutorKind::DockerMachine,
+        DOCKER_MACHINE | DOCKER_AUTOSCALER => ExecutorKind::DockerMachine,
         other => {
             let message = format!("executor {other:?} is not supported; {SUPPORTED}");
             d.error(f.line, path, message);

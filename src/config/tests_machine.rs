@@ -512,7 +512,7 @@ fn gce_with_the_docker_executor_is_an_error() {
     let errors = errors(&text);
     assert_eq!(
         errors,
-        vec!["config.toml:9: runners[0].gce: [runners.gce] requires executor \"docker+machine\""]
+        vec!["config.toml:9: runners[0].gce: [runners.gce] requires executor \"docker+machine\" or \"docker-autoscaler\""]
     );
 }
 
@@ -557,6 +557,7 @@ fn example_docker_machine_runner_loads() {
         .expect("a commented docker+machine example");
     let runner: String = EXAMPLE[start..]
         .lines()
+        .take_while(|line| !line.trim().is_empty())
         .filter_map(|line| line.trim_start().strip_prefix("# "))
         .filter(|line| !line.starts_with('#') && !line.starts_with("--"))
         .map(|line| format!("{line}\n"))

@@ -143,7 +143,7 @@ pub(super) fn parse_cpus(text: &str) -> Result<i64, UnitError> {
 }
 
 /// Adds GitLab Runner's default port to a `listen_address` that names only a host.
-pub(super) fn with_default_port(address: &str) -> String {
+pub fn with_default_port(address: &str) -> String {
     if let Some(rest) = address.strip_prefix('[') {
         return if rest.contains("]:") {
             address.to_string()

@@ -118,8 +118,10 @@ impl Coordinator {
         let response = match sent {
             Ok(response) => response,
             Err(e) => {
-                tracing::warn!(url = %crate::redact::url(&url), runner = %labels.runner, error = %e, "job request failed");
-                return RequestOutcome::Unhealthy(e.to_string());
+                // The whole cause chain: reqwest's own message is only "error sending request".
+                let error = crate::error_chain::chain(&e);
+                tracing::warn!(url = %crate::redact::url(&url), runner = %labels.runner, %error, "job request failed");
+                return RequestOutcome::Unhealthy(error);
             }
         };
         let status = response.status().as_u16();

@@ -127,6 +127,18 @@ fn volume_target(volume: &str) -> &str {
 }
 
 impl BuildContainer<'_> {
+    /// The job's labels with GitLab Runner's container `type`: `build` for the job's image,
+    /// `predefined` for the helper (GitLab Runner's name for its helper-image containers).
+    fn container_labels(&self) -> HashMap<String, String> {
+        let mut labels = self.labels.clone();
+        let (key, value) = super::gitlab_labels::type_label(match self.role {
+            Role::Build => "build",
+            Role::Helper => "predefined",
+        });
+        labels.insert(key, value);
+        labels
+    }
+
     /// The create request: `sh -c <bash detection>` reading its script from stdin.
     fn body(&self) -> ContainerCreateBody {
         let mut mounts = vec![Mount {
@@ -171,7 +183,7 @@ impl BuildContainer<'_> {
             }),
             entrypoint: self.entrypoint.clone(),
             user: self.user.clone(),
-            labels: Some(self.labels.clone()),
+            labels: Some(self.container_labels()),
             attach_stdin: Some(true),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
@@ -368,6 +380,20 @@ mod tests {
             labels: &labels,
         };
         let body = spec.body();
+        let kind = |body: &ContainerCreateBody| {
+            body.labels.as_ref().unwrap()["com.gitlab.gitlab-runner.type"].clone()
+        };
+        assert_eq!(kind(&body), "build");
+        assert_eq!(
+            kind(
+                &BuildContainer {
+                    role: Role::Helper,
+                    ..spec
+                }
+                .body()
+            ),
+            "predefined"
+        );
         assert_eq!(body.env, None);
         assert_eq!(body.open_stdin, Some(true));
         assert_eq!(body.stdin_once, Some(true));

@@ -10,6 +10,7 @@ use super::auth::{self, RegistryAuths};
 use super::cleanup::{self, Names};
 use super::container::BUILDS_DIR;
 use super::error::ExecError;
+use super::gitlab_labels;
 use super::section::RunnerLog;
 use super::{JobOutcome, JobRun};
 use crate::config::DockerConfig;
@@ -82,13 +83,21 @@ impl<'a> JobCtx<'a> {
             run,
             names,
             log: RunnerLog::new(run.trace.clone(), run.job.features.trace_sections),
-            labels: cleanup::labels(&run.labels),
+            labels: {
+                let mut labels = cleanup::labels(&run.labels);
+                labels.extend(gitlab_labels::job_labels(
+                    &run.job,
+                    &run.variables,
+                    &run.labels,
+                ));
+                labels
+            },
             deadline: crate::time::deadline_after(timeout),
             helper: tokio::sync::OnceCell::new(),
         }
     }
 
-    /// The labels every object of the job carries.
+    /// The labels every object of the job carries: Flotilla's and GitLab Runner's.
     pub(super) fn labels(&self) -> &HashMap<String, String> {
         &self.labels
     }

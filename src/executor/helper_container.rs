@@ -102,6 +102,7 @@ impl JobCtx<'_> {
                     // cleanup leaves it.
                     let mut labels = self.labels().clone();
                     labels.remove(super::LABEL_JOB_ID);
+                    labels.extend([super::gitlab_labels::type_label("cache")]);
                     container::create_volume(self.docker, volume, &labels).await?;
                 }
                 BuildContainer {

@@ -27,6 +27,7 @@ mod container;
 mod ctx;
 mod error;
 mod git;
+mod gitlab_labels;
 mod helper_container;
 mod helper_load;
 mod image_glob;
@@ -42,6 +43,7 @@ mod timeouts;
 
 pub use allowed::{check_job as check_allowed, Refusal};
 pub use cleanup::{LABEL_JOB_ID, LABEL_MANAGED, LABEL_MANAGER, LABEL_RUN, LABEL_RUNNER, LABEL_VM};
+pub use gitlab_labels::PREFIX as GITLAB_LABEL_PREFIX;
 pub use leftovers::{remove_leftovers, Leftovers};
 pub use services::{LABEL_SERVICE, LABEL_TYPE};
 

@@ -31,7 +31,9 @@ impl JobCtx<'_> {
             &self.auths,
         )
         .await?;
-        container::create_volume(self.docker, &self.names.builds_volume, self.labels()).await?;
+        let mut volume_labels = self.labels().clone();
+        volume_labels.extend([super::gitlab_labels::type_label("cache")]);
+        container::create_volume(self.docker, &self.names.builds_volume, &volume_labels).await?;
         if self.settings.network_mode.is_none() {
             container::create_network(self.docker, &self.names.network, self.labels()).await?;
         }

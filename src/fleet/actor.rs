@@ -298,7 +298,7 @@ impl Actor {
             .map_or(0, |d| d.as_secs());
         let unique = names::unique_id(unix, rand::random());
         let name =
-            match names::machine_name(&self.s.short_token, &self.s.machine.machine_name, &unique) {
+            match names::machine_name(self.s.name_token(), &self.s.machine.machine_name, &unique) {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::error!(runner = %self.s.short_token, error = %e, "cannot name a VM");

@@ -247,6 +247,14 @@ impl FleetSettings {
         })
     }
 
+    /// The short token VM names start with (`runner-<it>-`), unless MachineName is the whole
+    /// name (a carried-over docker-autoscaler instance group).
+    pub fn name_token(&self) -> Option<&str> {
+        self.machine
+            .runner_name_prefix
+            .then_some(self.short_token.as_str())
+    }
+
     /// Checks what the pool relies on: a `%s` in MachineName, periods that parse, at least one
     /// zone, label values GCE accepts.
     pub fn validate(&self) -> Result<(), FleetError> {
@@ -255,7 +263,7 @@ impl FleetSettings {
             reason,
         };
         schedule::Schedule::new(&self.machine).map_err(|e| fail(e.to_string()))?;
-        names::machine_name(&self.short_token, &self.machine.machine_name, "0-00000000")
+        names::machine_name(self.name_token(), &self.machine.machine_name, "0-00000000")
             .map_err(|e| fail(e.to_string()))?;
         if self.gce.zones.is_empty() {
             return Err(fail("[runners.gce] zones is empty".into()));

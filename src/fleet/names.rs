@@ -51,14 +51,19 @@ pub fn unique_id(unix_secs: u64, random: u32) -> String {
     format!("{unix_secs}-{random:08x}")
 }
 
-/// Makes an instance name: `runner-<short token>-<template with %s = unique>`, lowercased, other
+/// Makes an instance name: `runner-<short token>-<template with %s = unique>` (without the
+/// `runner-<short token>-` prefix when `short_token` is `None`), lowercased, other
 /// characters mapped to `-`, trimmed to 63 characters by shortening the template's fixed parts
 /// (never the unique part), and checked against GCE's rule.
-pub fn machine_name(short_token: &str, template: &str, unique: &str) -> Result<String, NameError> {
+pub fn machine_name(
+    short_token: Option<&str>,
+    template: &str,
+    unique: &str,
+) -> Result<String, NameError> {
     let Some((before, after)) = template.split_once("%s") else {
         return Err(NameError::NoPlaceholder(template.to_string()));
     };
-    let prefix = format!("runner-{}-", sanitize(short_token));
+    let prefix = short_token.map_or_else(String::new, |t| format!("runner-{}-", sanitize(t)));
     let mut before = sanitize(before);
     let mut after = sanitize(&after.replace("%s", ""));
     let fixed = prefix.len() + unique.len();
@@ -134,7 +139,7 @@ mod tests {
             ("abc", "no-placeholder", Err(())),
         ];
         for (token, template, want) in cases {
-            let got = machine_name(token, template, &u);
+            let got = machine_name(Some(token), template, &u);
             match want {
                 Ok(w) => assert_eq!(got.as_deref(), Ok(*w), "{token} {template}"),
                 Err(()) => assert!(got.is_err(), "{token} {template}: {got:?}"),
@@ -143,10 +148,17 @@ mod tests {
     }
 
     #[test]
+    fn without_a_token_the_template_is_the_whole_name() {
+        let u = unique_id(1_700_000_000, 1);
+        let name = machine_name(None, "ci-runners-group-%s", &u).unwrap();
+        assert_eq!(name, format!("ci-runners-group-{u}"));
+    }
+
+    #[test]
     fn long_templates_are_trimmed_but_keep_the_unique_part() {
         let u = unique_id(1_700_000_000, 1);
         let name = machine_name(
-            "abcdefghi",
+            Some("abcdefghi"),
             &format!("{}-%s-{}", "x".repeat(50), "y".repeat(50)),
             &u,
         )

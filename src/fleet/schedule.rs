@@ -184,6 +184,7 @@ mod tests {
             machine_name: "m-%s".into(),
             autoscaling: periods,
             idle_count_policy: Default::default(),
+            runner_name_prefix: true,
         }
     }
 

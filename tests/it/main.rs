@@ -4,6 +4,8 @@
 //! - `architecture`: the import graph of `src/` has no cycle and no file is over 500 lines of logic.
 //! - `artifacts`: jobs uploading artifacts and dependencies downloading them (helper image).
 //! - `cache`: job caches end to end (local volume; GCS through the fake with signed URLs).
+//! - `cli`: issue 15's logs and command line through the binary (JSON log lines, global log
+//!   flags, `CONFIG_FILE`, GitLab Runner's service unit flags).
 //! - `cloud_gce`: the GCE `Cloud` against the fake Compute Engine.
 //! - `support`: shared helpers (test images, Docker connection, waiting on a trace).
 //! - `harness`: a fake GitLab, a config pointing at it, the manager in-process or as a binary.
@@ -32,6 +34,7 @@
 mod architecture;
 mod artifacts;
 mod cache;
+mod cli;
 mod cloud_gce;
 mod docker_tls;
 mod executor;

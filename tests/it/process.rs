@@ -228,3 +228,52 @@ fn config_check_accepts_a_gitlab_runner_register_file_with_warnings() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("warning"), "{stderr}");
 }
+
+#[test]
+fn config_check_prints_how_a_docker_autoscaler_runner_is_carried_over() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/config_gitlab_runner_docker_autoscaler_googlecloud.toml");
+    let out = Command::new(flotilla_bin())
+        .args(["config", "check"])
+        .arg(&fixture)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    for expected in [
+        "runners[0] \"docker-autoscaler-gcp\": executor docker-autoscaler: instance group \"ci-runners-group\"",
+        "max_instances 10 → limit 10",
+        "max_use_count 1 → MaxBuilds 1",
+        "[\"* * * * sat,sun\"] (Europe/Berlin) → [[runners.machine.autoscaling]] Periods [\"* * * * * sat,sun *\"]",
+    ] {
+        assert!(stdout.contains(expected), "{expected:?} not in:\n{stdout}");
+    }
+    assert!(
+        stderr.contains("runners[0].autoscaler.instance_ready_command: ignored"),
+        "{stderr}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("capacity.toml");
+    let text = std::fs::read_to_string(&fixture)
+        .unwrap()
+        .replace("capacity_per_instance = 1", "capacity_per_instance = 4");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(flotilla_bin())
+        .args(["config", "check"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "capacity_per_instance = 4 is refused"
+    );
+    assert!(
+        stderr.contains("capacity_per_instance = 4: Flotilla runs one job per VM"),
+        "{stderr}"
+    );
+}

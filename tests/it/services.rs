@@ -399,3 +399,123 @@ async fn on_the_default_bridge_aliases_point_at_the_service_address() {
     assert!(text.contains(&format!("PONG-hello-{id}")), "{text}");
     assert!(!text.contains("probably didn't start properly"), "{text}");
 }
+
+/// GitLab Runner's labels (`com.gitlab.gitlab-runner.*`) on a running job's build and service
+/// containers, its network and its builds volume, beside Flotilla's own.
+#[tokio::test]
+async fn a_running_jobs_objects_carry_gitlab_runner_labels() {
+    use bollard::query_parameters::{
+        ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
+    };
+    use std::collections::HashMap;
+    ensure_test_images();
+    let docker = docker().await;
+    let mut job = job_with_services(
+        &["echo labelled-$((40+2))".into(), "sleep 60".into()],
+        json!([{"name": BUSYBOX, "alias": "idle", "command": ["sleep", "120"]}]),
+        json!([]),
+    )
+    .await;
+    let sha = "a".repeat(40);
+    let before_sha = "b".repeat(40);
+    job.git_info.sha = sha.clone();
+    job.git_info.before_sha = before_sha.clone();
+    job.git_info.git_ref = "main".into();
+    job.git_info.repo_url = format!(
+        "http://gitlab-ci-token:{}@127.0.0.1:1/group/svc.git",
+        "x".repeat(20)
+    );
+    job.job_info.pipeline_id = 4242;
+    let crate::executor::Started {
+        run, trace, job_id, ..
+    } = crate::executor::start(job);
+    let abort = run.abort.clone();
+    let settings = settings(None, None).await;
+    let task = {
+        let docker = docker.clone();
+        tokio::spawn(async move { run_job(&docker, &settings, run).await })
+    };
+    wait_for_text(&trace, "labelled-42", Duration::from_secs(60)).await;
+
+    let filter = HashMap::from([(
+        "label",
+        vec![format!("com.gitlab.gitlab-runner.job.id={job_id}")],
+    )]);
+    let containers = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(&filter)
+                .build(),
+        ))
+        .await
+        .expect("listing containers");
+    let mut types: Vec<String> = Vec::new();
+    for container in &containers {
+        let labels = container.labels.clone().unwrap_or_default();
+        let get = |k: &str| {
+            labels
+                .get(&format!("com.gitlab.gitlab-runner.{k}"))
+                .cloned()
+                .unwrap_or_else(|| panic!("no label {k} on {container:?}"))
+        };
+        assert_eq!(get("job.id"), job_id.to_string());
+        assert_eq!(
+            get("job.url"),
+            format!("http://127.0.0.1:1/group/svc/-/jobs/{job_id}")
+        );
+        assert_eq!(get("job.sha"), sha);
+        assert_eq!(get("job.before_sha"), before_sha);
+        assert_eq!(get("job.ref"), "main");
+        assert_eq!(get("job.timeout"), "2m0s");
+        assert_eq!(get("project.id"), "9");
+        assert_eq!(get("project.runner_id"), "0");
+        assert_eq!(get("pipeline.id"), "4242");
+        assert_eq!(get("runner.id"), "ittest");
+        assert_eq!(get("runner.local_id"), "0");
+        assert_eq!(get("runner.system_id"), "");
+        assert_eq!(get("managed"), "true");
+        assert_eq!(
+            labels.get("com.flotilla.job-id"),
+            Some(&job_id.to_string()),
+            "Flotilla's labels stay"
+        );
+        if get("type") == "service" {
+            assert_eq!(get("service"), "flotilla-test/busybox");
+            assert_eq!(get("service.version"), "latest");
+        }
+        types.push(get("type"));
+    }
+    types.sort();
+    assert_eq!(types, ["build", "service"], "{containers:?}");
+    let networks = docker
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::new().filters(&filter).build(),
+        ))
+        .await
+        .expect("listing networks");
+    assert_eq!(networks.len(), 1, "the per-job network: {networks:?}");
+    let volumes = docker
+        .list_volumes(Some(
+            ListVolumesOptionsBuilder::new().filters(&filter).build(),
+        ))
+        .await
+        .expect("listing volumes")
+        .volumes
+        .unwrap_or_default();
+    assert!(
+        volumes.iter().any(|v| v
+            .labels
+            .get("com.gitlab.gitlab-runner.type")
+            .is_some_and(|t| t == "cache")),
+        "the builds volume: {volumes:?}"
+    );
+
+    abort.cancel();
+    let outcome = tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("the job ends after an abort")
+        .expect("the job task");
+    assert_ne!(outcome, JobOutcome::Succeeded);
+    assert_nothing_left(&docker, job_id).await;
+}

@@ -276,6 +276,17 @@ impl Services<'_> {
         let mut labels = self.labels.clone();
         labels.insert(LABEL_TYPE.into(), "service".into());
         labels.insert(LABEL_SERVICE.into(), parsed.service.clone());
+        labels.extend([
+            crate::executor::gitlab_labels::type_label("service"),
+            (
+                crate::executor::gitlab_labels::key("service"),
+                parsed.service.clone(),
+            ),
+            (
+                crate::executor::gitlab_labels::key("service.version"),
+                parsed.version.clone(),
+            ),
+        ]);
         let non_empty = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
         let body = ContainerCreateBody {
             image: Some(parsed.image.clone()),

@@ -106,6 +106,13 @@ impl Services<'_> {
         }
         let mut labels = self.labels.clone();
         labels.insert(LABEL_TYPE.into(), "wait".into());
+        labels.extend([
+            crate::executor::gitlab_labels::type_label("wait"),
+            (
+                crate::executor::gitlab_labels::key("wait"),
+                service.id.clone(),
+            ),
+        ]);
         let body = ContainerCreateBody {
             image: Some(helper_image.to_string()),
             cmd: Some(cmd),

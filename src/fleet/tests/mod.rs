@@ -28,6 +28,7 @@ pub(crate) fn settings() -> FleetSettings {
             machine_name: "auto-%s".into(),
             autoscaling: vec![],
             idle_count_policy: Default::default(),
+            runner_name_prefix: true,
         },
         gce: GceConfig {
             project: "proj".into(),

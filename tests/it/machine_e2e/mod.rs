@@ -10,6 +10,7 @@
 //! least every 50 ms) and the bound is checked over every sample.
 
 mod faults;
+mod gitlab_configs;
 mod lifecycle;
 mod scaling;
 
