@@ -276,11 +276,10 @@ fn run(args: &RunArgs, overrides: Overrides) -> ExitCode {
     for warning in &loaded.warnings {
         tracing::warn!(%warning, "configuration");
     }
-<<<<<<< HEAD
     match flotilla::nofile::raise() {
         Ok((soft, hard)) => tracing::debug!(?soft, ?hard, "open files limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
-=======
+    }
     if let Some(dir) = &args.working_directory {
         tracing::info!(directory = %dir.display(), "working directory");
     }
@@ -291,7 +290,6 @@ fn run(args: &RunArgs, overrides: Overrides) -> ExitCode {
             syslog = args.syslog,
             "GitLab Runner service flags accepted: jobs run in containers whatever --user says, and logs go to stderr (the journal)"
         );
->>>>>>> main
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
