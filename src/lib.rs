@@ -19,6 +19,7 @@ pub mod lifecycle;
 pub mod logging;
 pub mod manager;
 pub mod metrics;
+pub mod nofile;
 pub mod redact;
 pub mod register;
 pub mod state;

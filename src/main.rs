@@ -280,6 +280,10 @@ fn run(args: &RunArgs, overrides: Overrides) -> ExitCode {
     for warning in &loaded.warnings {
         tracing::warn!(%warning, "configuration");
     }
+    match flotilla::nofile::raise() {
+        Ok((soft, hard)) => tracing::debug!(?soft, ?hard, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
+    }
     if let Some(dir) = &args.working_directory {
         tracing::info!(directory = %dir.display(), "working directory");
     }

@@ -2,7 +2,8 @@
 //! `gitlab_runner_concurrent` and `gitlab_runner_limit`, with GitLab Runner's names, help texts
 //! and labels. The state is set by the manager at each shutdown phase. Also the configuration
 //! file's access counters (`gitlab_runner_configuration_loaded_total`, `…_loading_error_total`,
-//! `…_saved_total`, `…_saving_error_total`, as GitLab Runner's `configfile` package).
+//! `…_saved_total`, `…_saving_error_total`, as GitLab Runner's `configfile` package), and Flotilla's
+//! `flotilla_tokio_alive_tasks` (sampled when read).
 
 use prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -57,6 +58,7 @@ pub struct ProcessMetrics {
     state: Arc<AtomicU8>,
     concurrent: IntGauge,
     limit: IntGaugeVec,
+    tasks: IntGauge,
     config: ConfigAccess,
 }
 
@@ -140,6 +142,11 @@ impl ProcessMetrics {
         registry.register(Box::new(limit.clone()))?;
         registry.register(Box::new(super::proc_self::ProcessCollector::new()?))?;
         let config = ConfigAccess::register(registry)?;
+        let tasks = IntGauge::new(
+            "flotilla_tokio_alive_tasks",
+            "Tasks alive in the manager's async runtime when /metrics was read",
+        )?;
+        registry.register(Box::new(tasks.clone()))?;
         version
             .with_label_values(&[
                 "flotilla",
@@ -159,6 +166,7 @@ impl ProcessMetrics {
             concurrent,
             limit,
             config,
+            tasks,
         };
         m.set_state(ProcessState::Starting);
         Ok(m)
@@ -187,6 +195,15 @@ impl ProcessMetrics {
     pub fn set_concurrent(&self, concurrent: usize) {
         self.concurrent
             .set(i64::try_from(concurrent).unwrap_or(i64::MAX));
+    }
+
+    /// Publishes the runtime's alive task count (`tokio::runtime::RuntimeMetrics::
+    /// num_alive_tasks`); called when `/metrics` is read. Outside a runtime it stays as it was.
+    pub fn sample_runtime(&self) {
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let alive = handle.metrics().num_alive_tasks();
+            self.tasks.set(i64::try_from(alive).unwrap_or(i64::MAX));
+        }
     }
 
     /// Publishes a runner's `limit` (0: none).

@@ -88,6 +88,7 @@ pub fn serve(
 }
 
 async fn metrics(State(source): State<Arc<StatusSource>>) -> Response {
+    source.metrics.process.sample_runtime();
     let families = source.metrics.registry.gather();
     let encoder = prometheus::TextEncoder::new();
     let mut body = Vec::new();
@@ -218,6 +219,12 @@ executor = "docker"
             body.contains("\ngitlab_runner_configuration_loaded_total 1\n"),
             "{body}"
         );
+        let tasks: i64 = body
+            .lines()
+            .find_map(|l| l.strip_prefix("flotilla_tokio_alive_tasks "))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("the alive task gauge");
+        assert!(tasks >= 1, "the server itself runs in a task: {body}");
         assert!(body.contains("runner=\"abcdefghi\""), "{body}");
         let (status, kind, html) = get(format!("{base}/status")).await;
         assert_eq!(status, 200);

@@ -9,11 +9,13 @@
 
 pub mod arrivals;
 pub mod demo;
+pub mod docker;
 pub mod gce;
 pub mod gcs;
 pub mod gitlab;
 pub mod tls_front;
 
+pub use docker::{Behaviour, DockerStats, FakeDocker, FakeDockerOptions};
 pub use gce::{FakeGce, FakeGceError, FakeGceOptions, GceFault, ZoneSpec};
 pub use gcs::{FakeGcs, TestServiceAccount};
 pub use gitlab::{

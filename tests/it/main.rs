@@ -12,6 +12,8 @@
 //! - `support`: shared helpers (test images, Docker connection, waiting on a trace).
 //! - `harness`: a fake GitLab, a config pointing at it, the manager in-process or as a binary.
 //! - `executor`: job stages in containers on the local engine.
+//! - `fake_docker`: the test kit's fake Docker Engine against bollard, the `docker` executor
+//!   and docker+machine VMs (issue 13).
 //! - `hardening`: issue 12 — leftovers of a killed process removed at start, hostile jobs.
 //! - `jobs`: whole jobs from the fake GitLab through the manager.
 //! - `lifecycle`: drains, aborts, hot reload, `kill -9` loops and the upgrade script (issue 5).
@@ -46,6 +48,7 @@ mod config_compat;
 mod docker_tls;
 mod executor;
 mod gitlab_tls;
+mod fake_docker;
 mod hardening;
 mod harness;
 mod helper_archive;
