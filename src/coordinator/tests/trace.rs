@@ -315,7 +315,7 @@ async fn tokens_never_reach_the_logs() {
         .unwrap();
     stub.wait_for("a PATCH", |r| r.iter().any(Recorded::is_patch))
         .await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), session.finish(success())).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), session.finish(success(), async {})).await;
 
     let logs = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("job_id=42"), "the logs say which job: {logs}");
