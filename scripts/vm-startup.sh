@@ -1,22 +1,30 @@
 #!/usr/bin/env bash
 # Flotilla's VM startup script (instance metadata `startup-script`): runs as root on every boot
-# and is idempotent. It makes the VM's dockerd serve the manager over mutual TLS:
+# and is idempotent. It makes the VM's dockerd serve the manager over mutual TLS, with job
+# containers kept away from the metadata server before dockerd serves anything:
 #   1. reads the TLS material the manager put in instance metadata (flotilla-docker-ca, -cert,
-#      -key; port from flotilla-docker-port, default 2376) from the metadata server and writes it
-#      to /etc/docker/flotilla/{ca,cert,key}.pem (the key 0600);
-#   2. installs Docker where the image lacks it (Debian: docker.io), uses it as is on
+#      -key; port from flotilla-docker-port, default 2376; the readiness marker's name from
+#      flotilla-ready-volume) from the metadata server and writes it to
+#      /etc/docker/flotilla/{ca,cert,key}.pem (the key 0600);
+#   2. blocks the metadata server for job containers FIRST: a DROP rule at the top of the
+#      DOCKER-USER chain (made here when dockerd has not made it yet; dockerd keeps that chain's
+#      rules). A failing iptables stops the script here: Docker is neither installed nor
+#      (re)started, and no marker is set;
+#   3. installs Docker where the image lacks it (Debian: docker.io), uses it as is on
 #      Container-Optimized OS;
-#   3. configures dockerd through /etc/docker/daemon.json (hosts: the local socket and
+#   4. configures dockerd through /etc/docker/daemon.json (hosts: the local socket and
 #      tcp://0.0.0.0:<port>, tlsverify with the files above) plus a systemd drop-in whose
 #      ExecStart is the distribution's without its -H flags (they would conflict with `hosts`);
-#   4. opens the host firewall for the port on COS (which accepts only SSH by default);
-#   5. restarts dockerd, then keeps job containers away from the metadata server (a DROP rule at
-#      the top of DOCKER-USER).
+#   5. opens the host firewall for the port on COS (which accepts only SSH by default);
+#   6. restarts dockerd and waits for it to answer;
+#   7. LAST, sets the readiness marker: the Docker volume named in flotilla-ready-volume. The
+#      manager checks it over the Docker API before it gives the VM a job, so no job starts on a
+#      VM whose isolation is not in place.
 # Note: /etc/docker/daemon.json is replaced, not merged.
 #
 # For tests: FLOTILLA_METADATA_URL overrides the attributes URL, FLOTILLA_ROOT prefixes every path
 # written or inspected (a scratch root), and FLOTILLA_DRY_RUN=1 appends system-changing commands
-# (apt-get, systemctl, iptables) to FLOTILLA_DRY_RUN_LOG (default <root>/var/log/
+# (apt-get, systemctl, iptables, docker) to FLOTILLA_DRY_RUN_LOG (default <root>/var/log/
 # flotilla-startup-dry-run.log) instead of running them; in that mode an iptables rule counts as
 # present when an earlier run logged adding it.
 set -euo pipefail
@@ -173,6 +181,15 @@ ExecStart=
 ExecStart=$(exec_start)"
 }
 
+# Whether iptables chain $1 exists (dry run: whether a run logged making it).
+chain_exists() {
+  if dry_run; then
+    [[ -f "$DRY_RUN_LOG" ]] && grep -qxF -e "iptables -w -N $1" "$DRY_RUN_LOG"
+  else
+    iptables -w -n -L "$1" >/dev/null 2>&1
+  fi
+}
+
 # Whether iptables rule "$chain $*" exists (dry run: whether a run logged adding it).
 rule_exists() {
   local chain=$1
@@ -192,8 +209,50 @@ ensure_rule() {
   if rule_exists "$chain" "$@"; then
     log "iptables: rule in $chain already present: $*"
   else
-    sys iptables -w "$op" "$chain" "$@"
+    sys iptables -w "$op" "$chain" "$@" || die "iptables -w $op $chain $* failed"
   fi
+}
+
+# Keeps job containers away from the metadata server: a DROP rule at the top of DOCKER-USER,
+# the chain dockerd sends forwarded container traffic through and never flushes. Made before
+# dockerd (re)starts; any failure ends the script.
+block_metadata_server() {
+  if ! chain_exists DOCKER-USER; then
+    sys iptables -w -N DOCKER-USER || die "iptables cannot make the DOCKER-USER chain"
+  fi
+  ensure_rule -I DOCKER-USER -d "$METADATA_IP" -j DROP
+  log "job containers cannot reach the metadata server"
+}
+
+# The readiness marker's name: metadata flotilla-ready-volume, else flotilla-ready-<hostname>.
+ready_volume() {
+  local tmp code name
+  tmp=$(mktemp)
+  code=$(fetch flotilla-ready-volume "$tmp")
+  case "$code" in
+    200) name=$(tr -d '[:space:]' <"$tmp") ;;
+    404) name="flotilla-ready-$(hostname -s)" ;;
+    *)
+      rm -f "$tmp"
+      die "metadata attribute flotilla-ready-volume: HTTP $code"
+      ;;
+  esac
+  rm -f "$tmp"
+  if ! [[ "$name" =~ ^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$ ]]; then
+    die "flotilla-ready-volume is not a volume name: '$name'"
+  fi
+  printf '%s\n' "$name"
+}
+
+# Waits (up to 2 minutes) until dockerd answers on its local socket.
+wait_for_dockerd() {
+  dry_run && return 0
+  local i
+  for ((i = 0; i < 120; i++)); do
+    docker info >/dev/null 2>&1 && return 0
+    sleep 1
+  done
+  die "dockerd does not answer after its restart"
 }
 
 main() {
@@ -203,9 +262,12 @@ main() {
   install_attribute flotilla-docker-ca "${TLS_DIR}/ca.pem" 0644
   install_attribute flotilla-docker-cert "${TLS_DIR}/cert.pem" 0644
   install_attribute flotilla-docker-key "${TLS_DIR}/key.pem" 0600
-  local port os
+  local port os marker
   port=$(docker_port)
+  marker=$(ready_volume)
   os=$(os_id)
+  # Isolation first: nothing below runs without it.
+  block_metadata_server
   install_docker
   configure_docker "$port"
   if [[ "$os" == cos ]]; then
@@ -214,12 +276,12 @@ main() {
   sys systemctl daemon-reload
   sys systemctl enable docker.service
   sys systemctl restart docker.service
-  # dockerd makes DOCKER-USER (and jumps to it from FORWARD); make sure it exists regardless.
-  if ! dry_run && ! iptables -w -n -L DOCKER-USER >/dev/null 2>&1; then
-    sys iptables -w -N DOCKER-USER
-  fi
-  ensure_rule -I DOCKER-USER -d "$METADATA_IP" -j DROP
+  wait_for_dockerd
   log "dockerd serves mutual TLS on port ${port}"
+  # The very last step: the marker the manager waits for.
+  sys docker volume create --label com.flotilla.ready=true "$marker" >/dev/null ||
+    die "cannot set the readiness marker $marker"
+  log "ready (marker volume ${marker})"
 }
 
 main "$@"

@@ -326,6 +326,7 @@ fn run(args: &RunArgs, overrides: Overrides) -> ExitCode {
             controls,
             flotilla::manager::Hooks {
                 errors: Some(errors),
+                final_update_backoff: final_update_backoff_override(),
                 ..Default::default()
             },
         )
@@ -344,4 +345,16 @@ fn run(args: &RunArgs, overrides: Overrides) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `FLOTILLA_FINAL_UPDATE_BACKOFF_MS`: the first wait between final-update attempts in
+/// milliseconds (default GitLab Runner's 1000, doubling up to 60 min). A test knob: the
+/// integration tests shorten it so a coordinator outage of seconds stands for one of minutes.
+fn final_update_backoff_override() -> Option<std::time::Duration> {
+    let ms = std::env::var("FLOTILLA_FINAL_UPDATE_BACKOFF_MS").ok()?;
+    ms.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|ms| *ms > 0)
+        .map(std::time::Duration::from_millis)
 }

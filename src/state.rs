@@ -5,53 +5,19 @@
 //! Both files are written atomically (temp file + rename) with mode 0600. Nothing else is kept:
 //! the coordinator is the truth about jobs and the cloud about VMs.
 
+mod error;
+mod write;
+
+pub use error::StateError;
+
 use crate::job::FinalState;
+use crate::trace::JobTrace;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-
-/// Why the state directory could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum StateError {
-    /// A file could not be read, written or created.
-    #[error("state directory {path}: {source}")]
-    Io {
-        /// The file or directory.
-        path: PathBuf,
-        /// What failed.
-        #[source]
-        source: std::io::Error,
-    },
-    /// `jobs.json` is not what this program writes.
-    #[error("{path} is corrupt ({source}); move it away to start")]
-    Corrupt {
-        /// The file.
-        path: PathBuf,
-        /// The decode error.
-        #[source]
-        source: serde_json::Error,
-    },
-    /// Another process holds the directory's lock (`flotilla run` on the same `state_dir`).
-    #[error(
-        "{path} is locked by another `flotilla run` on this state_dir; stop it, or give this \
-         one its own state_dir (two managers on one state_dir overwrite each other's jobs and \
-         delete each other's VMs)"
-    )]
-    Locked {
-        /// The lock file.
-        path: PathBuf,
-    },
-    /// `manager-id` (or `host-id`) holds something that cannot be an id.
-    #[error("{path} holds an invalid id {value:?}: use [a-z0-9_-], at most 63 characters")]
-    InvalidManagerId {
-        /// The file.
-        path: PathBuf,
-        /// What it holds.
-        value: String,
-    },
-}
+use write::{remove, write_atomically, write_atomically_from};
 
 /// One job received and not yet finished (an entry of `jobs.json`).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,15 +49,34 @@ impl std::fmt::Debug for RunningJob {
 }
 
 /// The opened state directory. Created once at start; shared by the job tasks.
+///
+/// Every write of `jobs.json` or of a kept trace runs on tokio's blocking threads
+/// (`spawn_blocking`), never on a runtime worker: an fsync may take long on a busy disk.
 #[derive(Clone)]
 pub struct StateDir {
     dir: PathBuf,
-    /// The in-memory copy of `jobs.json`; a std mutex because it is held only across a small
-    /// synchronous write, never across an await.
-    jobs: Arc<Mutex<Vec<RunningJob>>>,
+    /// The in-memory copy of `jobs.json` and its version; a std mutex because it is held only
+    /// to change the list and serialize it, never across an await or a write.
+    jobs: Arc<Mutex<Jobs>>,
+    /// The highest version of `jobs.json` durably written: an older snapshot is never written
+    /// over a newer one, whichever blocking write finishes first.
+    written: Arc<Mutex<u64>>,
     /// `state_dir/lock`, held (flock, exclusive) for as long as any clone lives, when opened by
     /// [`StateDir::open_exclusive`]; the kernel releases it when the process dies.
     _lock: Option<Arc<std::fs::File>>,
+}
+
+/// The jobs list with the version of its last change.
+#[derive(Default)]
+struct Jobs {
+    list: Vec<RunningJob>,
+    version: u64,
+}
+
+/// `jobs.json` serialized at one version, to be written.
+struct Snapshot {
+    version: u64,
+    bytes: Vec<u8>,
 }
 
 impl StateDir {
@@ -106,10 +91,11 @@ impl StateDir {
         let state = StateDir {
             dir: dir.to_path_buf(),
             jobs: Arc::default(),
+            written: Arc::default(),
             _lock: None,
         };
         let jobs = state.read_jobs()?;
-        *state.lock() = jobs;
+        state.lock().list = jobs;
         Ok(state)
     }
 
@@ -145,7 +131,8 @@ impl StateDir {
     }
 
     /// The manager id: `configured` when given, else the persisted one, else a new one made and
-    /// persisted now (`s_` and 12 hex digits, like GitLab Runner's `system_id`).
+    /// persisted now (`s_` and 12 hex digits, like GitLab Runner's `system_id`). Called once at
+    /// start, before any job.
     pub fn manager_id(&self, configured: Option<&str>) -> Result<String, StateError> {
         match configured {
             Some(id) => Ok(id.to_string()),
@@ -191,57 +178,132 @@ impl StateDir {
 
     /// The jobs the previous process left unfinished (read at open).
     pub fn leftover_jobs(&self) -> Vec<RunningJob> {
-        self.lock().clone()
+        self.lock().list.clone()
     }
 
     /// Records `job` as received (before it is acknowledged) and returns the guard that forgets
     /// it again, with the result of writing `jobs.json`. The guard is returned even when the
-    /// write failed: the in-memory list holds the job, and the next write carries it.
-    pub fn record_job(&self, job: RunningJob) -> (JobRecord, Result<(), StateError>) {
+    /// write failed (the caller then fails the job without running it).
+    pub async fn record_job(&self, job: RunningJob) -> (JobRecord, Result<(), StateError>) {
         let record = JobRecord {
             state: self.clone(),
             id: job.id,
             url: job.url.clone(),
-            armed: true,
+            fate: AtomicU8::new(ARMED),
         };
-        let written = self.add_job(job);
+        let written = self.add_job(job).await;
         (record, written)
     }
 
     /// Records a job as received (before it is acknowledged).
-    pub fn add_job(&self, job: RunningJob) -> Result<(), StateError> {
-        let mut jobs = self.lock();
-        jobs.retain(|j| !(j.id == job.id && j.url == job.url));
-        jobs.push(job);
-        self.write_jobs(&jobs)
+    pub async fn add_job(&self, job: RunningJob) -> Result<(), StateError> {
+        self.update(move |jobs| {
+            jobs.retain(|j| !(j.id == job.id && j.url == job.url));
+            jobs.push(job);
+        })
+        .await
     }
 
     /// Marks a recorded job as acknowledged.
-    pub fn mark_acknowledged(&self, id: i64, url: &str) -> Result<(), StateError> {
-        let mut jobs = self.lock();
-        for job in jobs.iter_mut().filter(|j| j.id == id && j.url == url) {
-            job.acknowledged = true;
+    pub async fn mark_acknowledged(&self, id: i64, url: &str) -> Result<(), StateError> {
+        self.update(|jobs| {
+            for job in jobs.iter_mut().filter(|j| j.id == id && j.url == url) {
+                job.acknowledged = true;
+            }
+        })
+        .await
+    }
+
+    /// Forgets a job (its final state was sent, or it was dropped), and its kept trace.
+    pub async fn remove_job(&self, id: i64, url: &str) -> Result<(), StateError> {
+        self.update(|jobs| jobs.retain(|j| !(j.id == id && j.url == url)))
+            .await?;
+        let trace = self.kept_trace_path(id, url);
+        blocking(move || remove(&trace)).await
+    }
+
+    /// Where the trace of a job kept with its final state is stored:
+    /// `state_dir/traces/<id>-<crc32 of the URL>.log`.
+    pub fn kept_trace_path(&self, id: i64, url: &str) -> PathBuf {
+        self.dir
+            .join("traces")
+            .join(format!("{id}-{:08x}.log", crc32fast::hash(url.as_bytes())))
+    }
+
+    /// Keeps a recorded job with the final state it could not send and a copy of its trace
+    /// (already bounded by `output_limit`): the trace first, so a kept state always has it.
+    async fn keep_pending(
+        &self,
+        id: i64,
+        url: &str,
+        state: FinalState,
+        trace: &JobTrace,
+    ) -> Result<(), StateError> {
+        let path = self.kept_trace_path(id, url);
+        let trace = trace.clone();
+        blocking(move || {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|source| StateError::Io {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
+            }
+            write_atomically_from(&path, |file| copy_trace(&trace, file))
+        })
+        .await?;
+        self.update(|jobs| {
+            for job in jobs.iter_mut().filter(|j| j.id == id && j.url == url) {
+                job.pending_final = Some(state.clone());
+            }
+        })
+        .await
+    }
+
+    /// Changes the list, then writes it (on a blocking thread).
+    async fn update(&self, change: impl FnOnce(&mut Vec<RunningJob>)) -> Result<(), StateError> {
+        let snapshot = self.change(change);
+        let state = self.clone();
+        blocking(move || state.write(snapshot)).await
+    }
+
+    /// Changes the list and writes it without waiting (from a `Drop`): on a blocking thread
+    /// inside a runtime, else here.
+    fn update_in_background(&self, change: impl FnOnce(&mut Vec<RunningJob>)) {
+        let snapshot = self.change(change);
+        let state = self.clone();
+        let write = move || {
+            if let Err(e) = state.write(snapshot) {
+                tracing::error!(error = %e, "cannot update the state directory's job list");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(write)),
+            Err(_) => write(),
         }
-        self.write_jobs(&jobs)
     }
 
-    /// Forgets a job (its final state was sent, or it was dropped).
-    pub fn remove_job(&self, id: i64, url: &str) -> Result<(), StateError> {
+    fn change(&self, change: impl FnOnce(&mut Vec<RunningJob>)) -> Snapshot {
         let mut jobs = self.lock();
-        jobs.retain(|j| !(j.id == id && j.url == url));
-        self.write_jobs(&jobs)
-    }
-
-    /// Keeps a recorded job with the final state it could not send.
-    fn keep_pending(&self, id: i64, url: &str, state: FinalState) -> Result<(), StateError> {
-        let mut jobs = self.lock();
-        for job in jobs.iter_mut().filter(|j| j.id == id && j.url == url) {
-            job.pending_final = Some(state.clone());
+        change(&mut jobs.list);
+        jobs.version += 1;
+        Snapshot {
+            version: jobs.version,
+            bytes: serde_json::to_vec_pretty(&jobs.list).unwrap_or_else(|_| b"[]".to_vec()),
         }
-        self.write_jobs(&jobs)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<RunningJob>> {
+    /// Writes `snapshot` unless a newer one is already on disk (blocking).
+    fn write(&self, snapshot: Snapshot) -> Result<(), StateError> {
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        if *written >= snapshot.version {
+            return Ok(());
+        }
+        write_atomically(&self.jobs_path(), &snapshot.bytes)?;
+        *written = snapshot.version;
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Jobs> {
         self.jobs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -259,27 +321,53 @@ impl StateDir {
             Err(source) => Err(StateError::Io { path, source }),
         }
     }
+}
 
-    fn write_jobs(&self, jobs: &[RunningJob]) -> Result<(), StateError> {
-        let bytes = serde_json::to_vec_pretty(jobs).unwrap_or_else(|_| b"[]".to_vec());
-        write_atomically(&self.jobs_path(), &bytes)
+/// Runs a blocking state write on tokio's blocking threads.
+async fn blocking(
+    write: impl FnOnce() -> Result<(), StateError> + Send + 'static,
+) -> Result<(), StateError> {
+    tokio::task::spawn_blocking(write)
+        .await
+        .unwrap_or_else(|e| Err(StateError::Writer(e.to_string())))
+}
+
+/// Copies every stored byte of `trace` into `file`, 1 MiB at a time.
+fn copy_trace(trace: &JobTrace, file: &mut std::fs::File) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut offset = 0;
+    loop {
+        let chunk = trace.read_at(offset, 1 << 20)?;
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        file.write_all(&chunk)?;
+        offset += chunk.len() as u64;
     }
 }
+
+/// The guard removes the entry when dropped.
+const ARMED: u8 = 0;
+/// The entry was kept with its final state: it outlives the guard.
+const KEPT: u8 = 1;
+/// The entry was removed on purpose: nothing left to do.
+const DONE: u8 = 2;
 
 /// A job's entry in `jobs.json`, held by its job task from receipt to the end.
 ///
 /// Made by [`StateDir::record_job`]. Dropping it removes the entry, however the task ends (a
 /// normal end, an early return, a panic, the task being dropped at shutdown), so no exit can
-/// forget it. The one way to leave the entry is [`JobRecord::keep_pending`], which consumes the
-/// guard and keeps the job with the final state that could not be sent, for a later start to
-/// deliver (GitLab Runner keeps no such record; without it a coordinator outage loses the state).
+/// forget it — unless [`JobRecord::keep_pending`] kept the job with the final state it could
+/// not send (and its trace), for a later start to deliver; then only
+/// [`JobRecord::delivered`] removes it (GitLab Runner keeps no such record; without it a
+/// coordinator outage loses the state).
 #[must_use = "dropping the record forgets the job at once"]
 pub struct JobRecord {
     state: StateDir,
     id: i64,
     url: String,
-    /// Cleared by `keep_pending`: the entry then outlives the guard.
-    armed: bool,
+    /// [`ARMED`], [`KEPT`] or [`DONE`].
+    fate: AtomicU8,
 }
 
 impl JobRecord {
@@ -289,27 +377,41 @@ impl JobRecord {
     }
 
     /// Marks the job as acknowledged (`PUT state=running` answered).
-    pub fn acknowledged(&self) -> Result<(), StateError> {
-        self.state.mark_acknowledged(self.id, &self.url)
+    pub async fn acknowledged(&self) -> Result<(), StateError> {
+        self.state.mark_acknowledged(self.id, &self.url).await
     }
 
-    /// Keeps the job in `jobs.json` with `state`, the final state it ended with and could not
-    /// send, instead of removing it on drop. The entry's
+    /// Keeps the job in `jobs.json` with `state`, the final state it ended with and has not sent
+    /// yet, and its trace beside it, so that the entry outlives the guard. The entry's
     /// [`RunningJob::pending_final`] then holds it for the next start.
-    pub fn keep_pending(mut self, state: FinalState) -> Result<(), StateError> {
-        self.armed = false;
-        self.state.keep_pending(self.id, &self.url, state)
+    pub async fn keep_pending(
+        &self,
+        state: FinalState,
+        trace: &JobTrace,
+    ) -> Result<(), StateError> {
+        self.state
+            .keep_pending(self.id, &self.url, state, trace)
+            .await?;
+        self.fate.store(KEPT, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// The final state was delivered (or the coordinator no longer wants it): forgets the job
+    /// and its kept trace now.
+    pub async fn delivered(&self) -> Result<(), StateError> {
+        self.fate.store(DONE, Ordering::SeqCst);
+        self.state.remove_job(self.id, &self.url).await
     }
 }
 
 impl Drop for JobRecord {
     fn drop(&mut self) {
-        if !self.armed {
+        if self.fate.load(Ordering::SeqCst) != ARMED {
             return;
         }
-        if let Err(e) = self.state.remove_job(self.id, &self.url) {
-            tracing::error!(job = self.id, error = %e, "cannot remove the job from the state directory");
-        }
+        let (id, url) = (self.id, self.url.clone());
+        self.state
+            .update_in_background(move |jobs| jobs.retain(|j| !(j.id == id && j.url == url)));
     }
 }
 
@@ -318,37 +420,9 @@ impl std::fmt::Debug for JobRecord {
         f.debug_struct("JobRecord")
             .field("id", &self.id)
             .field("url", &self.url)
-            .field("armed", &self.armed)
+            .field("fate", &self.fate.load(Ordering::Relaxed))
             .finish()
     }
-}
-
-/// Writes `bytes` to `path` through a temp file in the same directory, fsynced, then renamed,
-/// then the directory fsynced (without it the rename itself may be lost at a power cut), so a
-/// crash leaves either the old or the new content. Mode 0600.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
-    let tmp = path.with_extension("tmp");
-    let io = |source| StateError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    file.write_all(bytes).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| StateError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })
 }
 
 #[cfg(test)]
@@ -365,14 +439,14 @@ mod tests {
         }
     }
 
-    #[test]
-    fn jobs_survive_a_restart_until_removed() {
+    #[tokio::test]
+    async fn jobs_survive_a_restart_until_removed() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::open(dir.path()).unwrap();
-        state.add_job(job(1)).unwrap();
-        state.add_job(job(2)).unwrap();
-        state.mark_acknowledged(2, "http://gitlab").unwrap();
-        state.remove_job(1, "http://gitlab").unwrap();
+        state.add_job(job(1)).await.unwrap();
+        state.add_job(job(2)).await.unwrap();
+        state.mark_acknowledged(2, "http://gitlab").await.unwrap();
+        state.remove_job(1, "http://gitlab").await.unwrap();
         let again = StateDir::open(dir.path()).unwrap();
         let left = again.leftover_jobs();
         assert_eq!(left.len(), 1);
@@ -432,11 +506,15 @@ mod tests {
     fn a_record_forgets_its_job_when_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::open(dir.path()).unwrap();
-        let (record, written) = state.record_job(job(1));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (record, written) = rt.block_on(state.record_job(job(1)));
         written.unwrap();
-        let (other, written) = state.record_job(job(2));
+        let (other, written) = rt.block_on(state.record_job(job(2)));
         written.unwrap();
-        record.acknowledged().unwrap();
+        rt.block_on(record.acknowledged()).unwrap();
+        drop(rt);
         assert!(StateDir::open(dir.path()).unwrap().leftover_jobs()[0].acknowledged);
         drop(record);
         let left = StateDir::open(dir.path()).unwrap().leftover_jobs();
@@ -448,18 +526,61 @@ mod tests {
             .is_empty());
     }
 
-    #[test]
-    fn keep_pending_leaves_the_job_with_its_final_state() {
+    #[tokio::test]
+    async fn keep_pending_leaves_the_job_with_its_final_state_and_trace_until_delivered() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::open(dir.path()).unwrap();
-        let (record, written) = state.record_job(job(3));
+        let (record, written) = state.record_job(job(3)).await;
         written.unwrap();
+        let trace = JobTrace::new(crate::trace::TraceSettings::default()).unwrap();
+        trace.runner_line("the whole trace");
+        trace.finish();
         let final_state = FinalState::failed(crate::job::FailureReason::ScriptFailure, Some(2));
-        record.keep_pending(final_state.clone()).unwrap();
+        record
+            .keep_pending(final_state.clone(), &trace)
+            .await
+            .unwrap();
+        drop(record);
         let left = StateDir::open(dir.path()).unwrap().leftover_jobs();
-        assert_eq!(left.len(), 1);
+        assert_eq!(left.len(), 1, "a kept job outlives its guard");
         assert_eq!(left[0].id, 3);
-        assert_eq!(left[0].pending_final, Some(final_state));
+        assert_eq!(left[0].pending_final, Some(final_state.clone()));
+        let kept = state.kept_trace_path(3, "http://gitlab");
+        assert_eq!(
+            std::fs::read(&kept).unwrap(),
+            trace.read_at(0, 1 << 20).unwrap()
+        );
+
+        let (record, _) = state.record_job(job(3)).await;
+        record.keep_pending(final_state, &trace).await.unwrap();
+        record.delivered().await.unwrap();
+        drop(record);
+        assert!(StateDir::open(dir.path())
+            .unwrap()
+            .leftover_jobs()
+            .is_empty());
+        assert!(!kept.exists());
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_reported_and_an_older_snapshot_never_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        std::fs::create_dir(dir.path().join("jobs.tmp")).unwrap();
+        let (_record, written) = state.record_job(job(4)).await;
+        assert!(written.is_err(), "a write into a directory must fail");
+        std::fs::remove_dir(dir.path().join("jobs.tmp")).unwrap();
+        let old = state.change(|jobs| jobs.push(job(5)));
+        let new = state.change(|jobs| jobs.push(job(6)));
+        state.write(new).unwrap();
+        state.write(old).unwrap();
+        let ids: Vec<_> = StateDir::open(dir.path())
+            .unwrap()
+            .leftover_jobs()
+            .iter()
+            .map(|j| j.id)
+            .collect();
+        assert_eq!(ids, [4, 5, 6]);
     }
 
     #[test]

@@ -88,9 +88,16 @@ impl Coordinator {
 impl TraceSession {
     /// Stops the upload loop, sends the rest of the trace and then the final state, repeating
     /// on 202 (trace chunks pending) and on 412 (resend the whole trace); the whole exchange is
-    /// retried with backoff (`final_update_attempts`). Call it after the trace is complete
-    /// (`JobTrace::finish`). Returns once the coordinator took the state, or dropped the job.
-    pub async fn finish(self, fin: FinalState) -> Result<(), CoordinatorError> {
+    /// retried with GitLab Runner's budget (`final_update_attempts` tries, waits from
+    /// `final_update_backoff` doubling up to 60 min). `on_first_failure` is awaited once, when
+    /// the first attempt failed (the caller keeps the state for a later start there). Call it
+    /// after the trace is complete (`JobTrace::finish`). Returns once the coordinator took the
+    /// state, or dropped the job.
+    pub async fn finish<F: std::future::Future<Output = ()>>(
+        self,
+        fin: FinalState,
+        on_first_failure: F,
+    ) -> Result<(), CoordinatorError> {
         let TraceSession {
             stop, task, spare, ..
         } = self;
@@ -102,7 +109,7 @@ impl TraceSession {
                 spare
             }
         };
-        uploader.final_update(&fin).await
+        uploader.final_update(&fin, on_first_failure).await
     }
 }
 
@@ -250,7 +257,12 @@ impl Uploader {
     }
 
     /// The final update with its retries.
-    async fn final_update(&mut self, fin: &FinalState) -> Result<(), CoordinatorError> {
+    async fn final_update<F: std::future::Future<Output = ()>>(
+        &mut self,
+        fin: &FinalState,
+        on_first_failure: F,
+    ) -> Result<(), CoordinatorError> {
+        let mut on_first_failure = Some(on_first_failure);
         self.finishing = true;
         self.interval = self.client.inner.trace_interval;
         let attempts = self.client.inner.final_update_attempts;
@@ -268,13 +280,19 @@ impl Uploader {
                     return Ok(());
                 }
                 Err(last) if attempt >= attempts => {
+                    if let Some(first) = on_first_failure.take() {
+                        first.await;
+                    }
                     return Err(CoordinatorError::FinalUpdate {
                         job_id: self.target.job.id,
                         attempts,
                         last: Box::new(last),
-                    })
+                    });
                 }
                 Err(e) => {
+                    if let Some(first) = on_first_failure.take() {
+                        first.await;
+                    }
                     let wait = backoff.next().unwrap_or(FINAL_BACKOFF_MAX);
                     tracing::warn!(job_id = self.target.job.id, attempt, error = %e, wait_ms = wait.as_millis() as u64, "final update failed; retrying");
                     sleep(wait).await;

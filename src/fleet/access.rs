@@ -1,10 +1,21 @@
 //! How the fleet reaches a VM's dockerd: the [`VmDockerAccess`] trait (TLS material for a new
-//! VM, a Docker client for it, its `_ping`) and its typed error. Implemented by the manager with
+//! VM, a Docker client for it, its readiness: `_ping` and the startup script's marker) and its
+//! typed error. Implemented by the manager with
 //! the process's Docker CA (`docker::DockerCa`) and by the fleet's test fakes; the fleet never
 //! sees certificates.
 
 use async_trait::async_trait;
 use std::net::SocketAddr;
+
+/// Metadata key naming the Docker volume `scripts/vm-startup.sh` makes as its very last step,
+/// after the metadata-server block is in place and dockerd serves: the readiness marker.
+pub const READY_MARKER_KEY: &str = "flotilla-ready-volume";
+
+/// The readiness marker volume of VM `vm_name` (named per VM: one name cannot be mistaken for
+/// another VM's on a shared engine).
+pub fn ready_marker(vm_name: &str) -> String {
+    format!("flotilla-ready-{vm_name}")
+}
 
 /// The cause inside a [`VmAccessError`]: whatever the implementation's own error is.
 pub type AccessCause = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -39,6 +50,16 @@ pub enum VmAccessError {
         #[source]
         source: AccessCause,
     },
+    /// The VM's dockerd answers but its startup script has not set the readiness marker (its
+    /// isolation may not be in place).
+    #[error("VM {vm} is not ready: its startup script has not finished ({source})")]
+    NotReady {
+        /// The VM name.
+        vm: String,
+        /// What failed.
+        #[source]
+        source: AccessCause,
+    },
 }
 
 impl VmAccessError {
@@ -48,6 +69,7 @@ impl VmAccessError {
             VmAccessError::Material { .. } => "material",
             VmAccessError::Connect { .. } => "connect",
             VmAccessError::Ping { .. } => "ping",
+            VmAccessError::NotReady { .. } => "not_ready",
         }
     }
 }
@@ -63,13 +85,23 @@ pub trait VmDockerAccess: Send + Sync + 'static {
         vm_name: &str,
         addr: SocketAddr,
     ) -> Result<bollard::Docker, VmAccessError>;
-    /// Whether that dockerd answers (`_ping`); a VM becomes idle only after this succeeds.
+    /// Whether that dockerd answers (`_ping`) and the startup script finished (its marker
+    /// volume, [`ready_marker`], exists): a VM becomes idle only after this succeeds, so no job
+    /// starts on a VM whose metadata-server block is not in place. Docker API calls only.
     async fn ping(&self, vm_name: &str, docker: &bollard::Docker) -> Result<(), VmAccessError> {
         docker
             .ping()
             .await
             .map(|_| ())
             .map_err(|e| VmAccessError::Ping {
+                vm: vm_name.to_string(),
+                source: Box::new(e),
+            })?;
+        docker
+            .inspect_volume(&ready_marker(vm_name))
+            .await
+            .map(|_| ())
+            .map_err(|e| VmAccessError::NotReady {
                 vm: vm_name.to_string(),
                 source: Box::new(e),
             })

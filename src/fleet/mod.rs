@@ -34,7 +34,7 @@ pub mod zones;
 #[cfg(test)]
 mod tests;
 
-pub use access::{AccessCause, VmAccessError, VmDockerAccess};
+pub use access::{ready_marker, AccessCause, VmAccessError, VmDockerAccess, READY_MARKER_KEY};
 pub use clock::WallClock;
 pub use handle::FleetHandle;
 pub use metrics::FleetMetrics;

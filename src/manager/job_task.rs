@@ -1,7 +1,9 @@
 //! One job from receipt to final update: record it in `jobs.json`, acknowledge it (two-phase
 //! commit), start the trace upload, run it through the executor, map the outcome onto GitLab's
-//! final state ([`crate::job::final_state`]), send it, forget the job. A payload that cannot be
-//! run is acknowledged and failed with `runner_system_failure` and a trace line saying why.
+//! final state ([`crate::job::final_state`]), send it (`final_update.rs`), forget the job. A
+//! payload that cannot be run, or a job that could not be recorded in `jobs.json` (a full disk:
+//! nothing runs unrecorded), is acknowledged and failed with `runner_system_failure` and a trace
+//! line saying why.
 //!
 //! The `jobs.json` entry is a [`JobRecord`] guard held for the whole of [`JobTask::run`]: every
 //! exit, early or not, forgets the job when the guard drops. The VM lease is settled in one
@@ -80,21 +82,30 @@ impl JobTask {
             &self.info,
         );
         // Dropped on every exit below: the job leaves `jobs.json` however the task ends.
-        let (record, written) = shared.state.record_job(RunningJob {
-            id: job_id,
-            url,
-            token: self.handle.token.clone(),
-            acknowledged: false,
-            pending_final: None,
-        });
-        if let Err(e) = written {
-            tracing::error!(job = job_id, error = %e, "cannot record the job in the state directory");
+        let (record, written) = shared
+            .state
+            .record_job(RunningJob {
+                id: job_id,
+                url,
+                token: self.handle.token.clone(),
+                acknowledged: false,
+                pending_final: None,
+            })
+            .await;
+        if let Err(e) = &written {
+            tracing::error!(job = job_id, error = %e, "cannot record the job in the state directory; failing it without running it");
         }
-        self.run_recorded(&record, tracked).await;
+        self.run_recorded(&record, written.err(), tracked).await;
     }
 
-    /// [`JobTask::run`] once the job is recorded: `record` outlives every return.
-    async fn run_recorded(mut self, record: &JobRecord, tracked: crate::metrics::TrackedJob) {
+    /// [`JobTask::run`] once the job is recorded: `record` outlives every return. With
+    /// `unrecorded` (writing `jobs.json` failed), the job is failed without running.
+    async fn run_recorded(
+        mut self,
+        record: &JobRecord,
+        unrecorded: Option<crate::state::StateError>,
+        tracked: crate::metrics::TrackedJob,
+    ) {
         let shared = self.shared.clone();
         let job_id = self.handle.id;
         let parsed = JobPayload::parse(std::mem::take(&mut self.payload));
@@ -127,7 +138,7 @@ impl JobTask {
         match ack {
             AckOutcome::Accepted => {
                 tracked.acknowledged();
-                let _ = record.acknowledged();
+                let _ = record.acknowledged().await;
                 tracing::info!(job = job_id, runner = %self.runner.short_token(), pickup_ms = self.received_at.elapsed().as_millis() as u64, "job received");
             }
             AckOutcome::Abort => {
@@ -160,6 +171,13 @@ impl JobTask {
             }
         };
         let final_state = match (parsed, ack) {
+            _ if unrecorded.is_some() => {
+                let e = unrecorded.map(|e| e.to_string()).unwrap_or_default();
+                trace.system_failure(&format!(
+                    "cannot record the job in the state directory, so it is not run: {e}"
+                ));
+                FinalState::failed(FailureReason::RunnerSystemFailure, None)
+            }
             (Err(e), _) => {
                 trace.system_failure(&e.to_string());
                 tracing::warn!(job = job_id, error = %e, "malformed or unsupported job payload");
@@ -184,13 +202,7 @@ impl JobTask {
         if final_state.state == JobState::Failed {
             tracked.failed(final_state.failure_reason);
         }
-        let result = session.finish(final_state.clone()).await;
-        match result {
-            Ok(()) => {
-                tracing::info!(job = job_id, state = ?final_state.state, reason = ?final_state.failure_reason.map(|r| r.as_str()), "job finished")
-            }
-            Err(e) => tracing::error!(job = job_id, error = %e, "final job update failed"),
-        }
+        super::final_update::send_final(&shared, session, record, &trace, final_state).await;
     }
 
     /// What the runner tells the job about itself (its `CI_*` variables come from it).

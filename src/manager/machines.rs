@@ -51,11 +51,16 @@ impl VmDockerAccess for CaDockerAccess {
                 vm: vm_name.to_string(),
                 source: Box::new(e),
             })?;
-        Ok(material
+        let mut items: Vec<(String, String)> = material
             .metadata_items()
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect())
+            .collect();
+        items.push((
+            crate::fleet::READY_MARKER_KEY.to_string(),
+            crate::fleet::ready_marker(vm_name),
+        ));
+        Ok(items)
     }
 
     async fn connect(

@@ -7,6 +7,7 @@
 //! arrives), tell (cancel the request token, and for an abort the jobs' token), wait (the
 //! tracker, bounded by `shutdown_timeout` for an abort).
 
+mod final_update;
 mod job_task;
 mod machines;
 mod recovery;
@@ -75,6 +76,9 @@ pub struct Hooks {
     /// Where job traces keep their temp files; `None`: the system temp directory. Tests point
     /// it at a missing directory to make trace creation fail.
     pub trace_dir: Option<std::path::PathBuf>,
+    /// The first wait between final-update attempts; `None`: GitLab Runner's 1 s. Tests shorten
+    /// it so an outage of seconds stands for one of minutes (the waits keep doubling).
+    pub final_update_backoff: Option<Duration>,
 }
 
 /// What every runner loop and job task shares. Created once by [`run_with`].
@@ -157,6 +161,9 @@ pub async fn run_reloadable(
             .features_override
             .unwrap_or_else(FeaturesInfo::implemented),
         registry: registry.clone(),
+        final_update_backoff: hooks
+            .final_update_backoff
+            .unwrap_or(ClientSettings::default().final_update_backoff),
         ..ClientSettings::default()
     })?;
     let shared = Arc::new(Shared {

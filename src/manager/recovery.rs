@@ -1,15 +1,28 @@
-//! Crash recovery for jobs: the jobs a previous process recorded in `jobs.json` and never
-//! finished are failed at once with `runner_system_failure` (so GitLab can retry them now rather
-//! than after its stuck-job timeout), then forgotten.
+//! Crash recovery for jobs: a job a previous process recorded in `jobs.json` with the final state
+//! it could not send (`pending_final`, its trace kept beside) gets that state and trace now, in
+//! the background; every other job it never finished is failed at once with
+//! `runner_system_failure` (so GitLab can retry it now rather than after its stuck-job timeout).
+//! Either way the job is then forgotten.
 
 use super::Shared;
-use crate::coordinator::{CoordinatorError, JobCredentials, RunnerEndpoint};
+use crate::coordinator::{CoordinatorError, FinalState, JobCredentials, RunnerEndpoint};
 use crate::job::FailureReason;
+use crate::state::RunningJob;
+use crate::trace::JobTrace;
+use std::sync::Arc;
 
-/// Fails every job left in `jobs.json` by an earlier process. Errors are logged; a job whose
-/// update could not be delivered stays recorded for the next start.
-pub(super) async fn fail_leftover_jobs(shared: &Shared) {
+/// Delivers the kept final states and fails every other job left in `jobs.json` by an earlier
+/// process. Errors are logged; a job whose update could not be delivered stays recorded for the
+/// next start.
+pub(super) async fn fail_leftover_jobs(shared: &Arc<Shared>) {
     for job in shared.state.leftover_jobs() {
+        if let Some(fin) = job.pending_final.clone() {
+            let shared_for_task = shared.clone();
+            shared
+                .tracker
+                .spawn(async move { deliver_kept(&shared_for_task, job, fin).await });
+            continue;
+        }
         let credentials = JobCredentials {
             id: job.id,
             token: job.token.clone(),
@@ -22,7 +35,7 @@ pub(super) async fn fail_leftover_jobs(shared: &Shared) {
             .await
         {
             Ok(()) => {
-                let _ = shared.state.remove_job(job.id, &job.url);
+                let _ = shared.state.remove_job(job.id, &job.url).await;
             }
             // A final refusal (e.g. 400 for a job never acknowledged, 403/404 for one GitLab
             // no longer has running): there is nothing more to tell; GitLab re-assigns or has
@@ -33,11 +46,71 @@ pub(super) async fn fail_leftover_jobs(shared: &Shared) {
                     status,
                     "the coordinator refused the failure of the leftover job; forgetting it"
                 );
-                let _ = shared.state.remove_job(job.id, &job.url);
+                let _ = shared.state.remove_job(job.id, &job.url).await;
             }
             Err(e) => {
                 tracing::error!(job = job.id, error = %e, "could not fail the leftover job; will retry at the next start");
             }
+        }
+    }
+}
+
+/// Sends a kept final state with its kept trace (the coordinator's 416 tells how much of it it
+/// already holds), with the final update's whole retry budget; forgets the job once delivered.
+/// An abort stops it: the state stays kept for the start after.
+async fn deliver_kept(shared: &Shared, job: RunningJob, fin: FinalState) {
+    let credentials = JobCredentials {
+        id: job.id,
+        token: job.token.clone(),
+    };
+    let endpoint = endpoint_for(shared, &job.url);
+    let path = shared.state.kept_trace_path(job.id, &job.url);
+    let dir = shared.hooks.trace_dir.clone();
+    let restored = tokio::task::spawn_blocking(move || JobTrace::restore(&path, dir.as_deref()))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+    let trace = match restored {
+        Ok(trace) => trace,
+        Err(e) => {
+            tracing::warn!(job = job.id, error = %e, "the kept trace cannot be read; sending the final state alone");
+            match JobTrace::new_in(Default::default(), shared.hooks.trace_dir.as_deref()) {
+                Ok(trace) => {
+                    trace.finish();
+                    trace
+                }
+                Err(e) => {
+                    tracing::error!(job = job.id, error = %e, "cannot make a trace buffer; will retry at the next start");
+                    return;
+                }
+            }
+        }
+    };
+    tracing::info!(job = job.id, url = %crate::redact::url(&job.url), state = ?fin.state, "sending the final state an earlier process kept");
+    let session = match shared.coordinator.start_trace(
+        &endpoint,
+        credentials,
+        trace,
+        false,
+        &shared.tracker,
+    ) {
+        Ok(session) => session,
+        Err(e) => {
+            tracing::error!(job = job.id, error = %e, "cannot send the kept final state; will retry at the next start");
+            return;
+        }
+    };
+    tokio::select! {
+        result = session.finish(fin, async {}) => match result {
+            Ok(()) => {
+                tracing::info!(job = job.id, "kept final state delivered");
+                if let Err(e) = shared.state.remove_job(job.id, &job.url).await {
+                    tracing::error!(job = job.id, error = %e, "cannot remove the job from the state directory");
+                }
+            }
+            Err(e) => tracing::error!(job = job.id, error = %e, "the kept final state was not taken; will retry at the next start"),
+        },
+        _ = shared.abort_jobs.cancelled() => {
+            tracing::warn!(job = job.id, "stopping: the kept final state stays for the next start");
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Hardening (issue 12): what a killed process left on the engine is removed at the next start,
-//! and hostile jobs fail alone while the manager keeps running.
+//! hostile jobs fail alone while the manager (the real binary) keeps running, and a job that
+//! cannot be recorded in the state directory is failed without running.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -153,23 +154,37 @@ fn rand_suffix() -> u32 {
         .unwrap_or(7)
 }
 
-/// One manager (`concurrent = 2`, debug logs, `allowed_images`, `allowed_pull_policies`) takes a
-/// sequence of hostile jobs, then a plain one: every job gets a final state, each hostile one
-/// fails alone with a clear trace line (or runs, where the issue says it must), stored traces
-/// are byte-identical to what was sent, no secret reaches a trace, and no container is left.
-#[tokio::test]
+/// One manager (the `flotilla` binary; `concurrent = 2`, debug logs, `allowed_images`,
+/// `allowed_pull_policies`) takes a sequence of hostile jobs, then a job whose final update meets
+/// a coordinator outage, then a plain one: every job gets a final state, each hostile one fails
+/// alone with a clear trace line (or runs, where the issue says it must), stored traces are
+/// byte-identical to what was sent, no secret reaches a trace or the manager's output, no
+/// container is left, and the manager's peak RSS stays under 300 MB.
+///
+/// The outage: GitLab Runner's final-update backoff starts at 1 s and doubles, so a 90 s outage
+/// is survived on the 8th attempt. The test starts the backoff at 100 ms
+/// (`FLOTILLA_FINAL_UPDATE_BACKOFF_MS`) and makes the outage 9 s, the same schedule ten times
+/// faster, so it does not take 90 s of wall time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_jobs_fail_alone_and_the_manager_stays_up() {
     use serde_json::json;
     harness::ensure_test_image();
     let (gitlab, token) = fake_gitlab(harness::fast_trace()).await;
-    let state_dir = tempfile::tempdir().expect("tempdir");
-    let text = config_text(&gitlab.url(), &token, state_dir.path(), "", "")
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = config_text(&gitlab.url(), &token, &dir.path().join("state"), "", "")
         .replace("concurrent = 4", "concurrent = 2")
         + &format!(
             "allowed_images = [\"{TEST_IMAGE}\", \"flotilla-test/**\"]\n\
              allowed_pull_policies = [\"if-not-present\"]\n"
         );
-    let manager = InProcessManager::start_with(config(&text), state_dir, Default::default());
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(&config_path, &text).expect("write the config");
+    let mut manager = crate::process::Running::start_with_env(
+        &config_path,
+        dir.path(),
+        "hostile",
+        &[("FLOTILLA_FINAL_UPDATE_BACKOFF_MS", "100")],
+    );
     let plain = |script: &[&str]| harness::job(script, &[]);
     let secret_b64 = "ZGVwbG95OnMzY3JldC1yZWdpc3RyeS1wYXNz"; // deploy:s3cret-registry-pass
     let masked_short = "ab$c*d(e)|f'x";
@@ -237,7 +252,25 @@ async fn hostile_jobs_fail_alone_and_the_manager_stays_up() {
         let (record, trace) = harness::finished(&gitlab, id).await;
         traces.push((id, record, trace));
     }
-    // 8. Then a plain job: the manager is still up.
+    // 8. A 90 s final-update outage (9 s at a tenth of the backoff, see above).
+    gitlab.inject(testkit::Fault::FinalUpdateOutage {
+        status: 503,
+        duration: Duration::from_secs(9),
+    });
+    let outage = gitlab.enqueue(
+        &token,
+        plain(&["i=0; while [ $i -lt 2000 ]; do echo \"outage-line-$i\"; i=$((i+1)); done"]),
+    );
+    let (record, trace) = harness::finished(&gitlab, outage).await;
+    assert_eq!(record.state, testkit::JobState::Success, "{trace}");
+    assert!(trace.contains("outage-line-1999"), "{trace}");
+    assert!(
+        record.put_calls >= 3,
+        "the final update was refused and retried: {} PUTs",
+        record.put_calls
+    );
+    traces.push((outage, record, trace));
+    // 9. Then a plain job: the manager is still up.
     let last = gitlab.enqueue(&token, plain(&["echo still-up"]));
     let (record, trace) = harness::finished(&gitlab, last).await;
     assert_eq!(record.state, testkit::JobState::Success, "{trace}");
@@ -315,5 +348,70 @@ async fn hostile_jobs_fail_alone_and_the_manager_stays_up() {
             "job {id} left containers"
         );
     }
+    let peak_kib = manager.peak_rss_kib();
+    println!("hostile jobs: manager peak RSS {} MiB", peak_kib / 1024);
+    assert!(
+        peak_kib < 300 * 1024,
+        "peak RSS {peak_kib} KiB is over 300 MB"
+    );
+    manager.signal("QUIT");
+    let status = manager.wait_exit(DEADLINE).await;
+    assert!(status.success(), "{status:?}");
+    let log = manager.log();
+    assert!(log.contains("DEBUG"), "the log is at debug level");
+    assert!(
+        log.contains("its state and trace are kept in the state directory"),
+        "the outage was met and the state kept: {log}"
+    );
+    let mut secrets = vec![
+        token.clone(),
+        secret_b64.to_string(),
+        "s3cret-registry-pass".to_string(),
+        masked_short.to_string(),
+        masked_long.to_string(),
+        masked_seen.to_string(),
+        typed_secret.to_string(),
+    ];
+    secrets.extend(
+        traces
+            .iter()
+            .filter_map(|(id, _, _)| gitlab.job(*id).map(|j| j.token)),
+    );
+    for secret in &secrets {
+        assert!(
+            !log.contains(secret.as_str()),
+            "the manager's output holds a secret: {log}"
+        );
+    }
+}
+
+/// Issue 12 item 14: when the job cannot be recorded in `jobs.json` (here a directory stands
+/// where the temp file goes, as a full disk would fail the write), the job is failed with
+/// `runner_system_failure` and a trace line, and nothing of it runs.
+#[tokio::test]
+async fn a_job_that_cannot_be_recorded_is_failed_without_running() {
+    harness::ensure_test_image();
+    let (gitlab, token) = fake_gitlab(harness::fast_trace()).await;
+    let state_dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(state_dir.path().join("jobs.tmp")).expect("block jobs.json writes");
+    let text = config_text(&gitlab.url(), &token, state_dir.path(), "", "");
+    let manager = InProcessManager::start_with(config(&text), state_dir, Default::default());
+    let id = gitlab.enqueue(&token, harness::job(&["echo this-must-not-run"], &[]));
+    let (record, trace) = harness::finished(&gitlab, id).await;
+    assert_eq!(record.state, testkit::JobState::Failed, "{trace}");
+    assert_eq!(
+        record.failure_reason.as_deref(),
+        Some("runner_system_failure"),
+        "{trace}"
+    );
+    assert!(
+        trace.contains("cannot record the job in the state directory, so it is not run"),
+        "{trace}"
+    );
+    assert!(
+        !trace.contains("this-must-not-run"),
+        "the script ran: {trace}"
+    );
+    assert!(harness::containers_of_job(&token, id).is_empty());
     manager.drain().await;
 }

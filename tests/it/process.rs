@@ -3,7 +3,7 @@
 
 use crate::harness::*;
 use std::io::Read;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 use testkit::{FakeGitlabOptions, JobState};
 
@@ -19,16 +19,39 @@ impl Running {
         dir: &std::path::Path,
         name: &str,
     ) -> Running {
+        Running::start_with_env(config_path, dir, name, &[])
+    }
+
+    /// [`Running::start`] with extra environment variables; stdout and stderr both go to the
+    /// log file.
+    pub(crate) fn start_with_env(
+        config_path: &std::path::Path,
+        dir: &std::path::Path,
+        name: &str,
+        env: &[(&str, &str)],
+    ) -> Running {
         let log_path = dir.join(format!("{name}.log"));
         let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(flotilla_bin())
             .args(["run", "--config"])
             .arg(config_path)
-            .stdout(Stdio::null())
+            .envs(env.iter().copied())
+            .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("start flotilla");
         Running { child, log_path }
+    }
+
+    /// The peak resident set size of the process so far (`VmHWM`), in KiB.
+    pub(crate) fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read the manager's /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/<pid>/status")
     }
 
     pub(crate) fn signal(&self, signal: &str) {
@@ -139,6 +162,76 @@ async fn a_job_left_by_a_killed_process_is_failed_at_the_next_start() {
             .args(["rm", "-f", &container])
             .output();
     }
+}
+
+/// Issue 12 item 10: the coordinator refuses final updates, the manager is stopped (SIGTERM)
+/// while it retries, and the next start, with the coordinator healthy, delivers the job's true
+/// state and its whole trace (kept in the state directory meanwhile).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_state_refused_until_a_stop_is_delivered_by_the_next_start() {
+    ensure_test_image();
+    let (gitlab, token) = fake_gitlab(fast_trace()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("state");
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(
+        &config_path,
+        config_text(&gitlab.url(), &token, &state_dir, "", ""),
+    )
+    .unwrap();
+    gitlab.inject(testkit::Fault::FinalUpdateOutage {
+        status: 503,
+        duration: Duration::from_secs(3600),
+    });
+    let mut first = Running::start(&config_path, dir.path(), "outage-first");
+    let id = gitlab.enqueue(
+        &token,
+        job(
+            &[
+                "i=0; while [ $i -lt 3000 ]; do echo \"kept-line-$i\"; i=$((i+1)); done",
+                "exit 3",
+            ],
+            &[],
+        ),
+    );
+    first
+        .log_shows(
+            "its state and trace are kept in the state directory",
+            DEADLINE,
+        )
+        .await;
+    first.signal("TERM");
+    let status = first.wait_exit(DEADLINE).await;
+    assert!(status.success(), "{status:?}\n{}", first.log());
+    let recorded = std::fs::read_to_string(state_dir.join("jobs.json")).unwrap();
+    assert!(recorded.contains("pending_final"), "jobs.json: {recorded}");
+    assert_eq!(gitlab.job(id).unwrap().state, JobState::Running);
+
+    gitlab.clear_faults();
+    let mut second = Running::start(&config_path, dir.path(), "outage-second");
+    let record = gitlab
+        .wait_job(id, DEADLINE, |j| j.state.is_finished())
+        .await
+        .unwrap();
+    let trace = record.trace_text();
+    assert_eq!(record.state, JobState::Failed, "{trace}");
+    assert_eq!(record.failure_reason.as_deref(), Some("script_failure"));
+    assert_eq!(record.exit_code, Some(3));
+    assert!(!record.checksum_mismatch, "the trace is whole");
+    assert!(trace.contains("kept-line-2999"), "{trace}");
+    assert!(trace.contains("exit code 3"), "{trace}");
+    eventually("jobs.json cleared", DEADLINE, || {
+        std::fs::read_to_string(state_dir.join("jobs.json"))
+            .is_ok_and(|t| !t.contains(&format!("\"id\": {id}")))
+    })
+    .await;
+    let kept = std::fs::read_dir(state_dir.join("traces"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(kept, 0, "the kept trace is removed once delivered");
+    second.signal("TERM");
+    let status = second.wait_exit(DEADLINE).await;
+    assert!(status.success(), "{status:?}\n{}", second.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

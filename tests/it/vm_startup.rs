@@ -2,7 +2,10 @@
 //! (axum on 127.0.0.1, answering 403 without `Metadata-Flavor: Google` as the real one does) in
 //! a scratch root, in dry-run mode: the TLS files and their modes, daemon.json, the systemd
 //! drop-in, the logged system commands (Docker install, firewall, the DOCKER-USER metadata block),
-//! idempotence across runs, failure without TLS material, and shellcheck cleanliness.
+//! idempotence across runs, failure without TLS material, and shellcheck cleanliness; and, with
+//! stub `iptables`/`systemctl`/`docker` commands on PATH recording their calls, the order of the
+//! steps: the metadata block before dockerd starts, the readiness marker last, and a failing
+//! iptables ends the script with dockerd never started and no marker.
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
@@ -147,7 +150,6 @@ fn count(commands: &[String], line: &str) -> usize {
 async fn cos_gets_tls_files_dockerd_config_firewall_and_metadata_block_once() {
     let mut attrs = tls_attributes();
     attrs.push(("flotilla-docker-port", "2377\n"));
-    let (url, meta) = metadata_server(&attrs).await;
     let root = scratch_root("cos");
     let r = root.path();
     write(r, "usr/bin/dockerd", "#!/bin/sh\n");
@@ -159,6 +161,8 @@ async fn cos_gets_tls_files_dockerd_config_firewall_and_metadata_block_once() {
         "[Service]\nExecStart=/usr/bin/dockerd --registry-mirror=https://mirror.gcr.io \\\n  --host=fd:// --containerd=/var/run/containerd/containerd.sock\n",
     );
 
+    attrs.push(("flotilla-ready-volume", "flotilla-ready-vm1"));
+    let (url, meta) = metadata_server(&attrs).await;
     for round in 1..=2 {
         let (ok, stderr) = run(r, &url).await;
         assert!(ok, "run {round} failed:\n{stderr}");
@@ -211,11 +215,124 @@ async fn cos_gets_tls_files_dockerd_config_firewall_and_metadata_block_once() {
     assert!(!cmds.iter().any(|c| c.contains("apt-get")), "{cmds:#?}");
     let restart = cmds
         .iter()
-        .position(|c| c == "systemctl restart docker.service");
-    let block = cmds.iter().position(|c| c == BLOCK_METADATA);
+        .position(|c| c == "systemctl restart docker.service")
+        .expect("a restart");
+    let block = cmds
+        .iter()
+        .position(|c| c == BLOCK_METADATA)
+        .expect("the block");
     assert!(
-        restart < block,
-        "the block follows dockerd's restart: {cmds:#?}"
+        block < restart,
+        "the block precedes dockerd's restart: {cmds:#?}"
+    );
+    assert_eq!(
+        cmds.last().map(String::as_str),
+        Some("docker volume create --label com.flotilla.ready=true flotilla-ready-vm1"),
+        "the readiness marker is the last step: {cmds:#?}"
+    );
+}
+
+/// Makes `dir/<name>` an executable stub that appends `<name> <args>` to `dir/calls.log` and
+/// exits with `$STUB_<NAME>_EXIT` (default 0); `iptables -C` (does a rule exist?) answers no.
+fn stub(dir: &Path, name: &str) {
+    let var = format!("STUB_{}_EXIT", name.to_uppercase());
+    let absent = if name == "iptables" {
+        "case \" $* \" in *\" -C \"*) exit 1 ;; esac\n"
+    } else {
+        ""
+    };
+    let text = format!(
+        "#!/bin/sh\necho \"{name} $*\" >> \"{log}\"\n{absent}exit \"${{{var}:-0}}\"\n",
+        log = dir.join("calls.log").display()
+    );
+    std::fs::write(dir.join(name), text).expect("write a stub");
+    std::fs::set_permissions(dir.join(name), PermissionsExt::from_mode(0o755))
+        .expect("chmod a stub");
+}
+
+/// Runs the script for real (no dry run) with stub system commands first on PATH; (success,
+/// stderr, the stubs' calls in order).
+async fn run_with_stubs(iptables_exit: i32) -> (bool, String, Vec<String>) {
+    let mut attrs = tls_attributes();
+    attrs.push(("flotilla-ready-volume", "flotilla-ready-vm2"));
+    let (url, _meta) = metadata_server(&attrs).await;
+    let root = scratch_root("debian");
+    write(root.path(), "usr/bin/dockerd", "#!/bin/sh\n");
+    std::fs::set_permissions(
+        root.path().join("usr/bin/dockerd"),
+        PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod dockerd");
+    let stubs = tempfile::tempdir().expect("a stub dir");
+    for name in ["iptables", "systemctl", "docker", "apt-get"] {
+        stub(stubs.path(), name);
+    }
+    let path = format!(
+        "{}:{}",
+        stubs.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = tokio::process::Command::new("bash")
+        .arg(SCRIPT)
+        .env("PATH", path)
+        .env("FLOTILLA_METADATA_URL", &url)
+        .env("FLOTILLA_ROOT", root.path())
+        .env("FLOTILLA_DRY_RUN", "0")
+        .env("STUB_IPTABLES_EXIT", iptables_exit.to_string())
+        .output()
+        .await
+        .expect("bash runs the startup script");
+    let calls = std::fs::read_to_string(stubs.path().join("calls.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        calls,
+    )
+}
+
+#[tokio::test]
+async fn the_metadata_block_precedes_dockerd_and_the_marker_comes_last() {
+    let (ok, stderr, calls) = run_with_stubs(0).await;
+    assert!(ok, "{stderr}");
+    let first_systemctl = calls
+        .iter()
+        .position(|c| c.starts_with("systemctl"))
+        .expect("systemctl is called");
+    let block = calls
+        .iter()
+        .position(|c| c.starts_with("iptables -w -I DOCKER-USER -d 169.254.169.254 -j DROP"))
+        .expect("the block is installed");
+    assert!(block < first_systemctl, "{calls:#?}");
+    assert!(
+        calls
+            .iter()
+            .any(|c| c == "systemctl restart docker.service"),
+        "{calls:#?}"
+    );
+    assert_eq!(
+        calls.last().map(String::as_str),
+        Some("docker volume create --label com.flotilla.ready=true flotilla-ready-vm2"),
+        "{calls:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_iptables_stops_the_bootstrap_before_dockerd() {
+    let (ok, stderr, calls) = run_with_stubs(1).await;
+    assert!(!ok, "the script must fail:\n{stderr}");
+    assert!(
+        calls.iter().any(|c| c.starts_with("iptables")),
+        "{calls:#?}"
+    );
+    assert!(
+        !calls.iter().any(|c| c.starts_with("systemctl")
+            || c.starts_with("docker")
+            || c.starts_with("apt-get")),
+        "nothing may start dockerd or set the marker: {calls:#?}"
     );
 }
 

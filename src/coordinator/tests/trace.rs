@@ -28,7 +28,7 @@ async fn small_trace_is_one_patch_then_the_final_state() {
     assert_eq!(patch.header("job-token"), JOB_TOKEN);
     assert_eq!(patch.body.as_ref(), text);
 
-    session.finish(success()).await.unwrap();
+    session.finish(success(), async {}).await.unwrap();
     let requests = stub.requests();
     assert_eq!(
         requests.iter().filter(|r| r.is_patch()).count(),
@@ -75,7 +75,7 @@ async fn large_trace_goes_in_one_mebibyte_slices() {
         .flat_map(|p| p.body.iter().copied())
         .collect();
     assert!(sent == text, "the slices add up to the trace");
-    session.finish(success()).await.unwrap();
+    session.finish(success(), async {}).await.unwrap();
     assert_eq!(stub.requests().iter().filter(|r| r.is_patch()).count(), 3);
 }
 
@@ -108,7 +108,7 @@ async fn range_mismatch_resends_from_the_coordinators_offset() {
     assert_eq!(patches[0].header("content-range"), "0-16");
     assert_eq!(patches[1].header("content-range"), "5-16");
     assert_eq!(patches[1].body.as_ref(), &text[5..]);
-    session.finish(success()).await.unwrap();
+    session.finish(success(), async {}).await.unwrap();
 }
 
 #[tokio::test]
@@ -133,7 +133,7 @@ async fn canceling_and_abort_from_trace_patches() {
     .await
     .expect("cancel requested");
     assert!(!session.abort.is_cancelled());
-    session.finish(success()).await.unwrap();
+    session.finish(success(), async {}).await.unwrap();
 
     let stub = Stub::start(|rec: &Recorded| {
         if rec.is_patch() {
@@ -149,7 +149,7 @@ async fn canceling_and_abort_from_trace_patches() {
     tokio::time::timeout(Duration::from_secs(10), session.abort.cancelled())
         .await
         .expect("aborted");
-    session.finish(success()).await.unwrap();
+    session.finish(success(), async {}).await.unwrap();
     let requests = stub.requests();
     assert_eq!(
         requests.iter().filter(|r| r.is_patch()).count(),
@@ -185,11 +185,14 @@ async fn final_update_repeats_on_202_and_resends_the_trace_on_412() {
     stub.wait_for("a PATCH", |r| r.iter().any(Recorded::is_patch))
         .await;
     session
-        .finish(FinalState {
-            state: JobState::Failed,
-            failure_reason: Some(crate::job::FailureReason::RunnerSystemFailure),
-            exit_code: Some(3),
-        })
+        .finish(
+            FinalState {
+                state: JobState::Failed,
+                failure_reason: Some(crate::job::FailureReason::RunnerSystemFailure),
+                exit_code: Some(3),
+            },
+            async {},
+        )
         .await
         .unwrap();
     let requests = stub.requests();
@@ -258,7 +261,7 @@ async fn a_silent_job_gets_keep_alives_and_learns_of_canceling() {
     assert_eq!(keep_alive["state"], "running");
     assert_eq!(keep_alive["output"]["bytesize"], 0);
     assert_eq!(keep_alive["output"]["checksum"], "crc32:00000000");
-    session.finish(success()).await.unwrap();
+    session.finish(success(), async {}).await.unwrap();
 }
 
 #[tokio::test]
@@ -312,7 +315,7 @@ async fn tokens_never_reach_the_logs() {
         .unwrap();
     stub.wait_for("a PATCH", |r| r.iter().any(Recorded::is_patch))
         .await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), session.finish(success())).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), session.finish(success(), async {})).await;
 
     let logs = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("job_id=42"), "the logs say which job: {logs}");

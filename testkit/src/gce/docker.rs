@@ -1,11 +1,15 @@
-//! What "the VM is gone" means to the local Docker engine: every container labelled
-//! `com.flotilla.vm=<instance name>` is force-removed. Owns the bollard client (connected lazily,
-//! API version negotiated: the engines here speak 1.41).
+//! What "the VM is gone" means to the local Docker engine: every container and volume labelled
+//! `com.flotilla.vm=<instance name>` is force-removed; and what the VM's startup script leaves
+//! there as its last step, the readiness marker volume (labelled the same way). Owns the bollard
+//! client (connected lazily, API version negotiated: the engines here speak 1.41).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
+use bollard::models::VolumeCreateRequest;
+use bollard::query_parameters::{
+    ListContainersOptions, ListVolumesOptions, RemoveContainerOptions, RemoveVolumeOptions,
+};
 use bollard::Docker;
 use tokio::sync::OnceCell;
 
@@ -51,6 +55,44 @@ impl DockerOps {
         }
     }
 
+    /// Makes the readiness marker `volume` of `vm` (what the real startup script does last);
+    /// a failure is logged (the VM then never becomes ready, as on a real one).
+    pub(crate) async fn create_ready_marker(&self, vm: &str, volume: &str) {
+        let request = VolumeCreateRequest {
+            name: Some(volume.to_owned()),
+            labels: Some(HashMap::from([(VM_LABEL.to_owned(), vm.to_owned())])),
+            ..Default::default()
+        };
+        let made = match self.client().await {
+            Ok(docker) => docker.create_volume(request).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = made {
+            tracing::warn!(vm, error = %e, "fake gce: could not make the readiness marker");
+        }
+    }
+
+    /// Removes the volumes labelled with `vm` (its readiness marker).
+    async fn remove_vm_volumes(
+        &self,
+        docker: &Docker,
+        vm: &str,
+    ) -> Result<(), bollard::errors::Error> {
+        let filters = HashMap::from([("label".to_owned(), vec![format!("{VM_LABEL}={vm}")])]);
+        let list = docker
+            .list_volumes(Some(ListVolumesOptions {
+                filters: Some(filters),
+            }))
+            .await?;
+        for volume in list.volumes.unwrap_or_default() {
+            let opts = RemoveVolumeOptions { force: true };
+            if let Err(e) = docker.remove_volume(&volume.name, Some(opts)).await {
+                tracing::warn!(vm, volume = %volume.name, error = %e, "fake gce: volume remove failed");
+            }
+        }
+        Ok(())
+    }
+
     async fn try_kill(&self, vm: &str) -> Result<usize, bollard::errors::Error> {
         let docker = self.client().await?;
         let filters = HashMap::from([("label".to_owned(), vec![format!("{VM_LABEL}={vm}")])]);
@@ -74,6 +116,7 @@ impl DockerOps {
                 }
             }
         }
+        self.remove_vm_volumes(docker, vm).await?;
         Ok(removed)
     }
 }

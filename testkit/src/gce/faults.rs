@@ -86,6 +86,13 @@ pub enum GceFault {
         /// Zone name.
         zone: String,
     },
+    /// VMs that boot in `zone` while this stands run a startup script that fails before its
+    /// last step: dockerd serves, but the readiness marker (the volume named in metadata
+    /// `flotilla-ready-volume`) is never made, as when iptables fails on a real VM.
+    StartupScriptFails {
+        /// Zone name.
+        zone: String,
+    },
     /// Every API call is answered this much later.
     Latency {
         /// Extra delay in milliseconds.
@@ -120,6 +127,7 @@ pub(crate) struct Faults {
     unavailable_next: u32,
     pub(crate) unreachable: BTreeSet<String>,
     never_running: BTreeSet<String>,
+    startup_fails: BTreeSet<String>,
     pub(crate) latency: Duration,
 }
 
@@ -163,6 +171,9 @@ impl Faults {
             GceFault::NeverRunning { zone } => {
                 self.never_running.insert(zone.clone());
             }
+            GceFault::StartupScriptFails { zone } => {
+                self.startup_fails.insert(zone.clone());
+            }
             GceFault::Latency { millis } => self.latency = Duration::from_millis(*millis),
             GceFault::Clear => *self = Self::default(),
             GceFault::Vanish { .. } | GceFault::Preempt { .. } => {}
@@ -197,6 +208,11 @@ impl Faults {
             self.minute.1 += 1;
         }
         Ok(())
+    }
+
+    /// Whether a VM booting in `zone` now completes its startup script (sets its marker).
+    pub(crate) fn startup_completes(&self, zone: &str) -> bool {
+        !self.startup_fails.contains(zone)
     }
 
     /// A synchronous quota error for an insert in `region`, if one is injected.

@@ -220,6 +220,7 @@ impl Boot {
             st.finish_op(zone, &self.op, None);
             true
         });
+        let proxied = net.tls.is_some();
         if let (true, Some(config)) = (up, net.tls) {
             for listener in net.listeners {
                 let socket = shared.opts.docker_socket.clone();
@@ -230,6 +231,17 @@ impl Boot {
                     config.clone(),
                     socket,
                 );
+            }
+        }
+        // The startup script's last step, once dockerd serves: the readiness marker.
+        let marker = self
+            .metadata
+            .iter()
+            .find(|(k, _)| k == proxy::META_READY_VOLUME)
+            .map(|(_, v)| v.clone());
+        if let (true, true, Some(volume)) = (up, proxied, marker) {
+            if shared.lock().faults.startup_completes(zone) {
+                shared.docker.create_ready_marker(&self.name, &volume).await;
             }
         }
     }

@@ -253,7 +253,8 @@ fn apply_fault(shared: &Arc<Shared>, fault: GceFault) -> Result<(), FakeGceError
         GceFault::Vanish { zone, name } => return lifecycle::vanish(shared, zone, name),
         GceFault::Stockout { zone, .. }
         | GceFault::ZoneUnreachable { zone }
-        | GceFault::NeverRunning { zone } => known(zone)?,
+        | GceFault::NeverRunning { zone }
+        | GceFault::StartupScriptFails { zone } => known(zone)?,
         _ => {}
     }
     shared.update(|st| st.faults.add(&fault));

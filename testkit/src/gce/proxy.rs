@@ -25,6 +25,9 @@ pub const META_CA: &str = "flotilla-docker-ca";
 pub const META_CERT: &str = "flotilla-docker-cert";
 /// Metadata key of the server private key (PEM).
 pub const META_KEY: &str = "flotilla-docker-key";
+/// Metadata key naming the Docker volume the startup script makes as its last step (the
+/// readiness marker the manager waits for).
+pub const META_READY_VOLUME: &str = "flotilla-ready-volume";
 
 /// How long a client gets to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

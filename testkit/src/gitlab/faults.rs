@@ -34,6 +34,14 @@ pub enum Fault {
     FinalUpdate412 { job: i64, times: u32 },
     /// The final `PUT` of `job` answers 202 (accepted, not completed) this many times.
     FinalUpdate202 { job: i64, times: u32 },
+    /// A coordinator outage as final updates see it: every final `PUT` (`success`/`failed`) of
+    /// any job answers `status` (not applied) until `duration` has passed since the first one
+    /// it refused, on the fake's clock; then the fault is gone.
+    FinalUpdateOutage {
+        status: u16,
+        #[serde(rename = "duration_ms", with = "duration_ms")]
+        duration: Duration,
+    },
     /// Cancel `job` (as [`FakeGitlab::cancel`](super::FakeGitlab::cancel)) once its stored
     /// trace reaches `offset` bytes.
     CancelAtByte { job: i64, offset: u64 },
@@ -77,12 +85,15 @@ mod duration_ms {
 pub(crate) enum FinalUpdateFault {
     PreconditionFailed,
     Accepted,
+    Status(u16),
 }
 
 /// The pending faults, in injection order. Owned by the fake's state mutex.
 #[derive(Debug, Default)]
 pub(crate) struct Faults {
     list: Vec<Fault>,
+    /// When the pending `FinalUpdateOutage` (if any) refused its first update.
+    outage_since: Option<std::time::Instant>,
 }
 
 /// Decrements a counted fault; returns the value and whether the fault is now exhausted.
@@ -191,7 +202,36 @@ impl Faults {
         })
     }
 
+    /// Removes every pending fault.
+    pub(crate) fn clear(&mut self) {
+        self.list.clear();
+        self.outage_since = None;
+    }
+
+    /// A pending `FinalUpdateOutage`'s status while it lasts (the first call starts its clock).
+    fn outage(&mut self) -> Option<u16> {
+        let index = self
+            .list
+            .iter()
+            .position(|f| matches!(f, Fault::FinalUpdateOutage { .. }))?;
+        let Fault::FinalUpdateOutage { status, duration } = self.list[index] else {
+            return None;
+        };
+        let since = *self
+            .outage_since
+            .get_or_insert_with(std::time::Instant::now);
+        if since.elapsed() < duration {
+            return Some(status);
+        }
+        self.list.remove(index);
+        self.outage_since = None;
+        None
+    }
+
     pub(crate) fn final_update(&mut self, job: i64) -> Option<FinalUpdateFault> {
+        if let Some(status) = self.outage() {
+            return Some(FinalUpdateFault::Status(status));
+        }
         self.take(|f| match f {
             Fault::FinalUpdate412 { job: j, times } if *j == job => {
                 count_down(times, FinalUpdateFault::PreconditionFailed)

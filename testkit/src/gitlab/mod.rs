@@ -262,6 +262,11 @@ impl GitlabHandle {
         self.shared.state.lock().faults.inject(fault);
     }
 
+    /// Removes every pending fault (the outage is over).
+    pub fn clear_faults(&self) {
+        self.shared.state.lock().faults.clear();
+    }
+
     /// The runner-API requests received so far (the last 20,000), oldest first.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.state.lock().requests.iter().cloned().collect()

@@ -196,6 +196,11 @@ pub(crate) async fn update_job(
         (_, "success" | "failed") => match fault {
             Some(FinalUpdateFault::PreconditionFailed) => StatusCode::PRECONDITION_FAILED,
             Some(FinalUpdateFault::Accepted) => StatusCode::ACCEPTED,
+            Some(FinalUpdateFault::Status(status)) => {
+                drop(st);
+                app.changed.notify_waiters();
+                return injected(status);
+            }
             None => {
                 update.finish(rec);
                 StatusCode::OK

@@ -68,6 +68,35 @@ async fn vms_never_ready_time_out_are_deleted_and_the_zone_is_left() {
     env.finish(manager).await;
 }
 
+/// Issue 12 item 9: a VM whose startup script did not finish (its readiness marker is missing,
+/// as when iptables fails) serves Docker but never gets a job; the job runs in the zone whose
+/// VMs finish their script, and the unready VMs time out and are deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_whose_startup_script_did_not_finish_never_gets_a_job() {
+    let env = Env::start().await;
+    env.gce.inject(GceFault::StartupScriptFails {
+        zone: ZONE_A.into(),
+    });
+    let manager = env.manager("", "IdleCount = 0\nIdleTime = 600", "create_timeout = 4");
+    let record = env.run_job(&["echo ran-on-a-ready-vm"]).await;
+    assert_success(&record);
+    assert_eq!(
+        vm_of(&record).1,
+        ZONE_B,
+        "the job ran only where the startup script finished"
+    );
+    let inserts = inserts_by_zone(&env.gce);
+    assert!(
+        inserts.get(ZONE_A).copied().unwrap_or(0) >= 1,
+        "a VM was made in the zone whose script fails: {inserts:?}"
+    );
+    env.wait_ours("the unready VMs deleted", DEADLINE, |vms| {
+        vms.iter().all(|v| v.zone == ZONE_B)
+    })
+    .await;
+    env.finish(manager).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limit_is_waited_out_and_the_work_completes() {
     let env = Env::start().await;
