@@ -34,8 +34,8 @@ mod machine_options;
 mod notes;
 mod runner;
 mod secret;
-mod subnet;
 mod skipped;
+mod subnet;
 mod tls;
 mod toml_read;
 mod units;
@@ -45,6 +45,7 @@ mod zone;
 mod tests;
 #[cfg(test)]
 mod tests_autoscaler;
+#[cfg(test)]
 mod tests_compat;
 #[cfg(test)]
 mod tests_machine;
@@ -62,8 +63,8 @@ pub use machine::{AutoscalingPeriod, IdleCountPolicy, MachineConfig};
 pub use notes::check_notes;
 pub use runner::{short_token, ExecutorKind, RunnerConfig, RunnerIdentity};
 pub use secret::Secret;
-pub use subnet::SubnetPool;
 pub use skipped::SkippedRunner;
+pub use subnet::SubnetPool;
 pub use tls::TlsFiles;
 pub use units::with_default_port as listen_address_with_port;
 pub use zone::{host_zone, host_zone_from, HostZone};

@@ -573,8 +573,8 @@ pub(super) fn executor_kind(name: &str) -> Result<ExecutorKind, Unsupported> {
     match name {
         "docker" => Ok(ExecutorKind::Docker),
         DOCKER_MACHINE | DOCKER_AUTOSCALER => Ok(ExecutorKind::DockerMachine),
-        "shell" | "custom" | "instance" | "docker-windows" | "kubernetes"
-        | "ssh" | "parallels" | "virtualbox" => Err(Unsupported::NotRunByFlotilla),
+        "shell" | "custom" | "instance" | "docker-windows" | "kubernetes" | "ssh" | "parallels"
+        | "virtualbox" => Err(Unsupported::NotRunByFlotilla),
         _ => Err(Unsupported::Unknown),
     }
 }
