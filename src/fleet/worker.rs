@@ -197,8 +197,7 @@ async fn create_flow(
     inserted: &AtomicBool,
 ) -> Result<Ready, CreateFailure> {
     let started = Instant::now();
-    let op = insert(ctx, &plan.spec, &plan.request_id, plan.timeout).await?;
-    inserted.store(true, Ordering::SeqCst);
+    let op = insert(ctx, &plan.spec, &plan.request_id, plan.timeout, inserted).await?;
     let insert_took = started.elapsed();
     match tokio::time::timeout(plan.timeout, until_ready(ctx, plan, &op, insert_took)).await {
         Ok(r) => r,
@@ -259,14 +258,18 @@ async fn until_ready(
 
 /// Sends the insert until Compute accepts it; each call is bounded by `timeout` (after which the
 /// VM may exist), rate-limit waits between calls are not.
+/// `sent` is set before each request goes out: from then on the VM may exist even if the
+/// answer never arrives (a shutdown cancels the wait), so a canceled creation deletes it.
 async fn insert(
     ctx: &Ctx,
     spec: &InstanceSpec,
     request_id: &str,
     timeout: Duration,
+    sent: &AtomicBool,
 ) -> Result<OperationRef, CreateFailure> {
     let mut transient = 0;
     loop {
+        sent.store(true, Ordering::SeqCst);
         let Ok(answer) = tokio::time::timeout(timeout, ctx.cloud.insert(spec, request_id)).await
         else {
             return Err(CreateFailure::Timeout { may_exist: true });

@@ -61,6 +61,9 @@ pub struct State {
     pub boot: Duration,
     /// Deletion latency.
     pub delete_latency: Duration,
+    /// How long an insert call takes to answer once Compute has taken the request (the VM
+    /// exists meanwhile, answer or not, as when a client stops waiting mid-request).
+    pub insert_latency: Duration,
     /// The next this many delete calls fail with `Unavailable`.
     pub failing_deletes: u32,
     /// Calls per method.
@@ -128,6 +131,89 @@ impl FakeCloud {
 
     pub fn calls(&self, method: &str) -> u32 {
         self.lock().calls.get(method).copied().unwrap_or(0)
+    }
+
+    /// The insert as Compute takes it (the answer waits [`State::insert_latency`]).
+    fn take_insert(
+        &self,
+        spec: &InstanceSpec,
+        request_id: &str,
+    ) -> Result<OperationRef, CloudError> {
+        self.call("insert", &spec.zone)?;
+        let now = Instant::now();
+        let mut s = self.lock();
+        *s.inserts_per_zone.entry(spec.zone.clone()).or_default() += 1;
+        if let Some(op) = s.requests.get(request_id) {
+            return Ok(OperationRef {
+                zone: spec.zone.clone(),
+                name: op.clone(),
+            });
+        }
+        if s.vms.contains_key(&spec.name) {
+            return Err(CloudError::Conflict {
+                method: "insert",
+                message: format!("{} already exists", spec.name),
+            });
+        }
+        s.next += 1;
+        let op_name = format!("op-{}", s.next);
+        s.requests.insert(request_id.to_string(), op_name.clone());
+        let outcome = if s.stockout.contains(&spec.zone) {
+            Some(OperationFailure::Stockout {
+                code: "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS".into(),
+                message: format!("no capacity in {}", spec.zone),
+            })
+        } else {
+            s.quota
+                .get(&spec.zone)
+                .map(|scope| OperationFailure::Quota {
+                    scope: scope.clone(),
+                    message: "QUOTA_EXCEEDED CPUS".into(),
+                })
+        };
+        let done_at = if outcome.is_some() {
+            now + Duration::from_secs(2)
+        } else {
+            let n = s.next;
+            let ip = IpAddr::V4(Ipv4Addr::new(10, 0, (n / 250) as u8, (n % 250) as u8 + 1));
+            let running_at = now + s.boot;
+            s.vms.insert(
+                spec.name.clone(),
+                Vm {
+                    inst: Instance {
+                        name: spec.name.clone(),
+                        zone: spec.zone.clone(),
+                        status: InstanceStatus::Running,
+                        internal_ip: Some(ip),
+                        external_ip: Some(ip),
+                        labels: spec.labels.clone(),
+                    },
+                    running_at,
+                    spec_metadata: spec.metadata.clone(),
+                },
+            );
+            if let Some(runner) = spec.labels.get(crate::fleet::RUNNER_LABEL) {
+                let n = s
+                    .vms
+                    .values()
+                    .filter(|v| v.inst.labels.get(crate::fleet::RUNNER_LABEL) == Some(runner))
+                    .count();
+                let peak = s.peak_per_runner.entry(runner.clone()).or_default();
+                *peak = (*peak).max(n);
+            }
+            running_at
+        };
+        s.ops.insert(
+            op_name.clone(),
+            Op {
+                kind: OpKind::Insert { outcome },
+                done_at,
+            },
+        );
+        Ok(OperationRef {
+            zone: spec.zone.clone(),
+            name: op_name,
+        })
     }
 
     /// Names of existing VMs (any status).
@@ -208,81 +294,12 @@ impl Cloud for FakeCloud {
         spec: &InstanceSpec,
         request_id: &str,
     ) -> Result<OperationRef, CloudError> {
-        self.call("insert", &spec.zone)?;
-        let now = Instant::now();
-        let mut s = self.lock();
-        *s.inserts_per_zone.entry(spec.zone.clone()).or_default() += 1;
-        if let Some(op) = s.requests.get(request_id) {
-            return Ok(OperationRef {
-                zone: spec.zone.clone(),
-                name: op.clone(),
-            });
+        let answer = self.take_insert(spec, request_id);
+        let latency = self.lock().insert_latency;
+        if answer.is_ok() {
+            tokio::time::sleep(latency).await;
         }
-        if s.vms.contains_key(&spec.name) {
-            return Err(CloudError::Conflict {
-                method: "insert",
-                message: format!("{} already exists", spec.name),
-            });
-        }
-        s.next += 1;
-        let op_name = format!("op-{}", s.next);
-        s.requests.insert(request_id.to_string(), op_name.clone());
-        let outcome = if s.stockout.contains(&spec.zone) {
-            Some(OperationFailure::Stockout {
-                code: "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS".into(),
-                message: format!("no capacity in {}", spec.zone),
-            })
-        } else {
-            s.quota
-                .get(&spec.zone)
-                .map(|scope| OperationFailure::Quota {
-                    scope: scope.clone(),
-                    message: "QUOTA_EXCEEDED CPUS".into(),
-                })
-        };
-        let done_at = if outcome.is_some() {
-            now + Duration::from_secs(2)
-        } else {
-            let n = s.next;
-            let ip = IpAddr::V4(Ipv4Addr::new(10, 0, (n / 250) as u8, (n % 250) as u8 + 1));
-            let running_at = now + s.boot;
-            s.vms.insert(
-                spec.name.clone(),
-                Vm {
-                    inst: Instance {
-                        name: spec.name.clone(),
-                        zone: spec.zone.clone(),
-                        status: InstanceStatus::Running,
-                        internal_ip: Some(ip),
-                        external_ip: Some(ip),
-                        labels: spec.labels.clone(),
-                    },
-                    running_at,
-                    spec_metadata: spec.metadata.clone(),
-                },
-            );
-            if let Some(runner) = spec.labels.get(crate::fleet::RUNNER_LABEL) {
-                let n = s
-                    .vms
-                    .values()
-                    .filter(|v| v.inst.labels.get(crate::fleet::RUNNER_LABEL) == Some(runner))
-                    .count();
-                let peak = s.peak_per_runner.entry(runner.clone()).or_default();
-                *peak = (*peak).max(n);
-            }
-            running_at
-        };
-        s.ops.insert(
-            op_name.clone(),
-            Op {
-                kind: OpKind::Insert { outcome },
-                done_at,
-            },
-        );
-        Ok(OperationRef {
-            zone: spec.zone.clone(),
-            name: op_name,
-        })
+        answer
     }
 
     async fn wait(&self, op: &OperationRef) -> Result<OperationStatus, CloudError> {

@@ -470,3 +470,29 @@ async fn a_vm_lifetime_costs_three_calls_besides_shared_lists() {
     assert!(lists > 0);
     env.stop().await;
 }
+
+/// A shutdown while an insert request is on its way (sent, not yet answered): the VM may
+/// exist, so the pool deletes it before it reports the shutdown done; never a leaked VM.
+#[tokio::test(start_paused = true)]
+async fn a_shutdown_during_an_unanswered_insert_deletes_the_vm_it_made() {
+    let cloud = FakeCloud::new();
+    cloud.lock().insert_latency = Duration::from_secs(20);
+    let env = Env::start(with(|s| s.machine.idle_count = 1), cloud);
+    env.until_cloud("the insert taken by Compute", 2 * MIN, |c| {
+        !c.names().is_empty()
+    })
+    .await;
+    assert_eq!(
+        env.handle.snapshot().await.counts.idle,
+        0,
+        "not answered yet"
+    );
+    let left = env.handle.shutdown(Instant::now() + 10 * MIN).await;
+    assert!(left.is_empty(), "every VM confirmed deleted: {left:?}");
+    assert!(
+        env.cloud.names().is_empty(),
+        "the VM whose insert was in flight is deleted: {:?}",
+        env.cloud.names()
+    );
+    env.stop().await;
+}
