@@ -60,6 +60,15 @@ pub(crate) fn volume_list(engine: &Engine, req: &Request) -> Result<Response, Ap
     Ok(json_response(200, json!({"Volumes": vols, "Warnings": []})))
 }
 
+/// `GET /volumes/{name}`: the volume, or 404 as dockerd says it.
+pub(crate) fn volume_inspect(engine: &Engine, name: &str) -> Result<Response, ApiError> {
+    let inner = engine.lock();
+    match inner.volumes.get(name) {
+        Some(v) => Ok(json_response(200, volume_json(v))),
+        None => Err(ApiError::new(404, format!("get {name}: no such volume"))),
+    }
+}
+
 pub(crate) fn volume_remove(engine: &Engine, name: &str) -> Result<Response, ApiError> {
     let mut inner = engine.lock();
     if !inner.volumes.contains_key(name) {

@@ -108,6 +108,7 @@ async fn dispatch(State(engine): State<Arc<Engine>>, req: Request) -> Response {
         (&Method::DELETE, ["containers", id]) => remove(&engine, id, &req),
         (&Method::POST, ["volumes", "create"]) => objects::volume_create(&engine, req).await,
         (&Method::GET, ["volumes"]) => objects::volume_list(&engine, &req),
+        (&Method::GET, ["volumes", name]) => objects::volume_inspect(&engine, name),
         (&Method::DELETE, ["volumes", name]) => objects::volume_remove(&engine, name),
         (&Method::POST, ["networks", "create"]) => objects::network_create(&engine, req).await,
         (&Method::GET, ["networks"]) => objects::network_list(&engine, &req),
