@@ -5,7 +5,6 @@
 //! address is unknown when the certificate is written. Owns the certificates' use and the bollard
 //! client; dialing is in `transport`, certificate making in `certs`.
 
-use std::error::Error as StdError;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,7 +65,7 @@ pub enum TlsError {
     #[error("building the Docker TLS client configuration: {0}")]
     Config(#[source] rustls::Error),
     /// The VM's dockerd could not be reached, failed verification, or refused us.
-    #[error("cannot reach dockerd of VM {vm} at {addr}: {}", chain(.source))]
+    #[error("cannot reach dockerd of VM {vm} at {addr}: {}", crate::error_chain::chain(.source))]
     Connect {
         /// The VM.
         vm: String,
@@ -76,22 +75,6 @@ pub enum TlsError {
         #[source]
         source: bollard::errors::Error,
     },
-}
-
-/// An error and its sources, joined with `: ` (bollard's and hyper's top-level messages hide
-/// the TLS cause).
-fn chain(err: &dyn StdError) -> String {
-    let mut out = err.to_string();
-    let mut next = err.source();
-    while let Some(e) = next {
-        let text = e.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        next = e.source();
-    }
-    out
 }
 
 /// What a VM needs to serve Docker over mTLS, all PEM: the CA that signs clients, its server
