@@ -147,6 +147,7 @@ impl GitlabHandle {
             cancel_gracefully: false,
             enqueued_at: Instant::now(),
             handed_out_at: None,
+            runner_manager: None,
             acknowledged_at: None,
             finished_at: None,
             patch_calls: 0,

@@ -91,7 +91,8 @@ pub(crate) async fn request_job(
             }
         }
     }
-    assign(&app, &token, last_update.as_deref(), &features)
+    let system_id = params.get("system_id").and_then(Value::as_str);
+    assign(&app, &token, last_update.as_deref(), &features, system_id)
 }
 
 /// The runner queue's notifier if a poll with `last_update` should be held: the version is
@@ -143,7 +144,13 @@ impl Drop for HeldPoll<'_> {
 /// `BuildRunnerPresenter#set_queue_metrics`): the size is the number of candidate jobs for this
 /// runner when the request was processed, the handed-out one included; the depth is the 1-based
 /// position of the handed-out job among them (jobs failed as unsupported before it count).
-fn assign(app: &Shared, token: &str, last_update: Option<&str>, features: &Value) -> Response {
+fn assign(
+    app: &Shared,
+    token: &str,
+    last_update: Option<&str>,
+    features: &Value,
+    system_id: Option<&str>,
+) -> Response {
     let check = app.opts.feature_check;
     let mut st = app.state.lock();
     let queue = st.queue(token);
@@ -181,6 +188,7 @@ fn assign(app: &Shared, token: &str, last_update: Option<&str>, features: &Value
         rec.two_phase = two_phase;
         rec.cancel_gracefully = features["cancel_gracefully"] == Value::Bool(true);
         rec.handed_out_at = Some(now);
+        rec.runner_manager = system_id.map(str::to_owned);
         if !two_phase {
             rec.acknowledged_at = Some(now);
         }

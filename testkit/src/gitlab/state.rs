@@ -107,6 +107,9 @@ pub struct JobRecord {
     pub enqueued_at: Instant,
     /// When a `jobs/request` handed it out (taken in the handler).
     pub handed_out_at: Option<Instant>,
+    /// The `system_id` of the runner manager it was handed out to (GitLab records the runner
+    /// manager of every build), if the request named one.
+    pub runner_manager: Option<String>,
     /// When it started running: the ack `PUT state=running` for two-phase runners, the hand-out
     /// otherwise (taken in the handler).
     pub acknowledged_at: Option<Instant>,

@@ -29,6 +29,13 @@ fn manager_of(samples: &[Vec<InstanceView>], name: &str) -> Option<String> {
         .and_then(|v| v.labels.get(MANAGER_LABEL).cloned())
 }
 
+/// Whether one of `ids` is running on (was handed out to) the runner manager `system_id`.
+fn one_runs_on(env: &Env, ids: &[i64], system_id: &str) -> bool {
+    ids.iter()
+        .filter_map(|id| env.gitlab.job(*id))
+        .any(|j| j.state == JobState::Running && j.runner_manager.as_deref() == Some(system_id))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_managers_share_a_runner_and_a_project_each_with_its_own_vms() {
     let env = Env::start().await;
@@ -53,11 +60,12 @@ async fn two_managers_share_a_runner_and_a_project_each_with_its_own_vms() {
             env.gitlab.enqueue(&env.token, job(&[&script], &[]))
         })
         .collect();
-    // B drains while jobs run: its own jobs finish, its VMs go, A's stay.
-    env.gitlab
-        .wait_job(ids[0], DEADLINE, |j| j.state == JobState::Running)
-        .await
-        .expect("a job runs");
+    // B drains while one of its jobs runs: its own jobs finish, its VMs go, A's stay. (Waiting
+    // for any job to run is not enough: A may take the first ones before B polls.)
+    eventually("a job runs on B", DEADLINE, || {
+        one_runs_on(&env, &ids, &id_b)
+    })
+    .await;
     b.drain().await;
     let mut records = Vec::new();
     for id in ids {
