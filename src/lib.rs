@@ -28,6 +28,8 @@ pub mod trace;
 
 #[cfg(test)]
 mod props;
+#[cfg(test)]
+mod testing;
 
 /// Flotilla's version, as sent to GitLab in `info.version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -310,8 +310,13 @@ fn config_check_rejects_a_bad_file_with_path_and_line() {
 
 #[test]
 fn config_check_accepts_a_gitlab_runner_register_file_without_warnings() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/config_gitlab_runner_register.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        fixture_with_token("config_gitlab_runner_register.toml"),
+    )
+    .unwrap();
     let out = Command::new(flotilla_bin())
         .args(["config", "check"])
         .arg(&path)

@@ -1,6 +1,7 @@
 //! Each command through the real binary against the fake GitLab.
 
 use super::{config_checks, flotilla, no_token, Setup};
+use crate::harness::runner_token;
 
 fn c(setup: &Setup) -> String {
     setup.path.display().to_string()
@@ -28,7 +29,8 @@ fn calls(setup: &Setup, method: &str, path: &str) -> Vec<serde_json::Value> {
 #[tokio::test]
 async fn register_with_an_authentication_token_verifies_and_appends_keeping_every_byte() {
     let setup = Setup::start().await;
-    let token = "glrt-t1_newnewnewnewnew";
+    let token = runner_token();
+    let token = token.as_str();
     setup.gitlab.add_runner(token);
     let out = flotilla(
         &[
@@ -107,6 +109,7 @@ async fn register_with_an_authentication_token_verifies_and_appends_keeping_ever
 #[tokio::test]
 async fn a_server_side_flag_with_an_authentication_token_is_refused_before_any_request() {
     let setup = Setup::start().await;
+    let unknown = runner_token();
     for flag in [
         "--locked=false",
         "--tag-list=a,b",
@@ -122,7 +125,7 @@ async fn a_server_side_flag_with_an_authentication_token_is_refused_before_any_r
                 "--url",
                 &setup.gitlab.url(),
                 "--token",
-                "glrt-t1_whatever",
+                &unknown,
                 "--executor",
                 "docker",
                 "--docker-image",
@@ -139,12 +142,13 @@ async fn a_server_side_flag_with_an_authentication_token_is_refused_before_any_r
             "the message names {name}: {}",
             out.all
         );
-        no_token(&out.all, &["glrt-t1_whatever"]);
+        no_token(&out.all, &[&unknown]);
     }
     assert!(setup.gitlab.requests().is_empty(), "no request was sent");
     assert_eq!(setup.text(), setup.original);
     // Their defaults pass, as in GitLab Runner (it compares values).
-    let token = "glrt-t1_defaultsdefaults";
+    let token = runner_token();
+    let token = token.as_str();
     setup.gitlab.add_runner(token);
     let out = flotilla(
         &[
@@ -173,7 +177,8 @@ async fn a_server_side_flag_with_an_authentication_token_is_refused_before_any_r
 #[tokio::test]
 async fn a_registration_token_that_is_an_authentication_token_verifies_and_warns() {
     let setup = Setup::start().await;
-    let token = "glrt-t1_viaregistration";
+    let token = runner_token();
+    let token = token.as_str();
     setup.gitlab.add_runner(token);
     let out = flotilla(
         &[
@@ -209,6 +214,7 @@ async fn a_registration_token_that_is_an_authentication_token_verifies_and_warns
 #[tokio::test]
 async fn a_403_from_verify_leaves_the_file_as_it_was() {
     let setup = Setup::start().await;
+    let unknown = runner_token();
     let out = flotilla(
         &[
             "register",
@@ -224,12 +230,12 @@ async fn a_403_from_verify_leaves_the_file_as_it_was() {
             "--name",
             "r",
         ],
-        &[("CI_SERVER_TOKEN", "glrt-t1_unknownunknown")],
+        &[("CI_SERVER_TOKEN", &unknown)],
     )
     .await;
     assert!(!out.ok);
     assert!(out.all.contains("403"), "{}", out.all);
-    no_token(&out.all, &["glrt-t1_unknownunknown"]);
+    no_token(&out.all, &[&unknown]);
     assert_eq!(setup.text(), setup.original);
 }
 
@@ -348,15 +354,12 @@ async fn verify_fails_on_a_gone_runner_and_delete_removes_only_it() {
     let out = flotilla(&["verify", "-c", &c(&setup)], &[]).await;
     assert!(out.ok, "{}", out.all);
     // An admin deletes the second runner in GitLab.
-    setup.gitlab.delete_runner("glrtr-secondsecondsecond");
+    setup.gitlab.delete_runner(&setup.second);
     let before = setup.text();
     let out = flotilla(&["verify", "-c", &c(&setup)], &[]).await;
     assert!(!out.ok);
     assert!(out.all.contains("Failed to verify runners"), "{}", out.all);
-    no_token(
-        &out.all,
-        &["glrtr-secondsecondsecond", "glrt-t1_firstfirstfirst"],
-    );
+    no_token(&out.all, &[&setup.second, &setup.first]);
     assert_eq!(
         setup.text(),
         before,
@@ -382,11 +385,11 @@ async fn unregister_deletes_a_manager_for_glrt_and_the_runner_otherwise() {
     // GitLab knows this host's manager of the first runner once it verified.
     let out = flotilla(&["verify", "-c", &c(&setup), "-n", "first"], &[]).await;
     assert!(out.ok, "{}", out.all);
-    let first_id = setup.gitlab.runner_id("glrt-t1_firstfirstfirst").unwrap();
+    let first_id = setup.gitlab.runner_id(&setup.first).unwrap();
     assert_eq!(setup.gitlab.runner_managers(first_id).len(), 1);
     let out = flotilla(&["unregister", "-c", &c(&setup), "--name", "first"], &[]).await;
     assert!(out.ok, "{}", out.all);
-    no_token(&out.all, &["glrt-t1_firstfirstfirst"]);
+    no_token(&out.all, &[&setup.first]);
     let managers = calls(&setup, "DELETE", "/api/v4/runners/managers");
     assert_eq!(managers.len(), 1);
     assert!(managers[0]["system_id"].as_str().unwrap().starts_with("s_"));
@@ -400,7 +403,7 @@ async fn unregister_deletes_a_manager_for_glrt_and_the_runner_otherwise() {
     let expected = format!("{}{}", &setup.original[..first], &setup.original[second..]);
     assert_eq!(setup.text(), expected);
 
-    let second_id = setup.gitlab.runner_id("glrtr-secondsecondsecond").unwrap();
+    let second_id = setup.gitlab.runner_id(&setup.second).unwrap();
     let out = flotilla(&["unregister", "-c", &c(&setup), "--all-runners"], &[]).await;
     assert!(out.ok, "{}", out.all);
     assert_eq!(calls(&setup, "DELETE", "/api/v4/runners").len(), 1);
@@ -427,11 +430,9 @@ async fn reset_token_writes_the_new_token_and_the_old_one_is_refused() {
         .set_token_ttl(std::time::Duration::from_secs(3600 * 24));
     let out = flotilla(&["reset-token", "-c", &c(&setup), "--name", "second"], &[]).await;
     assert!(out.ok, "{}", out.all);
-    let new = setup
-        .gitlab
-        .current_runner_token("glrtr-secondsecondsecond");
-    assert_ne!(new, "glrtr-secondsecondsecond");
-    no_token(&out.all, &["glrtr-secondsecondsecond", &new]);
+    let new = setup.gitlab.current_runner_token(&setup.second);
+    assert_ne!(new, setup.second);
+    no_token(&out.all, &[&setup.second, &new]);
     let text = setup.text();
     assert!(text.contains(&format!("token = \"{new}\"")), "{text}");
     let first = setup.original.find("\n# The second runner.").unwrap();
@@ -445,7 +446,7 @@ async fn reset_token_writes_the_new_token_and_the_old_one_is_refused() {
         "{text}"
     );
     assert!(
-        setup.gitlab.runner_id("glrtr-secondsecondsecond").is_none(),
+        setup.gitlab.runner_id(&setup.second).is_none(),
         "the old token is refused"
     );
     // verify now passes with the new token.
@@ -459,21 +460,20 @@ async fn list_shows_each_runner_with_its_short_token_only() {
     let setup = Setup::start().await;
     let out = flotilla(&["list", "-c", &c(&setup)], &[]).await;
     assert!(out.ok, "{}", out.all);
-    no_token(
-        &out.all,
-        &["glrt-t1_firstfirstfirst", "glrtr-secondsecondsecond"],
-    );
+    no_token(&out.all, &[&setup.first, &setup.second]);
     let url = setup.gitlab.url();
+    // Short tokens: the 9 characters after the `glrt-t1_` / `glrtr-` prefix.
+    let first = &setup.first["glrt-t1_".len()..][..9];
+    let second = &setup.second["glrtr-".len()..][..9];
     assert!(
         out.all
-            .contains(&format!("first\tExecutor=docker Token=firstfirs URL={url}")),
+            .contains(&format!("first\tExecutor=docker Token={first} URL={url}")),
         "{}",
         out.all
     );
     assert!(
-        out.all.contains(&format!(
-            "second\tExecutor=docker Token=secondsec URL={url}"
-        )),
+        out.all
+            .contains(&format!("second\tExecutor=docker Token={second} URL={url}")),
         "{}",
         out.all
     );
