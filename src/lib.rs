@@ -13,6 +13,7 @@ pub mod docker;
 pub mod error_chain;
 pub mod executor;
 pub mod fleet;
+pub mod go_bool;
 pub mod helper_commands;
 pub mod job;
 pub mod lifecycle;
