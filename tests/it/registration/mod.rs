@@ -82,6 +82,13 @@ impl Setup {
         }
     }
 
+    /// A new runner token the fake GitLab knows (not in the file).
+    pub(crate) fn new_runner(&self) -> String {
+        let token = runner_token();
+        self.gitlab.add_runner(&token);
+        token
+    }
+
     /// The file's text now.
     pub(crate) fn text(&self) -> String {
         std::fs::read_to_string(&self.path).expect("read config")
