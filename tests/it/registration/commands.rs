@@ -1,7 +1,7 @@
 //! Each command through the real binary against the fake GitLab.
 
 use super::{config_checks, flotilla, no_token, Output, Setup};
-use crate::harness::runner_token;
+use crate::harness::{runner_token, token_with_prefix};
 
 fn c(setup: &Setup) -> String {
     setup.path.display().to_string()
@@ -257,24 +257,27 @@ async fn a_legacy_registration_creates_the_runner_and_403_and_410_leave_the_file
         ]);
         owned
     };
-    let run = |v: Vec<String>, token: &'static str| async move {
+    let run = |v: Vec<String>, token: String| async move {
         let refs: Vec<&str> = v.iter().map(String::as_str).collect();
-        flotilla(&refs, &[("REGISTRATION_TOKEN", token)]).await
+        flotilla(&refs, &[("REGISTRATION_TOKEN", &token)]).await
     };
-    let out = run(with(args("legacy")), "GR1348941notknown").await;
+    // Registration tokens (GitLab's `GR1348941` prefix), made at run time.
+    let unknown = token_with_prefix("GR1348941");
+    let known = token_with_prefix("GR1348941");
+    let out = run(with(args("legacy")), unknown.clone()).await;
     assert!(!out.ok);
     assert!(
         out.all.contains("403") && out.all.contains("invalid token supplied"),
         "{}",
         out.all
     );
-    no_token(&out.all, &["GR1348941notknown"]);
+    no_token(&out.all, &[&unknown]);
     assert_eq!(setup.text(), setup.original);
 
-    setup.gitlab.add_registration_token("GR1348941known");
-    let out = run(with(args("legacy")), "GR1348941known").await;
+    setup.gitlab.add_registration_token(&known);
+    let out = run(with(args("legacy")), known.clone()).await;
     assert!(out.ok, "{}", out.all);
-    no_token(&out.all, &["GR1348941known"]);
+    no_token(&out.all, &[&known]);
     let created = calls(&setup, "POST", "/api/v4/runners");
     let body = created.last().unwrap();
     assert_eq!(body["description"], "legacy");
@@ -309,7 +312,7 @@ async fn a_legacy_registration_creates_the_runner_and_403_and_410_leave_the_file
     // 410: registration tokens disabled on the instance.
     let before = setup.text();
     setup.gitlab.disallow_registration();
-    let out = run(with(args("again")), "GR1348941known").await;
+    let out = run(with(args("again")), known.clone()).await;
     assert!(!out.ok);
     assert!(out.all.contains("410"), "{}", out.all);
     assert_eq!(setup.text(), before);
