@@ -13,6 +13,7 @@ pub mod docker;
 pub mod error_chain;
 pub mod executor;
 pub mod fleet;
+pub mod go_bool;
 pub mod helper_commands;
 pub mod job;
 pub mod lifecycle;
@@ -28,6 +29,8 @@ pub mod trace;
 
 #[cfg(test)]
 mod props;
+#[cfg(test)]
+mod testing;
 
 /// Flotilla's version, as sent to GitLab in `info.version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -5,12 +5,19 @@
 require_relative 'harness'
 require 'tomlrb'
 require 'open3'
+require 'securerandom'
 require 'tmpdir'
 
 FLOTILLA_BIN = ENV.fetch('FLOTILLA_BIN', File.join(Harness::REPO, 'target/debug/flotilla'))
 ROLES = %w[flotilla-shared flotilla-private].freeze
-SECRET = 'glrt-Sup3rSecretTok3n-do-not-print'.freeze
-REG_SECRET = 'GR1348941-registration-secret'.freeze
+# A fake token made at run time: `prefix` then 20 random letters and digits (the tree holds no
+# token-looking literal).
+def fake_token(prefix = 'glrt-')
+  "#{prefix}#{SecureRandom.alphanumeric(20)}"
+end
+
+SECRET = fake_token.freeze
+REG_SECRET = fake_token('GR1348941').freeze
 
 def converge(role: nil, tokens: nil, &overrides)
   run = Harness::Run.new(role: role, &overrides)
@@ -193,38 +200,42 @@ RSpec.describe 'flotilla cookbook' do
     end
 
     let(:base) { { 'name' => 'r1', 'url' => 'https://g.example/', 'id' => 7, 'executor' => 'docker' } }
+    let(:rotated_token) { fake_token }
+    let(:original_token) { fake_token }
     let(:rotated) do
       <<~TOML
         [[runners]]
           name = "r1"
           id = 7
-          token = "glrt-rotated"
+          token = "#{rotated_token}"
           token_obtained_at = 2026-12-01T10:00:00Z
           token_expires_at = 2027-01-01T10:00:00Z
       TOML
     end
 
     it 'keeps the token the manager rotated on disk when the runner id matches' do
-      r = run_with(rotated, base.merge('token' => 'glrt-original', 'token_obtained_at' => '2026-11-01T00:00:00Z'))
-      expect(r['token']).to eq('glrt-rotated')
+      r = run_with(rotated, base.merge('token' => original_token, 'token_obtained_at' => '2026-11-01T00:00:00Z'))
+      expect(r['token']).to eq(rotated_token)
       expect(normalize(r)['token_obtained_at']).to eq('2026-12-01T10:00:00Z')
       expect(normalize(r)['token_expires_at']).to eq('2027-01-01T10:00:00Z')
     end
 
     it 'takes the attributes token when the disk runner has another id' do
-      r = run_with(rotated.sub('id = 7', 'id = 8'), base.merge('token' => 'glrt-original'))
-      expect(r['token']).to eq('glrt-original')
+      r = run_with(rotated.sub('id = 7', 'id = 8'), base.merge('token' => original_token))
+      expect(r['token']).to eq(original_token)
     end
 
     it 'takes a newer token from the attributes (replaced in the vault)' do
-      r = run_with(rotated, base.merge('token' => 'glrt-new', 'token_obtained_at' => Time.utc(2026, 12, 5)))
-      expect(r['token']).to eq('glrt-new')
+      new_token = fake_token
+      r = run_with(rotated, base.merge('token' => new_token, 'token_obtained_at' => Time.utc(2026, 12, 5)))
+      expect(r['token']).to eq(new_token)
     end
 
     it 'takes the token and id flotilla register wrote when the attributes have none' do
-      reg = "[[runners]]\n  name = \"r1\"\n  id = 99\n  token = \"glrt-registered\"\n"
+      registered_token = fake_token
+      reg = "[[runners]]\n  name = \"r1\"\n  id = 99\n  token = \"#{registered_token}\"\n"
       r = run_with(nil, base.reject { |k, _| k == 'id' }, registered: reg)
-      expect(r['token']).to eq('glrt-registered')
+      expect(r['token']).to eq(registered_token)
       expect(r['id']).to eq(99)
     end
   end

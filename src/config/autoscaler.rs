@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use super::autoscaler_policy::{self, RawPolicy};
+use super::autoscaler_policy::{self, non_negative, RawPolicy};
 use super::diag::Diagnostics;
 use super::gce::GceSettings;
 use super::gce_checks::Val;
@@ -174,7 +174,7 @@ pub(super) fn build(
         "plugin_config.name {group:?} → VM names {machine_name:?} (MachineName) and label \
          {INSTANCE_GROUP_LABEL}={group}"
     ));
-    let max_instances = count(d, raw.max_instances, &p("max_instances"));
+    let max_instances = non_negative(d, raw.max_instances, &p("max_instances"));
     if let Some(n) = max_instances.as_ref().filter(|f| f.value > 0) {
         mapped.push(format!(
             "max_instances {} → limit {} (VMs and jobs at once; the lower of it and the runner's \
@@ -182,7 +182,7 @@ pub(super) fn build(
             n.value, n.value
         ));
     }
-    let max_builds = count(d, raw.max_use_count, &p("max_use_count"));
+    let max_builds = non_negative(d, raw.max_use_count, &p("max_use_count"));
     if let Some(n) = &max_builds {
         mapped.push(format!("max_use_count {} → MaxBuilds {}", n.value, n.value));
     }
@@ -374,17 +374,6 @@ fn instance_group(
         return "flotilla".to_string();
     }
     name.to_string()
-}
-
-/// A count: an error when negative.
-fn count(d: &mut Diagnostics, f: Option<Field<i64>>, path: &str) -> Option<Field<i64>> {
-    match f {
-        Some(f) if f.value < 0 => {
-            d.error(f.line, path, "must not be negative");
-            None
-        }
-        f => f,
-    }
 }
 
 #[cfg(test)]

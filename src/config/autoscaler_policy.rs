@@ -6,11 +6,9 @@
 //! entries' raw struct, their reading and this conversion; each entry says what it became for
 //! `flotilla config check`.
 
-use toml_edit::{Item, Value};
-
 use super::diag::Diagnostics;
 use super::known_keys_autoscaler::POLICY;
-use super::machine::{check_period, RawPeriod};
+use super::machine::{check_period, timezone_error, RawPeriod};
 use super::toml_read::{check_keys, float, integer, string, string_items, Field, Scope};
 use super::units;
 
@@ -34,44 +32,12 @@ pub(super) struct RawPolicy {
 
 /// Reads every `[[runners.autoscaler.policy]]` entry of the autoscaler table `s`, in order.
 pub(super) fn read_all(d: &mut Diagnostics, s: &Scope<'_>) -> Vec<RawPolicy> {
-    let Some(item) = s.table.get("policy") else {
-        return Vec::new();
-    };
-    let line = s.key_line(d, "policy");
-    let tables: Vec<(&dyn toml_edit::TableLike, usize)> = match item {
-        Item::ArrayOfTables(entries) => entries
-            .iter()
-            .map(|t| (t as &dyn toml_edit::TableLike, d.line_of(t.span(), line)))
-            .collect(),
-        Item::Value(Value::Array(entries)) if entries.iter().all(|v| v.is_inline_table()) => {
-            entries
-                .iter()
-                .filter_map(|v| v.as_inline_table())
-                .map(|t| (t as &dyn toml_edit::TableLike, d.line_of(t.span(), line)))
-                .collect()
-        }
-        other => {
-            let found = other.type_name();
-            d.error(
-                line,
-                &s.child_path("policy"),
-                format!("expected [[runners.autoscaler.policy]] entries, found {found}"),
-            );
-            return Vec::new();
-        }
-    };
-    tables
+    s.table_entries(d, "policy", "runners.autoscaler.policy")
         .into_iter()
-        .enumerate()
-        .map(|(i, (table, line))| {
-            let p = Scope {
-                table,
-                path: format!("{}.policy[{i}]", s.path),
-                line,
-            };
+        .map(|p| {
             check_keys(d, &p, &POLICY);
             RawPolicy {
-                line,
+                line: p.line,
                 path: p.path.clone(),
                 periods: string_items(d, &p, "periods"),
                 timezone: string(d, &p, "timezone"),
@@ -114,11 +80,7 @@ pub(super) fn convert(d: &mut Diagnostics, p: RawPolicy, max_instances: u32) -> 
     let timezone = p.timezone.filter(|f| !f.value.trim().is_empty());
     let mut valid = !periods.is_empty();
     if let Some(f) = &timezone {
-        if f.value.trim().parse::<chrono_tz::Tz>().is_err() {
-            let message = format!(
-                "unknown time zone {:?}: use an IANA name such as \"Europe/Berlin\" or \"UTC\"",
-                f.value.trim()
-            );
+        if let Some(message) = timezone_error(f.value.trim()) {
             d.error(f.line, &path("timezone"), message);
             valid = false;
         }
@@ -219,7 +181,11 @@ fn always(line: usize) -> Vec<Field<String>> {
 }
 
 /// A count that must not be negative: dropped with an error when it is.
-fn non_negative(d: &mut Diagnostics, f: Option<Field<i64>>, path: &str) -> Option<Field<i64>> {
+pub(super) fn non_negative(
+    d: &mut Diagnostics,
+    f: Option<Field<i64>>,
+    path: &str,
+) -> Option<Field<i64>> {
     match f {
         Some(f) if f.value < 0 => {
             d.error(f.line, path, "must not be negative");

@@ -9,7 +9,6 @@
 use std::time::Duration;
 
 use croner::parser::{CronParser, Seconds, Year};
-use toml_edit::{Item, Value};
 
 use super::diag::Diagnostics;
 use super::known_keys;
@@ -218,13 +217,17 @@ fn timezone(d: &mut Diagnostics, f: Option<Field<String>>, path: &str) -> String
         return DEFAULT_TIMEZONE.to_string();
     };
     let name = f.value.trim();
-    if name.parse::<chrono_tz::Tz>().is_err() {
-        let message = format!(
-            "unknown time zone {name:?}: use an IANA name such as \"Europe/Berlin\" or \"UTC\""
-        );
+    if let Some(message) = timezone_error(name) {
         d.error(f.line, path, message);
     }
     name.to_string()
+}
+
+/// Why `name` is not a time zone a period can be read in (`None`: an IANA name it knows).
+pub(super) fn timezone_error(name: &str) -> Option<String> {
+    name.parse::<chrono_tz::Tz>().is_err().then(|| {
+        format!("unknown time zone {name:?}: use an IANA name such as \"Europe/Berlin\" or \"UTC\"")
+    })
 }
 
 /// GitLab Runner: `IdleCountMin` is taken as 1 when `IdleScaleFactor` is in use and it is lower.
@@ -377,41 +380,9 @@ pub(super) fn read(d: &mut Diagnostics, s: &Scope<'_>) -> RawMachine {
 
 /// The `[[runners.machine.autoscaling]]` entries, in order.
 fn periods(d: &mut Diagnostics, s: &Scope<'_>) -> Vec<RawPeriod> {
-    let Some(item) = s.table.get("autoscaling") else {
-        return Vec::new();
-    };
-    let line = s.key_line(d, "autoscaling");
-    let tables: Vec<(&dyn toml_edit::TableLike, usize)> = match item {
-        Item::ArrayOfTables(entries) => entries
-            .iter()
-            .map(|t| (t as &dyn toml_edit::TableLike, d.line_of(t.span(), line)))
-            .collect(),
-        Item::Value(Value::Array(entries)) if entries.iter().all(|v| v.is_inline_table()) => {
-            entries
-                .iter()
-                .filter_map(|v| v.as_inline_table())
-                .map(|t| (t as &dyn toml_edit::TableLike, d.line_of(t.span(), line)))
-                .collect()
-        }
-        other => {
-            let found = other.type_name();
-            d.error(
-                line,
-                &s.child_path("autoscaling"),
-                format!("expected [[runners.machine.autoscaling]] entries, found {found}"),
-            );
-            return Vec::new();
-        }
-    };
-    tables
+    s.table_entries(d, "autoscaling", "runners.machine.autoscaling")
         .into_iter()
-        .enumerate()
-        .map(|(i, (table, line))| {
-            let p = Scope {
-                table,
-                path: format!("{}.autoscaling[{i}]", s.path),
-                line,
-            };
+        .map(|p| {
             check_keys(d, &p, &known_keys::MACHINE_AUTOSCALING);
             RawPeriod {
                 line: p.line,

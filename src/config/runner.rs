@@ -613,12 +613,16 @@ fn unhealthy_interval(d: &mut Diagnostics, f: Option<Field<String>>, path: &str)
 #[cfg(test)]
 mod tests {
     use super::short_token;
+    use crate::testing::{expected_short_token, fake_runner_token, random_alnum};
 
     #[test]
     fn short_tokens_match_gitlab_runner() {
-        assert_eq!(short_token("glrt-t1_abcdefghijklmnop"), "abcdefghi");
-        assert_eq!(short_token("glrt-abcdefghijklmnop"), "abcdefghi");
-        assert_eq!(short_token("GR1348941abcdefghijkl"), "abcdefghi");
+        let token = fake_runner_token();
+        assert_eq!(short_token(&token), expected_short_token(&token));
+        let tail = random_alnum(16);
+        assert_eq!(short_token(&format!("glrt-{tail}")), tail[..9]);
+        let tail = random_alnum(12);
+        assert_eq!(short_token(&format!("GR1348941{tail}")), tail[..9]);
         assert_eq!(short_token("xyz"), "xyz");
     }
 

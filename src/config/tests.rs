@@ -1,22 +1,32 @@
 //! Loading whole files: GitLab Runner's own output, typos, many errors at once, value syntaxes,
 //! the example file, and reload diffs.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use super::*;
+use crate::testing::{expected_short_token, fake_runner_token};
 
-const REGISTER: &str = include_str!("../../tests/fixtures/config_gitlab_runner_register.toml");
+/// The runner token of [`with_runner`] and [`REGISTER`], made once per test run.
+static TOKEN: LazyLock<String> = LazyLock::new(fake_runner_token);
+
+/// What GitLab Runner's `register` writes, with [`TOKEN`] for its `@TOKEN@`.
+static REGISTER: LazyLock<String> = LazyLock::new(|| {
+    include_str!("../../tests/fixtures/config_gitlab_runner_register.toml")
+        .replace("@TOKEN@", &TOKEN)
+});
 const EXAMPLE: &str = include_str!("../../config.example.toml");
 
 /// A minimal valid file with `extra` appended inside `[[runners]]` (before `[runners.docker]`)
 /// and `docker` inside `[runners.docker]`.
 fn with_runner(extra: &str, docker: &str) -> String {
+    let token = &*TOKEN;
     format!(
         "concurrent = 2\n\
          [[runners]]\n\
          name = \"r\"\n\
          url = \"https://gitlab.example.com/\"\n\
-         token = \"glrt-t1_FAKEFAKEFAKE\"\n\
+         token = \"{token}\"\n\
          executor = \"docker\"\n\
          {extra}\n\
          [runners.docker]\n\
@@ -137,7 +147,7 @@ fn errors(text: &str) -> Vec<String> {
 
 #[test]
 fn gitlab_runner_register_output_loads_without_warnings() {
-    let loaded = load(REGISTER);
+    let loaded = load(&REGISTER);
     let c = &loaded.config;
     assert_eq!(c.concurrent, 1);
     assert_eq!(
@@ -186,7 +196,9 @@ fn gitlab_runner_register_output_loads_without_warnings() {
         "an empty table earns no warning: {warnings:#?}"
     );
     assert!(
-        !warnings.iter().any(|w| w.contains("FAKE")),
+        !warnings
+            .iter()
+            .any(|w| w.contains(&expected_short_token(&TOKEN))),
         "no token in warnings"
     );
 }
@@ -403,10 +415,11 @@ fn diff_names_changes_without_tokens() {
     let new = load(&format!("listen_address = \":9000\"\n{renamed}")).config;
     let lines = diff(&old, &new);
     let all = lines.join("\n");
+    let short = expected_short_token(&TOKEN);
     assert!(
-        all.contains(
-            "runner \"s\" (https://gitlab.example.com, token FAKEFAKEF): name: \"r\" → \"s\""
-        ),
+        all.contains(&format!(
+            "runner \"s\" (https://gitlab.example.com, token {short}): name: \"r\" → \"s\""
+        )),
         "{all}"
     );
     assert!(all.contains("limit: 0 → 3"), "{all}");
@@ -425,11 +438,19 @@ fn diff_names_changes_without_tokens() {
     assert!(!all.contains("glrt-"), "no full token: {all}");
     assert_eq!(restart_required(&old, &new), vec!["listen_address"]);
 
-    let other_token = with_runner("", "").replace("FAKEFAKEFAKE", "OTHEROTHEROTHEROTHER");
+    let other = fake_runner_token();
+    let other_token = with_runner("", "").replace(TOKEN.as_str(), &other);
     let swapped = diff(&old, &load(&other_token).config).join("\n");
-    assert!(swapped.contains("token FAKEFAKEF): removed"), "{swapped}");
-    assert!(swapped.contains("token OTHEROTHE): added"), "{swapped}");
-    assert!(!swapped.contains("OTHEROTHEROTHEROTHER"), "{swapped}");
+    assert!(
+        swapped.contains(&format!("token {short}): removed")),
+        "{swapped}"
+    );
+    let other_short = expected_short_token(&other);
+    assert!(
+        swapped.contains(&format!("token {other_short}): added")),
+        "{swapped}"
+    );
+    assert!(!swapped.contains(&other), "{swapped}");
     assert!(diff(&old, &old).is_empty());
 }
 
@@ -437,7 +458,7 @@ fn diff_names_changes_without_tokens() {
 fn check_file_reads_from_disk() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("config.toml");
-    std::fs::write(&path, REGISTER).expect("write");
+    std::fs::write(&path, &*REGISTER).expect("write");
     let warnings = check_file(&path).expect("valid file");
     assert!(warnings.is_empty(), "{warnings:#?}");
     let missing = check_file(&dir.path().join("nope.toml")).expect_err("missing file");

@@ -3,22 +3,31 @@
 //! `[runners.machine]` and `[runners.gce]` with the line it reports.
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use super::*;
+use crate::testing::fake_runner_token;
 
-const CARRIED: &str =
-    include_str!("../../tests/fixtures/config_gitlab_runner_docker_machine_google.toml");
+/// The runner token of [`machine_runner`] and [`CARRIED`], made once per test run.
+static TOKEN: LazyLock<String> = LazyLock::new(fake_runner_token);
+
+/// The carried-over GitLab.com-style file, with [`TOKEN`] for its `@TOKEN@`.
+static CARRIED: LazyLock<String> = LazyLock::new(|| {
+    include_str!("../../tests/fixtures/config_gitlab_runner_docker_machine_google.toml")
+        .replace("@TOKEN@", &TOKEN)
+});
 const EXAMPLE: &str = include_str!("../../config.example.toml");
 
 /// A docker+machine runner: line 7 holds `[runners.machine]` (`machine` follows it),
 /// then `[runners.gce]` with `gce`, then `[runners.docker]` with `docker`.
 fn machine_runner(machine: &str, gce: &str, docker: &str) -> String {
+    let token = &*TOKEN;
     format!(
         "[[runners]]\n\
          name = \"m\"\n\
          url = \"https://gitlab.example.com/\"\n\
-         token = \"glrt-t1_FAKEFAKEFAKE\"\n\
+         token = \"{token}\"\n\
          executor = \"docker+machine\"\n\
          # line 6\n\
          [runners.machine]\n\
@@ -55,7 +64,7 @@ fn warnings(loaded: &Loaded) -> Vec<String> {
 
 #[test]
 fn carried_over_google_machine_options_load_with_warnings_only() {
-    let loaded = load(CARRIED);
+    let loaded = load(&CARRIED);
     let r = &loaded.config.runners[0];
     assert_eq!(r.executor, ExecutorKind::DockerMachine);
     assert_eq!(r.limit, 20);
@@ -150,8 +159,9 @@ fn carried_over_google_machine_options_load_with_warnings_only() {
 #[test]
 fn gce_table_beside_machine_options_wins_and_warns_where_they_disagree() {
     let text = format!(
-        "{CARRIED}\n  [runners.gce]\n    endpoint = \"http://127.0.0.1:1\"\n    \
-         project = \"gitlab-ci-fake-155816\"\n    zones = [\"us-east1-c\", \"us-east1-b\"]\n"
+        "{}\n  [runners.gce]\n    endpoint = \"http://127.0.0.1:1\"\n    \
+         project = \"gitlab-ci-fake-155816\"\n    zones = [\"us-east1-c\", \"us-east1-b\"]\n",
+        *CARRIED
     );
     let loaded = load(&text);
     let g = loaded.config.runners[0].gce.as_ref().expect("gce settings");
@@ -532,7 +542,7 @@ fn diff_shows_machine_and_gce_changes() {
         all.contains("gce.endpoint: None → Some(\"http://127.0.0.1:1\")"),
         "{all}"
     );
-    assert!(!all.contains("FAKEFAKEFAKE"), "{all}");
+    assert!(!all.contains(TOKEN.as_str()), "{all}");
     let docker = load(
         &machine_runner("", "", "")
             .replace("executor = \"docker+machine\"", "executor = \"docker\"")

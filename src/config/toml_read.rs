@@ -62,6 +62,48 @@ impl<'t> Scope<'t> {
             }
         }
     }
+
+    /// The entries of the array of tables at `key` (`[[header]]` or an array of inline
+    /// tables), in order, each with its line and the path `key[i]`; none when `key` is absent,
+    /// and an error naming `[[header]]` when it holds something else.
+    pub fn table_entries(&self, d: &mut Diagnostics, key: &str, header: &str) -> Vec<Scope<'t>> {
+        let Some(item) = self.table.get(key) else {
+            return Vec::new();
+        };
+        let line = self.key_line(d, key);
+        let tables: Vec<(&'t dyn TableLike, usize)> = match item {
+            Item::ArrayOfTables(entries) => entries
+                .iter()
+                .map(|t| (t as &dyn TableLike, d.line_of(t.span(), line)))
+                .collect(),
+            Item::Value(Value::Array(entries)) if entries.iter().all(|v| v.is_inline_table()) => {
+                entries
+                    .iter()
+                    .filter_map(|v| v.as_inline_table())
+                    .map(|t| (t as &dyn TableLike, d.line_of(t.span(), line)))
+                    .collect()
+            }
+            other => {
+                let found = other.type_name();
+                d.error(
+                    line,
+                    &self.child_path(key),
+                    format!("expected [[{header}]] entries, found {found}"),
+                );
+                return Vec::new();
+            }
+        };
+        let path = self.child_path(key);
+        tables
+            .into_iter()
+            .enumerate()
+            .map(|(i, (table, line))| Scope {
+                table,
+                path: format!("{path}[{i}]"),
+                line,
+            })
+            .collect()
+    }
 }
 
 /// Warns about ignored keys and reports unknown ones.

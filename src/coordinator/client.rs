@@ -455,7 +455,7 @@ mod tests {
     fn labels_carry_the_kept_short_token_not_the_rotated_one() {
         let rotated = RunnerEndpoint {
             url: "https://gitlab.example.com".into(),
-            token: Secret("glrt-NEWTOKEN_after_rotation".into()),
+            token: Secret(crate::testing::fake_runner_token()),
             system_id: "s_0123456789ab".into(),
             short_token: "t1_OLDSHORT".into(),
             tls: Default::default(),
@@ -467,11 +467,13 @@ mod tests {
 
     #[test]
     fn debug_hides_tokens() {
+        let token = crate::testing::fake_runner_token();
+        let short = crate::testing::expected_short_token(&token);
         let runner = RunnerEndpoint {
             url: "https://gitlab.example.com".into(),
-            token: Secret("glrt-t1_SECRETSECRET".into()),
+            token: Secret(token.clone()),
             system_id: "s_0123456789ab".into(),
-            short_token: crate::config::short_token("glrt-t1_SECRETSECRET"),
+            short_token: crate::config::short_token(&token),
             tls: Default::default(),
         };
         let job = JobCredentials {
@@ -480,7 +482,11 @@ mod tests {
         };
         let text = format!("{runner:?} {job:?}");
         assert!(!text.contains("SECRET"), "{text}");
+        assert!(
+            !text.contains(&short),
+            "no part of the runner token: {text}"
+        );
         assert!(text.contains("s_0123456789ab") && text.contains('7'));
-        assert_eq!(runner.labels().runner, "SECRETSEC");
+        assert_eq!(runner.labels().runner, short);
     }
 }

@@ -13,6 +13,7 @@ use std::process::ExitCode;
 
 use super::archive::{self, ArchiveError, Collected, Selection};
 use crate::coordinator::{ArtifactUpload, ArtifactsClient, ArtifactsError, JobCredentials};
+use crate::go_bool::parse_go_bool;
 
 pub use super::contract::TOKEN_ENV;
 
@@ -64,11 +65,6 @@ pub enum ArtifactsCommandError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unsupported artifact format {0:?} (zip, gzip or raw)")]
 pub struct UnsupportedFormat(pub String);
-
-/// A value Go's `strconv.ParseBool` refuses.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a boolean (true or false)")]
-pub struct NotABool(pub String);
 
 /// The upload name when `--name` is empty or `.` (`DefaultUploadName`).
 const DEFAULT_UPLOAD_NAME: &str = "default";
@@ -157,15 +153,6 @@ pub struct DownloaderArgs {
     /// TLS toward GitLab.
     #[command(flatten)]
     pub tls: TlsArgs,
-}
-
-/// A boolean as Go's `strconv.ParseBool` reads it (how GitLab Runner reads feature flags).
-fn parse_go_bool(value: &str) -> Result<bool, NotABool> {
-    match value {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
-        other => Err(NotABool(other.to_string())),
-    }
 }
 
 /// An artifacts format the uploader can write.

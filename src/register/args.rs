@@ -1,9 +1,11 @@
 //! The flags of `register`, `verify`, `unregister`, `list` and `reset-token`, in GitLab Runner's
 //! spelling with its environment variables (GitLab Runner 19.x `commands/*.go`). Boolean flags
-//! accept `--flag`, `--flag=true` and `--flag=false`, as GitLab Runner's CLI library does.
+//! accept `--flag`, `--flag=true` and `--flag=false` (any Go `strconv.ParseBool` spelling), as
+//! GitLab Runner's CLI library does: each is made so by [`go_bool::flags`].
 //! Plain data: the commands read these; nothing here does I/O.
 
-use clap::{ArgAction, Args};
+use crate::go_bool;
+use clap::Args;
 use std::path::PathBuf;
 
 /// The default configuration file of the commands (GitLab Runner: `-c`, `$CONFIG_FILE`).
@@ -19,12 +21,24 @@ pub struct ConfigArg {
 
 /// `flotilla register`.
 #[derive(Clone, Args)]
+#[command(mut_args(go_bool::flags(&[
+    "non_interactive",
+    "docker_privileged",
+    "run_untagged",
+    "locked",
+    "paused",
+])))]
 pub struct RegisterArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub config: ConfigArg,
     /// Run registration unattended: a missing value is an error, nothing is asked.
-    #[arg(short = 'n', long, env = "REGISTER_NON_INTERACTIVE", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", action = ArgAction::Set)]
+    #[arg(
+        short = 'n',
+        long,
+        env = "REGISTER_NON_INTERACTIVE",
+        default_value = "false"
+    )]
     pub non_interactive: bool,
     /// GitLab instance URL (a trailing `/` is trimmed).
     #[arg(short = 'u', long, env = "CI_SERVER_URL")]
@@ -48,7 +62,7 @@ pub struct RegisterArgs {
     #[arg(long, env = "DOCKER_IMAGE")]
     pub docker_image: Option<String>,
     /// Run job containers privileged.
-    #[arg(long, env = "DOCKER_PRIVILEGED", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
+    #[arg(long, env = "DOCKER_PRIVILEGED")]
     pub docker_privileged: Option<bool>,
     /// When to pull the job image: `always`, `if-not-present`, `never` (repeatable).
     #[arg(long, env = "DOCKER_PULL_POLICY", value_delimiter = ',')]
@@ -84,10 +98,10 @@ pub struct RegisterArgs {
     #[arg(long, env = "RUNNER_TAG_LIST")]
     pub tag_list: Option<String>,
     /// Server-side (registration token only): run untagged jobs (true when no tags).
-    #[arg(long, env = "REGISTER_RUN_UNTAGGED", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
+    #[arg(long, env = "REGISTER_RUN_UNTAGGED")]
     pub run_untagged: Option<bool>,
     /// Server-side (registration token only): lock to the current project (default true).
-    #[arg(long, env = "REGISTER_LOCKED", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
+    #[arg(long, env = "REGISTER_LOCKED")]
     pub locked: Option<bool>,
     /// Server-side (registration token only): `not_protected` or `ref_protected`.
     #[arg(long, env = "REGISTER_ACCESS_LEVEL")]
@@ -96,7 +110,7 @@ pub struct RegisterArgs {
     #[arg(long, env = "REGISTER_MAXIMUM_TIMEOUT")]
     pub maximum_timeout: Option<i64>,
     /// Server-side (registration token only): register the runner paused.
-    #[arg(long, env = "REGISTER_PAUSED", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
+    #[arg(long, env = "REGISTER_PAUSED")]
     pub paused: Option<bool>,
     /// Server-side (registration token only): a note for the runner's maintainers.
     #[arg(long, env = "REGISTER_MAINTENANCE_NOTE")]
@@ -137,6 +151,7 @@ impl std::fmt::Debug for RegisterArgs {
 
 /// `flotilla verify`.
 #[derive(Debug, Clone, Args)]
+#[command(mut_args(go_bool::flags(&["delete"])))]
 pub struct VerifyArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
@@ -145,12 +160,13 @@ pub struct VerifyArgs {
     #[arg(short = 'n', long)]
     pub name: Option<String>,
     /// Remove the runners GitLab no longer knows from the file.
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", action = ArgAction::Set)]
+    #[arg(long, default_value = "false")]
     pub delete: bool,
 }
 
 /// `flotilla unregister`.
 #[derive(Clone, Args)]
+#[command(mut_args(go_bool::flags(&["all_runners"])))]
 pub struct UnregisterArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
@@ -165,7 +181,7 @@ pub struct UnregisterArgs {
     #[arg(short = 't', long, env = "CI_SERVER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Every runner of the file.
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", action = ArgAction::Set)]
+    #[arg(long, default_value = "false")]
     pub all_runners: bool,
 }
 
@@ -182,6 +198,7 @@ impl std::fmt::Debug for UnregisterArgs {
 
 /// `flotilla reset-token`.
 #[derive(Debug, Clone, Args)]
+#[command(mut_args(go_bool::flags(&["all_runners"])))]
 pub struct ResetTokenArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
@@ -190,6 +207,66 @@ pub struct ResetTokenArgs {
     #[arg(short = 'n', long)]
     pub name: Option<String>,
     /// Every runner of the file.
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", action = ArgAction::Set)]
+    #[arg(long, default_value = "false")]
     pub all_runners: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Register {
+        #[command(flatten)]
+        args: RegisterArgs,
+    }
+
+    #[derive(Parser)]
+    struct Verify {
+        #[command(flatten)]
+        args: VerifyArgs,
+    }
+
+    #[derive(Parser)]
+    struct Unregister {
+        #[command(flatten)]
+        args: UnregisterArgs,
+    }
+
+    #[derive(Parser)]
+    struct ResetToken {
+        #[command(flatten)]
+        args: ResetTokenArgs,
+    }
+
+    #[test]
+    fn boolean_flags_read_go_booleans() {
+        let r = Register::try_parse_from(["r", "-n", "--docker-privileged=0", "--locked"])
+            .expect("flags")
+            .args;
+        assert!(r.non_interactive);
+        assert_eq!(r.docker_privileged, Some(false));
+        assert_eq!(r.locked, Some(true));
+        assert_eq!((r.paused, r.run_untagged), (None, None));
+        let r = Register::try_parse_from(["r", "--paused=False", "--run-untagged=true"])
+            .expect("flags")
+            .args;
+        assert!(!r.non_interactive);
+        assert_eq!((r.paused, r.run_untagged), (Some(false), Some(true)));
+        assert!(Register::try_parse_from(["r", "--locked=maybe"]).is_err());
+        assert!(!Verify::try_parse_from(["v"]).unwrap().args.delete);
+        assert!(
+            Verify::try_parse_from(["v", "--delete"])
+                .unwrap()
+                .args
+                .delete
+        );
+        assert!(
+            !Verify::try_parse_from(["v", "--delete=f"])
+                .unwrap()
+                .args
+                .delete
+        );
+    }
 }

@@ -4,9 +4,14 @@ use super::file::{datetime_literal, Edit, LockedFile};
 use crate::config::{Config, Secret};
 use chrono::{DateTime, Utc};
 use std::path::Path;
+use std::sync::LazyLock;
 
-/// A file with comments and two runners, as an operator keeps it.
-pub(crate) const TWO_RUNNERS: &str = r#"# Fleet config: managed by hand.
+/// The first runner's token (created in GitLab), made once per test run.
+static FIRST: LazyLock<String> = LazyLock::new(crate::testing::fake_runner_token);
+
+/// A file with comments and two runners, as an operator keeps it (`@FIRST@` and `@SECOND@`
+/// stand for the tokens).
+const TWO_RUNNERS_TEMPLATE: &str = r#"# Fleet config: managed by hand.
 concurrent = 4   # two runners, two jobs each
 check_interval = 3
 
@@ -15,7 +20,7 @@ check_interval = 3
   name = "first"
   url = "https://gitlab.example.com/"
   id = 11
-  token = "glrt-t1_firstfirstfirst"   # keep me
+  token = "@FIRST@"   # keep me
   token_obtained_at = 2026-01-01T00:00:00Z
   token_expires_at = 0001-01-01T00:00:00Z
   executor = "docker"
@@ -26,11 +31,18 @@ check_interval = 3
 [[runners]]
   name = "second"
   url = "https://gitlab.example.com"
-  token = "glrtr-secondsecondsecond"
+  token = "@SECOND@"
   executor = "docker"
   [runners.docker]
     image = "debian"
 "#;
+
+/// [`TWO_RUNNERS_TEMPLATE`] with [`FIRST`] and a generated `glrtr-` token.
+static TWO_RUNNERS: LazyLock<String> = LazyLock::new(|| {
+    TWO_RUNNERS_TEMPLATE
+        .replace("@FIRST@", &FIRST)
+        .replace("@SECOND@", &crate::testing::fake_token("glrtr-"))
+});
 
 fn at(t: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(t).unwrap().with_timezone(&Utc)
@@ -38,9 +50,9 @@ fn at(t: &str) -> DateTime<Utc> {
 
 #[test]
 fn an_untouched_file_renders_byte_for_byte() {
-    let edit = Edit::parse(Path::new("c.toml"), Some(TWO_RUNNERS)).unwrap();
+    let edit = Edit::parse(Path::new("c.toml"), Some(TWO_RUNNERS.as_str())).unwrap();
     assert!(!edit.is_changed());
-    assert_eq!(edit.render(), TWO_RUNNERS);
+    assert_eq!(edit.render(), *TWO_RUNNERS);
     let names: Vec<String> = edit.entries().iter().map(|e| e.name.clone()).collect();
     assert_eq!(names, ["first", "second"]);
     assert_eq!(edit.entries()[0].id, 11);
@@ -48,23 +60,23 @@ fn an_untouched_file_renders_byte_for_byte() {
 
 #[test]
 fn an_append_keeps_every_byte_before_it() {
-    let mut edit = Edit::parse(Path::new("c.toml"), Some(TWO_RUNNERS)).unwrap();
+    let mut edit = Edit::parse(Path::new("c.toml"), Some(TWO_RUNNERS.as_str())).unwrap();
     edit.append("\n[[runners]]\n  name = \"third\"\n  url = \"https://x\"\n  token = \"glrt-third\"\n  executor = \"docker\"\n  [runners.docker]\n    image = \"a\"\n".into());
     let text = edit.render();
-    assert!(text.starts_with(TWO_RUNNERS), "{text}");
+    assert!(text.starts_with(TWO_RUNNERS.as_str()), "{text}");
     let loaded = Config::from_toml_str(&text, "c.toml").unwrap();
     assert_eq!(loaded.config.runners.len(), 3);
 }
 
 #[test]
 fn a_removal_changes_only_the_removed_entry() {
-    let mut edit = Edit::parse(Path::new("c.toml"), Some(TWO_RUNNERS)).unwrap();
+    let mut edit = Edit::parse(Path::new("c.toml"), Some(TWO_RUNNERS.as_str())).unwrap();
     edit.remove(&[1]);
     let text = edit.render();
     // The entry goes with its comment and the blank line before it.
     let start = TWO_RUNNERS.find("\n# The second runner.").unwrap();
     assert_eq!(text, &TWO_RUNNERS[..start]);
-    let mut edit = Edit::parse(Path::new("c.toml"), Some(TWO_RUNNERS)).unwrap();
+    let mut edit = Edit::parse(Path::new("c.toml"), Some(TWO_RUNNERS.as_str())).unwrap();
     edit.remove(&[0]);
     let text = edit.render();
     let first = TWO_RUNNERS.find("# The first runner.").unwrap();
@@ -75,15 +87,16 @@ fn a_removal_changes_only_the_removed_entry() {
 
 #[test]
 fn a_new_token_changes_only_its_three_values() {
-    let mut edit = Edit::parse(Path::new("c.toml"), Some(TWO_RUNNERS)).unwrap();
+    let new = crate::testing::fake_runner_token();
+    let mut edit = Edit::parse(Path::new("c.toml"), Some(TWO_RUNNERS.as_str())).unwrap();
     edit.set_token(
         0,
-        &Secret("glrt-t1_NEWNEWNEW".into()),
+        &Secret(new.clone()),
         at("2026-02-01T10:00:00Z"),
         Some(at("2026-03-01T10:00:00Z")),
     );
     let expected = TWO_RUNNERS
-        .replace("glrt-t1_firstfirstfirst", "glrt-t1_NEWNEWNEW")
+        .replace(FIRST.as_str(), &new)
         .replace(
             "token_obtained_at = 2026-01-01T00:00:00Z",
             "token_obtained_at = 2026-02-01T10:00:00Z",
@@ -94,7 +107,7 @@ fn a_new_token_changes_only_its_three_values() {
         );
     assert_eq!(edit.render(), expected);
     // A runner without the keys gets them added inside its entry.
-    let mut edit = Edit::parse(Path::new("c.toml"), Some(TWO_RUNNERS)).unwrap();
+    let mut edit = Edit::parse(Path::new("c.toml"), Some(TWO_RUNNERS.as_str())).unwrap();
     edit.set_token(
         1,
         &Secret("glrtr-new".into()),
@@ -106,7 +119,7 @@ fn a_new_token_changes_only_its_three_values() {
         .config;
     assert_eq!(loaded.runners[1].token.expose(), "glrtr-new");
     assert_eq!(loaded.runners[1].token_expires_at, None);
-    assert_eq!(loaded.runners[0].token.expose(), "glrt-t1_firstfirstfirst");
+    assert_eq!(loaded.runners[0].token.expose(), FIRST.as_str());
 }
 
 #[test]
@@ -127,9 +140,9 @@ fn a_rewrite_is_a_rename_with_mode_0600_under_the_lock() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
-    std::fs::write(&path, TWO_RUNNERS).unwrap();
+    std::fs::write(&path, &*TWO_RUNNERS).unwrap();
     let file = LockedFile::lock(&path).unwrap();
-    assert_eq!(file.read().unwrap().as_deref(), Some(TWO_RUNNERS));
+    assert_eq!(file.read().unwrap().as_deref(), Some(TWO_RUNNERS.as_str()));
     file.write("concurrent = 2\n").unwrap();
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);

@@ -6,6 +6,7 @@
 
 mod banner;
 mod buffer;
+pub mod invariant;
 mod masker;
 mod pipeline;
 mod sanitize;

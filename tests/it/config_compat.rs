@@ -84,12 +84,11 @@ async fn a_shell_runner_is_skipped_while_the_docker_runner_runs() {
 
 #[test]
 fn config_check_names_the_zone_of_each_period_from_tz() {
-    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/config_gitlab_runner_docker_machine_google.toml");
-    let text =
-        std::fs::read_to_string(fixture)
-            .unwrap()
-            .replacen("      Timezone = \"UTC\"\n", "", 1);
+    let text = fixture_with_token("config_gitlab_runner_docker_machine_google.toml").replacen(
+        "      Timezone = \"UTC\"\n",
+        "",
+        1,
+    );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
     std::fs::write(&path, text).unwrap();

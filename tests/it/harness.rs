@@ -31,11 +31,27 @@ pub fn init_crypto() {
 /// A unique fake runner token (generated, not a real one); its short token (9 characters after
 /// `glrt-t1_`) is random, so tests running at once never share container names or labels.
 pub fn runner_token() -> String {
+    token_with_prefix("glrt-t1_")
+}
+
+/// A fake token: `prefix` then 24 random hexadecimal digits (made at run time, never a literal).
+pub fn token_with_prefix(prefix: &str) -> String {
     format!(
-        "glrt-t1_{:016x}{:08x}",
+        "{prefix}{:016x}{:08x}",
         rand::random::<u64>(),
         rand::random::<u32>()
     )
+}
+
+/// The text of `tests/fixtures/NAME` with a [`runner_token`] for its `@TOKEN@` (fixtures hold
+/// no token-looking literal).
+pub fn fixture_with_token(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+        .replace("@TOKEN@", &runner_token())
 }
 
 /// Starts a fake GitLab with one runner token registered.

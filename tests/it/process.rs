@@ -87,6 +87,13 @@ impl Running {
 }
 
 impl Running {
+    /// Sends `signal` and asserts the process then exits successfully within the deadline.
+    pub(crate) async fn stop(&mut self, signal: &str) {
+        self.signal(signal);
+        let status = self.wait_exit(DEADLINE).await;
+        assert!(status.success(), "{status:?}\n{}", self.log());
+    }
+
     /// Waits until the log contains `text`.
     pub(crate) async fn log_shows(&self, text: &str, deadline: Duration) {
         let end = tokio::time::Instant::now() + deadline;
@@ -115,22 +122,73 @@ impl Drop for Running {
     }
 }
 
+/// A fake GitLab with one runner and a `config.toml` for it in a temporary directory.
+struct Setup {
+    gitlab: testkit::FakeGitlab,
+    token: String,
+    dir: tempfile::TempDir,
+    state_dir: std::path::PathBuf,
+    config_path: std::path::PathBuf,
+}
+
+impl Setup {
+    async fn start(opts: FakeGitlabOptions) -> Setup {
+        ensure_test_image();
+        let (gitlab, token) = fake_gitlab(opts).await;
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("state");
+        let config_path = dir.path().join("config.toml");
+        std::fs::write(
+            &config_path,
+            config_text(&gitlab.url(), &token, &state_dir, "", ""),
+        )
+        .unwrap();
+        Setup {
+            gitlab,
+            token,
+            dir,
+            state_dir,
+            config_path,
+        }
+    }
+
+    /// Starts `flotilla run` on the configuration, its log named after `name`.
+    fn run(&self, name: &str) -> Running {
+        Running::start(&self.config_path, self.dir.path(), name)
+    }
+
+    /// Waits until `jobs.json` no longer holds job `id`.
+    async fn jobs_json_cleared(&self, id: i64) {
+        eventually("jobs.json cleared", DEADLINE, || {
+            std::fs::read_to_string(self.state_dir.join("jobs.json"))
+                .is_ok_and(|t| !t.contains(&format!("\"id\": {id}")))
+        })
+        .await;
+    }
+}
+
+/// `flotilla config check PATH`: whether it passed, its stdout and its stderr.
+fn config_check(path: &std::path::Path) -> (bool, String, String) {
+    let out = Command::new(flotilla_bin())
+        .args(["config", "check"])
+        .arg(path)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_left_by_a_killed_process_is_failed_at_the_next_start() {
-    ensure_test_image();
-    let (gitlab, token) = fake_gitlab(fast_trace()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let state_dir = dir.path().join("state");
-    let config_path = dir.path().join("config.toml");
-    std::fs::write(
-        &config_path,
-        config_text(&gitlab.url(), &token, &state_dir, "", ""),
-    )
-    .unwrap();
+    let setup = Setup::start(fast_trace()).await;
+    let (gitlab, token, state_dir) = (&setup.gitlab, &setup.token, &setup.state_dir);
 
-    let mut first = Running::start(&config_path, dir.path(), "first");
-    let id = gitlab.enqueue(&token, job(&["echo crash-marker", "sleep 300"], &[]));
-    trace_shows(&gitlab, id, "crash-marker").await;
+    let mut first = setup.run("first");
+    let id = gitlab.enqueue(token, job(&["echo crash-marker", "sleep 300"], &[]));
+    trace_shows(gitlab, id, "crash-marker").await;
     first.signal("KILL");
     first.wait_exit(DEADLINE).await;
     let recorded = std::fs::read_to_string(state_dir.join("jobs.json")).unwrap();
@@ -140,7 +198,7 @@ async fn a_job_left_by_a_killed_process_is_failed_at_the_next_start() {
     );
     assert_eq!(gitlab.job(id).unwrap().state, JobState::Running);
 
-    let mut second = Running::start(&config_path, dir.path(), "second");
+    let mut second = setup.run("second");
     let record = gitlab
         .wait_job(id, DEADLINE, |j| j.state == JobState::Failed)
         .await
@@ -149,15 +207,9 @@ async fn a_job_left_by_a_killed_process_is_failed_at_the_next_start() {
         record.failure_reason.as_deref(),
         Some("runner_system_failure")
     );
-    eventually("jobs.json cleared", DEADLINE, || {
-        std::fs::read_to_string(state_dir.join("jobs.json"))
-            .is_ok_and(|t| !t.contains(&format!("\"id\": {id}")))
-    })
-    .await;
-    second.signal("TERM");
-    let status = second.wait_exit(DEADLINE).await;
-    assert!(status.success(), "{status:?}\n{}", second.log());
-    for container in containers_of_job(&token, id) {
+    setup.jobs_json_cleared(id).await;
+    second.stop("TERM").await;
+    for container in containers_of_job(token, id) {
         let _ = Command::new("docker")
             .args(["rm", "-f", &container])
             .output();
@@ -169,23 +221,15 @@ async fn a_job_left_by_a_killed_process_is_failed_at_the_next_start() {
 /// state and its whole trace (kept in the state directory meanwhile).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_final_state_refused_until_a_stop_is_delivered_by_the_next_start() {
-    ensure_test_image();
-    let (gitlab, token) = fake_gitlab(fast_trace()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let state_dir = dir.path().join("state");
-    let config_path = dir.path().join("config.toml");
-    std::fs::write(
-        &config_path,
-        config_text(&gitlab.url(), &token, &state_dir, "", ""),
-    )
-    .unwrap();
+    let setup = Setup::start(fast_trace()).await;
+    let (gitlab, token, state_dir) = (&setup.gitlab, &setup.token, &setup.state_dir);
     gitlab.inject(testkit::Fault::FinalUpdateOutage {
         status: 503,
         duration: Duration::from_secs(3600),
     });
-    let mut first = Running::start(&config_path, dir.path(), "outage-first");
+    let mut first = setup.run("outage-first");
     let id = gitlab.enqueue(
-        &token,
+        token,
         job(
             &[
                 "i=0; while [ $i -lt 3000 ]; do echo \"kept-line-$i\"; i=$((i+1)); done",
@@ -200,15 +244,13 @@ async fn a_final_state_refused_until_a_stop_is_delivered_by_the_next_start() {
             DEADLINE,
         )
         .await;
-    first.signal("TERM");
-    let status = first.wait_exit(DEADLINE).await;
-    assert!(status.success(), "{status:?}\n{}", first.log());
+    first.stop("TERM").await;
     let recorded = std::fs::read_to_string(state_dir.join("jobs.json")).unwrap();
     assert!(recorded.contains("pending_final"), "jobs.json: {recorded}");
     assert_eq!(gitlab.job(id).unwrap().state, JobState::Running);
 
     gitlab.clear_faults();
-    let mut second = Running::start(&config_path, dir.path(), "outage-second");
+    let mut second = setup.run("outage-second");
     let record = gitlab
         .wait_job(id, DEADLINE, |j| j.state.is_finished())
         .await
@@ -220,35 +262,22 @@ async fn a_final_state_refused_until_a_stop_is_delivered_by_the_next_start() {
     assert!(!record.checksum_mismatch, "the trace is whole");
     assert!(trace.contains("kept-line-2999"), "{trace}");
     assert!(trace.contains("exit code 3"), "{trace}");
-    eventually("jobs.json cleared", DEADLINE, || {
-        std::fs::read_to_string(state_dir.join("jobs.json"))
-            .is_ok_and(|t| !t.contains(&format!("\"id\": {id}")))
-    })
-    .await;
+    setup.jobs_json_cleared(id).await;
     let kept = std::fs::read_dir(state_dir.join("traces"))
         .map(|d| d.count())
         .unwrap_or(0);
     assert_eq!(kept, 0, "the kept trace is removed once delivered");
-    second.signal("TERM");
-    let status = second.wait_exit(DEADLINE).await;
-    assert!(status.success(), "{status:?}\n{}", second.log());
+    second.stop("TERM").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_reaches_the_log_at_debug_level() {
-    ensure_test_image();
-    let (gitlab, token) = fake_gitlab(FakeGitlabOptions::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config_path = dir.path().join("config.toml");
-    std::fs::write(
-        &config_path,
-        config_text(&gitlab.url(), &token, &dir.path().join("state"), "", ""),
-    )
-    .unwrap();
-    let mut manager = Running::start(&config_path, dir.path(), "debug");
+    let setup = Setup::start(FakeGitlabOptions::default()).await;
+    let (gitlab, token) = (&setup.gitlab, &setup.token);
+    let mut manager = setup.run("debug");
     let secret = "masked-Value-9876zz";
     let id = gitlab.enqueue(
-        &token,
+        token,
         with_variable(
             job(&["echo $MASKED_ONE", "echo $CI_JOB_TOKEN"], &[]),
             "MASKED_ONE",
@@ -268,9 +297,7 @@ async fn no_secret_reaches_the_log_at_debug_level() {
         "{}",
         String::from_utf8_lossy(&record.trace)
     );
-    manager.signal("QUIT");
-    let status = manager.wait_exit(DEADLINE).await;
-    assert!(status.success());
+    manager.stop("QUIT").await;
     let log = manager.log();
     assert!(log.contains("DEBUG"), "the log is at debug level:\n{log}");
     assert!(
@@ -296,13 +323,8 @@ fn config_check_rejects_a_bad_file_with_path_and_line() {
         "concurrent = 2\n\n[[runners]]\nname = \"r\"\nurl = \"https://gitlab.example.com\"\ntoken = \"x\"\nexecutor = \"docker\"\n[runners.docker]\nimagee = \"alpine\"\n",
     )
     .unwrap();
-    let out = Command::new(flotilla_bin())
-        .args(["config", "check"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let (ok, _, stderr) = config_check(&path);
+    assert!(!ok);
     assert!(stderr.contains("imagee"), "{stderr}");
     assert!(stderr.contains(":9"), "line 9 named: {stderr}");
     assert!(stderr.contains("image"), "suggestion: {stderr}");
@@ -310,16 +332,15 @@ fn config_check_rejects_a_bad_file_with_path_and_line() {
 
 #[test]
 fn config_check_accepts_a_gitlab_runner_register_file_without_warnings() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/config_gitlab_runner_register.toml");
-    let out = Command::new(flotilla_bin())
-        .args(["config", "check"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stderr}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        fixture_with_token("config_gitlab_runner_register.toml"),
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = config_check(&path);
+    assert!(ok, "{stderr}");
     assert!(!stderr.contains("warning"), "{stderr}");
     assert!(stdout.contains("OK (0 warnings)"), "{stdout}");
 }
@@ -328,16 +349,8 @@ fn config_check_accepts_a_gitlab_runner_register_file_without_warnings() {
 fn config_check_prints_how_a_docker_autoscaler_runner_is_carried_over() {
     let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/config_gitlab_runner_docker_autoscaler_googlecloud.toml");
-    let out = Command::new(flotilla_bin())
-        .args(["config", "check"])
-        .arg(&fixture)
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(out.status.success(), "{stderr}");
+    let (ok, stdout, stderr) = config_check(&fixture);
+    assert!(ok, "{stderr}");
     for expected in [
         "runners[0] \"docker-autoscaler-gcp\": executor docker-autoscaler: instance group \"ci-runners-group\"",
         "max_instances 10 → limit 10",
@@ -357,16 +370,8 @@ fn config_check_prints_how_a_docker_autoscaler_runner_is_carried_over() {
         .unwrap()
         .replace("capacity_per_instance = 1", "capacity_per_instance = 4");
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(flotilla_bin())
-        .args(["config", "check"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "capacity_per_instance = 4 is refused"
-    );
+    let (ok, _, stderr) = config_check(&path);
+    assert!(!ok, "capacity_per_instance = 4 is refused");
     assert!(
         stderr.contains("capacity_per_instance = 4: Flotilla runs one job per VM"),
         "{stderr}"

@@ -6,6 +6,7 @@ mod artifacts;
 mod request;
 mod trace;
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use super::stub::{reply, Recorded, Stub};
@@ -13,7 +14,8 @@ use super::*;
 use crate::config::Secret;
 use crate::trace::{JobTrace, StreamKind, TraceSettings, WORK_STREAM};
 
-const RUNNER_TOKEN: &str = "glrt-t1_RUNNERSECRETxyz";
+/// The runner's token, made once per test run.
+static RUNNER_TOKEN: LazyLock<String> = LazyLock::new(crate::testing::fake_runner_token);
 const JOB_TOKEN: &str = "glcbt-JOBSECRETabc";
 
 fn settings() -> ClientSettings {
@@ -32,9 +34,9 @@ fn runner(stub: &Stub) -> RunnerEndpoint {
 fn runner_at(url: &str) -> RunnerEndpoint {
     RunnerEndpoint {
         url: url.to_string(),
-        token: Secret(RUNNER_TOKEN.into()),
+        token: Secret(RUNNER_TOKEN.clone()),
         system_id: "s_0123456789ab".into(),
-        short_token: crate::config::short_token(RUNNER_TOKEN),
+        short_token: crate::config::short_token(&RUNNER_TOKEN),
         tls: Default::default(),
     }
 }

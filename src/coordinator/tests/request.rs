@@ -57,7 +57,7 @@ async fn job_request_body_headers_and_last_update_echo() {
     );
     assert_ne!(id, requests[1].header("x-request-id"));
     let body = req.json();
-    assert_eq!(body["token"], RUNNER_TOKEN);
+    assert_eq!(body["token"], RUNNER_TOKEN.as_str());
     assert_eq!(body["system_id"], "s_0123456789ab");
     assert!(body.get("last_update").is_none());
     assert_eq!(body["info"]["name"], "flotilla");
@@ -130,7 +130,7 @@ async fn job_request_outcomes() {
         "{outcome:?}"
     );
 
-    let short = crate::config::short_token(RUNNER_TOKEN);
+    let short = crate::config::short_token(&RUNNER_TOKEN);
     assert_eq!(
         counter(
             &registry,
@@ -196,7 +196,9 @@ async fn job_request_retries_server_errors() {
     let requests = stub.requests();
     assert_eq!(requests.len(), 3);
     assert!(
-        requests.iter().all(|r| r.json()["token"] == RUNNER_TOKEN),
+        requests
+            .iter()
+            .all(|r| r.json()["token"] == RUNNER_TOKEN.as_str()),
         "body regenerated per attempt"
     );
 

@@ -319,5 +319,12 @@ async fn tokens_never_reach_the_logs() {
 
     let logs = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("job_id=42"), "the logs say which job: {logs}");
-    assert!(!logs.contains("SECRET"), "a token reached the logs: {logs}");
+    assert!(
+        !logs.contains("SECRET"),
+        "the job token reached the logs: {logs}"
+    );
+    assert!(
+        !logs.contains(RUNNER_TOKEN.as_str()),
+        "the runner token reached the logs: {logs}"
+    );
 }

@@ -384,11 +384,7 @@ fn inspect(engine: &Engine, id: &str) -> Result<Response, ApiError> {
 
 fn start(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError> {
     let mut inner = engine.lock();
-    let id = inner.resolve(id)?;
-    let c = inner
-        .containers
-        .get_mut(&id)
-        .ok_or_else(|| ApiError::no_container(&id))?;
+    let (id, c) = inner.container_mut(id)?;
     let life = *c.life.borrow();
     match life.status {
         Status::Running => return Ok(StatusCode::NOT_MODIFIED.into_response()),
@@ -470,33 +466,33 @@ where
     Body::from_stream(stream)
 }
 
-fn kill(engine: &Engine, id: &str) -> Result<Response, ApiError> {
+/// Ends container `id` with exit code 137 (as SIGKILL does) if it runs: its full id, and
+/// whether it was running.
+fn exit_if_running(engine: &Engine, id: &str) -> Result<(String, bool), ApiError> {
     let mut inner = engine.lock();
-    let id = inner.resolve(id)?;
-    let c = inner
-        .containers
-        .get_mut(&id)
-        .ok_or_else(|| ApiError::no_container(&id))?;
-    if !exit_locked(engine, c, 137) {
-        return Err(ApiError::new(
+    let (id, c) = inner.container_mut(id)?;
+    let exited = exit_locked(engine, c, 137);
+    Ok((id, exited))
+}
+
+fn kill(engine: &Engine, id: &str) -> Result<Response, ApiError> {
+    match exit_if_running(engine, id)? {
+        (_, true) => Ok(StatusCode::NO_CONTENT.into_response()),
+        (id, false) => Err(ApiError::new(
             409,
             format!("Cannot kill container: {id}: Container {id} is not running"),
-        ));
+        )),
     }
-    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 fn stop(engine: &Engine, id: &str) -> Result<Response, ApiError> {
-    let mut inner = engine.lock();
-    let id = inner.resolve(id)?;
-    let c = inner
-        .containers
-        .get_mut(&id)
-        .ok_or_else(|| ApiError::no_container(&id))?;
-    if !exit_locked(engine, c, 137) {
-        return Ok(StatusCode::NOT_MODIFIED.into_response());
-    }
-    Ok(StatusCode::NO_CONTENT.into_response())
+    let (_, exited) = exit_if_running(engine, id)?;
+    let status = if exited {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::NOT_MODIFIED
+    };
+    Ok(status.into_response())
 }
 
 fn logs(engine: &Engine, id: &str) -> Result<Response, ApiError> {
@@ -518,11 +514,7 @@ fn logs(engine: &Engine, id: &str) -> Result<Response, ApiError> {
 fn remove(engine: &Engine, id: &str, req: &Request) -> Result<Response, ApiError> {
     let q = query(req);
     let mut inner = engine.lock();
-    let id = inner.resolve(id)?;
-    let c = inner
-        .containers
-        .get_mut(&id)
-        .ok_or_else(|| ApiError::no_container(&id))?;
+    let (id, c) = inner.container_mut(id)?;
     if c.life.borrow().status == Status::Running {
         if !truthy(&q, "force") {
             return Err(ApiError::new(

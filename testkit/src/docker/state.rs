@@ -261,6 +261,19 @@ impl Inner {
         }
     }
 
+    /// The container named, or with this id or unique id prefix, with its full id.
+    pub(crate) fn container_mut(
+        &mut self,
+        name_or_id: &str,
+    ) -> Result<(String, &mut Container), ApiError> {
+        let id = self.resolve(name_or_id)?;
+        let c = self
+            .containers
+            .get_mut(&id)
+            .ok_or_else(|| ApiError::no_container(&id))?;
+        Ok((id, c))
+    }
+
     /// The network named or with this id (or unique id prefix).
     pub(crate) fn network_id(&self, name_or_id: &str) -> Option<String> {
         if self.networks.contains_key(name_or_id) {

@@ -1,9 +1,38 @@
 //! Each command through the real binary against the fake GitLab.
 
-use super::{config_checks, flotilla, no_token, Setup};
+use super::{config_checks, flotilla, no_token, Output, Setup};
+use crate::harness::{runner_token, token_with_prefix};
 
 fn c(setup: &Setup) -> String {
     setup.path.display().to_string()
+}
+
+/// `flotilla COMMAND -c FILE ARGS…` on the setup's file.
+async fn on_file(setup: &Setup, command: &str, args: &[&str]) -> Output {
+    let path = c(setup);
+    let mut argv = vec![command, "-c", &path];
+    argv.extend_from_slice(args);
+    flotilla(&argv, &[]).await
+}
+
+/// `flotilla register -n -c FILE --url URL --executor docker --docker-image alpine ARGS…` with
+/// `env`: the flags every docker registration here shares.
+async fn register_docker(setup: &Setup, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let (path, url) = (c(setup), setup.gitlab.url());
+    let mut argv = vec![
+        "register",
+        "-n",
+        "-c",
+        &path,
+        "--url",
+        &url,
+        "--executor",
+        "docker",
+        "--docker-image",
+        "alpine",
+    ];
+    argv.extend_from_slice(args);
+    flotilla(&argv, env).await
 }
 
 /// The requests the fake got on `path` (method, JSON body).
@@ -28,8 +57,8 @@ fn calls(setup: &Setup, method: &str, path: &str) -> Vec<serde_json::Value> {
 #[tokio::test]
 async fn register_with_an_authentication_token_verifies_and_appends_keeping_every_byte() {
     let setup = Setup::start().await;
-    let token = "glrt-t1_newnewnewnewnew";
-    setup.gitlab.add_runner(token);
+    let token = setup.new_runner();
+    let token = token.as_str();
     let out = flotilla(
         &[
             "register",
@@ -107,31 +136,14 @@ async fn register_with_an_authentication_token_verifies_and_appends_keeping_ever
 #[tokio::test]
 async fn a_server_side_flag_with_an_authentication_token_is_refused_before_any_request() {
     let setup = Setup::start().await;
+    let unknown = runner_token();
     for flag in [
         "--locked=false",
         "--tag-list=a,b",
         "--paused",
         "--maximum-timeout=60",
     ] {
-        let out = flotilla(
-            &[
-                "register",
-                "-n",
-                "-c",
-                &c(&setup),
-                "--url",
-                &setup.gitlab.url(),
-                "--token",
-                "glrt-t1_whatever",
-                "--executor",
-                "docker",
-                "--docker-image",
-                "alpine",
-                flag,
-            ],
-            &[],
-        )
-        .await;
+        let out = register_docker(&setup, &["--token", &unknown, flag], &[]).await;
         assert!(!out.ok, "{flag} accepted");
         let name = flag.split('=').next().unwrap();
         assert!(
@@ -139,25 +151,16 @@ async fn a_server_side_flag_with_an_authentication_token_is_refused_before_any_r
             "the message names {name}: {}",
             out.all
         );
-        no_token(&out.all, &["glrt-t1_whatever"]);
+        no_token(&out.all, &[&unknown]);
     }
     assert!(setup.gitlab.requests().is_empty(), "no request was sent");
     assert_eq!(setup.text(), setup.original);
     // Their defaults pass, as in GitLab Runner (it compares values).
-    let token = "glrt-t1_defaultsdefaults";
-    setup.gitlab.add_runner(token);
-    let out = flotilla(
+    let token = setup.new_runner();
+    let token = token.as_str();
+    let out = register_docker(
+        &setup,
         &[
-            "register",
-            "-n",
-            "-c",
-            &c(&setup),
-            "--url",
-            &setup.gitlab.url(),
-            "--executor",
-            "docker",
-            "--docker-image",
-            "alpine",
             "--name",
             "d",
             "--locked",
@@ -173,25 +176,11 @@ async fn a_server_side_flag_with_an_authentication_token_is_refused_before_any_r
 #[tokio::test]
 async fn a_registration_token_that_is_an_authentication_token_verifies_and_warns() {
     let setup = Setup::start().await;
-    let token = "glrt-t1_viaregistration";
-    setup.gitlab.add_runner(token);
-    let out = flotilla(
-        &[
-            "register",
-            "-n",
-            "-c",
-            &c(&setup),
-            "--url",
-            &setup.gitlab.url(),
-            "--executor",
-            "docker",
-            "--docker-image",
-            "alpine",
-            "--tag-list",
-            "x",
-            "--name",
-            "r",
-        ],
+    let token = setup.new_runner();
+    let token = token.as_str();
+    let out = register_docker(
+        &setup,
+        &["--tag-list", "x", "--name", "r"],
         &[("REGISTRATION_TOKEN", token)],
     )
     .await;
@@ -209,27 +198,11 @@ async fn a_registration_token_that_is_an_authentication_token_verifies_and_warns
 #[tokio::test]
 async fn a_403_from_verify_leaves_the_file_as_it_was() {
     let setup = Setup::start().await;
-    let out = flotilla(
-        &[
-            "register",
-            "-n",
-            "-c",
-            &c(&setup),
-            "--url",
-            &setup.gitlab.url(),
-            "--executor",
-            "docker",
-            "--docker-image",
-            "alpine",
-            "--name",
-            "r",
-        ],
-        &[("CI_SERVER_TOKEN", "glrt-t1_unknownunknown")],
-    )
-    .await;
+    let unknown = runner_token();
+    let out = register_docker(&setup, &["--name", "r"], &[("CI_SERVER_TOKEN", &unknown)]).await;
     assert!(!out.ok);
     assert!(out.all.contains("403"), "{}", out.all);
-    no_token(&out.all, &["glrt-t1_unknownunknown"]);
+    no_token(&out.all, &[&unknown]);
     assert_eq!(setup.text(), setup.original);
 }
 
@@ -284,24 +257,27 @@ async fn a_legacy_registration_creates_the_runner_and_403_and_410_leave_the_file
         ]);
         owned
     };
-    let run = |v: Vec<String>, token: &'static str| async move {
+    let run = |v: Vec<String>, token: String| async move {
         let refs: Vec<&str> = v.iter().map(String::as_str).collect();
-        flotilla(&refs, &[("REGISTRATION_TOKEN", token)]).await
+        flotilla(&refs, &[("REGISTRATION_TOKEN", &token)]).await
     };
-    let out = run(with(args("legacy")), "GR1348941notknown").await;
+    // Registration tokens (GitLab's `GR1348941` prefix), made at run time.
+    let unknown = token_with_prefix("GR1348941");
+    let known = token_with_prefix("GR1348941");
+    let out = run(with(args("legacy")), unknown.clone()).await;
     assert!(!out.ok);
     assert!(
         out.all.contains("403") && out.all.contains("invalid token supplied"),
         "{}",
         out.all
     );
-    no_token(&out.all, &["GR1348941notknown"]);
+    no_token(&out.all, &[&unknown]);
     assert_eq!(setup.text(), setup.original);
 
-    setup.gitlab.add_registration_token("GR1348941known");
-    let out = run(with(args("legacy")), "GR1348941known").await;
+    setup.gitlab.add_registration_token(&known);
+    let out = run(with(args("legacy")), known.clone()).await;
     assert!(out.ok, "{}", out.all);
-    no_token(&out.all, &["GR1348941known"]);
+    no_token(&out.all, &[&known]);
     let created = calls(&setup, "POST", "/api/v4/runners");
     let body = created.last().unwrap();
     assert_eq!(body["description"], "legacy");
@@ -336,7 +312,7 @@ async fn a_legacy_registration_creates_the_runner_and_403_and_410_leave_the_file
     // 410: registration tokens disabled on the instance.
     let before = setup.text();
     setup.gitlab.disallow_registration();
-    let out = run(with(args("again")), "GR1348941known").await;
+    let out = run(with(args("again")), known.clone()).await;
     assert!(!out.ok);
     assert!(out.all.contains("410"), "{}", out.all);
     assert_eq!(setup.text(), before);
@@ -345,24 +321,21 @@ async fn a_legacy_registration_creates_the_runner_and_403_and_410_leave_the_file
 #[tokio::test]
 async fn verify_fails_on_a_gone_runner_and_delete_removes_only_it() {
     let setup = Setup::start().await;
-    let out = flotilla(&["verify", "-c", &c(&setup)], &[]).await;
+    let out = on_file(&setup, "verify", &[]).await;
     assert!(out.ok, "{}", out.all);
     // An admin deletes the second runner in GitLab.
-    setup.gitlab.delete_runner("glrtr-secondsecondsecond");
+    setup.gitlab.delete_runner(&setup.second);
     let before = setup.text();
-    let out = flotilla(&["verify", "-c", &c(&setup)], &[]).await;
+    let out = on_file(&setup, "verify", &[]).await;
     assert!(!out.ok);
     assert!(out.all.contains("Failed to verify runners"), "{}", out.all);
-    no_token(
-        &out.all,
-        &["glrtr-secondsecondsecond", "glrt-t1_firstfirstfirst"],
-    );
+    no_token(&out.all, &[&setup.second, &setup.first]);
     assert_eq!(
         setup.text(),
         before,
         "without --delete the file is not touched"
     );
-    let out = flotilla(&["verify", "-c", &c(&setup), "--delete"], &[]).await;
+    let out = on_file(&setup, "verify", &["--delete"]).await;
     assert!(out.ok, "{}", out.all);
     let start = setup.original.find("\n# The second runner.").unwrap();
     assert_eq!(
@@ -380,13 +353,13 @@ async fn verify_fails_on_a_gone_runner_and_delete_removes_only_it() {
 async fn unregister_deletes_a_manager_for_glrt_and_the_runner_otherwise() {
     let setup = Setup::start().await;
     // GitLab knows this host's manager of the first runner once it verified.
-    let out = flotilla(&["verify", "-c", &c(&setup), "-n", "first"], &[]).await;
+    let out = on_file(&setup, "verify", &["-n", "first"]).await;
     assert!(out.ok, "{}", out.all);
-    let first_id = setup.gitlab.runner_id("glrt-t1_firstfirstfirst").unwrap();
+    let first_id = setup.gitlab.runner_id(&setup.first).unwrap();
     assert_eq!(setup.gitlab.runner_managers(first_id).len(), 1);
-    let out = flotilla(&["unregister", "-c", &c(&setup), "--name", "first"], &[]).await;
+    let out = on_file(&setup, "unregister", &["--name", "first"]).await;
     assert!(out.ok, "{}", out.all);
-    no_token(&out.all, &["glrt-t1_firstfirstfirst"]);
+    no_token(&out.all, &[&setup.first]);
     let managers = calls(&setup, "DELETE", "/api/v4/runners/managers");
     assert_eq!(managers.len(), 1);
     assert!(managers[0]["system_id"].as_str().unwrap().starts_with("s_"));
@@ -400,8 +373,8 @@ async fn unregister_deletes_a_manager_for_glrt_and_the_runner_otherwise() {
     let expected = format!("{}{}", &setup.original[..first], &setup.original[second..]);
     assert_eq!(setup.text(), expected);
 
-    let second_id = setup.gitlab.runner_id("glrtr-secondsecondsecond").unwrap();
-    let out = flotilla(&["unregister", "-c", &c(&setup), "--all-runners"], &[]).await;
+    let second_id = setup.gitlab.runner_id(&setup.second).unwrap();
+    let out = on_file(&setup, "unregister", &["--all-runners"]).await;
     assert!(out.ok, "{}", out.all);
     assert_eq!(calls(&setup, "DELETE", "/api/v4/runners").len(), 1);
     assert!(!setup.gitlab.runner_exists(second_id));
@@ -414,7 +387,7 @@ async fn unregister_deletes_a_manager_for_glrt_and_the_runner_otherwise() {
 
     // A name that is not in the file: an error, nothing sent.
     let before = setup.gitlab.requests().len();
-    let out = flotilla(&["unregister", "-c", &c(&setup), "--name", "nobody"], &[]).await;
+    let out = on_file(&setup, "unregister", &["--name", "nobody"]).await;
     assert!(!out.ok);
     assert_eq!(setup.gitlab.requests().len(), before);
 }
@@ -425,13 +398,11 @@ async fn reset_token_writes_the_new_token_and_the_old_one_is_refused() {
     setup
         .gitlab
         .set_token_ttl(std::time::Duration::from_secs(3600 * 24));
-    let out = flotilla(&["reset-token", "-c", &c(&setup), "--name", "second"], &[]).await;
+    let out = on_file(&setup, "reset-token", &["--name", "second"]).await;
     assert!(out.ok, "{}", out.all);
-    let new = setup
-        .gitlab
-        .current_runner_token("glrtr-secondsecondsecond");
-    assert_ne!(new, "glrtr-secondsecondsecond");
-    no_token(&out.all, &["glrtr-secondsecondsecond", &new]);
+    let new = setup.gitlab.current_runner_token(&setup.second);
+    assert_ne!(new, setup.second);
+    no_token(&out.all, &[&setup.second, &new]);
     let text = setup.text();
     assert!(text.contains(&format!("token = \"{new}\"")), "{text}");
     let first = setup.original.find("\n# The second runner.").unwrap();
@@ -445,11 +416,11 @@ async fn reset_token_writes_the_new_token_and_the_old_one_is_refused() {
         "{text}"
     );
     assert!(
-        setup.gitlab.runner_id("glrtr-secondsecondsecond").is_none(),
+        setup.gitlab.runner_id(&setup.second).is_none(),
         "the old token is refused"
     );
     // verify now passes with the new token.
-    let out = flotilla(&["verify", "-c", &c(&setup)], &[]).await;
+    let out = on_file(&setup, "verify", &[]).await;
     assert!(out.ok, "{}", out.all);
     config_checks(&setup.path).await;
 }
@@ -457,23 +428,22 @@ async fn reset_token_writes_the_new_token_and_the_old_one_is_refused() {
 #[tokio::test]
 async fn list_shows_each_runner_with_its_short_token_only() {
     let setup = Setup::start().await;
-    let out = flotilla(&["list", "-c", &c(&setup)], &[]).await;
+    let out = on_file(&setup, "list", &[]).await;
     assert!(out.ok, "{}", out.all);
-    no_token(
-        &out.all,
-        &["glrt-t1_firstfirstfirst", "glrtr-secondsecondsecond"],
-    );
+    no_token(&out.all, &[&setup.first, &setup.second]);
     let url = setup.gitlab.url();
+    // Short tokens: the 9 characters after the `glrt-t1_` / `glrtr-` prefix.
+    let first = &setup.first["glrt-t1_".len()..][..9];
+    let second = &setup.second["glrtr-".len()..][..9];
     assert!(
         out.all
-            .contains(&format!("first\tExecutor=docker Token=firstfirs URL={url}")),
+            .contains(&format!("first\tExecutor=docker Token={first} URL={url}")),
         "{}",
         out.all
     );
     assert!(
-        out.all.contains(&format!(
-            "second\tExecutor=docker Token=secondsec URL={url}"
-        )),
+        out.all
+            .contains(&format!("second\tExecutor=docker Token={second} URL={url}")),
         "{}",
         out.all
     );

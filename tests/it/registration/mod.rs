@@ -10,12 +10,12 @@ mod new_user;
 mod pool;
 mod rotation;
 
-use crate::harness::{flotilla_bin, init_crypto, DEADLINE};
+use crate::harness::{flotilla_bin, init_crypto, runner_token, token_with_prefix, DEADLINE};
 use std::path::{Path, PathBuf};
 use testkit::{FakeGitlab, FakeGitlabOptions};
 
 /// A file with comments and two existing runners, as an operator keeps it (`STATE` is replaced
-/// by the state directory).
+/// by the state directory, `FIRST` and `SECOND` by the runners' generated tokens).
 pub(crate) const TWO_RUNNERS: &str = r#"# Fleet config: managed by hand.
 concurrent = 4   # two runners, two jobs each
 check_interval = 3
@@ -25,7 +25,7 @@ state_dir = "STATE"
 [[runners]]
   name = "first"
   url = "URL"
-  token = "glrt-t1_firstfirstfirst"   # keep me
+  token = "FIRST"   # keep me
   executor = "docker"
   [runners.docker]
     image = "alpine:3.20"   # pinned
@@ -34,7 +34,7 @@ state_dir = "STATE"
 [[runners]]
   name = "second"
   url = "URL"
-  token = "glrtr-secondsecondsecond"
+  token = "SECOND"
   executor = "docker"
   [runners.docker]
     image = "debian"
@@ -44,6 +44,10 @@ state_dir = "STATE"
 /// known to the fake) and a state directory.
 pub(crate) struct Setup {
     pub gitlab: FakeGitlab,
+    /// The first runner's token (`glrt-`, created in GitLab).
+    pub first: String,
+    /// The second runner's token (`glrtr-`, from a registration token).
+    pub second: String,
     pub dir: tempfile::TempDir,
     pub path: PathBuf,
     pub original: String,
@@ -55,21 +59,34 @@ impl Setup {
         let gitlab = FakeGitlab::start(FakeGitlabOptions::default())
             .await
             .expect("start the fake GitLab");
-        gitlab.add_runner("glrt-t1_firstfirstfirst");
-        gitlab.add_runner("glrtr-secondsecondsecond");
+        let first = runner_token();
+        let second = token_with_prefix("glrtr-");
+        gitlab.add_runner(&first);
+        gitlab.add_runner(&second);
         let dir = tempfile::tempdir().expect("tempdir");
         let state = dir.path().join("state");
         let original = TWO_RUNNERS
+            .replace("FIRST", &first)
+            .replace("SECOND", &second)
             .replace("STATE", &state.display().to_string())
             .replace("URL", &gitlab.url());
         let path = dir.path().join("config.toml");
         std::fs::write(&path, &original).expect("write config");
         Setup {
             gitlab,
+            first,
+            second,
             dir,
             path,
             original,
         }
+    }
+
+    /// A new runner token the fake GitLab knows (not in the file).
+    pub(crate) fn new_runner(&self) -> String {
+        let token = runner_token();
+        self.gitlab.add_runner(&token);
+        token
     }
 
     /// The file's text now.
