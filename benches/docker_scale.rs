@@ -49,13 +49,77 @@ fn binary() -> PathBuf {
 
 /// The manager process's resident set (VmRSS), in KiB.
 fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A `/proc/<pid>/status` field in KiB (`VmRSS:`, `RssAnon:`, …).
+fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// Least-squares slope of `y` over `x`.
+fn slope(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    let (sx, sy) = points
+        .iter()
+        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+    let (mx, my) = (sx / n, sy / n);
+    let num: f64 = points.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
+    let den: f64 = points.iter().map(|(x, _)| (x - mx) * (x - mx)).sum();
+    if den == 0.0 {
+        0.0
+    } else {
+        num / den
+    }
+}
+
+/// Waits until every job in `ids` is finished, sampling the manager's VmRSS and RssAnon (KiB)
+/// each time another 100 have finished: how many succeeded, and the samples (jobs finished,
+/// RSS, anon RSS).
+async fn wait_all_sampled(
+    gitlab: &FakeGitlab,
+    ids: &[i64],
+    pid: u32,
+    timeout: Duration,
+) -> (usize, Vec<(f64, f64, f64)>) {
+    let deadline = Instant::now() + timeout;
+    let mut left: Vec<i64> = ids.to_vec();
+    let (mut ok, mut done, mut samples) = (0, 0usize, Vec::new());
+    let mut next = 100;
+    while !left.is_empty() && Instant::now() < deadline {
+        left.retain(|id| match gitlab.job(*id) {
+            Some(record) if record.state.is_finished() => {
+                done += 1;
+                if record.state == JobState::Success {
+                    ok += 1;
+                } else {
+                    println!(
+                        "job {id} ended {:?}: {}",
+                        record.state,
+                        record.trace_text().lines().last().unwrap_or("")
+                    );
+                }
+                false
+            }
+            _ => true,
+        });
+        if done >= next {
+            samples.push((
+                done as f64,
+                rss_kib(pid) as f64,
+                status_kib(pid, "RssAnon:") as f64,
+            ));
+            next += 100;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (ok, samples)
 }
 
 /// The process's user + system CPU time so far, in milliseconds (`/proc/<pid>/stat`).
@@ -304,14 +368,28 @@ async fn main() {
         .collect();
     wait_all(&gitlab, &warm, Duration::from_secs(600)).await;
     let rss_before = settled_rss(pid).await;
+    let anon_before = status_kib(pid, "RssAnon:");
     let (c1, t1) = (cpu_ms(pid, ticks), Instant::now());
     let ids: Vec<i64> = (0..n_short)
         .map(|_| gitlab.enqueue(&token, job("true")))
         .collect();
-    let ok = wait_all(&gitlab, &ids, Duration::from_secs(1800)).await;
+    let (ok, samples) = wait_all_sampled(&gitlab, &ids, pid, Duration::from_secs(1800)).await;
     let (c2, wall) = (cpu_ms(pid, ticks), t1.elapsed().as_secs_f64());
     let rss_after = settled_rss(pid).await;
+    let anon_after = status_kib(pid, "RssAnon:");
     let growth = (rss_after as f64 - rss_before as f64) / n_short as f64 * 1024.0;
+    let fit_rss = slope(
+        &samples
+            .iter()
+            .map(|s| (s.0, s.1 * 1024.0))
+            .collect::<Vec<_>>(),
+    );
+    let fit_anon = slope(
+        &samples
+            .iter()
+            .map(|s| (s.0, s.2 * 1024.0))
+            .collect::<Vec<_>>(),
+    );
     let cpu_raw = (c2 - c1) / n_short as f64;
     let cpu_net = (c2 - c1 - idle_cpu_rate * wall) / n_short as f64;
     println!(
@@ -322,6 +400,13 @@ async fn main() {
         "RSS after the warm-up {:.1} MB, after {n_short} more {:.1} MB: {growth:.0} bytes per job",
         rss_before as f64 / 1024.0,
         rss_after as f64 / 1024.0
+    );
+    println!(
+        "RssAnon (heap) {:.1} MB -> {:.1} MB; least-squares slope over {} samples (every 100 \
+         jobs): RSS {fit_rss:.0} bytes per job, RssAnon {fit_anon:.0} bytes per job",
+        anon_before as f64 / 1024.0,
+        anon_after as f64 / 1024.0,
+        samples.len()
     );
     println!(
         "manager CPU per short job: {cpu_raw:.2} ms ({cpu_net:.2} ms above the idle rate of \
