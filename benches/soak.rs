@@ -7,6 +7,8 @@
 //! RSS, open descriptors and alive tokio tasks (`flotilla_tokio_alive_tasks`) are sampled, and
 //! a least-squares slope of each over the job count is printed (target: RSS ≤ 100 bytes per
 //! job). The first sample is the warm-up (allocator arenas, pools) and is left out of the fit.
+//! `BENCH_JOB_SECS` gives each job a run time (one line a second), e.g. to hold `concurrent`
+//! jobs at once under a heap profiler.
 //! `benches/scale.rs -- --soak` is the same with docker+machine (a VM per job on the fake GCE).
 //!
 //! Run: `cargo build --release --bin flotilla && cargo bench --bench soak -- 20000`
@@ -180,6 +182,11 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
+    // Run time of each job (0: short jobs); a longer one holds `concurrent` jobs at once.
+    let job_secs: u64 = std::env::var("BENCH_JOB_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let ticks = clock_ticks();
     let gitlab = FakeGitlab::start(FakeGitlabOptions {
         long_poll: Duration::from_secs(50),
@@ -199,7 +206,7 @@ async fn main() {
         behaviours: HashMap::from([(
             IMAGE.into(),
             Behaviour {
-                run_time: Duration::ZERO,
+                run_time: Duration::from_secs(job_secs),
                 line_every: Some(Duration::from_secs(1)),
                 line: "soak".into(),
                 exit_code: 0,
