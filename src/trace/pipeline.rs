@@ -65,7 +65,9 @@ impl Rules {
 /// every job the same list, so all jobs share one automaton instead of each compiling its own
 /// (≈ 10 KiB of heap and the build's CPU per job). Bounded: cleared when it holds
 /// [`PREFIX_SETS_MAX`] lists.
-static PREFIX_SETS: Mutex<Vec<(Vec<String>, Option<Arc<PhraseSet>>)>> = Mutex::new(Vec::new());
+static PREFIX_SETS: Mutex<Vec<CompiledPrefixes>> = Mutex::new(Vec::new());
+/// One job's `token_mask_prefixes` (trimmed) and their compiled set.
+type CompiledPrefixes = (Vec<String>, Option<Arc<PhraseSet>>);
 const PREFIX_SETS_MAX: usize = 8;
 
 /// The compiled set of `configured` token prefixes and the default ones, shared by every job
