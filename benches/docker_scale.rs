@@ -5,11 +5,15 @@
 //! 1. Idle: the manager polling with no job (the baseline RSS and CPU rate).
 //! 2. Running: `BENCH_RUNNING` (150) jobs of `BENCH_HOLD_S` (40) s each queued at once with
 //!    `concurrent = 150`, `request_concurrency = 4`, `network_mode` unset (the engine's default
-//!    bridge, no network per job): how long until all run at once, the manager's RSS with all
-//!    of them running, per job above idle.
+//!    bridge, no network per job): how long until all run at once, the manager's RSS and RssAnon
+//!    with all of them running, per job above idle. (Also a slope of RSS over the count of
+//!    running containers while they start: a job is held from its receipt, before its
+//!    container runs, so that slope understates the cost; peak over idle is the measure.)
 //! 3. Short jobs: a warm-up of 100 short jobs, then `BENCH_SHORT` (1,000) more; RSS growth per
-//!    job between the two idle points, and the manager's CPU per short job (raw, and net of the
-//!    idle rate over the same wall time). Beside it: a bare `docker run --rm` of the same image.
+//!    job between the two idle points (and a slope over samples every 100 jobs), and the
+//!    manager's CPU per short job (raw, and net of the idle rate over the same wall time); then
+//!    `BENCH_SHORT_ROUNDS` − 1 (1) more rounds of the same. Beside it: a bare `docker run --rm`
+//!    of the same image.
 //!
 //! Every container carries the `com.flotilla.runner` label of the bench's own runner; what is
 //! left at the end is removed by that label only.
