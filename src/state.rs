@@ -6,17 +6,21 @@
 //! the coordinator is the truth about jobs and the cloud about VMs.
 
 mod error;
+mod jobs_file;
+#[cfg(test)]
+mod tests;
 mod write;
 
 pub use error::StateError;
 
 use crate::job::FinalState;
 use crate::trace::JobTrace;
+use jobs_file::JobsFile;
 use serde::{Deserialize, Serialize};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use write::{remove, write_atomically, write_atomically_from};
 
 /// One job received and not yet finished (an entry of `jobs.json`).
@@ -52,31 +56,15 @@ impl std::fmt::Debug for RunningJob {
 ///
 /// Every write of `jobs.json` or of a kept trace runs on tokio's blocking threads
 /// (`spawn_blocking`), never on a runtime worker: an fsync may take long on a busy disk.
+/// `jobs.json` has one writer that coalesces the changes made while it writes (`jobs_file.rs`).
 #[derive(Clone)]
 pub struct StateDir {
     dir: PathBuf,
-    /// The in-memory copy of `jobs.json` and its version; a std mutex because it is held only
-    /// to change the list and serialize it, never across an await or a write.
-    jobs: Arc<Mutex<Jobs>>,
-    /// The highest version of `jobs.json` durably written: an older snapshot is never written
-    /// over a newer one, whichever blocking write finishes first.
-    written: Arc<Mutex<u64>>,
+    /// The in-memory copy of `jobs.json` and its writer.
+    jobs: Arc<JobsFile>,
     /// `state_dir/lock`, held (flock, exclusive) for as long as any clone lives, when opened by
     /// [`StateDir::open_exclusive`]; the kernel releases it when the process dies.
     _lock: Option<Arc<std::fs::File>>,
-}
-
-/// The jobs list with the version of its last change.
-#[derive(Default)]
-struct Jobs {
-    list: Vec<RunningJob>,
-    version: u64,
-}
-
-/// `jobs.json` serialized at one version, to be written.
-struct Snapshot {
-    version: u64,
-    bytes: Vec<u8>,
 }
 
 impl StateDir {
@@ -88,15 +76,13 @@ impl StateDir {
         };
         std::fs::create_dir_all(dir).map_err(io)?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
-        let state = StateDir {
+        let path = dir.join("jobs.json");
+        let jobs = read_jobs(&path)?;
+        Ok(StateDir {
             dir: dir.to_path_buf(),
-            jobs: Arc::default(),
-            written: Arc::default(),
+            jobs: Arc::new(JobsFile::new(path, jobs)),
             _lock: None,
-        };
-        let jobs = state.read_jobs()?;
-        state.lock().list = jobs;
-        Ok(state)
+        })
     }
 
     /// [`StateDir::open`] for `flotilla run`: first takes an exclusive lock on `state_dir/lock`
@@ -178,7 +164,12 @@ impl StateDir {
 
     /// The jobs the previous process left unfinished (read at open).
     pub fn leftover_jobs(&self) -> Vec<RunningJob> {
-        self.lock().list.clone()
+        self.jobs.list()
+    }
+
+    /// How many times `jobs.json` was written since open.
+    pub fn jobs_file_writes(&self) -> u64 {
+        self.jobs.writes()
     }
 
     /// Records `job` as received (before it is acknowledged) and returns the guard that forgets
@@ -204,14 +195,16 @@ impl StateDir {
         .await
     }
 
-    /// Marks a recorded job as acknowledged.
-    pub async fn mark_acknowledged(&self, id: i64, url: &str) -> Result<(), StateError> {
-        self.update(|jobs| {
+    /// Marks a recorded job as acknowledged, in memory: the mark reaches `jobs.json` with the
+    /// next write (another job's receipt, or this one's end). Nothing depends on it being on
+    /// disk — a job left after a crash is failed either way; the flag only shows in the log —
+    /// so it costs no write of its own.
+    pub fn mark_acknowledged(&self, id: i64, url: &str) {
+        self.jobs.change_lazily(|jobs| {
             for job in jobs.iter_mut().filter(|j| j.id == id && j.url == url) {
                 job.acknowledged = true;
             }
-        })
-        .await
+        });
     }
 
     /// Forgets a job (its final state was sent, or it was dropped), and its kept trace.
@@ -259,67 +252,28 @@ impl StateDir {
         .await
     }
 
-    /// Changes the list, then writes it (on a blocking thread).
+    /// Changes the list, then waits until a write carried the change.
     async fn update(&self, change: impl FnOnce(&mut Vec<RunningJob>)) -> Result<(), StateError> {
-        let snapshot = self.change(change);
-        let state = self.clone();
-        blocking(move || state.write(snapshot)).await
+        let version = self.jobs.change(change);
+        self.jobs.durable(version).await
     }
 
-    /// Changes the list and writes it without waiting (from a `Drop`): on a blocking thread
-    /// inside a runtime, else here.
+    /// Changes the list without waiting for the write (from a `Drop`).
     fn update_in_background(&self, change: impl FnOnce(&mut Vec<RunningJob>)) {
-        let snapshot = self.change(change);
-        let state = self.clone();
-        let write = move || {
-            if let Err(e) = state.write(snapshot) {
-                tracing::error!(error = %e, "cannot update the state directory's job list");
-            }
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn_blocking(write)),
-            Err(_) => write(),
+        self.jobs.change(change);
+    }
+}
+
+/// Reads `jobs.json` (absent or blank: no job).
+fn read_jobs(path: &Path) -> Result<Vec<RunningJob>, StateError> {
+    let path = path.to_path_buf();
+    match std::fs::read(&path) {
+        Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => Ok(Vec::new()),
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt { path, source })
         }
-    }
-
-    fn change(&self, change: impl FnOnce(&mut Vec<RunningJob>)) -> Snapshot {
-        let mut jobs = self.lock();
-        change(&mut jobs.list);
-        jobs.version += 1;
-        Snapshot {
-            version: jobs.version,
-            bytes: serde_json::to_vec_pretty(&jobs.list).unwrap_or_else(|_| b"[]".to_vec()),
-        }
-    }
-
-    /// Writes `snapshot` unless a newer one is already on disk (blocking).
-    fn write(&self, snapshot: Snapshot) -> Result<(), StateError> {
-        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
-        if *written >= snapshot.version {
-            return Ok(());
-        }
-        write_atomically(&self.jobs_path(), &snapshot.bytes)?;
-        *written = snapshot.version;
-        Ok(())
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Jobs> {
-        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn jobs_path(&self) -> PathBuf {
-        self.dir.join("jobs.json")
-    }
-
-    fn read_jobs(&self) -> Result<Vec<RunningJob>, StateError> {
-        let path = self.jobs_path();
-        match std::fs::read(&path) {
-            Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => Ok(Vec::new()),
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|source| StateError::Corrupt { path, source }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(source) => Err(StateError::Io { path, source }),
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(source) => Err(StateError::Io { path, source }),
     }
 }
 
@@ -376,9 +330,10 @@ impl JobRecord {
         self.id
     }
 
-    /// Marks the job as acknowledged (`PUT state=running` answered).
-    pub async fn acknowledged(&self) -> Result<(), StateError> {
-        self.state.mark_acknowledged(self.id, &self.url).await
+    /// Marks the job as acknowledged (`PUT state=running` answered); written with the next
+    /// write of `jobs.json` ([`StateDir::mark_acknowledged`]).
+    pub fn acknowledged(&self) {
+        self.state.mark_acknowledged(self.id, &self.url);
     }
 
     /// Keeps the job in `jobs.json` with `state`, the final state it ended with and has not sent
@@ -422,169 +377,5 @@ impl std::fmt::Debug for JobRecord {
             .field("url", &self.url)
             .field("fate", &self.fate.load(Ordering::Relaxed))
             .finish()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn job(id: i64) -> RunningJob {
-        RunningJob {
-            id,
-            url: "http://gitlab".into(),
-            token: format!("tok{id}"),
-            acknowledged: false,
-            pending_final: None,
-        }
-    }
-
-    #[tokio::test]
-    async fn jobs_survive_a_restart_until_removed() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = StateDir::open(dir.path()).unwrap();
-        state.add_job(job(1)).await.unwrap();
-        state.add_job(job(2)).await.unwrap();
-        state.mark_acknowledged(2, "http://gitlab").await.unwrap();
-        state.remove_job(1, "http://gitlab").await.unwrap();
-        let again = StateDir::open(dir.path()).unwrap();
-        let left = again.leftover_jobs();
-        assert_eq!(left.len(), 1);
-        assert_eq!(left[0].id, 2);
-        assert!(left[0].acknowledged);
-        let mode = std::fs::metadata(dir.path().join("jobs.json"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
-    }
-
-    #[test]
-    fn only_one_manager_holds_a_state_dir() {
-        let dir = tempfile::tempdir().unwrap();
-        let first = StateDir::open_exclusive(dir.path()).unwrap();
-        let second = StateDir::open_exclusive(dir.path()).err().unwrap();
-        assert!(matches!(second, StateError::Locked { .. }), "{second}");
-        assert!(second.to_string().contains("another `flotilla run`"));
-        // Other commands read beside it.
-        assert!(StateDir::open(dir.path()).is_ok());
-        let clone = first.clone();
-        drop(first);
-        assert!(
-            StateDir::open_exclusive(dir.path()).is_err(),
-            "a clone keeps the lock"
-        );
-        drop(clone);
-        StateDir::open_exclusive(dir.path()).unwrap();
-    }
-
-    #[test]
-    fn the_manager_id_is_made_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = StateDir::open(dir.path()).unwrap();
-        let id = state.manager_id(None).unwrap();
-        assert!(id.starts_with("s_") && id.len() == 14, "{id}");
-        assert_eq!(
-            StateDir::open(dir.path())
-                .unwrap()
-                .manager_id(None)
-                .unwrap(),
-            id
-        );
-        assert_eq!(state.manager_id(Some("fixed")).unwrap(), "fixed");
-    }
-
-    #[test]
-    fn a_corrupt_jobs_file_is_a_clear_error() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("jobs.json"), "{not json").unwrap();
-        let err = StateDir::open(dir.path()).err().unwrap();
-        assert!(err.to_string().contains("corrupt"), "{err}");
-    }
-
-    #[test]
-    fn a_record_forgets_its_job_when_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = StateDir::open(dir.path()).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let (record, written) = rt.block_on(state.record_job(job(1)));
-        written.unwrap();
-        let (other, written) = rt.block_on(state.record_job(job(2)));
-        written.unwrap();
-        rt.block_on(record.acknowledged()).unwrap();
-        drop(rt);
-        assert!(StateDir::open(dir.path()).unwrap().leftover_jobs()[0].acknowledged);
-        drop(record);
-        let left = StateDir::open(dir.path()).unwrap().leftover_jobs();
-        assert_eq!(left.iter().map(|j| j.id).collect::<Vec<_>>(), [2]);
-        drop(other);
-        assert!(StateDir::open(dir.path())
-            .unwrap()
-            .leftover_jobs()
-            .is_empty());
-    }
-
-    #[tokio::test]
-    async fn keep_pending_leaves_the_job_with_its_final_state_and_trace_until_delivered() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = StateDir::open(dir.path()).unwrap();
-        let (record, written) = state.record_job(job(3)).await;
-        written.unwrap();
-        let trace = JobTrace::new(crate::trace::TraceSettings::default()).unwrap();
-        trace.runner_line("the whole trace");
-        trace.finish();
-        let final_state = FinalState::failed(crate::job::FailureReason::ScriptFailure, Some(2));
-        record
-            .keep_pending(final_state.clone(), &trace)
-            .await
-            .unwrap();
-        drop(record);
-        let left = StateDir::open(dir.path()).unwrap().leftover_jobs();
-        assert_eq!(left.len(), 1, "a kept job outlives its guard");
-        assert_eq!(left[0].id, 3);
-        assert_eq!(left[0].pending_final, Some(final_state.clone()));
-        let kept = state.kept_trace_path(3, "http://gitlab");
-        assert_eq!(
-            std::fs::read(&kept).unwrap(),
-            trace.read_at(0, 1 << 20).unwrap()
-        );
-
-        let (record, _) = state.record_job(job(3)).await;
-        record.keep_pending(final_state, &trace).await.unwrap();
-        record.delivered().await.unwrap();
-        drop(record);
-        assert!(StateDir::open(dir.path())
-            .unwrap()
-            .leftover_jobs()
-            .is_empty());
-        assert!(!kept.exists());
-    }
-
-    #[tokio::test]
-    async fn a_failed_write_is_reported_and_an_older_snapshot_never_wins() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = StateDir::open(dir.path()).unwrap();
-        std::fs::create_dir(dir.path().join("jobs.tmp")).unwrap();
-        let (_record, written) = state.record_job(job(4)).await;
-        assert!(written.is_err(), "a write into a directory must fail");
-        std::fs::remove_dir(dir.path().join("jobs.tmp")).unwrap();
-        let old = state.change(|jobs| jobs.push(job(5)));
-        let new = state.change(|jobs| jobs.push(job(6)));
-        state.write(new).unwrap();
-        state.write(old).unwrap();
-        let ids: Vec<_> = StateDir::open(dir.path())
-            .unwrap()
-            .leftover_jobs()
-            .iter()
-            .map(|j| j.id)
-            .collect();
-        assert_eq!(ids, [4, 5, 6]);
-    }
-
-    #[test]
-    fn debug_hides_the_job_token() {
-        assert!(!format!("{:?}", job(7)).contains("tok7"));
     }
 }

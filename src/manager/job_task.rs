@@ -138,7 +138,7 @@ impl JobTask {
         match ack {
             AckOutcome::Accepted => {
                 tracked.acknowledged();
-                let _ = record.acknowledged().await;
+                record.acknowledged();
                 tracing::info!(job = job_id, runner = %self.runner.short_token(), pickup_ms = self.received_at.elapsed().as_millis() as u64, "job received");
             }
             AckOutcome::Abort => {

@@ -6,7 +6,9 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 
-/// Bytes gathered in memory before they go to the file.
+/// Bytes gathered in memory before they go to the file. The buffer starts empty and grows to
+/// this only for a job that prints that much between two flushes: a job printing little holds
+/// little (reserving it up front cost every running job 64 KiB of heap).
 const WRITE_BUF: usize = 64 * 1024;
 
 /// The trace's stored bytes. Owned by `JobTrace` behind a mutex.
@@ -46,7 +48,7 @@ impl TraceBuffer {
         };
         Ok(TraceBuffer {
             file,
-            pending: Vec::with_capacity(WRITE_BUF),
+            pending: Vec::new(),
             flushed: 0,
             len: 0,
             limit: u64::try_from(limit_bytes).unwrap_or(u64::MAX),
@@ -118,6 +120,12 @@ impl TraceBuffer {
             }
             self.flushed += bytes.len() as u64;
         } else {
+            let needed = self.pending.len() + bytes.len();
+            if needed > self.pending.capacity() {
+                // Doubling, but never past WRITE_BUF (a flush comes first).
+                let target = needed.max(self.pending.capacity() * 2).min(WRITE_BUF);
+                self.pending.reserve_exact(target - self.pending.len());
+            }
             self.pending.extend_from_slice(bytes);
         }
         self.crc.update(bytes);

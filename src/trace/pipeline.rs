@@ -3,7 +3,7 @@
 //! sanitizer → timestamper. Owns the compiled per-job rules and puts the stages in order; the
 //! stages live in their own files, on the [`Stage`] trait of `stage.rs`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use aho_corasick::{BuildError, MatchKind};
@@ -31,12 +31,7 @@ impl Rules {
     pub(crate) fn new(settings: &TraceSettings, clock: Clock) -> Result<Rules, BuildError> {
         let phrases =
             PhraseSet::new(&settings.masked_phrases, MatchKind::LeftmostLongest)?.map(Arc::new);
-        let prefixes = settings
-            .token_prefixes
-            .iter()
-            .map(|p| p.trim())
-            .chain(DEFAULT_TOKEN_PREFIXES.iter().copied());
-        let prefixes = PhraseSet::new(prefixes, MatchKind::LeftmostLongest)?.map(Arc::new);
+        let prefixes = prefix_set(&settings.token_prefixes)?;
         Ok(Rules {
             phrases,
             prefixes,
@@ -64,6 +59,35 @@ impl Rules {
             b: Vec::new(),
         }
     }
+}
+
+/// Token-prefix sets already compiled, by the job's `token_mask_prefixes` (trimmed). GitLab sends
+/// every job the same list, so all jobs share one automaton instead of each compiling its own
+/// (≈ 10 KiB of heap and the build's CPU per job). Bounded: cleared when it holds
+/// [`PREFIX_SETS_MAX`] lists.
+static PREFIX_SETS: Mutex<Vec<CompiledPrefixes>> = Mutex::new(Vec::new());
+/// One job's `token_mask_prefixes` (trimmed) and their compiled set.
+type CompiledPrefixes = (Vec<String>, Option<Arc<PhraseSet>>);
+const PREFIX_SETS_MAX: usize = 8;
+
+/// The compiled set of `configured` token prefixes and the default ones, shared by every job
+/// with the same list.
+fn prefix_set(configured: &[String]) -> Result<Option<Arc<PhraseSet>>, BuildError> {
+    let key: Vec<String> = configured.iter().map(|p| p.trim().to_string()).collect();
+    let mut sets = PREFIX_SETS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, set)) = sets.iter().find(|(k, _)| *k == key) {
+        return Ok(set.clone());
+    }
+    let all = key
+        .iter()
+        .map(String::as_str)
+        .chain(DEFAULT_TOKEN_PREFIXES.iter().copied());
+    let set = PhraseSet::new(all, MatchKind::LeftmostLongest)?.map(Arc::new);
+    if sets.len() >= PREFIX_SETS_MAX {
+        sets.clear();
+    }
+    sets.push((key, set.clone()));
+    Ok(set)
 }
 
 /// The stages of one stream and their scratch buffers.
@@ -100,5 +124,31 @@ impl Pipeline {
     /// Capacity of the scratch buffers (tests check memory stays bounded).
     pub(crate) fn scratch_capacity(&self) -> usize {
         self.a.capacity() + self.b.capacity()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(prefixes: &[&str]) -> TraceSettings {
+        TraceSettings {
+            token_prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
+            ..TraceSettings::default()
+        }
+    }
+
+    #[test]
+    fn jobs_with_the_same_token_prefixes_share_one_automaton() {
+        let a = Rules::new(&settings(&["sharedpfx-"]), system_clock).unwrap();
+        let b = Rules::new(&settings(&[" sharedpfx- "]), system_clock).unwrap();
+        let other = Rules::new(&settings(&["otherpfx-"]), system_clock).unwrap();
+        let (a, b, other) = (
+            a.prefixes.unwrap(),
+            b.prefixes.unwrap(),
+            other.prefixes.unwrap(),
+        );
+        assert!(Arc::ptr_eq(&a, &b), "the same list compiles once");
+        assert!(!Arc::ptr_eq(&a, &other), "another list has its own set");
     }
 }

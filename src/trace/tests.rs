@@ -170,6 +170,13 @@ fn finish_drops_later_writes_and_drop_flushes() {
 }
 
 #[test]
+fn a_job_printing_little_holds_a_small_buffer() {
+    let t = trace(&["s3cret"], true);
+    t.runner_line("one line of a short job");
+    assert!(t.memory_capacity() < 4096, "{}", t.memory_capacity());
+}
+
+#[test]
 fn memory_stays_bounded() {
     let t = trace(&["s3cret"], true);
     let mut s = t.stream(WORK_STREAM, StreamKind::Stdout);

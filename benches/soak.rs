@@ -1,0 +1,336 @@
+//! The soak with the `docker` executor (not a test): prints numbers for BENCHMARKS.md.
+//!
+//! One real `flotilla run` process (so `/proc/<pid>` is the manager's alone) with one `docker`
+//! runner whose `host` is the test kit's fake Docker Engine, against the fake GitLab with long
+//! polling, both in this process. `N` short jobs (one line of output, no run time) go through
+//! it, `BENCH_SOAK_CONCURRENT` (20) at a time; every 1,000 jobs the manager's RSS, anonymous
+//! RSS, open descriptors and alive tokio tasks (`flotilla_tokio_alive_tasks`) are sampled, and
+//! a least-squares slope of each over the job count is printed (target: RSS ≤ 100 bytes per
+//! job). The first sample is the warm-up (allocator arenas, pools) and is left out of the fit.
+//! `BENCH_JOB_SECS` gives each job a run time (one line a second), e.g. to hold `concurrent`
+//! jobs at once under a heap profiler.
+//! `benches/scale.rs -- --soak` is the same with docker+machine (a VM per job on the fake GCE).
+//!
+//! Run: `cargo build --release --bin flotilla && cargo bench --bench soak -- 20000`
+//! (`BENCH_FLOTILLA` names another binary; `BENCH_LOG=warn` shows the manager's logs).
+// Benchmarks time the wall clock on purpose (clippy.toml bans std's Instant in src/).
+#![allow(clippy::disallowed_types)]
+
+use serde_json::json;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use testkit::{Behaviour, FakeDocker, FakeDockerOptions, FakeGitlab, FakeGitlabOptions};
+
+const IMAGE: &str = "flotilla-fake/soak:latest";
+
+/// One reading of the manager's /proc.
+#[derive(Debug, Clone, Copy, Default)]
+struct Proc {
+    rss_kb: u64,
+    anon_kb: u64,
+    hwm_kb: u64,
+    cpu_ms: f64,
+    fds: u64,
+}
+
+fn read_proc(pid: u32, ticks: f64) -> Proc {
+    let mut p = Proc::default();
+    if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+        for line in status.lines() {
+            let kb = || {
+                line.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
+            };
+            if line.starts_with("VmRSS:") {
+                p.rss_kb = kb();
+            } else if line.starts_with("RssAnon:") {
+                p.anon_kb = kb();
+            } else if line.starts_with("VmHWM:") {
+                p.hwm_kb = kb();
+            }
+        }
+    }
+    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // Fields after the command's closing parenthesis; utime and stime are 14th and 15th.
+        if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            p.cpu_ms = (t(11) + t(12)) * 1000.0 / ticks;
+        }
+    }
+    p.fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count() as u64)
+        .unwrap_or(0);
+    p
+}
+
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// `flotilla_tokio_alive_tasks` from the manager's /metrics.
+async fn alive_tasks(metrics: &str) -> Option<u64> {
+    let body = reqwest::get(metrics).await.ok()?.text().await.ok()?;
+    body.lines()
+        .find_map(|l| l.strip_prefix("flotilla_tokio_alive_tasks "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// `BENCH_FLOTILLA`, else target/release/flotilla, else target/debug/flotilla (printed).
+fn manager_binary() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let bin = std::env::var("BENCH_FLOTILLA")
+        .or_else(|_| std::env::var("BENCH_BIN"))
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            let release = root.join("target/release/flotilla");
+            if release.exists() {
+                release
+            } else {
+                root.join("target/debug/flotilla")
+            }
+        });
+    assert!(
+        bin.exists(),
+        "build the manager first: cargo build --release --bin flotilla"
+    );
+    bin
+}
+
+fn job() -> serde_json::Value {
+    json!({
+        "image": {"name": IMAGE},
+        "steps": [{"name": "script", "script": ["echo soak"], "timeout": 3600, "when": "on_success"}],
+        "variables": [{"key": "GIT_STRATEGY", "value": "none", "public": true}],
+    })
+}
+
+/// Least-squares slope of `y` over `x`.
+fn slope(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    let (sx, sy) = points
+        .iter()
+        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+    let (mx, my) = (sx / n, sy / n);
+    let num: f64 = points.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
+    let den: f64 = points.iter().map(|(x, _)| (x - mx) * (x - mx)).sum();
+    if den == 0.0 {
+        0.0
+    } else {
+        num / den
+    }
+}
+
+/// Jobs of `ids` that finished, removed from `ids`; counts failures.
+fn reap(gitlab: &FakeGitlab, ids: &mut HashSet<i64>, failed: &mut u64) -> u64 {
+    let mut done = Vec::new();
+    for id in ids.iter() {
+        if let Some(rec) = gitlab.job(*id) {
+            if rec.state.is_finished() {
+                if rec.state != testkit::JobState::Success {
+                    *failed += 1;
+                    if *failed <= 3 {
+                        eprintln!(
+                            "job {id} ended {:?}: {}",
+                            rec.state,
+                            rec.trace_text().lines().last().unwrap_or("")
+                        );
+                    }
+                }
+                done.push(*id);
+            }
+        }
+    }
+    for id in &done {
+        ids.remove(id);
+    }
+    done.len() as u64
+}
+
+/// One sample: jobs done, /proc, alive tasks.
+type Sample = (u64, Proc, u64);
+
+fn fit(samples: &[Sample], y: impl Fn(&Sample) -> f64) -> f64 {
+    let points: Vec<(f64, f64)> = samples.iter().skip(1).map(|s| (s.0 as f64, y(s))).collect();
+    slope(&points)
+}
+
+#[tokio::main]
+async fn main() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    if let Err(e) = flotilla::nofile::raise() {
+        eprintln!("cannot raise the open files limit: {e}");
+    }
+    let total: u64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(10_000);
+    let concurrent: u64 = std::env::var("BENCH_SOAK_CONCURRENT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    // Run time of each job (0: short jobs); a longer one holds `concurrent` jobs at once.
+    let job_secs: u64 = std::env::var("BENCH_JOB_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let ticks = clock_ticks();
+    let gitlab = FakeGitlab::start(FakeGitlabOptions {
+        long_poll: Duration::from_secs(50),
+        ..Default::default()
+    })
+    .await
+    .expect("fake gitlab");
+    // Built at run time (never a literal token).
+    let token = format!(
+        "glrt-t1_{:016x}{:04x}",
+        rand::random::<u64>(),
+        rand::random::<u16>()
+    );
+    gitlab.add_runner(&token);
+    let docker = FakeDocker::start(FakeDockerOptions {
+        images: vec![IMAGE.into()],
+        behaviours: HashMap::from([(
+            IMAGE.into(),
+            Behaviour {
+                run_time: Duration::from_secs(job_secs),
+                line_every: Some(Duration::from_secs(1)),
+                line: "soak".into(),
+                exit_code: 0,
+            },
+        )]),
+        default: Behaviour::default(),
+    })
+    .await
+    .expect("fake docker");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let config = format!(
+        r#"concurrent = {concurrent}
+check_interval = 3
+log_level = "{log}"
+listen_address = "127.0.0.1:{port}"
+state_dir = "{state}"
+[[runners]]
+name = "soak-bench"
+url = "{url}"
+token = "{token}"
+executor = "docker"
+request_concurrency = 4
+[runners.docker]
+host = "{host}"
+image = "{IMAGE}"
+pull_policy = ["if-not-present"]
+"#,
+        log = std::env::var("BENCH_LOG").unwrap_or_else(|_| "error".into()),
+        state = dir.path().join("state").display(),
+        url = gitlab.url(),
+        host = docker.host(),
+    );
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).expect("config");
+    let bin = manager_binary();
+    let mut child = std::process::Command::new(&bin)
+        .args(["run", "-c"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start flotilla");
+    let pid = child.id();
+    let metrics = format!("http://127.0.0.1:{port}/metrics");
+    gitlab
+        .wait_held_polls(4, Duration::from_secs(120))
+        .await
+        .expect("the manager's requesters poll");
+    println!(
+        "== soak: {total} short jobs, {concurrent} at a time, `docker` executor on the fake Docker; {} (pid {pid})",
+        bin.display()
+    );
+    let base = read_proc(pid, ticks);
+    let base_tasks = alive_tasks(&metrics).await.unwrap_or(0);
+    println!(
+        "idle manager: RSS {} KB (anon {} KB), {} fds, {base_tasks} tasks",
+        base.rss_kb, base.anon_kb, base.fds
+    );
+    println!(
+        "{:>8} {:>9} {:>9} {:>5} {:>6} {:>7} {:>9}",
+        "jobs", "RSS KB", "anon KB", "fds", "tasks", "jobs/s", "CPU ms/j"
+    );
+    let start = Instant::now();
+    let mut ids = HashSet::new();
+    let (mut enqueued, mut finished, mut failed) = (0u64, 0u64, 0u64);
+    let mut next_sample = 1000u64;
+    let mut samples: Vec<Sample> = Vec::new();
+    let mut last = (base.cpu_ms, 0u64, Instant::now());
+    while finished < total {
+        while enqueued < total && (ids.len() as u64) < concurrent * 2 {
+            ids.insert(gitlab.enqueue(&token, job()));
+            enqueued += 1;
+        }
+        finished += reap(&gitlab, &mut ids, &mut failed);
+        if finished >= next_sample {
+            let p = read_proc(pid, ticks);
+            let tasks = alive_tasks(&metrics).await.unwrap_or(0);
+            let rate = (finished - last.1) as f64 / last.2.elapsed().as_secs_f64();
+            let cpu = (p.cpu_ms - last.0) / (finished - last.1).max(1) as f64;
+            println!(
+                "{finished:>8} {:>9} {:>9} {:>5} {tasks:>6} {rate:>7.1} {cpu:>9.2}",
+                p.rss_kb, p.anon_kb, p.fds
+            );
+            samples.push((finished, p, tasks));
+            last = (p.cpu_ms, finished, Instant::now());
+            next_sample += 1000;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let end = read_proc(pid, ticks);
+    let rss = fit(&samples, |s| s.1.rss_kb as f64 * 1024.0);
+    let anon = fit(&samples, |s| s.1.anon_kb as f64 * 1024.0);
+    let fds = fit(&samples, |s| s.1.fds as f64);
+    let tasks = fit(&samples, |s| s.2 as f64);
+    println!(
+        "{finished} jobs ({failed} failed) in {secs:.0} s = {:.1} jobs/s; manager CPU {:.2} ms/job; RSS idle {:.1} MB, end {:.1} MB, peak {:.1} MB",
+        finished as f64 / secs,
+        (end.cpu_ms - base.cpu_ms) / finished.max(1) as f64,
+        base.rss_kb as f64 / 1024.0,
+        end.rss_kb as f64 / 1024.0,
+        end.hwm_kb as f64 / 1024.0
+    );
+    println!(
+        "slope by least squares over samples 2..{}: RSS {rss:.1} bytes/job (anon {anon:.1}), fds {:.4}/1000 jobs, tasks {:.4}/1000 jobs",
+        samples.len(),
+        fds * 1000.0,
+        tasks * 1000.0
+    );
+    println!(
+        "target: RSS slope <= 100 bytes/job: {}",
+        if rss <= 100.0 { "MET" } else { "NOT MET" }
+    );
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    docker.shutdown();
+}

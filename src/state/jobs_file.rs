@@ -1,0 +1,202 @@
+//! `jobs.json` and its one writer. The list lives in memory; a change bumps its version and,
+//! unless a write is already under way, starts one on tokio's blocking threads (inline outside a
+//! runtime). The writer serializes the list as it is *then*, writes it durably
+//! ([`write_atomically`]: temp file, fsync, rename, directory fsync) and loops while newer
+//! changes arrived meanwhile, so all the changes made during one write go to disk together in
+//! the next (group commit): with many jobs starting and ending at once the file is written a
+//! few times a second, not three times per job. Only one write runs at a time, so an older
+//! snapshot never replaces a newer one. A caller that needs its change on disk waits for its
+//! version ([`JobsFile::durable`]).
+
+use super::error::StateError;
+use super::write::write_atomically;
+use super::RunningJob;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+/// The in-memory list and its writer's state.
+pub(super) struct JobsFile {
+    path: PathBuf,
+    inner: Mutex<Inner>,
+    /// What the writer has done, for the callers waiting on a version.
+    status: watch::Sender<Status>,
+    /// Writes done (for tests and for the record).
+    writes: AtomicU64,
+    /// Held by tests to stop the writer just before it writes.
+    #[cfg(test)]
+    pub(super) gate: Mutex<()>,
+}
+
+struct Inner {
+    list: Vec<RunningJob>,
+    /// Bumped by every change.
+    version: u64,
+    /// The newest version a write was started for (whatever its outcome).
+    attempted: u64,
+    /// A writer is running (it picks up every change made before it stops).
+    writing: bool,
+}
+
+/// The writer's progress.
+#[derive(Clone, Default)]
+struct Status {
+    /// The newest version a write finished for (whatever its outcome).
+    attempted: u64,
+    /// The newest version durably written.
+    written: u64,
+    /// Why the last write failed (cleared by a success).
+    error: Option<Arc<StateError>>,
+}
+
+impl JobsFile {
+    /// The file at `path` holding `list` (as read at open: version 0 is what is on disk).
+    pub(super) fn new(path: PathBuf, list: Vec<RunningJob>) -> JobsFile {
+        JobsFile {
+            path,
+            inner: Mutex::new(Inner {
+                list,
+                version: 0,
+                attempted: 0,
+                writing: false,
+            }),
+            status: watch::Sender::new(Status::default()),
+            writes: AtomicU64::new(0),
+            #[cfg(test)]
+            gate: Mutex::new(()),
+        }
+    }
+
+    /// A copy of the list.
+    pub(super) fn list(&self) -> Vec<RunningJob> {
+        self.lock().list.clone()
+    }
+
+    /// How many times the file was written.
+    pub(super) fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
+    /// Changes the list in memory only: the change reaches the disk with the next change that
+    /// is written (for what a crash may lose without harm).
+    pub(super) fn change_lazily(&self, change: impl FnOnce(&mut Vec<RunningJob>)) {
+        change(&mut self.lock().list);
+    }
+
+    /// Changes the list and makes sure a write will carry it; the version to wait for with
+    /// [`JobsFile::durable`].
+    pub(super) fn change(self: &Arc<Self>, change: impl FnOnce(&mut Vec<RunningJob>)) -> u64 {
+        let (version, start) = {
+            let mut inner = self.lock();
+            change(&mut inner.list);
+            inner.version += 1;
+            let start = !inner.writing;
+            inner.writing = true;
+            (inner.version, start)
+        };
+        if start {
+            self.start_writer();
+        }
+        version
+    }
+
+    /// Waits until `version` is on disk, or a write that carried it failed.
+    pub(super) async fn durable(&self, version: u64) -> Result<(), StateError> {
+        let mut rx = self.status.subscribe();
+        let status = match rx
+            .wait_for(|s| s.written >= version || s.attempted >= version)
+            .await
+        {
+            Ok(status) => status.clone(),
+            // Not expected: `self` holds the sender.
+            Err(e) => return Err(StateError::Writer(e.to_string())),
+        };
+        if status.written >= version {
+            return Ok(());
+        }
+        Err(status
+            .error
+            .as_deref()
+            .map(duplicate)
+            .unwrap_or_else(|| StateError::Writer("the write failed".into())))
+    }
+
+    /// Runs the writer on a blocking thread (inline outside a runtime). If the runtime is
+    /// shutting down and drops the task unrun, the write happens where it is dropped.
+    fn start_writer(self: &Arc<Self>) {
+        let writer = Writer(Some(self.clone()));
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(move || writer.run())),
+            Err(_) => writer.run(),
+        }
+    }
+
+    /// Writes the newest list until no change is left unwritten, then stops (blocking).
+    fn write_pending(&self) {
+        loop {
+            let (version, bytes) = {
+                let mut inner = self.lock();
+                if inner.version <= inner.attempted {
+                    inner.writing = false;
+                    return;
+                }
+                inner.attempted = inner.version;
+                let bytes =
+                    serde_json::to_vec_pretty(&inner.list).unwrap_or_else(|_| b"[]".to_vec());
+                (inner.version, bytes)
+            };
+            #[cfg(test)]
+            drop(self.gate.lock().unwrap_or_else(|p| p.into_inner()));
+            let result = write_atomically(&self.path, &bytes);
+            self.writes.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "cannot update the state directory's job list");
+            }
+            self.status.send_modify(|s| {
+                s.attempted = version;
+                match result {
+                    Ok(()) => {
+                        s.written = version;
+                        s.error = None;
+                    }
+                    Err(e) => s.error = Some(Arc::new(e)),
+                }
+            });
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The writer as a value: run, or dropped unrun (a runtime shutting down), it writes.
+struct Writer(Option<Arc<JobsFile>>);
+
+impl Writer {
+    fn run(mut self) {
+        if let Some(file) = self.0.take() {
+            file.write_pending();
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if let Some(file) = self.0.take() {
+            file.write_pending();
+        }
+    }
+}
+
+/// A copy of a write error for each caller that waited on it.
+fn duplicate(e: &StateError) -> StateError {
+    match e {
+        StateError::Io { path, source } => StateError::Io {
+            path: path.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        other => StateError::Writer(other.to_string()),
+    }
+}
