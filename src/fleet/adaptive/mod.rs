@@ -229,23 +229,25 @@ impl DemandEstimator {
         }
     }
 
-    /// The arrivals of a minute beyond what the steady rate at `now` explains.
-    fn burst_part(&self, n: u32, now: Instant) -> f64 {
-        let expected = self.rate_over(now, LONG_WINDOW) * BURST_BUCKET.as_secs_f64();
+    /// The arrivals (`n`) of the minute starting at `start` beyond what the steady rate before
+    /// it explains.
+    fn burst_part(&self, n: u32, start: Instant) -> f64 {
+        let expected = self.rate_before(start, LONG_WINDOW) * BURST_BUCKET.as_secs_f64();
         (f64::from(n) - expected - BURST_SIGMAS * expected.max(1.0).sqrt()).max(0.0)
     }
 
     /// Ends the minute being counted (no later arrival is recorded yet when this runs).
     fn close_bucket(&mut self) {
         if let Some((start, n)) = self.bucket.take() {
-            let burst = self.burst_part(n, start + BURST_BUCKET);
+            let burst = self.burst_part(n, start);
             self.minutes.push_back(Minute { start, burst });
         }
     }
 
     /// The burst arrivals of the minute being counted.
-    fn open_burst(&self, now: Instant) -> f64 {
-        self.bucket.map_or(0.0, |(_, n)| self.burst_part(n, now))
+    fn open_burst(&self) -> f64 {
+        self.bucket
+            .map_or(0.0, |(start, n)| self.burst_part(n, start))
     }
 
     /// The largest recent burst, faded by its age.
@@ -259,27 +261,49 @@ impl DemandEstimator {
         self.minutes
             .iter()
             .map(|m| m.burst * fade(m.start))
-            .chain(std::iter::once(self.open_burst(now)))
+            .chain(std::iter::once(self.open_burst()))
             .fold(0.0, f64::max)
     }
 
-    /// Arrivals per second over `window` before `now`, a burst's excess left out.
+    /// Arrivals per second over `window` up to `now`, a burst's excess (the minute being
+    /// counted's included) left out.
     fn rate_over(&self, now: Instant, window: Duration) -> f64 {
+        let open = self.open_burst();
+        self.rate_until(now, window, |t| t <= now, open)
+    }
+
+    /// The same over the `window` before the minute starting at `start` (its own arrivals
+    /// left out).
+    fn rate_before(&self, start: Instant, window: Duration) -> f64 {
+        self.rate_until(start, window, |t| t < start, 0.0)
+    }
+
+    fn rate_until(
+        &self,
+        end: Instant,
+        window: Duration,
+        counts: impl Fn(Instant) -> bool,
+        open_burst: f64,
+    ) -> f64 {
+        let within = |t: Instant| counts(t) && end.duration_since(t) <= window;
         let n = self
             .arrivals
             .iter()
             .rev()
-            .take_while(|t| now.duration_since(**t) <= window)
+            .skip_while(|t| !counts(**t))
+            .take_while(|t| within(**t))
             .count();
         let bursts: f64 = self
             .minutes
             .iter()
             .rev()
-            .take_while(|m| now.duration_since(m.start) <= window)
+            .skip_while(|m| !counts(m.start))
+            .take_while(|m| within(m.start))
             .map(|m| m.burst)
-            .sum();
+            .sum::<f64>()
+            + open_burst;
         // Before a whole window was seen, over the time seen (at least a bucket).
-        let seen = self.first.map_or(window, |f| now.duration_since(f));
+        let seen = self.first.map_or(window, |f| end.duration_since(f));
         let span = window.min(seen).max(BURST_BUCKET);
         (n as f64 - bursts).max(0.0) / span.as_secs_f64()
     }

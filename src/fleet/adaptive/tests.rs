@@ -95,8 +95,9 @@ fn burst_leaves_headroom_that_fades() {
     let mut targets = drive(&mut est, start, 0..22, per_minute, OPEN);
     let e = est.estimate(start + Duration::from_secs(22 * 60 - 1), 0, OPEN);
     assert!(e.burst_headroom >= 8, "{e:?}");
+    // 62 jobs in the 2-minute window would be 0.52/s; only what 3 deviations allow remains.
     assert!(
-        e.arrival_rate < 0.12,
+        e.arrival_rate < 0.17,
         "the burst's excess is not taken for a higher steady rate (0.1/s): {e:?}"
     );
     targets.extend(drive(&mut est, start, 22..80, per_minute, OPEN));
@@ -132,7 +133,7 @@ fn late_jobs_raise_the_target_and_on_time_ones_lower_it() {
     let raised = *drive(&mut est, start, 30..31, per_minute, OPEN)
         .last()
         .unwrap();
-    assert!(raised >= steady + 3, "{steady} → {raised}");
+    assert!(raised >= steady + 2, "{steady} → {raised}");
     assert!(est.feedback().quantile() > 0.97);
     // Then hours of jobs that all found a VM: the margin is given back, and more.
     for _ in 0..3000 {
