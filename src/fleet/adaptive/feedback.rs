@@ -17,9 +17,13 @@ pub const TARGET_WITHIN: f64 = 0.96;
 /// The quantile before any job was served.
 pub const INITIAL_QUANTILE: f64 = 0.9;
 /// The log-odds step: a late job raises the quantile by `STEP × TARGET_WITHIN`, an on-time
-/// one lowers it by `STEP × (1 − TARGET_WITHIN)`. A burst of 30 late jobs raises 0.9 to about
-/// 0.98; the 720 on-time jobs after it bring it back.
-pub const STEP: f64 = 0.05;
+/// one lowers it by `STEP × (1 − TARGET_WITHIN)`; 60 late jobs raise 0.9 to about 0.97, and
+/// the 1 440 on-time jobs after them bring it back. Small on purpose: a burst's late jobs are
+/// one event, not sixty; paid back over many jobs, most of the payback falls in busy hours,
+/// where a VM more saves the most jobs, not in the night after a night-time burst. Measured
+/// (BENCHMARKS.md): 0.05 kept the quantile high all night after a night burst (38 % saving on
+/// such a day, 41 % with 0.02); 0.01 let the day end below 95.5 % within the SLO.
+pub const STEP: f64 = 0.02;
 /// The quantile never goes below this (a pool that misses nothing still covers the median).
 pub const MIN_QUANTILE: f64 = 0.5;
 /// Nor above this.
@@ -87,24 +91,24 @@ mod tests {
     fn late_jobs_raise_the_quantile_and_on_time_ones_lower_it() {
         let mut f = SloFeedback::default();
         assert!((f.quantile() - INITIAL_QUANTILE).abs() < 1e-9);
-        for _ in 0..30 {
+        for _ in 0..60 {
             f.served(LATE);
         }
         let after_burst = f.quantile();
-        assert!(after_burst > 0.97, "30 late jobs: {after_burst}");
-        for _ in 0..300 {
+        assert!(after_burst > 0.96, "60 late jobs: {after_burst}");
+        for _ in 0..600 {
             f.served(ON_TIME);
         }
         let later = f.quantile();
         assert!(later < after_burst && later > INITIAL_QUANTILE, "{later}");
-        for _ in 0..10_000 {
+        for _ in 0..100_000 {
             f.served(ON_TIME);
         }
         assert!(
             (f.quantile() - MIN_QUANTILE).abs() < 1e-9,
             "a pool that misses nothing shrinks"
         );
-        for _ in 0..10_000 {
+        for _ in 0..100_000 {
             f.served(LATE);
         }
         assert!((f.quantile() - MAX_QUANTILE).abs() < 1e-9, "bounded above");
@@ -126,7 +130,7 @@ mod tests {
         );
         assert!((f.within() - TARGET_WITHIN).abs() < 1e-9);
         // 1 in 10 late: it climbs.
-        for i in 0..500 {
+        for i in 0..1000 {
             f.served(if i % 10 == 0 { LATE } else { ON_TIME });
         }
         assert!(f.quantile() > start + 0.05, "{}", f.quantile());
