@@ -44,9 +44,12 @@ struct Vm {
 }
 
 /// One VM's life for the report: insert, and the moment its deletion was asked for.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct LedgerEntry {
+    pub name: String,
     pub inserted: Instant,
+    /// When its dockerd answers (insert + the drawn boot time).
+    pub ready: Instant,
     pub deleted: Option<Instant>,
 }
 
@@ -156,7 +159,9 @@ impl Cloud for SimCloud {
         let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + s.next_ip));
         let entry = s.ledger.len();
         s.ledger.push(LedgerEntry {
+            name: spec.name.clone(),
             inserted: now,
+            ready: now + boot,
             deleted: None,
         });
         s.vms.insert(

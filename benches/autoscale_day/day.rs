@@ -58,6 +58,15 @@ pub struct DayResult {
     pub creations: usize,
     /// The most VMs at once.
     pub peak_vms: usize,
+    /// Idle VM-seconds by cause: booting (insert → dockerd answering), ready and waiting for
+    /// the job that used it, ready and never used (drained).
+    pub parts: [f64; 3],
+    /// VMs deleted without running a job.
+    pub unused: usize,
+    /// Ready-idle VM-seconds (used and unused) per hour of the day.
+    pub hourly: Vec<f64>,
+    /// Late jobs / jobs per hour of the day.
+    pub late_hourly: Vec<String>,
 }
 
 impl DayResult {
@@ -173,10 +182,13 @@ async fn run(
     .map_err(|e| e.to_string())?;
     let t0 = Instant::now() + WARMUP;
     let waits: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let leases: Leases = Arc::default();
     let jobs = TaskTracker::new();
     match policy {
-        Policy::Static(k) if k > 0 => lease_first(&pool, arrivals, t0, &waits, &jobs).await,
-        _ => on_demand(&pool, arrivals, t0, &waits, &jobs).await,
+        Policy::Static(k) if k > 0 => {
+            lease_first(&pool, arrivals, t0, &waits, &leases, &jobs).await
+        }
+        _ => on_demand(&pool, arrivals, t0, &waits, &leases, &jobs).await,
     }
     jobs.close();
     jobs.wait().await;
@@ -195,7 +207,47 @@ async fn run(
         })
         .sum();
     let waits = std::mem::take(&mut *waits.lock().unwrap_or_else(|p| p.into_inner()));
+    let log = std::mem::take(&mut *leases.lock().unwrap_or_else(|p| p.into_inner()));
+    let leases = log.leases;
+    let span = |a: Instant, b: Instant| {
+        b.min(end)
+            .saturating_duration_since(a.max(t0))
+            .as_secs_f64()
+    };
+    let mut parts = [0.0; 3];
+    let mut unused = 0;
+    let mut hourly = vec![0.0; 25];
+    for e in cloud.ledger() {
+        let gone = e.deleted.unwrap_or(end);
+        parts[0] += span(e.inserted, e.ready.min(gone));
+        let (i, until) = match leases.get(&e.name) {
+            Some(at) => (1, *at),
+            None => {
+                unused += 1;
+                (2, gone)
+            }
+        };
+        parts[i] += span(e.ready, until);
+        // Per hour of the day (from t0).
+        let (mut a, b) = (e.ready.max(t0), until.min(end));
+        while a < b {
+            let h = a.duration_since(t0).as_secs() / 3600;
+            let h_end = t0 + Duration::from_secs((h + 1) * 3600);
+            let to = b.min(h_end);
+            hourly[(h as usize).min(24)] += to.duration_since(a).as_secs_f64();
+            a = to;
+        }
+    }
     Ok(DayResult {
+        late_hourly: log
+            .late
+            .iter()
+            .zip(&log.jobs)
+            .map(|(l, j)| format!("{l}/{j}"))
+            .collect(),
+        parts,
+        unused,
+        hourly,
         policy,
         waits,
         idle_vm_s: alive - busy,
@@ -204,9 +256,30 @@ async fn run(
     })
 }
 
-fn record(waits: &Mutex<Vec<f64>>, arrived: Instant) {
+/// What the breakdown is made from: when each VM got its job (by name), and jobs and late
+/// jobs per hour of the day.
+#[derive(Default)]
+struct Log {
+    leases: std::collections::HashMap<String, Instant>,
+    jobs: Vec<u32>,
+    late: Vec<u32>,
+}
+
+/// The log, shared by the jobs.
+type Leases = Arc<Mutex<Log>>;
+
+fn record(waits: &Mutex<Vec<f64>>, arrived: Instant, leases: &Leases, vm: &str, t0: Instant) {
     let w = Instant::now().duration_since(arrived).as_secs_f64();
     waits.lock().unwrap_or_else(|p| p.into_inner()).push(w);
+    let mut log = leases.lock().unwrap_or_else(|p| p.into_inner());
+    log.leases.insert(vm.to_string(), Instant::now());
+    let h = (arrived.saturating_duration_since(t0).as_secs() / 3600).min(24) as usize;
+    if log.jobs.len() < 25 {
+        log.jobs = vec![0; 25];
+        log.late = vec![0; 25];
+    }
+    log.jobs[h] += 1;
+    log.late[h] += u32::from(w > SLO_WAIT_S);
 }
 
 /// IdleCount > 0: GitLab holds each job until a request comes with an idle VM leased.
@@ -215,6 +288,7 @@ async fn lease_first(
     arrivals: &[Arrival],
     t0: Instant,
     waits: &Arc<Mutex<Vec<f64>>>,
+    leases: &Leases,
     jobs: &TaskTracker,
 ) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, f64)>();
@@ -242,7 +316,7 @@ async fn lease_first(
         pool.mark_used(&lease);
         // GitLab's queue_size counts the job handed out too; the runner reports the rest.
         pool.observe_backlog(left as u64);
-        record(waits, arrived);
+        record(waits, arrived, leases, &lease.name, t0);
         let pool = pool.clone();
         jobs.spawn(async move {
             tokio::time::sleep(Duration::from_secs_f64(duration)).await;
@@ -258,16 +332,18 @@ async fn on_demand(
     arrivals: &[Arrival],
     t0: Instant,
     waits: &Arc<Mutex<Vec<f64>>>,
+    leases: &Leases,
     jobs: &TaskTracker,
 ) {
     for a in arrivals {
         let at = t0 + Duration::from_secs_f64(a.at);
         tokio::time::sleep_until(at).await;
-        let (pool, waits, duration) = (pool.clone(), waits.clone(), a.duration);
+        let (pool, waits, leases, duration) =
+            (pool.clone(), waits.clone(), leases.clone(), a.duration);
         jobs.spawn(async move {
             match pool.lease_on_demand(CancellationToken::new()).await {
                 Ok(lease) => {
-                    record(&waits, at);
+                    record(&waits, at, &leases, &lease.name, t0);
                     tokio::time::sleep(Duration::from_secs_f64(duration)).await;
                     pool.release(lease, true);
                 }

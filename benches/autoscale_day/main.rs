@@ -118,6 +118,21 @@ fn report(r: &DayResult, jobs: usize, took: std::time::Duration) {
             String::new()
         },
     );
+    let hourly: Vec<String> = r
+        .hourly
+        .iter()
+        .map(|h| format!("{:.0}", h / 1000.0))
+        .collect();
+    println!(
+        "{:<24} idle by cause: boot={:.0} ready_then_used={:.0} never_used={:.0} ({} VMs); ready idle per hour (k VM-s): {}",
+        "",
+        r.parts[0],
+        r.parts[1],
+        r.parts[2],
+        r.unused,
+        hourly.join(" "),
+    );
+    println!("{:<24} late jobs per hour: {}", "", r.late_hourly.join(" "));
 }
 
 fn main() -> ExitCode {

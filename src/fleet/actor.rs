@@ -26,6 +26,7 @@ use super::{
     spec, FleetError, FleetSettings, RunnerRegistry, VmDockerAccess, VmFate, VmState, MANAGER_LABEL,
 };
 use crate::cloud::{Cloud, CloudError, Instance, Listing};
+use crate::config::IdleCountPolicy;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -178,7 +179,7 @@ impl Actor {
         self.backlog.expire(now);
         // Jobs waiting on demand take idle VMs before any idle VM is judged for removal.
         if self.shutdown.is_none() && self.started {
-            self.serve_waiters();
+            self.serve_waiters(now);
         }
         self.estimate_demand(now);
         let policy = self.policy(now);
@@ -221,6 +222,11 @@ impl Actor {
             },
             max_builds: self.s.machine.max_builds,
             backlog: if self.draining { 0 } else { self.backlog.get() },
+            drain_keep: adaptive::drain_keep(
+                self.s.machine.idle_count_policy,
+                self.demand.last(),
+                self.draining,
+            ),
             waiting: self.waiters.count(),
             started: self.started,
             draining: self.draining,
@@ -373,12 +379,13 @@ impl Actor {
 
     /// Hands idle VMs to waiting jobs, newest idle first; a lease its job no longer wants goes
     /// back to idle.
-    fn serve_waiters(&mut self) {
+    fn serve_waiters(&mut self, now: Instant) {
         while !self.waiters.is_empty() {
             let Some(name) = self.table.newest_idle() else {
                 return;
             };
-            let Some(w) = self.waiters.pop() else {
+            let fresh_first = self.s.machine.idle_count_policy == IdleCountPolicy::Adaptive;
+            let Some((since, w)) = self.waiters.next(now, fresh_first) else {
                 return;
             };
             let Some(lease) = self.lease(&name, VmState::Used) else {
@@ -387,7 +394,10 @@ impl Actor {
             let zone = lease.zone.clone();
             match w.send(Ok(lease)) {
                 Err(Ok(lease)) => self.take_back(lease),
-                _ => self.metrics.used(&zone),
+                _ => {
+                    self.metrics.used(&zone);
+                    self.demand.served(now.duration_since(since));
+                }
             }
         }
     }
@@ -436,10 +446,10 @@ impl Actor {
                     }));
                     return;
                 }
-                self.waiters.push(reply);
+                self.waiters.push(reply, now);
                 self.demand.arrival(now);
                 if self.started {
-                    self.serve_waiters();
+                    self.serve_waiters(now);
                 }
             }
             Command::MarkUsed(name) => {

@@ -22,6 +22,9 @@ pub(super) struct Policy {
     pub max_builds: u32,
     /// The backlog hint (0 when off, stale or draining).
     pub backlog: u32,
+    /// Idle VMs kept from removal beyond the IdleCount in force (the adaptive policy's
+    /// allowance for jobs soon to come; 0 for a static pool).
+    pub drain_keep: u32,
     /// Jobs waiting for an on-demand VM that no idle VM could serve.
     pub waiting: u32,
     /// The startup cleanup finished (nothing is created or judged before).
@@ -143,10 +146,14 @@ fn idle_removals(table: &Table, policy: &Policy, now: Instant) -> Vec<(String, &
         .collect();
     let mut busy = table.counts();
     busy.idle = 0;
+    let idle = IdleSettings {
+        idle_count: policy.idle.idle_count.saturating_add(policy.drain_keep),
+        ..policy.idle
+    };
     policy::removals(
         busy,
         &idle_vms,
-        &policy.idle,
+        &idle,
         policy.caps,
         policy.max_builds,
         policy.backlog,

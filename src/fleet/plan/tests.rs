@@ -36,6 +36,7 @@ fn policy(idle_count: u32) -> Policy {
         caps: Caps::default(),
         max_builds: 0,
         backlog: 0,
+        drain_keep: 0,
         waiting: 0,
         started: true,
         draining: false,
@@ -123,6 +124,19 @@ fn plan_follows_the_rules_case_by_case() {
             vec![("a", Idle, 10, 0), ("b", Idle, 20, 0)],
             policy(1),
             vec![],
+        ),
+        (
+            "the adaptive drain allowance keeps idle VMs past IdleTime beyond IdleCount",
+            vec![
+                ("old", Idle, 900, 0),
+                ("older", Idle, 950, 0),
+                ("new", Idle, 10, 0),
+            ],
+            Policy {
+                drain_keep: 1,
+                ..policy(1)
+            },
+            vec![remove("older", "too_many_idle")],
         ),
         (
             "MaxBuilds reached: the idle VM goes and is replaced",
