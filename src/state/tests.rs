@@ -185,9 +185,12 @@ async fn changes_made_during_a_write_share_the_next_one() {
         }
         state.jobs_file_writes()
     };
-    assert_eq!(
-        writes, 2,
-        "the first change's write, then one for the 49 others"
+    // The writer snapshots the list before it waits at the gate: the first change alone, or
+    // (when its thread starts late, on a loaded machine) all fifty. Either way at most two
+    // writes carry fifty changes.
+    assert!(
+        (1..=2).contains(&writes),
+        "fifty changes made during a write cost {writes} writes, expected at most 2"
     );
     assert_eq!(
         StateDir::open(dir.path()).unwrap().leftover_jobs().len(),
