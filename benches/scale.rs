@@ -20,7 +20,7 @@
 //!
 //! Run: `cargo build --release --bin flotilla && cargo bench --bench scale` (and
 //! `cargo bench --bench scale -- --soak 100000`). Without a release build the debug binary is
-//! used (`BENCH_FLOTILLA` names another); `cargo bench --profile dev --bench scale` builds the
+//! used (`BENCH_FLOTILLA` or `BENCH_BIN` names another); `cargo bench --profile dev --bench scale` builds the
 //! bench itself without optimizations. `BENCH_LOG=warn` shows the manager's logs.
 // Benchmarks time the wall clock on purpose (clippy.toml bans std's Instant in src/).
 #![allow(clippy::disallowed_types)]
@@ -121,6 +121,9 @@ struct Setup {
 async fn setup(concurrent: u64, idle: u64, job_secs: u64) -> Setup {
     let gitlab = FakeGitlab::start(FakeGitlabOptions {
         long_poll: Duration::from_secs(50),
+        // GitLab asks for a trace update every 30 s of a job nobody watches
+        // (`Gitlab::Ci::Trace::UPDATE_FREQUENCY_DEFAULT`), every 3 s of one being watched.
+        trace_update_interval_secs: Some(env_u64("BENCH_TRACE_SECS", 30)),
         ..Default::default()
     })
     .await
@@ -160,18 +163,23 @@ async fn setup(concurrent: u64, idle: u64, job_secs: u64) -> Setup {
     .expect("fake gce");
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let config = format!(
-        r#"concurrent = {concurrent}
-check_interval = 3
-log_level = "{log}"
-listen_address = "127.0.0.1:{port}"
-state_dir = "{state}"
-manager_id = "scale-{id:08x}"
-[[runners]]
-name = "scale-bench"
-url = "{url}"
-token = "{token}"
-executor = "docker+machine"
+    // `BENCH_EXECUTOR=docker`: the `docker` executor straight on the fake engine (no VMs).
+    let executor = if docker_executor() {
+        format!(
+            r#"executor = "docker"
+limit = {concurrent}
+request_concurrency = 4
+[runners.docker]
+host = "{host}"
+image = "{JOB_IMAGE}"
+pull_policy = ["if-not-present"]
+network_mode = "host"
+"#,
+            host = docker.host()
+        )
+    } else {
+        format!(
+            r#"executor = "docker+machine"
 limit = {concurrent}
 request_concurrency = 4
 [runners.docker]
@@ -188,12 +196,26 @@ zones = ["{ZONE}"]
 endpoint = "{endpoint}"
 create_timeout = 300
 "#,
+            project = gce.project(),
+            endpoint = gce.endpoint(),
+        )
+    };
+    let config = format!(
+        r#"concurrent = {concurrent}
+check_interval = 3
+log_level = "{log}"
+listen_address = "127.0.0.1:{port}"
+state_dir = "{state}"
+manager_id = "scale-{id:08x}"
+[[runners]]
+name = "scale-bench"
+url = "{url}"
+token = "{token}"
+{executor}"#,
         log = std::env::var("BENCH_LOG").unwrap_or_else(|_| "error".into()),
         state = dir.path().join("state").display(),
         id = rand::random::<u32>(),
         url = gitlab.url(),
-        project = gce.project(),
-        endpoint = gce.endpoint(),
     );
     let path = dir.path().join("config.toml");
     std::fs::write(&path, config).expect("config");
@@ -222,6 +244,7 @@ create_timeout = 300
 fn manager_binary() -> std::path::PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let bin = std::env::var("BENCH_FLOTILLA")
+        .or_else(|_| std::env::var("BENCH_BIN"))
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| {
             let release = root.join("target/release/flotilla");
@@ -323,7 +346,19 @@ fn verdict(ok: bool) -> &'static str {
     }
 }
 
+/// `BENCH_EXECUTOR=docker`: the `docker` executor on the fake engine instead of docker+machine.
+fn docker_executor() -> bool {
+    std::env::var("BENCH_EXECUTOR").is_ok_and(|e| e == "docker")
+}
+
 async fn wait_idle_pool(s: &Setup, idle: u64) {
+    if docker_executor() {
+        s.gitlab
+            .wait_held_polls(1, Duration::from_secs(120))
+            .await
+            .expect("a held job request");
+        return;
+    }
     let ok = s
         .gce
         .wait_until(Duration::from_secs(600), |vms| {
@@ -354,10 +389,21 @@ async fn scale() {
     let idle_cpu_per_s = (base.cpu_ms - b0.cpu_ms) / t0.elapsed().as_secs_f64();
     let base_tasks = alive_tasks(&s.metrics).await.unwrap_or(0);
     println!(
-        "== scale: {jobs} jobs of {job_secs} s (one line a second) enqueued at {rate}/s; docker+machine, zero-boot fake GCE, fake Docker, IdleCount {idle}"
+        "== scale: {jobs} jobs of {job_secs} s (one line a second) enqueued at {rate}/s; {}, fake Docker, trace update every {} s",
+        if docker_executor() {
+            "docker executor".to_owned()
+        } else {
+            format!("docker+machine, zero-boot fake GCE, IdleCount {idle}")
+        },
+        env_u64("BENCH_TRACE_SECS", 30)
     );
     println!(
-        "baseline (idle manager, {idle} idle VMs): RSS {:.1} MB, CPU {:.1} ms/s, {} fds, {} tasks",
+        "baseline (idle manager{}): RSS {:.1} MB, CPU {:.1} ms/s, {} fds, {} tasks",
+        if docker_executor() {
+            String::new()
+        } else {
+            format!(", {idle} idle VMs")
+        },
         base.rss_kb as f64 / 1024.0,
         idle_cpu_per_s,
         base.fds,
