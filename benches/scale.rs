@@ -195,9 +195,11 @@ project = "{project}"
 zones = ["{ZONE}"]
 endpoint = "{endpoint}"
 create_timeout = 300
+api_rate_per_minute = {rate}
 "#,
             project = gce.project(),
             endpoint = gce.endpoint(),
+            rate = gce_rate(),
         )
     };
     let config = format!(
@@ -268,6 +270,21 @@ fn job(image: &str) -> serde_json::Value {
         "steps": [{"name": "script", "script": ["echo scale"], "timeout": 3600, "when": "on_success"}],
         "variables": [{"key": "GIT_STRATEGY", "value": "none", "public": true}],
     })
+}
+
+/// Enqueues one short probe job and waits for its hand-out: enqueue → handed out, in ms.
+async fn probe(s: &Setup, ids: &mut HashSet<i64>, all: &mut Vec<i64>) -> Option<f64> {
+    let id = s.gitlab.enqueue(&s.token, job(PROBE_IMAGE));
+    ids.insert(id);
+    all.push(id);
+    let rec = s
+        .gitlab
+        .wait_job(id, Duration::from_secs(60), |j| j.handed_out_at.is_some())
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let handed = rec.ok()?.handed_out_at?;
+    let rec = s.gitlab.job(id)?;
+    Some(handed.duration_since(rec.enqueued_at).as_secs_f64() * 1000.0)
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
@@ -346,6 +363,13 @@ fn verdict(ok: bool) -> &'static str {
     }
 }
 
+/// `api_rate_per_minute` of the bench's runner: `BENCH_GCE_RATE`, else 60,000. The default (600
+/// a minute) caps a `MaxBuilds = 1` pool at about 3 new VMs a second (insert, wait and delete
+/// are three calls per VM): the bench measures the manager, not that quota.
+fn gce_rate() -> u64 {
+    env_u64("BENCH_GCE_RATE", 60_000)
+}
+
 /// `BENCH_EXECUTOR=docker`: the `docker` executor on the fake engine instead of docker+machine.
 fn docker_executor() -> bool {
     std::env::var("BENCH_EXECUTOR").is_ok_and(|e| e == "docker")
@@ -379,7 +403,9 @@ async fn scale() {
     let probes = env_u64("BENCH_PROBES", 100);
     let idle = env_u64("BENCH_IDLE", 100);
     let ticks = clock_ticks();
-    let s = setup(jobs + 20, idle, job_secs).await;
+    // Room for the warm pool beside the running jobs: at `limit` every probe would wait for a
+    // VM to be deleted, confirmed gone and replaced (MaxBuilds = 1), not for the manager.
+    let s = setup(jobs + idle + 20, idle, job_secs).await;
     wait_idle_pool(&s, idle).await;
     // Baseline: the idle manager over 10 s.
     let b0 = read_proc(s.pid, ticks);
@@ -393,7 +419,10 @@ async fn scale() {
         if docker_executor() {
             "docker executor".to_owned()
         } else {
-            format!("docker+machine, zero-boot fake GCE, IdleCount {idle}")
+            format!(
+                "docker+machine, zero-boot fake GCE, IdleCount {idle}, api_rate_per_minute {}",
+                gce_rate()
+            )
         },
         env_u64("BENCH_TRACE_SECS", 30)
     );
@@ -410,11 +439,33 @@ async fn scale() {
         base_tasks
     );
 
+    // Baseline pickup: the same probes on the idle manager.
+    let (mut ids, mut all) = (HashSet::new(), Vec::new());
+    let mut idle_pickups = Vec::new();
+    for _ in 0..(probes / 5).max(5) {
+        if let Some(ms) = probe(&s, &mut ids, &mut all).await {
+            idle_pickups.push(ms);
+        }
+    }
+    // They end before the measured part starts (not counted in it).
+    let (mut done_failed, settle) = (0u64, Instant::now() + Duration::from_secs(60));
+    while !ids.is_empty() && Instant::now() < settle {
+        reap(&s.gitlab, &mut ids, &mut done_failed);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ids.clear();
+    all.clear();
+    idle_pickups.sort_by(f64::total_cmp);
+    println!(
+        "baseline pickup (idle manager, {} probes one at a time): p50 {:.1} ms, p99 {:.1} ms",
+        idle_pickups.len(),
+        pct(&idle_pickups, 0.5),
+        pct(&idle_pickups, 0.99)
+    );
+
     let cpu_start = read_proc(s.pid, ticks).cpu_ms;
     let fakes_cpu_start = read_proc(std::process::id(), ticks).cpu_ms;
     let start = Instant::now();
-    let mut ids = HashSet::new();
-    let mut all = Vec::new();
     let mut enqueued = 0u64;
     let (mut peak, mut peak_at) = (0u64, start);
     let mut peak_proc = Proc::default();
@@ -465,22 +516,12 @@ async fn scale() {
     // Pickup at full load: probes one after another while the long jobs run.
     let mut pickups = Vec::new();
     for _ in 0..probes {
-        let id = s.gitlab.enqueue(&s.token, job(PROBE_IMAGE));
-        ids.insert(id);
-        all.push(id);
-        let rec = s
-            .gitlab
-            .wait_job(id, Duration::from_secs(60), |j| j.handed_out_at.is_some())
-            .await;
-        if let Ok(r) = rec {
-            if let Some(h) = r.handed_out_at {
-                pickups.push(h.duration_since(r.enqueued_at).as_secs_f64() * 1000.0);
-            }
+        if let Some(ms) = probe(&s, &mut ids, &mut all).await {
+            pickups.push(ms);
         }
         let p = read_proc(s.pid, ticks);
         peak_proc.rss_kb = peak_proc.rss_kb.max(p.rss_kb);
         peak_proc.fds = peak_proc.fds.max(p.fds);
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let running_at_probe_end = s.docker.stats().running;
     // Everything to the end.
