@@ -7,8 +7,9 @@
 
 use crate::harness::{config, config_text, fake_gitlab, job, InProcessManager, TEST_IMAGE};
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use testkit::{Behaviour, FakeDocker, FakeDockerOptions, FakeGitlab, FakeGitlabOptions};
+use tokio::time::Instant;
 
 /// Far above anything the requester should wait while jobs are queued.
 const CHECK_INTERVAL_SECS: u64 = 20;
