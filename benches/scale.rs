@@ -20,7 +20,7 @@
 //!
 //! Run: `cargo build --release --bin flotilla && cargo bench --bench scale` (and
 //! `cargo bench --bench scale -- --soak 100000`). Without a release build the debug binary is
-//! used (`BENCH_FLOTILLA` names another); `cargo bench --profile dev --bench scale` builds the
+//! used (`BENCH_FLOTILLA` or `BENCH_BIN` names another); `cargo bench --profile dev --bench scale` builds the
 //! bench itself without optimizations. `BENCH_LOG=warn` shows the manager's logs.
 // Benchmarks time the wall clock on purpose (clippy.toml bans std's Instant in src/).
 #![allow(clippy::disallowed_types)]
@@ -121,6 +121,9 @@ struct Setup {
 async fn setup(concurrent: u64, idle: u64, job_secs: u64) -> Setup {
     let gitlab = FakeGitlab::start(FakeGitlabOptions {
         long_poll: Duration::from_secs(50),
+        // GitLab asks for a trace update every 30 s of a job nobody watches
+        // (`Gitlab::Ci::Trace::UPDATE_FREQUENCY_DEFAULT`), every 3 s of one being watched.
+        trace_update_interval_secs: Some(env_u64("BENCH_TRACE_SECS", 30)),
         ..Default::default()
     })
     .await
@@ -160,18 +163,23 @@ async fn setup(concurrent: u64, idle: u64, job_secs: u64) -> Setup {
     .expect("fake gce");
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let config = format!(
-        r#"concurrent = {concurrent}
-check_interval = 3
-log_level = "{log}"
-listen_address = "127.0.0.1:{port}"
-state_dir = "{state}"
-manager_id = "scale-{id:08x}"
-[[runners]]
-name = "scale-bench"
-url = "{url}"
-token = "{token}"
-executor = "docker+machine"
+    // `BENCH_EXECUTOR=docker`: the `docker` executor straight on the fake engine (no VMs).
+    let executor = if docker_executor() {
+        format!(
+            r#"executor = "docker"
+limit = {concurrent}
+request_concurrency = 4
+[runners.docker]
+host = "{host}"
+image = "{JOB_IMAGE}"
+pull_policy = ["if-not-present"]
+network_mode = "host"
+"#,
+            host = docker.host()
+        )
+    } else {
+        format!(
+            r#"executor = "docker+machine"
 limit = {concurrent}
 request_concurrency = 4
 [runners.docker]
@@ -187,13 +195,29 @@ project = "{project}"
 zones = ["{ZONE}"]
 endpoint = "{endpoint}"
 create_timeout = 300
+api_rate_per_minute = {rate}
 "#,
+            project = gce.project(),
+            endpoint = gce.endpoint(),
+            rate = gce_rate(),
+        )
+    };
+    let config = format!(
+        r#"concurrent = {concurrent}
+check_interval = 3
+log_level = "{log}"
+listen_address = "127.0.0.1:{port}"
+state_dir = "{state}"
+manager_id = "scale-{id:08x}"
+[[runners]]
+name = "scale-bench"
+url = "{url}"
+token = "{token}"
+{executor}"#,
         log = std::env::var("BENCH_LOG").unwrap_or_else(|_| "error".into()),
         state = dir.path().join("state").display(),
         id = rand::random::<u32>(),
         url = gitlab.url(),
-        project = gce.project(),
-        endpoint = gce.endpoint(),
     );
     let path = dir.path().join("config.toml");
     std::fs::write(&path, config).expect("config");
@@ -222,6 +246,7 @@ create_timeout = 300
 fn manager_binary() -> std::path::PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let bin = std::env::var("BENCH_FLOTILLA")
+        .or_else(|_| std::env::var("BENCH_BIN"))
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| {
             let release = root.join("target/release/flotilla");
@@ -245,6 +270,21 @@ fn job(image: &str) -> serde_json::Value {
         "steps": [{"name": "script", "script": ["echo scale"], "timeout": 3600, "when": "on_success"}],
         "variables": [{"key": "GIT_STRATEGY", "value": "none", "public": true}],
     })
+}
+
+/// Enqueues one short probe job and waits for its hand-out: enqueue → handed out, in ms.
+async fn probe(s: &Setup, ids: &mut HashSet<i64>, all: &mut Vec<i64>) -> Option<f64> {
+    let id = s.gitlab.enqueue(&s.token, job(PROBE_IMAGE));
+    ids.insert(id);
+    all.push(id);
+    let rec = s
+        .gitlab
+        .wait_job(id, Duration::from_secs(60), |j| j.handed_out_at.is_some())
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let handed = rec.ok()?.handed_out_at?;
+    let rec = s.gitlab.job(id)?;
+    Some(handed.duration_since(rec.enqueued_at).as_secs_f64() * 1000.0)
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
@@ -323,7 +363,26 @@ fn verdict(ok: bool) -> &'static str {
     }
 }
 
+/// `api_rate_per_minute` of the bench's runner: `BENCH_GCE_RATE`, else 60,000. The default (600
+/// a minute) caps a `MaxBuilds = 1` pool at about 3 new VMs a second (insert, wait and delete
+/// are three calls per VM): the bench measures the manager, not that quota.
+fn gce_rate() -> u64 {
+    env_u64("BENCH_GCE_RATE", 60_000)
+}
+
+/// `BENCH_EXECUTOR=docker`: the `docker` executor on the fake engine instead of docker+machine.
+fn docker_executor() -> bool {
+    std::env::var("BENCH_EXECUTOR").is_ok_and(|e| e == "docker")
+}
+
 async fn wait_idle_pool(s: &Setup, idle: u64) {
+    if docker_executor() {
+        s.gitlab
+            .wait_held_polls(1, Duration::from_secs(120))
+            .await
+            .expect("a held job request");
+        return;
+    }
     let ok = s
         .gce
         .wait_until(Duration::from_secs(600), |vms| {
@@ -344,7 +403,9 @@ async fn scale() {
     let probes = env_u64("BENCH_PROBES", 100);
     let idle = env_u64("BENCH_IDLE", 100);
     let ticks = clock_ticks();
-    let s = setup(jobs + 20, idle, job_secs).await;
+    // Room for the warm pool beside the running jobs: at `limit` every probe would wait for a
+    // VM to be deleted, confirmed gone and replaced (MaxBuilds = 1), not for the manager.
+    let s = setup(jobs + idle + 20, idle, job_secs).await;
     wait_idle_pool(&s, idle).await;
     // Baseline: the idle manager over 10 s.
     let b0 = read_proc(s.pid, ticks);
@@ -354,21 +415,57 @@ async fn scale() {
     let idle_cpu_per_s = (base.cpu_ms - b0.cpu_ms) / t0.elapsed().as_secs_f64();
     let base_tasks = alive_tasks(&s.metrics).await.unwrap_or(0);
     println!(
-        "== scale: {jobs} jobs of {job_secs} s (one line a second) enqueued at {rate}/s; docker+machine, zero-boot fake GCE, fake Docker, IdleCount {idle}"
+        "== scale: {jobs} jobs of {job_secs} s (one line a second) enqueued at {rate}/s; {}, fake Docker, trace update every {} s",
+        if docker_executor() {
+            "docker executor".to_owned()
+        } else {
+            format!(
+                "docker+machine, zero-boot fake GCE, IdleCount {idle}, api_rate_per_minute {}",
+                gce_rate()
+            )
+        },
+        env_u64("BENCH_TRACE_SECS", 30)
     );
     println!(
-        "baseline (idle manager, {idle} idle VMs): RSS {:.1} MB, CPU {:.1} ms/s, {} fds, {} tasks",
+        "baseline (idle manager{}): RSS {:.1} MB, CPU {:.1} ms/s, {} fds, {} tasks",
+        if docker_executor() {
+            String::new()
+        } else {
+            format!(", {idle} idle VMs")
+        },
         base.rss_kb as f64 / 1024.0,
         idle_cpu_per_s,
         base.fds,
         base_tasks
     );
 
+    // Baseline pickup: the same probes on the idle manager.
+    let (mut ids, mut all) = (HashSet::new(), Vec::new());
+    let mut idle_pickups = Vec::new();
+    for _ in 0..(probes / 5).max(5) {
+        if let Some(ms) = probe(&s, &mut ids, &mut all).await {
+            idle_pickups.push(ms);
+        }
+    }
+    // They end before the measured part starts (not counted in it).
+    let (mut done_failed, settle) = (0u64, Instant::now() + Duration::from_secs(60));
+    while !ids.is_empty() && Instant::now() < settle {
+        reap(&s.gitlab, &mut ids, &mut done_failed);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ids.clear();
+    all.clear();
+    idle_pickups.sort_by(f64::total_cmp);
+    println!(
+        "baseline pickup (idle manager, {} probes one at a time): p50 {:.1} ms, p99 {:.1} ms",
+        idle_pickups.len(),
+        pct(&idle_pickups, 0.5),
+        pct(&idle_pickups, 0.99)
+    );
+
     let cpu_start = read_proc(s.pid, ticks).cpu_ms;
     let fakes_cpu_start = read_proc(std::process::id(), ticks).cpu_ms;
     let start = Instant::now();
-    let mut ids = HashSet::new();
-    let mut all = Vec::new();
     let mut enqueued = 0u64;
     let (mut peak, mut peak_at) = (0u64, start);
     let mut peak_proc = Proc::default();
@@ -419,22 +516,12 @@ async fn scale() {
     // Pickup at full load: probes one after another while the long jobs run.
     let mut pickups = Vec::new();
     for _ in 0..probes {
-        let id = s.gitlab.enqueue(&s.token, job(PROBE_IMAGE));
-        ids.insert(id);
-        all.push(id);
-        let rec = s
-            .gitlab
-            .wait_job(id, Duration::from_secs(60), |j| j.handed_out_at.is_some())
-            .await;
-        if let Ok(r) = rec {
-            if let Some(h) = r.handed_out_at {
-                pickups.push(h.duration_since(r.enqueued_at).as_secs_f64() * 1000.0);
-            }
+        if let Some(ms) = probe(&s, &mut ids, &mut all).await {
+            pickups.push(ms);
         }
         let p = read_proc(s.pid, ticks);
         peak_proc.rss_kb = peak_proc.rss_kb.max(p.rss_kb);
         peak_proc.fds = peak_proc.fds.max(p.fds);
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let running_at_probe_end = s.docker.stats().running;
     // Everything to the end.

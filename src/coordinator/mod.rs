@@ -34,7 +34,7 @@ pub use error::CoordinatorError;
 pub use info::{user_agent, VersionInfo, REVISION};
 pub use metrics::{Endpoint, RunnerLabels};
 pub use patch::TRACE_PATCH_LIMIT;
-pub use request::{PollState, RequestOutcome};
+pub use request::{PollState, RequestOutcome, HELD_POLL};
 pub use tls::with_files as with_tls_files;
 pub use trace_upload::TraceSession;
 pub use update::AckOutcome;

@@ -40,10 +40,14 @@ pub enum RequestOutcome {
     },
     /// No job this time.
     NoJob {
-        /// The 204 ended a held long poll (it came after [`HELD_POLL`] or more), so request
-        /// again at once. A 204 at once (no long polling, or a proxy answering for GitLab) waits
-        /// for `check_interval`, as GitLab Runner does after every 204, so it never becomes a
-        /// loop of requests.
+        /// Request again at once: the 204 ended a held long poll (it came after [`HELD_POLL`]
+        /// or more), or a long-polling GitLab (`Gitlab-Ci-Builds-Polling: yes`) said the
+        /// runner's queue changed — Workhorse's bare 204 releasing a hold when the queue key
+        /// changes, or Rails' 204 with an `X-GitLab-Last-Update` other than the one sent (the
+        /// next request, carrying the new value, is held by Workhorse without reaching Rails).
+        /// Any other 204 (no long polling, the value sent answered again, a proxy) waits for
+        /// `check_interval`, as GitLab Runner does after every 204. The requester bounds the
+        /// quick retries in a row (`runner_loop`), so it never becomes a loop of requests.
         retry_now: bool,
     },
     /// The runner looks unhealthy: 403 (token removed or invalid) or a transport error.
@@ -127,6 +131,10 @@ impl Coordinator {
         };
         let status = response.status().as_u16();
         let last_update = header_str(response.headers(), "X-GitLab-Last-Update").map(str::to_owned);
+        let queue_changed = long_polling(response.headers())
+            && last_update
+                .as_deref()
+                .is_none_or(|v| poll.last_update() != Some(v));
         if let Some(value) = &last_update {
             poll.last_update = Some(value.clone());
         }
@@ -155,7 +163,7 @@ impl Coordinator {
             204 => {
                 tracing::debug!(url = %crate::redact::url(&url), runner = %labels.runner, "no job");
                 RequestOutcome::NoJob {
-                    retry_now: started.elapsed() >= HELD_POLL,
+                    retry_now: queue_changed || started.elapsed() >= HELD_POLL,
                 }
             }
             403 => {
@@ -193,6 +201,12 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty())
+}
+
+/// Whether the answer passed through Workhorse with long polling on (it sets
+/// `Gitlab-Ci-Builds-Polling: yes` on every `jobs/request` answer then, held or proxied).
+fn long_polling(headers: &HeaderMap) -> bool {
+    header_str(headers, "Gitlab-Ci-Builds-Polling").is_some_and(|v| v.eq_ignore_ascii_case("yes"))
 }
 
 /// Whether the response's media type is exactly `application/json` (parameters allowed).

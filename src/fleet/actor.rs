@@ -37,6 +37,8 @@ use tokio_util::task::TaskTracker;
 
 /// Re-evaluate the autoscaling periods at least this often.
 const HOUSEKEEPING: Duration = Duration::from_secs(15);
+/// Messages handled at most between two planning rounds (see `Actor::take_queued`).
+const BATCH: usize = 64;
 
 /// A shutdown under way: its deadline and who waits for its end.
 struct Shutdown {
@@ -146,8 +148,8 @@ impl Actor {
             let wake = self.next_wake(Instant::now());
             tokio::select! {
                 _ = self.cancel.cancelled() => break,
-                Some(cmd) = self.cmds.recv() => self.on_command(cmd),
-                Some(ev) = self.events.recv() => self.on_event(ev),
+                Some(cmd) = self.cmds.recv() => { self.on_command(cmd); self.take_queued(); }
+                Some(ev) = self.events.recv() => { self.on_event(ev); self.take_queued(); }
                 _ = tokio::time::sleep_until(wake) => {}
             }
         }
@@ -164,6 +166,22 @@ impl Actor {
         self.metrics.accrue(idle, busy);
         self.metrics.forget();
         tracing::info!(runner = %self.s.short_token, vms_left = left.len(), "machine pool stopped");
+    }
+
+    /// Handles the commands and events already queued (up to [`BATCH`]) before the next
+    /// planning round: under load (hundreds of jobs taking and giving back VMs a second) the
+    /// pool plans and publishes once per batch, not once per message — each round reads the
+    /// whole table.
+    fn take_queued(&mut self) {
+        for _ in 0..BATCH {
+            if let Ok(cmd) = self.cmds.try_recv() {
+                self.on_command(cmd);
+            } else if let Ok(ev) = self.events.try_recv() {
+                self.on_event(ev);
+            } else {
+                return;
+            }
+        }
     }
 
     fn finished(&self, now: Instant) -> bool {

@@ -429,17 +429,20 @@ impl PoolMetrics {
         vms: impl Iterator<Item = (&'a str, &'static str)>,
         cooling: &[(String, Duration)],
     ) {
-        let mut counts: BTreeMap<Targets, [u32; 6]> = self
-            .zones
-            .iter()
-            .map(|z| (self.targets(z), [0; 6]))
-            .collect();
+        // Counted by zone name first: the label set is built once per zone, not once per VM
+        // (this runs after every planning round, over every VM).
+        let mut by_zone: BTreeMap<&str, [u32; 6]> =
+            self.zones.iter().map(|z| (z.as_str(), [0; 6])).collect();
         for (zone, state) in vms {
             let Some(i) = MACHINE_STATES.iter().position(|s| *s == state) else {
                 continue;
             };
-            counts.entry(self.targets(zone)).or_default()[i] += 1;
+            by_zone.entry(zone).or_default()[i] += 1;
         }
+        let counts: BTreeMap<Targets, [u32; 6]> = by_zone
+            .into_iter()
+            .map(|(zone, n)| (self.targets(zone), n))
+            .collect();
         self.m
             .states
             .table

@@ -9,7 +9,7 @@ use super::slots::{SlotGuard, Slots};
 use super::{job_task, Shared};
 use crate::cache::RunnerCache;
 use crate::config::{IdleCountPolicy, RunnerConfig};
-use crate::coordinator::{PollState, RequestOutcome, RunnerEndpoint};
+use crate::coordinator::{PollState, RequestOutcome, RunnerEndpoint, HELD_POLL};
 use crate::fleet::{FleetHandle, Lease};
 use crate::job::JobInfo;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -156,38 +156,30 @@ impl RunnerState {
 async fn requester(shared: Arc<Shared>, state: Arc<RunnerState>) {
     let mut poll = PollState::default();
     let stop = state.stop.clone();
+    // What a "request again at once" keeps for the next request: its slots and leased VM.
+    let mut kept: Option<Held> = None;
+    // Answers without a job in a row that came back in under HELD_POLL (see QUICK_RETRIES).
+    let mut quick = 0u32;
     loop {
-        if state.one_too_many() {
+        if state.one_too_many() || stop.is_cancelled() {
+            if let Some(held) = kept.take() {
+                give_back(&state, held.lease, false);
+            }
             break;
         }
-        let global = tokio::select! {
-            _ = stop.cancelled() => break,
-            slot = shared.concurrent.acquire() => slot,
-        };
-        let local = tokio::select! {
-            _ = stop.cancelled() => break,
-            slot = state.limit.acquire() => slot,
-        };
-        // Read after the slots: a reload while waiting for them applies to this request.
-        let runner = state.runner();
-        let check_interval = shared.config().check_interval;
-        // The adaptive policy takes jobs first: its pool sees them arrive (and may keep no idle
-        // VM at all), and a job gets a warm VM or one made on demand.
-        let idle_count = runner
-            .machine
-            .as_ref()
-            .filter(|m| m.idle_count_policy == IdleCountPolicy::Static)
-            .map_or(0, |m| m.idle_count);
-        let lease = match &state.fleet {
-            // With IdleCount > 0 (static) a job is requested only with an idle VM leased (VMs
-            // being created do not count); with IdleCount = 0 or the adaptive policy the job is
-            // taken and its VM leased from the pool or made on demand.
-            Some(fleet) if idle_count > 0 => match lease_idle_vm(fleet, &stop).await {
-                Some(lease) => Some(lease),
+        let held = match kept.take() {
+            Some(held) => held,
+            None => match hold_slots_and_vm(&shared, &state, &stop).await {
+                Some(held) => held,
                 None => break,
             },
-            _ => None,
         };
+        let Held {
+            global,
+            local,
+            lease,
+        } = held;
+        let check_interval = shared.config().check_interval;
         // The token is read under the gate and the request answered before a rotation swaps it.
         let gate = state.token_gate.read().await;
         let runner = state.runner();
@@ -198,6 +190,7 @@ async fn requester(shared: Arc<Shared>, state: Arc<RunnerState>) {
             short_token: runner.short_token(),
             tls: runner.tls.clone(),
         };
+        let asked = tokio::time::Instant::now();
         let outcome = tokio::select! {
             _ = shared.abort_jobs.cancelled() => {
                 if let (Some(fleet), Some(lease)) = (&state.fleet, lease) {
@@ -214,6 +207,7 @@ async fn requester(shared: Arc<Shared>, state: Arc<RunnerState>) {
                 payload,
                 time,
             } => {
+                quick = 0;
                 state.unhealthy.store(0, Ordering::Relaxed);
                 // The payload's `job_info`, read once for the backlog and the job's metrics.
                 let info = JobInfo::from_payload(&payload);
@@ -242,8 +236,27 @@ async fn requester(shared: Arc<Shared>, state: Arc<RunnerState>) {
             }
             RequestOutcome::NoJob { retry_now } => {
                 state.unhealthy.store(0, Ordering::Relaxed);
-                give_back(&state, lease, true);
-                (!retry_now).then_some(check_interval)
+                quick = if asked.elapsed() < HELD_POLL {
+                    quick + 1
+                } else {
+                    0
+                };
+                if retry_now && quick <= QUICK_RETRIES {
+                    // Asked again at once with the same slots and VM: no lease round trip.
+                    if let Some(fleet) = &state.fleet {
+                        fleet.observe_backlog(0);
+                    }
+                    kept = Some(Held {
+                        global,
+                        local,
+                        lease,
+                    });
+                    None
+                } else {
+                    quick = 0;
+                    give_back(&state, lease, true);
+                    Some(check_interval)
+                }
             }
             RequestOutcome::Unhealthy(reason) => {
                 give_back(&state, lease, false);
@@ -267,6 +280,58 @@ async fn requester(shared: Arc<Shared>, state: Arc<RunnerState>) {
         }
     }
     tracing::debug!(runner = %state.runner().short_token(), "requester stopped");
+}
+
+/// Quick answers without a job in a row (each under [`HELD_POLL`]) a requester may follow with
+/// another request at once; the next waits `check_interval`. A queue change takes two (the
+/// held poll's release, then Rails' answer) before the job or the next hold; the cap keeps a
+/// server that says "changed" at once every time from becoming a loop of requests.
+const QUICK_RETRIES: u32 = 3;
+
+/// What a requester holds while it asks for a job: its `concurrent` and `limit` slots and, for
+/// docker+machine with IdleCount > 0, the idle VM the job would run on.
+struct Held {
+    global: SlotGuard,
+    local: SlotGuard,
+    lease: Option<Lease>,
+}
+
+/// Takes a `concurrent` slot, a `limit` slot and (docker+machine, static IdleCount > 0) an idle
+/// VM; `None` when the runner stops taking jobs meanwhile.
+async fn hold_slots_and_vm(
+    shared: &Shared,
+    state: &RunnerState,
+    stop: &CancellationToken,
+) -> Option<Held> {
+    let global = tokio::select! {
+        _ = stop.cancelled() => return None,
+        slot = shared.concurrent.acquire() => slot,
+    };
+    let local = tokio::select! {
+        _ = stop.cancelled() => return None,
+        slot = state.limit.acquire() => slot,
+    };
+    // Read after the slots: a reload while waiting for them applies to this request.
+    let runner = state.runner();
+    // The adaptive policy takes jobs first: its pool sees them arrive (and may keep no idle VM
+    // at all), and a job gets a warm VM or one made on demand.
+    let idle_count = runner
+        .machine
+        .as_ref()
+        .filter(|m| m.idle_count_policy == IdleCountPolicy::Static)
+        .map_or(0, |m| m.idle_count);
+    let lease = match &state.fleet {
+        // With IdleCount > 0 (static) a job is requested only with an idle VM leased (VMs being
+        // created do not count); with IdleCount = 0 or the adaptive policy the job is taken and
+        // its VM leased from the pool or made on demand.
+        Some(fleet) if idle_count > 0 => Some(lease_idle_vm(fleet, stop).await?),
+        _ => None,
+    };
+    Some(Held {
+        global,
+        local,
+        lease,
+    })
 }
 
 /// Runs a job in its own task (on the manager's tracker and the runner's), holding its slots

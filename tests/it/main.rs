@@ -16,6 +16,7 @@
 //!   and docker+machine VMs (issue 13).
 //! - `hardening`: issue 12 — leftovers of a killed process removed at start, hostile jobs.
 //! - `jobs`: whole jobs from the fake GitLab through the manager.
+//! - `intake`: issue 13 — jobs taken without waiting for `check_interval` under long polling.
 //! - `lifecycle`: drains, aborts, hot reload, `kill -9` loops and the upgrade script (issue 5).
 //! - `process`: the real `flotilla` binary (crash recovery, log secrecy, `config check`).
 //! - `mock_coordinator`: the happy path against `gitlab-runner-mock`.
@@ -52,6 +53,7 @@ mod gitlab_tls;
 mod hardening;
 mod harness;
 mod helper_archive;
+mod intake;
 mod jobs;
 mod lifecycle;
 mod machine_e2e;

@@ -293,3 +293,36 @@ async fn only_a_held_204_asks_again_at_once() {
         "{outcome:?}"
     );
 }
+
+#[tokio::test]
+async fn a_long_polling_gitlab_saying_the_queue_changed_is_asked_again_at_once() {
+    let n = Arc::new(AtomicUsize::new(0));
+    let polling = ("Gitlab-Ci-Builds-Polling", "yes");
+    let stub = Stub::start({
+        let n = n.clone();
+        move |_| match n.fetch_add(1, Ordering::SeqCst) {
+            // Rails: a first version (nothing was sent).
+            0 => reply(204, &[("X-GitLab-Last-Update", "v1"), polling], ""),
+            // Rails: the version sent, unchanged.
+            1 => reply(204, &[("X-GitLab-Last-Update", "v1"), polling], ""),
+            // Workhorse releasing a hold at once (the queue key changed).
+            2 => reply(204, &[polling], ""),
+            // Rails: a new version (another runner took the job).
+            3 => reply(204, &[("X-GitLab-Last-Update", "v2"), polling], ""),
+            // No long polling: a new version waits for check_interval as every 204 does.
+            _ => reply(204, &[("X-GitLab-Last-Update", "v3")], ""),
+        }
+    })
+    .await;
+    let client = Coordinator::new(settings()).unwrap();
+    let runner = runner(&stub);
+    let mut poll = PollState::default();
+    for (i, want) in [true, false, true, true, false].into_iter().enumerate() {
+        let outcome = client.request_job(&runner, &mut poll).await;
+        assert!(
+            matches!(outcome, RequestOutcome::NoJob { retry_now } if retry_now == want),
+            "answer {i}: {outcome:?}"
+        );
+    }
+    assert_eq!(poll.last_update(), Some("v3"));
+}

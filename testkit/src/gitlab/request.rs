@@ -19,13 +19,10 @@ use super::http::{forbidden, header_value, injected, parse_params, require_str};
 use super::jobs::{first_unsupported, required_features};
 use super::state::{JobState, Shared};
 
-/// 204 without `X-GitLab-Last-Update`: how Workhorse ends a held long poll.
+/// 204 without `X-GitLab-Last-Update`: how Workhorse ends a held long poll (its
+/// `Gitlab-Ci-Builds-Polling` header is added by [`request_job`]).
 fn bare_no_content() -> Response {
-    (
-        StatusCode::NO_CONTENT,
-        [("gitlab-ci-builds-polling", HeaderValue::from_static("yes"))],
-    )
-        .into_response()
+    StatusCode::NO_CONTENT.into_response()
 }
 
 /// 204 with the queue version, as Rails answers "no job".
@@ -37,16 +34,29 @@ fn no_content(version: &str) -> Response {
         .into_response()
 }
 
-/// `POST /api/v4/jobs/request`.
+/// `POST /api/v4/jobs/request`. With long polling on, every answer carries
+/// `Gitlab-Ci-Builds-Polling: yes`, held or passed on to "Rails", as Workhorse sets it before
+/// it reads the request (`workhorse/internal/builds/register.go`).
 pub(crate) async fn request_job(
     State(app): State<Arc<Shared>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let polling = !app.opts.long_poll.is_zero();
+    let mut response = request_job_inner(&app, &headers, &body).await;
+    if polling {
+        response
+            .headers_mut()
+            .insert("gitlab-ci-builds-polling", HeaderValue::from_static("yes"));
+    }
+    response
+}
+
+async fn request_job_inner(app: &Arc<Shared>, headers: &HeaderMap, body: &Bytes) -> Response {
     let delay = app.state.lock().faults.slow_request();
     if let Some(delay) = delay {
         // A delayed request counts as held, so a test can act while it is in flight.
-        let _held = HeldPoll::new(&app);
+        let _held = HeldPoll::new(app);
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = app.cancel.cancelled() => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
@@ -56,7 +66,7 @@ pub(crate) async fn request_job(
     if let Some(status) = fault {
         return injected(status);
     }
-    let params = match parse_params(&headers, &body) {
+    let params = match parse_params(headers, body) {
         Ok(p) => p,
         Err(resp) => return *resp,
     };
@@ -86,13 +96,13 @@ pub(crate) async fn request_job(
         .unwrap_or(Value::Null);
     if let Some(last_update) = &last_update {
         if !app.opts.long_poll.is_zero() {
-            if let Some(resp) = hold(&app, &token, last_update).await {
+            if let Some(resp) = hold(app, &token, last_update).await {
                 return resp;
             }
         }
     }
     let system_id = params.get("system_id").and_then(Value::as_str);
-    assign(&app, &token, last_update.as_deref(), &features, system_id)
+    assign(app, &token, last_update.as_deref(), &features, system_id)
 }
 
 /// The runner queue's notifier if a poll with `last_update` should be held: the version is

@@ -54,6 +54,11 @@ async fn jobs_request_validates_token_and_content_type() {
     let resp = runner.request(Some(&version)).await;
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     assert_eq!(header(&resp, "x-gitlab-last-update"), Some(version));
+    assert_eq!(
+        header(&resp, "gitlab-ci-builds-polling"),
+        None,
+        "no long polling, no polling header"
+    );
 }
 
 #[tokio::test]
@@ -101,6 +106,11 @@ async fn long_poll_is_held_and_ended_by_a_bare_204_on_enqueue() {
         resp.status(),
         StatusCode::CREATED,
         "the job comes with the next request"
+    );
+    assert_eq!(
+        header(&resp, "gitlab-ci-builds-polling").as_deref(),
+        Some("yes"),
+        "Workhorse marks the answers it passes on from Rails too"
     );
     let job: Value = resp.json().await.unwrap();
     assert_eq!(job["id"], id);
