@@ -25,9 +25,18 @@
 // Benchmarks time the wall clock on purpose (clippy.toml bans std's Instant in src/).
 #![allow(clippy::disallowed_types)]
 
+#[path = "support/manager_bin.rs"]
+mod manager_bin;
+#[path = "support/procfs.rs"]
+mod procfs;
+#[path = "support/reap.rs"]
+mod reap;
+
+use manager_bin::manager_binary;
+use procfs::{clock_ticks, read_proc, slope, Proc};
+use reap::reap;
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::time::{Duration, Instant};
 use testkit::{
     Behaviour, FakeDocker, FakeDockerOptions, FakeGce, FakeGceOptions, FakeGitlab,
@@ -43,55 +52,6 @@ fn env_u64(key: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// One reading of the manager's /proc.
-#[derive(Debug, Clone, Copy, Default)]
-struct Proc {
-    rss_kb: u64,
-    hwm_kb: u64,
-    cpu_ms: f64,
-    fds: u64,
-}
-
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-fn read_proc(pid: u32, ticks: f64) -> Proc {
-    let mut p = Proc::default();
-    if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-        for line in status.lines() {
-            let kb = || {
-                line.split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0)
-            };
-            if line.starts_with("VmRSS:") {
-                p.rss_kb = kb();
-            } else if line.starts_with("VmHWM:") {
-                p.hwm_kb = kb();
-            }
-        }
-    }
-    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // Fields after the command's closing parenthesis; utime and stime are 14th and 15th.
-        if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-            p.cpu_ms = (t(11) + t(12)) * 1000.0 / ticks;
-        }
-    }
-    p.fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count() as u64)
-        .unwrap_or(0);
-    p
 }
 
 /// `flotilla_tokio_alive_tasks` from the manager's /metrics.
@@ -241,29 +201,6 @@ token = "{token}"
     }
 }
 
-/// `BENCH_FLOTILLA` or `target/release/flotilla`, else `target/debug/flotilla` (printed: a
-/// debug build costs several times the CPU of a release one).
-fn manager_binary() -> std::path::PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let bin = std::env::var("BENCH_FLOTILLA")
-        .or_else(|_| std::env::var("BENCH_BIN"))
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| {
-            let release = root.join("target/release/flotilla");
-            if release.exists() {
-                release
-            } else {
-                root.join("target/debug/flotilla")
-            }
-        });
-    assert!(
-        bin.exists(),
-        "build the manager first: cargo build --release --bin flotilla"
-    );
-    eprintln!("manager binary: {}", bin.display());
-    bin
-}
-
 fn job(image: &str) -> serde_json::Value {
     json!({
         "image": {"name": image},
@@ -292,32 +229,6 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
         return f64::NAN;
     }
     sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
-}
-
-/// Jobs of `ids` that finished, removed from `ids`; counts failures.
-fn reap(gitlab: &FakeGitlab, ids: &mut HashSet<i64>, failed: &mut u64) -> u64 {
-    let mut done = Vec::new();
-    for id in ids.iter() {
-        if let Some(rec) = gitlab.job(*id) {
-            if rec.state.is_finished() {
-                if rec.state != testkit::JobState::Success {
-                    *failed += 1;
-                    if *failed <= 3 {
-                        eprintln!(
-                            "job {id} ended {:?}: {}",
-                            rec.state,
-                            rec.trace_text().lines().last().unwrap_or("")
-                        );
-                    }
-                }
-                done.push(*id);
-            }
-        }
-    }
-    for id in &done {
-        ids.remove(id);
-    }
-    done.len() as u64
 }
 
 fn calls_per_vm(gce: &FakeGce) -> (f64, usize, usize) {
@@ -602,22 +513,6 @@ async fn scale() {
         verdict(pct(&sorted_p, 0.99) <= 100.0)
     );
     stop(s).await;
-}
-
-/// Least-squares slope of `y` over `x`.
-fn slope(points: &[(f64, f64)]) -> f64 {
-    let n = points.len() as f64;
-    let (sx, sy) = points
-        .iter()
-        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
-    let (mx, my) = (sx / n, sy / n);
-    let num: f64 = points.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
-    let den: f64 = points.iter().map(|(x, _)| (x - mx) * (x - mx)).sum();
-    if den == 0.0 {
-        0.0
-    } else {
-        num / den
-    }
 }
 
 async fn soak(total: u64) {

@@ -16,65 +16,22 @@
 // Benchmarks time the wall clock on purpose (clippy.toml bans std's Instant in src/).
 #![allow(clippy::disallowed_types)]
 
+#[path = "support/manager_bin.rs"]
+mod manager_bin;
+#[path = "support/procfs.rs"]
+mod procfs;
+#[path = "support/reap.rs"]
+mod reap;
+
+use manager_bin::manager_binary;
+use procfs::{clock_ticks, read_proc, slope, Proc};
+use reap::reap;
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use testkit::{Behaviour, FakeDocker, FakeDockerOptions, FakeGitlab, FakeGitlabOptions};
 
 const IMAGE: &str = "flotilla-fake/soak:latest";
-
-/// One reading of the manager's /proc.
-#[derive(Debug, Clone, Copy, Default)]
-struct Proc {
-    rss_kb: u64,
-    anon_kb: u64,
-    hwm_kb: u64,
-    cpu_ms: f64,
-    fds: u64,
-}
-
-fn read_proc(pid: u32, ticks: f64) -> Proc {
-    let mut p = Proc::default();
-    if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-        for line in status.lines() {
-            let kb = || {
-                line.split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0)
-            };
-            if line.starts_with("VmRSS:") {
-                p.rss_kb = kb();
-            } else if line.starts_with("RssAnon:") {
-                p.anon_kb = kb();
-            } else if line.starts_with("VmHWM:") {
-                p.hwm_kb = kb();
-            }
-        }
-    }
-    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // Fields after the command's closing parenthesis; utime and stime are 14th and 15th.
-        if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-            p.cpu_ms = (t(11) + t(12)) * 1000.0 / ticks;
-        }
-    }
-    p.fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count() as u64)
-        .unwrap_or(0);
-    p
-}
-
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
 
 /// `flotilla_tokio_alive_tasks` from the manager's /metrics.
 async fn alive_tasks(metrics: &str) -> Option<u64> {
@@ -89,75 +46,12 @@ fn free_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
-/// `BENCH_FLOTILLA`, else target/release/flotilla, else target/debug/flotilla (printed).
-fn manager_binary() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let bin = std::env::var("BENCH_FLOTILLA")
-        .or_else(|_| std::env::var("BENCH_BIN"))
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            let release = root.join("target/release/flotilla");
-            if release.exists() {
-                release
-            } else {
-                root.join("target/debug/flotilla")
-            }
-        });
-    assert!(
-        bin.exists(),
-        "build the manager first: cargo build --release --bin flotilla"
-    );
-    bin
-}
-
 fn job() -> serde_json::Value {
     json!({
         "image": {"name": IMAGE},
         "steps": [{"name": "script", "script": ["echo soak"], "timeout": 3600, "when": "on_success"}],
         "variables": [{"key": "GIT_STRATEGY", "value": "none", "public": true}],
     })
-}
-
-/// Least-squares slope of `y` over `x`.
-fn slope(points: &[(f64, f64)]) -> f64 {
-    let n = points.len() as f64;
-    let (sx, sy) = points
-        .iter()
-        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
-    let (mx, my) = (sx / n, sy / n);
-    let num: f64 = points.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
-    let den: f64 = points.iter().map(|(x, _)| (x - mx) * (x - mx)).sum();
-    if den == 0.0 {
-        0.0
-    } else {
-        num / den
-    }
-}
-
-/// Jobs of `ids` that finished, removed from `ids`; counts failures.
-fn reap(gitlab: &FakeGitlab, ids: &mut HashSet<i64>, failed: &mut u64) -> u64 {
-    let mut done = Vec::new();
-    for id in ids.iter() {
-        if let Some(rec) = gitlab.job(*id) {
-            if rec.state.is_finished() {
-                if rec.state != testkit::JobState::Success {
-                    *failed += 1;
-                    if *failed <= 3 {
-                        eprintln!(
-                            "job {id} ended {:?}: {}",
-                            rec.state,
-                            rec.trace_text().lines().last().unwrap_or("")
-                        );
-                    }
-                }
-                done.push(*id);
-            }
-        }
-    }
-    for id in &done {
-        ids.remove(id);
-    }
-    done.len() as u64
 }
 
 /// One sample: jobs done, /proc, alive tasks.
