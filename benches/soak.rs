@@ -23,7 +23,7 @@ mod procfs;
 #[path = "support/reap.rs"]
 mod reap;
 
-use manager_bin::manager_binary;
+use manager_bin::{alive_tasks, free_port, manager_binary};
 use procfs::{clock_ticks, read_proc, slope, Proc};
 use reap::reap;
 use serde_json::json;
@@ -32,19 +32,6 @@ use std::time::{Duration, Instant};
 use testkit::{Behaviour, FakeDocker, FakeDockerOptions, FakeGitlab, FakeGitlabOptions};
 
 const IMAGE: &str = "flotilla-fake/soak:latest";
-
-/// `flotilla_tokio_alive_tasks` from the manager's /metrics.
-async fn alive_tasks(metrics: &str) -> Option<u64> {
-    let body = reqwest::get(metrics).await.ok()?.text().await.ok()?;
-    body.lines()
-        .find_map(|l| l.strip_prefix("flotilla_tokio_alive_tasks "))
-        .and_then(|v| v.trim().parse().ok())
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
 
 fn job() -> serde_json::Value {
     json!({

@@ -1,5 +1,6 @@
-//! Which `flotilla` binary a bench measures, shared by the `scale` and `soak` benches (each
-//! includes it with `#[path]`).
+//! The manager process a bench measures: which `flotilla` binary, a free port for its
+//! `/metrics`, and its alive tokio tasks read from there. Shared by the `scale` and `soak`
+//! benches (each includes it with `#[path]`).
 
 use std::path::{Path, PathBuf};
 
@@ -24,4 +25,18 @@ pub fn manager_binary() -> PathBuf {
     );
     eprintln!("manager binary: {}", bin.display());
     bin
+}
+
+/// `flotilla_tokio_alive_tasks` from the manager's /metrics.
+pub async fn alive_tasks(metrics: &str) -> Option<u64> {
+    let body = reqwest::get(metrics).await.ok()?.text().await.ok()?;
+    body.lines()
+        .find_map(|l| l.strip_prefix("flotilla_tokio_alive_tasks "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A port on 127.0.0.1 free at the time of asking.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
 }
