@@ -28,7 +28,7 @@ use google_cloud_gax::error::Error as GaxError;
 use google_cloud_gax::retry_policy::NeverRetry;
 
 use self::aggregated::{AggregatedLister, PageRequest, DEFAULT_ENDPOINT};
-use self::body::{instance_body, instance_from_model, label_filter, short_name};
+use self::body::{instance_body, instance_from_model, label_filter};
 use self::classify::{operation_status, sync_error, ErrorFacts};
 pub use self::rate::{GceMetrics, RateLimiter};
 use super::{
@@ -292,22 +292,9 @@ impl GceCloud {
                 page_token: token.as_deref(),
             };
             let page = self.call(M, || self.aggregated.page(&req)).await?;
-            for (scope, list) in &page.items {
-                let zone = scope.strip_prefix("zones/").unwrap_or(scope);
-                let warned = list
-                    .warning
-                    .as_ref()
-                    .and_then(|w| w.code.as_ref())
-                    .and_then(|c| c.name())
-                    == Some("UNREACHABLE");
-                if warned {
-                    unreachable.insert(zone.to_owned());
-                }
-                out.instances
-                    .extend(list.instances.iter().map(|i| instance_from_model(i, zone)));
-            }
-            unreachable.extend(page.unreachables.iter().map(|u| short_name(u).to_owned()));
-            match page.next_page_token.filter(|t| !t.is_empty()) {
+            out.instances.extend(page.instances);
+            unreachable.extend(page.unreachable_zones);
+            match page.next_page_token {
                 Some(t) => token = Some(t),
                 None => {
                     out.unreachable_zones = unreachable.into_iter().collect();

@@ -21,6 +21,13 @@ pub(super) const CONFIRM_TIMEOUT: Duration = Duration::from_secs(300);
 /// While deletions wait for confirmation, a listing at most this often.
 pub(super) const CONFIRM_SPACING: Duration = Duration::from_secs(2);
 
+/// A listing wanted for addresses waits this many times the last listing's duration after it
+/// (a long listing of a big fleet is not repeated back to back: listings take at most a fifth
+/// of the pool's time)…
+const ADDRESS_SPACING_FACTOR: u32 = 4;
+/// …but never longer than this.
+pub(super) const ADDRESS_SPACING_MAX: Duration = Duration::from_secs(1);
+
 /// Why a listing is wanted before `reconcile_interval` is up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Want {
@@ -28,7 +35,7 @@ pub(super) enum Want {
     Nothing,
     /// Deletions wait for confirmation: one every [`CONFIRM_SPACING`].
     Confirmations,
-    /// Creation workers wait for their VM's address: one now.
+    /// Creation workers wait for their VM's address: one soon (see [`ADDRESS_SPACING_MAX`]).
     Addresses,
 }
 
@@ -39,6 +46,8 @@ pub(super) struct Listings {
     pub next_at: Instant,
     /// When the last listing ended (the spacing of wanted listings runs from it).
     last_end: Instant,
+    /// How long the last listing that succeeded took.
+    last_took: Duration,
     failures: u32,
 }
 
@@ -49,6 +58,7 @@ impl Listings {
             running: false,
             next_at: now,
             last_end: now,
+            last_took: Duration::ZERO,
             failures: 0,
         }
     }
@@ -63,7 +73,10 @@ impl Listings {
             _ if self.failures > 0 => self.next_at,
             Want::Nothing => self.next_at,
             Want::Confirmations => self.last_end + CONFIRM_SPACING,
-            Want::Addresses => self.last_end,
+            Want::Addresses => {
+                let spacing = (self.last_took * ADDRESS_SPACING_FACTOR).min(ADDRESS_SPACING_MAX);
+                self.last_end + spacing
+            }
         };
         Some(wanted.min(self.next_at))
     }
@@ -73,10 +86,11 @@ impl Listings {
         self.due_at(want).is_some_and(|t| now >= t)
     }
 
-    /// A listing ended well: the next comes after `interval`.
-    pub fn succeeded(&mut self, now: Instant, interval: Duration) {
+    /// A listing begun at `started` ended well at `now`: the next comes after `interval`.
+    pub fn succeeded(&mut self, started: Instant, now: Instant, interval: Duration) {
         self.running = false;
         self.last_end = now;
+        self.last_took = now.saturating_duration_since(started);
         self.failures = 0;
         self.next_at = now + interval;
     }

@@ -142,8 +142,9 @@ impl JobsFile {
                     return;
                 }
                 inner.attempted = inner.version;
-                let bytes =
-                    serde_json::to_vec_pretty(&inner.list).unwrap_or_else(|_| b"[]".to_vec());
+                // Compact: at 2,000 jobs running the list is serialized several times a
+                // second, under the lock the job tasks change it with.
+                let bytes = serde_json::to_vec(&inner.list).unwrap_or_else(|_| b"[]".to_vec());
                 (inner.version, bytes)
             };
             #[cfg(test)]

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use aho_corasick::{AhoCorasick, BuildError, Input, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, BuildError, Input, MatchKind};
 
 use super::stage::{HoldBack, Stage};
 
@@ -26,8 +26,38 @@ pub(crate) struct PhraseSet {
 }
 
 impl PhraseSet {
-    /// Compiles `phrases` (empty ones and duplicates dropped); `None` when nothing is left.
+    /// Compiles `phrases` (empty ones and duplicates dropped); `None` when nothing is left. The
+    /// automaton is the fastest the crate picks (a DFA for few phrases): for sets shared by
+    /// every job.
     pub(crate) fn new<I, P>(phrases: I, kind: MatchKind) -> Result<Option<PhraseSet>, BuildError>
+    where
+        I: IntoIterator<Item = P>,
+        P: AsRef<[u8]>,
+    {
+        PhraseSet::build(phrases, kind, None)
+    }
+
+    /// As [`PhraseSet::new`] with leftmost-longest matching, compiled into a compact automaton
+    /// (a contiguous NFA): for one job's own phrases, built for every job and held while it
+    /// runs. A DFA took ≈ 8 KB of each running job's heap; searches start at the prefilter's
+    /// candidates either way.
+    pub(crate) fn per_job<I, P>(phrases: I) -> Result<Option<PhraseSet>, BuildError>
+    where
+        I: IntoIterator<Item = P>,
+        P: AsRef<[u8]>,
+    {
+        PhraseSet::build(
+            phrases,
+            MatchKind::LeftmostLongest,
+            Some(AhoCorasickKind::ContiguousNFA),
+        )
+    }
+
+    fn build<I, P>(
+        phrases: I,
+        kind: MatchKind,
+        automaton: Option<AhoCorasickKind>,
+    ) -> Result<Option<PhraseSet>, BuildError>
     where
         I: IntoIterator<Item = P>,
         P: AsRef<[u8]>,
@@ -42,7 +72,10 @@ impl PhraseSet {
         if list.is_empty() {
             return Ok(None);
         }
-        let ac = AhoCorasick::builder().match_kind(kind).build(&list)?;
+        let ac = AhoCorasick::builder()
+            .match_kind(kind)
+            .kind(automaton)
+            .build(&list)?;
         let mut first_bytes = [false; 256];
         for p in &list {
             first_bytes[usize::from(p[0])] = true;

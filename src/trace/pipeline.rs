@@ -29,8 +29,7 @@ pub(crate) struct Rules {
 impl Rules {
     /// Compiles `settings`; `clock` stamps the lines.
     pub(crate) fn new(settings: &TraceSettings, clock: Clock) -> Result<Rules, BuildError> {
-        let phrases =
-            PhraseSet::new(&settings.masked_phrases, MatchKind::LeftmostLongest)?.map(Arc::new);
+        let phrases = PhraseSet::per_job(&settings.masked_phrases)?.map(Arc::new);
         let prefixes = prefix_set(&settings.token_prefixes)?;
         Ok(Rules {
             phrases,

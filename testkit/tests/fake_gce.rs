@@ -337,6 +337,40 @@ async fn aggregated_list_reports_unreachable_zones() {
 }
 
 #[tokio::test]
+async fn list_routes_answer_the_fields_asked_for() {
+    let fake = start().await;
+    let script = "x".repeat(10_000);
+    create_running(&fake, ZA, "vm-fields", &[("startup-script", script)]).await;
+    let url = format!(
+        "{}/compute/v1/projects/{}/aggregated/instances",
+        fake.endpoint(),
+        fake.project()
+    );
+    let client = reqwest::Client::new();
+    let mask =
+        "nextPageToken,items/*/warning,items/*/instances(name,status,networkInterfaces(networkIP))";
+    let (status, page) = send(client.get(&url).query(&[("fields", mask)])).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let vm = &page["items"][format!("zones/{ZA}")]["instances"][0];
+    assert_eq!(vm["name"], "vm-fields");
+    assert_eq!(vm["status"], "RUNNING");
+    assert!(vm["networkInterfaces"][0]["networkIP"].is_string(), "{vm}");
+    assert!(vm["networkInterfaces"][0].get("network").is_none(), "{vm}");
+    assert!(
+        vm.get("metadata").is_none() && page.get("kind").is_none(),
+        "{page}"
+    );
+    // The zonal list too; a mask that does not parse is refused.
+    let zonal = format!("{}/instances", zone_url(&fake, ZA));
+    let (status, list) = send(client.get(&zonal).query(&[("fields", "items(name)")])).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list, json!({"items": [{"name": "vm-fields"}]}));
+    let (status, err) = send(client.get(&url).query(&[("fields", "items(name")])).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    fake.shutdown().await;
+}
+
+#[tokio::test]
 async fn delete_stops_then_removes_the_instance() {
     let fake = start().await;
     create_running(&fake, ZA, "runner-d", &[]).await;

@@ -160,11 +160,17 @@ impl Setup {
     /// Waits until `jobs.json` no longer holds job `id`.
     async fn jobs_json_cleared(&self, id: i64) {
         eventually("jobs.json cleared", DEADLINE, || {
-            std::fs::read_to_string(self.state_dir.join("jobs.json"))
-                .is_ok_and(|t| !t.contains(&format!("\"id\": {id}")))
+            recorded_ids(&self.state_dir).is_some_and(|ids| !ids.contains(&id))
         })
         .await;
     }
+}
+
+/// The job ids `state_dir/jobs.json` holds; `None` when it cannot be read or parsed.
+fn recorded_ids(state_dir: &std::path::Path) -> Option<Vec<i64>> {
+    let text = std::fs::read_to_string(state_dir.join("jobs.json")).ok()?;
+    let list: Vec<serde_json::Value> = serde_json::from_str(&text).ok()?;
+    list.iter().map(|j| j["id"].as_i64()).collect()
 }
 
 /// `flotilla config check PATH`: whether it passed, its stdout and its stderr.
@@ -193,7 +199,7 @@ async fn a_job_left_by_a_killed_process_is_failed_at_the_next_start() {
     first.wait_exit(DEADLINE).await;
     let recorded = std::fs::read_to_string(state_dir.join("jobs.json")).unwrap();
     assert!(
-        recorded.contains(&format!("\"id\": {id}")),
+        recorded_ids(state_dir).is_some_and(|ids| ids.contains(&id)),
         "jobs.json: {recorded}"
     );
     assert_eq!(gitlab.job(id).unwrap().state, JobState::Running);

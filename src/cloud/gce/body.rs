@@ -93,7 +93,8 @@ pub fn short_name(link: &str) -> &str {
     link.rsplit('/').next().unwrap_or(link)
 }
 
-fn status_of(raw: Option<&str>) -> InstanceStatus {
+/// An Instance's `status` string as the fleet reads it.
+pub fn status_of(raw: Option<&str>) -> InstanceStatus {
     match raw.unwrap_or_default() {
         "PROVISIONING" => InstanceStatus::Provisioning,
         "STAGING" => InstanceStatus::Staging,

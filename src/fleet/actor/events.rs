@@ -97,7 +97,8 @@ impl Actor {
     fn on_listed(&mut self, started: Instant, result: Result<Listing, CloudError>, now: Instant) {
         match result {
             Ok(listing) => {
-                self.listings.succeeded(now, self.s.reconcile_interval);
+                self.listings
+                    .succeeded(started, now, self.s.reconcile_interval);
                 self.sightings.answer(&listing, started);
                 if self.reconcile(listing, started) && !self.started {
                     self.started = true;

@@ -334,3 +334,35 @@ fn a_vm_of_another_host_with_this_manager_id_is_a_conflict_and_nothing_is_delete
         vec![]
     );
 }
+
+#[test]
+fn listings_wanted_for_addresses_are_spaced_by_the_last_ones_duration() {
+    let t0 = Instant::now();
+    let interval = Duration::from_secs(60);
+    let mut l = Listings::new(t0);
+    // A quick listing (a small fleet): the next one wanted for addresses follows at once.
+    l.running = true;
+    l.succeeded(t0, t0 + Duration::from_millis(5), interval);
+    let end = t0 + Duration::from_millis(5);
+    assert_eq!(
+        l.due_at(Want::Addresses),
+        Some(end + Duration::from_millis(20))
+    );
+    assert_eq!(l.due_at(Want::Nothing), Some(end + interval));
+    assert_eq!(l.due_at(Want::Confirmations), Some(end + CONFIRM_SPACING));
+    // A listing of 200 ms waits 800 ms; one of 2 s, the cap.
+    l.succeeded(end, end + Duration::from_millis(200), interval);
+    let end = end + Duration::from_millis(200);
+    assert_eq!(
+        l.due_at(Want::Addresses),
+        Some(end + Duration::from_millis(800))
+    );
+    assert!(!l.due(end + Duration::from_millis(799), Want::Addresses));
+    assert!(l.due(end + Duration::from_millis(800), Want::Addresses));
+    l.succeeded(end, end + Duration::from_secs(2), interval);
+    let end = end + Duration::from_secs(2);
+    assert_eq!(l.due_at(Want::Addresses), Some(end + ADDRESS_SPACING_MAX));
+    // None while one runs.
+    l.running = true;
+    assert_eq!(l.due_at(Want::Addresses), None);
+}

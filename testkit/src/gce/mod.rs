@@ -8,6 +8,7 @@
 mod docker;
 mod error;
 mod faults;
+mod fields;
 mod filter;
 mod lifecycle;
 mod model;

@@ -1,7 +1,9 @@
 //! The HTTP surface of the fake: Compute v1 routes under `/compute/v1/projects/{p}/...` (as the
 //! official client builds them from `with_endpoint`), the per-call middleware (call log, latency,
 //! rate limits, 503s) and the admin routes (`/admin/faults`, `/admin/instances`, `/admin/calls`).
-//! Unknown query parameters (`$alt`, `$apiVersion`, `prettyPrint`, ...) and body fields are ignored.
+//! The list routes honour the `fields` system parameter (partial responses, `fields.rs`); other
+//! unknown query parameters (`$alt`, `$apiVersion`, `prettyPrint`, ...) and body fields are
+//! ignored.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use tokio::time::{sleep_until, Instant};
 
 use super::error::ApiError;
 use super::faults::GceFault;
+use super::fields::FieldMask;
 use super::filter::Filter;
 use super::model::{zone_link, CallRecord, OpStatus, LINK_BASE};
 use super::state::Shared;
@@ -283,7 +286,20 @@ async fn list(
     let (page, next) = listing.page(items);
     let link = format!("{}/instances", zone_link(&project, &zone.name));
     let items = page.into_iter().map(|(_, v)| v).collect();
-    Ok(Json(list_reply("compute#instanceList", link, items, next)))
+    with_fields(&q, list_reply("compute#instanceList", link, items, next))
+}
+
+/// `reply`, or the part of it the `fields` parameter selects.
+fn with_fields(q: &HashMap<String, String>, reply: Value) -> ApiResult {
+    match q.get("fields").map(String::as_str) {
+        None => Ok(Json(reply)),
+        Some(raw) => {
+            let mask = FieldMask::parse(raw).map_err(|e| {
+                ApiError::invalid_field("fields", raw, &format!("Invalid FieldMask: {e}."))
+            })?;
+            Ok(Json(mask.apply(&reply)))
+        }
+    }
 }
 
 async fn aggregated(
@@ -332,7 +348,7 @@ async fn aggregated(
             .map(|z| format!("zones/{z}"))
             .collect::<Vec<_>>());
     }
-    Ok(Json(reply))
+    with_fields(&q, reply)
 }
 
 async fn list_operations(
