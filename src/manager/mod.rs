@@ -7,6 +7,7 @@
 //! arrives), tell (cancel the request token, and for an abort the jobs' token), wait (the
 //! tracker, bounded by `shutdown_timeout` for an abort).
 
+mod concurrent_ids;
 mod final_update;
 mod job_task;
 mod machines;

@@ -5,6 +5,7 @@
 //! Health: 403 and transport errors count; `unhealthy_requests_limit` in a row pause the runner
 //! for `unhealthy_interval`.
 
+use super::concurrent_ids::ConcurrentIds;
 use super::slots::{SlotGuard, Slots};
 use super::{job_task, Shared};
 use crate::cache::RunnerCache;
@@ -32,7 +33,7 @@ pub(super) struct RunnerState {
     /// Consecutive unhealthy answers.
     unhealthy: AtomicU32,
     /// The `CI_CONCURRENT_ID`s of this runner's running jobs (not a limit: `limit` is).
-    concurrent_ids: Arc<Mutex<std::collections::BTreeSet<u32>>>,
+    concurrent_ids: Arc<ConcurrentIds>,
     /// The runner's VM pool (docker+machine only).
     pub(super) fleet: Option<FleetHandle>,
     /// Stops this runner's requesters (a child of the manager's `stop_requesting`).
@@ -217,7 +218,7 @@ async fn requester(shared: Arc<Shared>, state: Arc<RunnerState>) {
                     }
                     fleet.observe_backlog(info.backlog());
                 }
-                let concurrent_id = take_concurrent_id(&state.concurrent_ids);
+                let concurrent_id = state.concurrent_ids.take();
                 let task = job_task::JobTask {
                     shared: shared.clone(),
                     runner,
@@ -346,10 +347,7 @@ fn spawn_job(
     let concurrent_ids = state.concurrent_ids.clone();
     shared.tracker.spawn(state.tracker.track_future(async move {
         task.run().await;
-        concurrent_ids
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&concurrent_id);
+        concurrent_ids.release(concurrent_id);
         drop(held);
     }));
 }
@@ -388,12 +386,4 @@ fn give_back(state: &RunnerState, lease: Option<Lease>, no_backlog: bool) {
             fleet.observe_backlog(0);
         }
     }
-}
-
-/// The lowest free CI_CONCURRENT_ID.
-fn take_concurrent_id(taken: &Mutex<std::collections::BTreeSet<u32>>) -> u32 {
-    let mut taken = taken.lock().unwrap_or_else(|p| p.into_inner());
-    let id = (0..).find(|i| !taken.contains(i)).unwrap_or(0);
-    taken.insert(id);
-    id
 }

@@ -221,3 +221,15 @@ fn acknowledging_costs_no_write_of_its_own() {
 fn debug_hides_the_job_token() {
     assert!(!format!("{:?}", job(7)).contains("tok7"));
 }
+
+#[test]
+fn writes_of_a_long_list_are_spaced_and_a_short_one_is_written_at_once() {
+    use std::time::Duration;
+    assert_eq!(super::jobs_file::spacing(0), Duration::ZERO);
+    assert_eq!(super::jobs_file::spacing(20), Duration::from_millis(2));
+    assert_eq!(super::jobs_file::spacing(2_000), Duration::from_millis(200));
+    assert_eq!(
+        super::jobs_file::spacing(usize::MAX),
+        Duration::from_millis(250)
+    );
+}
