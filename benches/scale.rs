@@ -32,7 +32,7 @@ mod procfs;
 #[path = "support/reap.rs"]
 mod reap;
 
-use manager_bin::{alive_tasks, free_port, manager_binary};
+use manager_bin::{alive_tasks, free_port, global_section, manager_binary};
 use procfs::{clock_ticks, read_proc, slope, Proc};
 use reap::reap;
 use serde_json::json;
@@ -150,19 +150,13 @@ api_rate_per_minute = {rate}
         )
     };
     let config = format!(
-        r#"concurrent = {concurrent}
-check_interval = 3
-log_level = "{log}"
-listen_address = "127.0.0.1:{port}"
-state_dir = "{state}"
-manager_id = "scale-{id:08x}"
+        r#"{global}manager_id = "scale-{id:08x}"
 [[runners]]
 name = "scale-bench"
 url = "{url}"
 token = "{token}"
 {executor}"#,
-        log = std::env::var("BENCH_LOG").unwrap_or_else(|_| "error".into()),
-        state = dir.path().join("state").display(),
+        global = global_section(concurrent, port, &dir.path().join("state")),
         id = rand::random::<u32>(),
         url = gitlab.url(),
     );

@@ -23,7 +23,7 @@ mod procfs;
 #[path = "support/reap.rs"]
 mod reap;
 
-use manager_bin::{alive_tasks, free_port, manager_binary};
+use manager_bin::{alive_tasks, free_port, global_section, manager_binary};
 use procfs::{clock_ticks, read_proc, slope, Proc};
 use reap::reap;
 use serde_json::json;
@@ -100,12 +100,7 @@ async fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let config = format!(
-        r#"concurrent = {concurrent}
-check_interval = 3
-log_level = "{log}"
-listen_address = "127.0.0.1:{port}"
-state_dir = "{state}"
-[[runners]]
+        r#"{global}[[runners]]
 name = "soak-bench"
 url = "{url}"
 token = "{token}"
@@ -116,8 +111,7 @@ host = "{host}"
 image = "{IMAGE}"
 pull_policy = ["if-not-present"]
 "#,
-        log = std::env::var("BENCH_LOG").unwrap_or_else(|_| "error".into()),
-        state = dir.path().join("state").display(),
+        global = global_section(concurrent, port, &dir.path().join("state")),
         url = gitlab.url(),
         host = docker.host(),
     );

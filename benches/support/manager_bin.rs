@@ -1,5 +1,5 @@
 //! The manager process a bench measures: which `flotilla` binary, a free port for its
-//! `/metrics`, and its alive tokio tasks read from there. Shared by the `scale` and `soak`
+//! `/metrics`, its alive tokio tasks read from there, and the global section of its config. Shared by the `scale` and `soak`
 //! benches (each includes it with `#[path]`).
 
 use std::path::{Path, PathBuf};
@@ -33,6 +33,22 @@ pub async fn alive_tasks(metrics: &str) -> Option<u64> {
     body.lines()
         .find_map(|l| l.strip_prefix("flotilla_tokio_alive_tasks "))
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// The global section of a bench manager's `config.toml`: `concurrent`, a 3 s
+/// `check_interval`, the log level (`BENCH_LOG`, else `error`), `/metrics` on `port` and
+/// `state_dir`; the bench appends its own keys and runners.
+pub fn global_section(concurrent: u64, port: u16, state_dir: &Path) -> String {
+    let log = std::env::var("BENCH_LOG").unwrap_or_else(|_| "error".into());
+    format!(
+        r#"concurrent = {concurrent}
+check_interval = 3
+log_level = "{log}"
+listen_address = "127.0.0.1:{port}"
+state_dir = "{state}"
+"#,
+        state = state_dir.display(),
+    )
 }
 
 /// A port on 127.0.0.1 free at the time of asking.

@@ -25,6 +25,22 @@ pub(super) struct Scope<'t> {
 }
 
 impl<'t> Scope<'t> {
+    /// Reports that `key` (on `line`) holds `found` where `expected` was wanted.
+    pub fn wrong_type(
+        &self,
+        d: &mut Diagnostics,
+        line: usize,
+        key: &str,
+        expected: &str,
+        found: &str,
+    ) {
+        d.error(
+            line,
+            &self.child_path(key),
+            format!("expected {expected}, found {found}"),
+        );
+    }
+
     pub fn child_path(&self, key: &str) -> String {
         if self.path.is_empty() {
             key.to_string()
@@ -52,12 +68,7 @@ impl<'t> Scope<'t> {
                 line,
             }),
             None => {
-                let found = item.type_name();
-                d.error(
-                    line,
-                    &self.child_path(key),
-                    format!("expected a table, found {found}"),
-                );
+                self.wrong_type(d, line, key, "a table", item.type_name());
                 None
             }
         }
@@ -84,12 +95,8 @@ impl<'t> Scope<'t> {
                     .collect()
             }
             other => {
-                let found = other.type_name();
-                d.error(
-                    line,
-                    &self.child_path(key),
-                    format!("expected [[{header}]] entries, found {found}"),
-                );
+                let expected = format!("[[{header}]] entries");
+                self.wrong_type(d, line, key, &expected, other.type_name());
                 return Vec::new();
             }
         };
@@ -223,12 +230,7 @@ pub(super) fn get<T>(
     match convert(item) {
         Some(value) => Some(Field { value, line }),
         None => {
-            let found = item.type_name();
-            d.error(
-                line,
-                &s.child_path(key),
-                format!("expected {expected}, found {found}"),
-            );
+            s.wrong_type(d, line, key, expected, item.type_name());
             None
         }
     }
@@ -290,12 +292,7 @@ pub(super) fn string_items(
     let item = s.table.get(key)?;
     let line = s.key_line(d, key);
     let Some(array) = item.as_array() else {
-        let found = item.type_name();
-        d.error(
-            line,
-            &s.child_path(key),
-            format!("expected an array of strings, found {found}"),
-        );
+        s.wrong_type(d, line, key, "an array of strings", item.type_name());
         return None;
     };
     let mut entries = Vec::new();
@@ -307,12 +304,7 @@ pub(super) fn string_items(
                 line: entry_line,
             }),
             None => {
-                let found = value.type_name();
-                d.error(
-                    entry_line,
-                    &s.child_path(key),
-                    format!("expected a string, found {found}"),
-                );
+                s.wrong_type(d, entry_line, key, "a string", value.type_name());
             }
         }
     }

@@ -124,7 +124,7 @@ impl TraceBuffer {
             }
         }
         if bytes.len() > WRITE_BUF {
-            if let Err(err) = self.write_file(bytes) {
+            if let Err(err) = write_spill(&mut self.file, self.dir.as_deref(), bytes) {
                 self.fail(&err);
                 return;
             }
@@ -146,27 +146,10 @@ impl TraceBuffer {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let pending = std::mem::take(&mut self.pending);
-        let written = self.write_file(&pending);
-        self.pending = pending;
-        written?;
+        write_spill(&mut self.file, self.dir.as_deref(), &self.pending)?;
         self.flushed += self.pending.len() as u64;
         self.pending.clear();
         Ok(())
-    }
-
-    /// Appends `bytes` to the spill file, made on first use.
-    fn write_file(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let file = match self.file.take() {
-            Some(file) => file,
-            None => match &self.dir {
-                Some(dir) => tempfile::tempfile_in(dir)?,
-                None => tempfile::tempfile()?,
-            },
-        };
-        let written = (&file).write_all(bytes);
-        self.file = Some(file);
-        written
     }
 
     fn fail(&mut self, err: &io::Error) {
@@ -214,6 +197,19 @@ impl TraceBuffer {
     pub(crate) fn memory_capacity(&self) -> usize {
         self.pending.capacity()
     }
+}
+
+/// Appends `bytes` to the spill `file`, made in `dir` (else the system's temp directory) on
+/// first use.
+fn write_spill(file: &mut Option<File>, dir: Option<&Path>, bytes: &[u8]) -> io::Result<()> {
+    let file = match file {
+        Some(file) => file,
+        None => file.insert(match dir {
+            Some(dir) => tempfile::tempfile_in(dir)?,
+            None => tempfile::tempfile()?,
+        }),
+    };
+    file.write_all(bytes)
 }
 
 fn is_continuation(b: u8) -> bool {

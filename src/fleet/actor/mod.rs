@@ -81,8 +81,10 @@ struct Actor {
     metrics: PoolMetrics,
     /// Job arrivals, times to ready and the last estimate (the adaptive policy acts on them).
     demand: DemandEstimator,
-    /// When the state gauges were last counted, and whether the table changed since.
-    gauges: (Option<Instant>, bool),
+    /// When the state gauges were last counted.
+    gauges_at: Option<Instant>,
+    /// A recount was skipped since (too soon): one is due at `gauges_at + GAUGES_EVERY`.
+    gauges_stale: bool,
 }
 
 /// Starts the actor of one pool on `tracker` and returns the handle on it.
@@ -137,7 +139,8 @@ pub(super) fn spawn(
         stats: Stats::new(now),
         metrics,
         demand: DemandEstimator::new(),
-        gauges: (None, false),
+        gauges_at: None,
+        gauges_stale: false,
         s,
     };
     tracker.spawn(actor.run());
@@ -286,12 +289,12 @@ impl Actor {
         let (idle, busy) = self.stats.accrue(now);
         self.metrics.accrue(idle, busy);
         self.stats.observe(&c);
-        let (last, _) = self.gauges;
-        if last.is_some_and(|t| now < t + GAUGES_EVERY) {
-            self.gauges.1 = true;
+        if self.gauges_at.is_some_and(|t| now < t + GAUGES_EVERY) {
+            self.gauges_stale = true;
             return;
         }
-        self.gauges = (Some(now), false);
+        self.gauges_at = Some(now);
+        self.gauges_stale = false;
         self.metrics.publish(
             self.table
                 .vms
@@ -304,7 +307,7 @@ impl Actor {
     fn next_wake(&self, now: Instant) -> Instant {
         let idle = self.active_idle();
         let mut due = vec![now + HOUSEKEEPING];
-        if let (Some(last), true) = self.gauges {
+        if let Some(last) = self.gauges_at.filter(|_| self.gauges_stale) {
             due.push(last + GAUGES_EVERY);
         }
         due.extend(self.listings.due_at(self.want()));
