@@ -6,14 +6,23 @@
 //! (a file the test writes into a shared bind-mounted directory), so all are provably running at
 //! the same time; no timing is asserted. The 150-job run is `#[ignore]`d (over two minutes on a
 //! 2-core CI machine): `cargo test --test it many_jobs -- --ignored`.
+//!
+//! Gentle on a loaded engine: the tests here run one at a time, the jobs look for the go file
+//! once a second, the test counts containers once a second, and a test that fails removes its
+//! runner's containers and says what the engine and the fake GitLab held, so a burst that the
+//! engine could not take does not leave it busy for the tests that follow.
 
 use crate::harness::{config, fake_gitlab, InProcessManager, TEST_IMAGE};
 use serde_json::json;
 use std::time::Duration;
 use testkit::{FakeGitlabOptions, JobState};
 
+/// One burst of jobs at a time: two at once put twice the containers on a 2-core engine.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Runs `n` jobs that each wait for a go file the test writes once all `n` build containers run.
 async fn jobs_at_once(n: usize, network_per_build: bool) {
+    let _turn = ONE_AT_A_TIME.lock().await;
     crate::harness::ensure_test_image();
     let (gitlab, token) = fake_gitlab(FakeGitlabOptions {
         long_poll: Duration::from_secs(5),
@@ -50,8 +59,7 @@ volumes = ["{shared}:/gate:ro"]
         state_dir,
         flotilla::manager::Hooks::default(),
     );
-    let script =
-        "i=0; while [ ! -e /gate/go ] && [ $i -lt 1800 ]; do sleep 0.2; i=$((i+1)); done; \
+    let script = "i=0; while [ ! -e /gate/go ] && [ $i -lt 600 ]; do sleep 1; i=$((i+1)); done; \
                   test -e /gate/go && echo all-running";
     let ids: Vec<i64> = (0..n)
         .map(|_| {
@@ -71,11 +79,29 @@ volumes = ["{shared}:/gate:ro"]
         })
         .collect();
     let runner = flotilla::config::short_token(&token);
+    let _cleanup = RemoveContainersOnDrop(runner.clone());
     let deadline = Duration::from_secs(60 + 2 * n as u64);
-    crate::harness::eventually(&format!("{n} jobs running at once"), deadline, || {
-        running_build_containers(&runner) >= n
-    })
-    .await;
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        let running = running_build_containers(&runner);
+        if running >= n {
+            break;
+        }
+        if tokio::time::Instant::now() >= end {
+            let states: Vec<String> = ids
+                .iter()
+                .filter_map(|id| gitlab.job(*id))
+                .map(|job| format!("{:?}", job.state))
+                .collect();
+            panic!(
+                "{running} of {n} jobs running after {deadline:?}; the runner's containers by \
+                 state: {}; the jobs' states at the fake GitLab: {}",
+                containers_by_state(&runner),
+                tally(states)
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     std::fs::write(shared.path().join("go"), b"go").expect("write the go file");
     let mut failed = Vec::new();
     for id in &ids {
@@ -100,6 +126,61 @@ volumes = ["{shared}:/gate:ro"]
         .output()
         .expect("docker network ls");
     assert!(left.stdout.is_empty(), "networks left behind");
+}
+
+/// Removes the runner's containers when the test ends, passed or not (a failed burst must not
+/// keep the engine busy for the tests after it).
+struct RemoveContainersOnDrop(String);
+
+impl Drop for RemoveContainersOnDrop {
+    fn drop(&mut self) {
+        let out = std::process::Command::new("docker")
+            .args(["ps", "-aq", "--filter"])
+            .arg(format!("label=com.flotilla.runner={}", self.0))
+            .output();
+        let Ok(out) = out else { return };
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        if !ids.is_empty() {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .stdout(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// The runner's containers counted by state, e.g. `running: 38, created: 2`.
+fn containers_by_state(runner: &str) -> String {
+    let out = std::process::Command::new("docker")
+        .args(["ps", "-a", "--format", "{{.State}}", "--filter"])
+        .arg(format!("label=com.flotilla.runner={runner}"))
+        .output();
+    match out {
+        Ok(out) => tally(
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(str::to_owned),
+        ),
+        Err(e) => format!("docker ps failed: {e}"),
+    }
+}
+
+/// `items` counted, e.g. `Running: 3, Pending: 1`.
+fn tally(items: impl IntoIterator<Item = String>) -> String {
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for item in items {
+        *counts.entry(item).or_default() += 1;
+    }
+    let parts: Vec<String> = counts.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    if parts.is_empty() {
+        "none".to_owned()
+    } else {
+        parts.join(", ")
+    }
 }
 
 /// How many of the runner's build containers are running (one per job: no helper without sources).
