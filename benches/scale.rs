@@ -97,6 +97,7 @@ async fn setup(concurrent: u64, idle: u64, job_secs: u64) -> Setup {
             (PROBE_IMAGE.into(), line("scale bench: probe", 0)),
         ]),
         default: Behaviour::default(),
+        start_latency: Duration::ZERO,
     })
     .await
     .expect("fake docker");

@@ -94,6 +94,7 @@ async fn main() {
             },
         )]),
         default: Behaviour::default(),
+        start_latency: Duration::ZERO,
     })
     .await
     .expect("fake docker");

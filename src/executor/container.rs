@@ -210,11 +210,13 @@ impl Drop for FlushOnDrop {
     }
 }
 
-/// Runs `script` in the (stopped) container `id`: attach, start, feed stdin, stream output into
-/// the trace as produced, then the container's exit code. Dropping the future leaves the
-/// container running: the caller kills it.
+/// Runs `script` in the (stopped) container `id`: attach, start (holding one of
+/// `start_slots`, when the engine is shared, until the engine answers), feed stdin, stream
+/// output into the trace as produced, then the container's exit code. Dropping the future
+/// leaves the container running: the caller kills it.
 pub(super) async fn run_script(
     docker: &Docker,
+    start_slots: Option<&tokio::sync::Semaphore>,
     role: Role,
     id: &str,
     script: &str,
@@ -233,10 +235,17 @@ pub(super) async fn run_script(
         .attach_container(id, Some(attach))
         .await
         .map_err(|e| ExecError::docker(format!("attaching to the {role}"), e))?;
-    docker
-        .start_container(id, None::<StartContainerOptions>)
-        .await
-        .map_err(|e| ExecError::docker(format!("starting the {role}"), e))?;
+    {
+        // A closed semaphore (never: nothing closes it) would mean no bound, not no start.
+        let _slot = match start_slots {
+            Some(slots) => slots.acquire().await.ok(),
+            None => None,
+        };
+        docker
+            .start_container(id, None::<StartContainerOptions>)
+            .await
+            .map_err(|e| ExecError::docker(format!("starting the {role}"), e))?;
+    }
 
     let mut stdout = FlushOnDrop(trace.stream(WORK_STREAM, StreamKind::Stdout));
     let mut stderr = FlushOnDrop(trace.stream(WORK_STREAM, StreamKind::Stderr));

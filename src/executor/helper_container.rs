@@ -61,7 +61,15 @@ impl JobCtx<'_> {
             stage = name,
             "running a helper stage"
         );
-        container::run_script(self.docker, Role::Helper, &id, &script, &self.run.trace).await
+        container::run_script(
+            self.docker,
+            self.run.start_slots.as_deref(),
+            Role::Helper,
+            &id,
+            &script,
+            &self.run.trace,
+        )
+        .await
     }
 
     /// Stops the helper container's running stage at once, if the helper container exists.

@@ -43,6 +43,7 @@ mod section;
 mod services;
 mod sources;
 mod stages;
+mod start_slots;
 mod timeouts;
 
 pub use allowed::{check_job as check_allowed, Refusal};
@@ -51,6 +52,7 @@ pub use gitlab_labels::PREFIX as GITLAB_LABEL_PREFIX;
 pub use leftovers::{remove_leftovers, Leftovers};
 pub use observer::StageObserver;
 pub use services::{LABEL_SERVICE, LABEL_TYPE};
+pub use start_slots::{start_slots, STARTS_IN_FLIGHT};
 
 use crate::config::DockerConfig;
 pub use crate::job::JobOutcome;
@@ -101,6 +103,9 @@ pub struct JobRun {
     pub coordinator_url: String,
     /// Told of the job's stage changes (the job's metrics); `None`: nobody listens.
     pub stages: Option<Arc<dyn StageObserver>>,
+    /// The shared engine's container start slots ([`start_slots`]); `None`: the engine is the
+    /// job's own (a docker+machine VM), starts are not bounded.
+    pub start_slots: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// Runs the job to its end and removes every container, volume and network it made.

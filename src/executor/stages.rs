@@ -67,6 +67,7 @@ impl JobCtx<'_> {
         .render();
         container::run_script(
             self.docker,
+            self.run.start_slots.as_deref(),
             Role::Build,
             container_id,
             &script,

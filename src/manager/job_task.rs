@@ -329,6 +329,10 @@ impl JobTask {
             abort: abort.clone(),
             coordinator_url: self.runner.url.clone(),
             stages: Some(stages),
+            start_slots: self
+                .fleet
+                .is_none()
+                .then(|| executor::start_slots(self.runner.docker.host.as_deref())),
         };
         let outcome = tokio::select! {
             outcome = executor::run_job(&docker, &self.runner.docker, run) => outcome,

@@ -112,6 +112,7 @@ pub(crate) fn start(job: JobPayload) -> Started {
         cache: Default::default(),
         coordinator_url: String::new(),
         stages: None,
+        start_slots: None,
     };
     Started {
         run,

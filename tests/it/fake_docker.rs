@@ -34,6 +34,7 @@ fn options() -> FakeDockerOptions {
             },
         )]),
         default: Behaviour::default(),
+        start_latency: Duration::ZERO,
     }
 }
 
@@ -228,6 +229,57 @@ async fn docker_executor_runs_jobs_on_the_fake_engine() {
     assert!(stats.created >= 3, "{stats:?}");
     assert_eq!(stats.containers, 0, "every container removed: {stats:?}");
     assert_eq!(stats.volumes, 0, "every volume removed: {stats:?}");
+}
+
+/// A burst of jobs on one shared engine whose starts are slow (as dockerd's are under a burst):
+/// the manager keeps at most `STARTS_IN_FLIGHT` starts waiting on the engine, and every job
+/// still runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_jobs_keeps_the_engines_starts_in_flight_bounded() {
+    let jobs = 40;
+    let fake = FakeDocker::start(FakeDockerOptions {
+        start_latency: Duration::from_secs(1),
+        ..options()
+    })
+    .await
+    .expect("fake docker");
+    let (gitlab, token) = fake_gitlab(FakeGitlabOptions::default()).await;
+    let state_dir = tempfile::tempdir().expect("tempdir");
+    let text = crate::harness::config_text(
+        &gitlab.url(),
+        &token,
+        state_dir.path(),
+        "",
+        "request_concurrency = 4",
+    )
+    .replace("concurrent = 4\n", &format!("concurrent = {jobs}\n"))
+    .replace(
+        "[runners.docker]\n",
+        &format!("[runners.docker]\nhost = \"{}\"\n", fake.host()),
+    );
+    let manager = InProcessManager::start_with(config(&text), state_dir, Default::default());
+    let ids: Vec<i64> = (0..jobs)
+        .map(|_| gitlab.enqueue(&token, job(&["echo from-the-job"], &[])))
+        .collect();
+    for id in ids {
+        let rec = gitlab
+            .wait_job(id, DEADLINE, |j| j.state.is_finished())
+            .await
+            .expect("the job finishes");
+        assert_eq!(rec.state, JobState::Success, "{}", rec.trace_text());
+    }
+    manager.drain().await;
+    let stats = fake.stats();
+    let bound = flotilla::executor::STARTS_IN_FLIGHT as u64;
+    assert!(
+        stats.peak_starts_in_flight <= bound,
+        "{} starts in flight at once (at most {bound}): {stats:?}",
+        stats.peak_starts_in_flight
+    );
+    assert!(
+        stats.peak_starts_in_flight > 1,
+        "the starts never overlapped, so the bound was not exercised: {stats:?}"
+    );
 }
 
 #[tokio::test]

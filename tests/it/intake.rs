@@ -40,6 +40,7 @@ async fn jobs_are_taken_without_waiting_for_check_interval() {
             },
         )]),
         default: Behaviour::default(),
+        start_latency: Duration::ZERO,
     })
     .await
     .expect("fake docker");

@@ -58,6 +58,8 @@ pub struct FakeDockerOptions {
     pub behaviours: HashMap<String, Behaviour>,
     /// What containers of other images do.
     pub default: Behaviour,
+    /// How long each container start takes to answer (dockerd's under a burst of starts).
+    pub start_latency: std::time::Duration,
 }
 
 /// Counters of what the engine did, for benchmarks.
@@ -79,6 +81,8 @@ pub struct DockerStats {
     pub networks: u64,
     /// Output bytes written to attach streams.
     pub output_bytes: u64,
+    /// Most container starts being answered at once.
+    pub peak_starts_in_flight: u64,
 }
 
 /// A running fake Docker Engine on a Unix socket in its own temporary directory. Dropping it

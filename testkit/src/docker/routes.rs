@@ -99,7 +99,11 @@ async fn dispatch(State(engine): State<Arc<Engine>>, req: Request) -> Response {
         (&Method::POST, ["containers", "create"]) => create(&engine, req).await,
         (&Method::GET, ["containers", "json"]) => list(&engine, &req),
         (&Method::GET, ["containers", id, "json"]) => inspect(&engine, id),
-        (&Method::POST, ["containers", id, "start"]) => start(&engine, id),
+        (&Method::POST, ["containers", id, "start"]) => {
+            let _answering = engine.start_in_flight();
+            tokio::time::sleep(engine.opts.start_latency).await;
+            start(&engine, id)
+        }
         (&Method::POST, ["containers", id, "attach"]) => attach::attach(&engine, id, req),
         (&Method::POST, ["containers", id, "wait"]) => wait(&engine, id, &req),
         (&Method::POST, ["containers", id, "kill"]) => kill(&engine, id),

@@ -125,6 +125,8 @@ pub(crate) struct Engine {
     pub running: AtomicU64,
     pub peak_running: AtomicU64,
     pub output_bytes: AtomicU64,
+    pub starts_in_flight: AtomicU64,
+    pub peak_starts_in_flight: AtomicU64,
 }
 
 /// A 64-hex-digit id, as the engine makes them.
@@ -139,7 +141,24 @@ pub(crate) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
+/// A container start being answered; counted in [`Engine::starts_in_flight`] until dropped (also
+/// when the client goes away mid-answer).
+pub(crate) struct StartInFlight<'a>(&'a Engine);
+
+impl Drop for StartInFlight<'_> {
+    fn drop(&mut self) {
+        self.0.starts_in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Engine {
+    /// Counts a container start until the guard drops, keeping the peak.
+    pub(crate) fn start_in_flight(&self) -> StartInFlight<'_> {
+        let now = self.starts_in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak_starts_in_flight.fetch_max(now, Ordering::Relaxed);
+        StartInFlight(self)
+    }
+
     pub(crate) fn new(opts: FakeDockerOptions) -> Self {
         let images = opts.images.iter().map(|i| normalize_image(i)).collect();
         Self {
@@ -154,6 +173,8 @@ impl Engine {
             running: AtomicU64::new(0),
             peak_running: AtomicU64::new(0),
             output_bytes: AtomicU64::new(0),
+            starts_in_flight: AtomicU64::new(0),
+            peak_starts_in_flight: AtomicU64::new(0),
         }
     }
 
@@ -192,6 +213,7 @@ impl Engine {
             volumes: inner.volumes.len() as u64,
             networks: inner.networks.len() as u64,
             output_bytes: self.output_bytes.load(Ordering::Relaxed),
+            peak_starts_in_flight: self.peak_starts_in_flight.load(Ordering::Relaxed),
         }
     }
 
