@@ -115,16 +115,23 @@ async fn wait_for_trace(traces: &Traces, id: i64) -> JobTrace {
 
 /// Waits until the trace holds `marker`, rescanning only the new tail each time it grows.
 async fn wait_for_marker(trace: &JobTrace, marker: &str) -> Instant {
+    // Only the tail is read at each change: the marker ends the script's output and only the
+    // runner's few closing lines follow it. Reading back every stored byte (as this did before)
+    // copied the whole output under the trace's lock, competing with the manager's appends for
+    // the lock and the 2 cores, a cost the bare attach beside it does not pay.
+    const TAIL: u64 = 64 * 1024;
     let mut rx = trace.subscribe();
     let mut scanned = 0u64;
     loop {
         let len = trace.len();
         if len > scanned {
-            let from = scanned.saturating_sub(marker.len() as u64);
+            let from = scanned
+                .saturating_sub(marker.len() as u64)
+                .max(len.saturating_sub(TAIL));
             let bytes = trace
                 .read_at(from, (len - from) as usize)
                 .unwrap_or_default();
-            if bytes.windows(marker.len()).any(|w| w == marker.as_bytes()) {
+            if memchr::memmem::find(&bytes, marker.as_bytes()).is_some() {
                 return Instant::now();
             }
             scanned = len;
