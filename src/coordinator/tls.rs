@@ -31,19 +31,10 @@ pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// Whole-request ceiling (`common.DefaultNetworkClientTimeout`).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
-/// Idle connections kept per GitLab host. Each holds ≈ 30 KB of buffers; unbounded (reqwest's
-/// default), a burst of trace updates from every running job left one idle connection per job
-/// behind for the 90 s idle timeout (134 of them for 150 running jobs). GitLab Runner keeps Go's
-/// default of 2; 16 lets a burst of updates reuse connections instead of dialing anew.
-pub(crate) const IDLE_CONNECTIONS_PER_HOST: usize = 16;
-
-/// GitLab Runner's client settings, shared by every client: rustls, TLS ≥ 1.2, its timeouts,
-/// [`IDLE_CONNECTIONS_PER_HOST`] idle connections kept for its `IdleConnTimeout` (90 s).
+/// GitLab Runner's client settings, shared by every client: rustls, TLS ≥ 1.2, its timeouts.
 fn builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .user_agent(user_agent())
-        .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_HOST)
-        .pool_idle_timeout(Duration::from_secs(90))
         .connect_timeout(Duration::from_secs(30))
         .read_timeout(RESPONSE_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)
@@ -182,89 +173,5 @@ mod tests {
         assert!(e.contains("tls-key-file"), "{e}");
         assert!(!e.contains(&secret), "{e}");
         assert!(clients.get(&TlsFiles::default()).is_ok());
-    }
-
-    /// A plain HTTP/1.1 server on 127.0.0.1 that holds every response until `burst` requests
-    /// are in (so that many connections are open at once), answers 200 with no body, and
-    /// counts the connections still open.
-    async fn counting_server(
-        burst: usize,
-    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        use std::sync::Arc;
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}/", listener.local_addr().expect("addr"));
-        let open = Arc::new(AtomicUsize::new(0));
-        let gate = Arc::new(tokio::sync::Barrier::new(burst));
-        let counter = open.clone();
-        tokio::spawn(async move {
-            while let Ok((mut conn, _)) = listener.accept().await {
-                let (open, gate) = (counter.clone(), gate.clone());
-                open.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut first = true;
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 1024];
-                    loop {
-                        // One request head (the test sends no body).
-                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                            match conn.read(&mut chunk).await {
-                                Ok(0) | Err(_) => {
-                                    open.fetch_sub(1, Ordering::SeqCst);
-                                    return;
-                                }
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                        }
-                        buf.clear();
-                        if std::mem::take(&mut first) {
-                            gate.wait().await;
-                        }
-                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
-                        if conn.write_all(answer).await.is_err() {
-                            open.fetch_sub(1, Ordering::SeqCst);
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        (url, open)
-    }
-
-    #[tokio::test]
-    async fn a_burst_of_requests_leaves_at_most_the_idle_limit_of_connections_open() {
-        use std::sync::atomic::Ordering;
-        let burst = IDLE_CONNECTIONS_PER_HOST * 3;
-        let (url, open) = counting_server(burst).await;
-        let client = Clients::new()
-            .expect("clients")
-            .get(&TlsFiles::default())
-            .expect("plain");
-        let requests = (0..burst).map(|_| {
-            let (client, url) = (client.clone(), url.clone());
-            async move { client.get(url).send().await.map(|r| r.status()) }
-        });
-        let answers = futures_util::future::join_all(requests).await;
-        assert!(
-            answers.iter().all(|a| matches!(a, Ok(s) if s.is_success())),
-            "{answers:?}"
-        );
-        assert!(
-            open.load(Ordering::SeqCst) > IDLE_CONNECTIONS_PER_HOST,
-            "the burst was not concurrent"
-        );
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while open.load(Ordering::SeqCst) > IDLE_CONNECTIONS_PER_HOST {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{} connections still open after the burst (at most {IDLE_CONNECTIONS_PER_HOST} kept idle)",
-                open.load(Ordering::SeqCst)
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
     }
 }
