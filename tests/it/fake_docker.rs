@@ -198,6 +198,28 @@ async fn fake_engine_answers_as_dockerd_does() {
     assert_eq!(fake.stats().containers, 0);
 }
 
+/// Enqueues `n` jobs echoing a line, waits for each to finish and checks it succeeded; their
+/// records.
+async fn jobs_to_success(
+    gitlab: &testkit::FakeGitlab,
+    token: &str,
+    n: usize,
+) -> Vec<testkit::JobRecord> {
+    let ids: Vec<i64> = (0..n)
+        .map(|_| gitlab.enqueue(token, job(&["echo from-the-job"], &[])))
+        .collect();
+    let mut records = Vec::new();
+    for id in ids {
+        let rec = gitlab
+            .wait_job(id, DEADLINE, |j| j.state.is_finished())
+            .await
+            .expect("the job finishes");
+        assert_eq!(rec.state, JobState::Success, "{}", rec.trace_text());
+        records.push(rec);
+    }
+    records
+}
+
 #[tokio::test]
 async fn docker_executor_runs_jobs_on_the_fake_engine() {
     let fake = FakeDocker::start(options()).await.expect("fake docker");
@@ -209,16 +231,8 @@ async fn docker_executor_runs_jobs_on_the_fake_engine() {
             &format!("[runners.docker]\nhost = \"{}\"\n", fake.host()),
         );
     let manager = InProcessManager::start_with(config(&text), state_dir, Default::default());
-    let ids: Vec<i64> = (0..3)
-        .map(|_| gitlab.enqueue(&token, job(&["echo from-the-job"], &[])))
-        .collect();
-    for id in ids {
-        let rec = gitlab
-            .wait_job(id, DEADLINE, |j| j.state.is_finished())
-            .await
-            .expect("the job finishes");
+    for rec in jobs_to_success(&gitlab, &token, 3).await {
         let trace = rec.trace_text();
-        assert_eq!(rec.state, JobState::Success, "{trace}");
         assert!(
             trace.contains(LINE),
             "the fake's output reaches the trace: {trace}"
@@ -258,16 +272,7 @@ async fn a_burst_of_jobs_keeps_the_engines_starts_in_flight_bounded() {
         &format!("[runners.docker]\nhost = \"{}\"\n", fake.host()),
     );
     let manager = InProcessManager::start_with(config(&text), state_dir, Default::default());
-    let ids: Vec<i64> = (0..jobs)
-        .map(|_| gitlab.enqueue(&token, job(&["echo from-the-job"], &[])))
-        .collect();
-    for id in ids {
-        let rec = gitlab
-            .wait_job(id, DEADLINE, |j| j.state.is_finished())
-            .await
-            .expect("the job finishes");
-        assert_eq!(rec.state, JobState::Success, "{}", rec.trace_text());
-    }
+    jobs_to_success(&gitlab, &token, jobs).await;
     manager.drain().await;
     let stats = fake.stats();
     let bound = flotilla::executor::STARTS_IN_FLIGHT as u64;
