@@ -115,10 +115,9 @@ async fn wait_for_trace(traces: &Traces, id: i64) -> JobTrace {
 
 /// Waits until the trace holds `marker`, rescanning only the new tail each time it grows.
 async fn wait_for_marker(trace: &JobTrace, marker: &str) -> Instant {
-    // Only the tail is read at each change: the marker ends the script's output and only the
-    // runner's few closing lines follow it. Reading back every stored byte (as this did before)
-    // copied the whole output under the trace's lock, competing with the manager's appends for
-    // the lock and the 2 cores, a cost the bare attach beside it does not pay.
+    // This runs in the timed window, on the cores the manager uses: each change reads only the
+    // new bytes, and at most the last 64 KiB of them (the marker ends the script's output; only
+    // the runner's few closing lines follow it), and searches them with memmem.
     const TAIL: u64 = 64 * 1024;
     let mut rx = trace.subscribe();
     let mut scanned = 0u64;

@@ -198,6 +198,20 @@ async fn fake_engine_answers_as_dockerd_does() {
     assert_eq!(fake.stats().containers, 0);
 }
 
+/// The harness's `docker` runner configuration with `extra_runner`, its engine the fake.
+fn config_on(
+    fake: &FakeDocker,
+    gitlab: &testkit::FakeGitlab,
+    token: &str,
+    state_dir: &std::path::Path,
+    extra_runner: &str,
+) -> String {
+    crate::harness::config_text(&gitlab.url(), token, state_dir, "", extra_runner).replace(
+        "[runners.docker]\n",
+        &format!("[runners.docker]\nhost = \"{}\"\n", fake.host()),
+    )
+}
+
 /// Enqueues `n` jobs echoing a line, waits for each to finish and checks it succeeded; their
 /// records.
 async fn jobs_to_success(
@@ -225,11 +239,7 @@ async fn docker_executor_runs_jobs_on_the_fake_engine() {
     let fake = FakeDocker::start(options()).await.expect("fake docker");
     let (gitlab, token) = fake_gitlab(FakeGitlabOptions::default()).await;
     let state_dir = tempfile::tempdir().expect("tempdir");
-    let text = crate::harness::config_text(&gitlab.url(), &token, state_dir.path(), "", "")
-        .replace(
-            "[runners.docker]\n",
-            &format!("[runners.docker]\nhost = \"{}\"\n", fake.host()),
-        );
+    let text = config_on(&fake, &gitlab, &token, state_dir.path(), "");
     let manager = InProcessManager::start_with(config(&text), state_dir, Default::default());
     for rec in jobs_to_success(&gitlab, &token, 3).await {
         let trace = rec.trace_text();
@@ -259,18 +269,14 @@ async fn a_burst_of_jobs_keeps_the_engines_starts_in_flight_bounded() {
     .expect("fake docker");
     let (gitlab, token) = fake_gitlab(FakeGitlabOptions::default()).await;
     let state_dir = tempfile::tempdir().expect("tempdir");
-    let text = crate::harness::config_text(
-        &gitlab.url(),
+    let text = config_on(
+        &fake,
+        &gitlab,
         &token,
         state_dir.path(),
-        "",
         "request_concurrency = 4",
     )
-    .replace("concurrent = 4\n", &format!("concurrent = {jobs}\n"))
-    .replace(
-        "[runners.docker]\n",
-        &format!("[runners.docker]\nhost = \"{}\"\n", fake.host()),
-    );
+    .replace("concurrent = 4\n", &format!("concurrent = {jobs}\n"));
     let manager = InProcessManager::start_with(config(&text), state_dir, Default::default());
     jobs_to_success(&gitlab, &token, jobs).await;
     manager.drain().await;

@@ -128,21 +128,29 @@ volumes = ["{shared}:/gate:ro"]
     assert!(left.stdout.is_empty(), "networks left behind");
 }
 
+/// What `docker ps <args>` prints for the runner's containers, a word per entry.
+fn runner_containers(runner: &str, args: &[&str]) -> std::io::Result<Vec<String>> {
+    let out = std::process::Command::new("docker")
+        .arg("ps")
+        .args(args)
+        .arg("--filter")
+        .arg(format!("label=com.flotilla.runner={runner}"))
+        .output()?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect())
+}
+
 /// Removes the runner's containers when the test ends, passed or not (a failed burst must not
 /// keep the engine busy for the tests after it).
 struct RemoveContainersOnDrop(String);
 
 impl Drop for RemoveContainersOnDrop {
     fn drop(&mut self) {
-        let out = std::process::Command::new("docker")
-            .args(["ps", "-aq", "--filter"])
-            .arg(format!("label=com.flotilla.runner={}", self.0))
-            .output();
-        let Ok(out) = out else { return };
-        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect();
+        let Ok(ids) = runner_containers(&self.0, &["-aq"]) else {
+            return;
+        };
         if !ids.is_empty() {
             let _ = std::process::Command::new("docker")
                 .args(["rm", "-f"])
@@ -155,16 +163,8 @@ impl Drop for RemoveContainersOnDrop {
 
 /// The runner's containers counted by state, e.g. `running: 38, created: 2`.
 fn containers_by_state(runner: &str) -> String {
-    let out = std::process::Command::new("docker")
-        .args(["ps", "-a", "--format", "{{.State}}", "--filter"])
-        .arg(format!("label=com.flotilla.runner={runner}"))
-        .output();
-    match out {
-        Ok(out) => tally(
-            String::from_utf8_lossy(&out.stdout)
-                .split_whitespace()
-                .map(str::to_owned),
-        ),
+    match runner_containers(runner, &["-a", "--format", "{{.State}}"]) {
+        Ok(states) => tally(states),
         Err(e) => format!("docker ps failed: {e}"),
     }
 }
@@ -185,14 +185,9 @@ fn tally(items: impl IntoIterator<Item = String>) -> String {
 
 /// How many of the runner's build containers are running (one per job: no helper without sources).
 fn running_build_containers(runner: &str) -> usize {
-    let out = std::process::Command::new("docker")
-        .args(["ps", "-q", "--filter", "status=running", "--filter"])
-        .arg(format!("label=com.flotilla.runner={runner}"))
-        .output()
-        .expect("docker ps");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .count()
+    runner_containers(runner, &["-q", "--filter", "status=running"])
+        .expect("docker ps")
+        .len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
