@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, BuildError, Input, MatchKind};
+use aho_corasick::{packed, AhoCorasick, AhoCorasickKind, BuildError, Input, MatchKind, Span};
 
 use super::stage::{HoldBack, Stage};
 
@@ -18,17 +18,17 @@ pub(crate) const MASK: &[u8] = b"[MASKED]";
 /// A compiled set of non-empty byte strings plus what streaming matchers need to decide how many
 /// trailing bytes to hold back. Built once per job, shared by every stream (`Arc`).
 pub(crate) struct PhraseSet {
-    /// The automaton over `phrases`.
-    pub(crate) ac: AhoCorasick,
+    /// What searches for `phrases`.
+    finder: Finder,
     phrases: Vec<Vec<u8>>,
     first_bytes: [bool; 256],
     max_len: usize,
 }
 
 impl PhraseSet {
-    /// Compiles `phrases` (empty ones and duplicates dropped); `None` when nothing is left. The
-    /// automaton is the fastest the crate picks (a DFA for few phrases): for sets shared by
-    /// every job.
+    /// Compiles `phrases` (empty ones and duplicates dropped); `None` when nothing is left.
+    /// Searches with Teddy where it can be built, else with the fastest automaton the crate
+    /// picks (a DFA for few phrases): for sets shared by every job.
     pub(crate) fn new<I, P>(phrases: I, kind: MatchKind) -> Result<Option<PhraseSet>, BuildError>
     where
         I: IntoIterator<Item = P>,
@@ -37,10 +37,10 @@ impl PhraseSet {
         PhraseSet::build(phrases, kind, None)
     }
 
-    /// As [`PhraseSet::new`] with leftmost-longest matching, compiled into a compact automaton
-    /// (a contiguous NFA): for one job's own phrases, built for every job and held while it
-    /// runs. A DFA took ≈ 8 KB of each running job's heap; searches start at the prefilter's
-    /// candidates either way.
+    /// As [`PhraseSet::new`] with leftmost-longest matching, where Teddy cannot be built
+    /// compiled into a compact automaton (a contiguous NFA): for one job's own phrases, built
+    /// for every job and held while it runs. A DFA took ≈ 8 KB of each running job's heap;
+    /// searches start at the prefilter's candidates either way.
     pub(crate) fn per_job<I, P>(phrases: I) -> Result<Option<PhraseSet>, BuildError>
     where
         I: IntoIterator<Item = P>,
@@ -72,21 +72,36 @@ impl PhraseSet {
         if list.is_empty() {
             return Ok(None);
         }
-        let ac = AhoCorasick::builder()
-            .match_kind(kind)
-            .kind(automaton)
-            .build(&list)?;
+        let finder = match packed_searcher(&list, kind) {
+            Some(searcher) => Finder::Packed(searcher),
+            None => Finder::Automaton(
+                AhoCorasick::builder()
+                    .match_kind(kind)
+                    .kind(automaton)
+                    .build(&list)?,
+            ),
+        };
         let mut first_bytes = [false; 256];
         for p in &list {
             first_bytes[usize::from(p[0])] = true;
         }
         let max_len = list.iter().map(Vec::len).max().unwrap_or(1);
         Ok(Some(PhraseSet {
-            ac,
+            finder,
             phrases: list,
             first_bytes,
             max_len,
         }))
+    }
+
+    /// The leftmost occurrence (by the set's match kind) in `buf[from..]`, as `(start, end)`.
+    pub(crate) fn find(&self, buf: &[u8], from: usize) -> Option<(usize, usize)> {
+        let span = Span::from(from..buf.len());
+        let found = match &self.finder {
+            Finder::Packed(searcher) => searcher.find_in(buf, span).map(|m| m.span()),
+            Finder::Automaton(ac) => ac.find(Input::new(buf).span(span)).map(|m| m.span()),
+        };
+        found.map(|span| (span.start, span.end))
     }
 
     /// The end of the union of an occurrence ending at `end` with every complete occurrence
@@ -129,6 +144,31 @@ impl PhraseSet {
     }
 }
 
+/// How a [`PhraseSet`] searches.
+enum Finder {
+    /// A SIMD searcher (Teddy), where the CPU has one and the phrases are few enough (≤ 64).
+    /// It looks for the phrases' first bytes as a group, so output full of one phrase's "rare"
+    /// bytes (digits, say) does not stop it at every byte, as the automaton's rare-byte
+    /// prefilter does; and it takes less memory than the automaton.
+    Packed(packed::Searcher),
+    /// An Aho-Corasick automaton, for every other case.
+    Automaton(AhoCorasick),
+}
+
+/// A Teddy searcher over `phrases` with `kind`'s semantics, where one can be built.
+fn packed_searcher(phrases: &[Vec<u8>], kind: MatchKind) -> Option<packed::Searcher> {
+    let kind = match kind {
+        MatchKind::LeftmostLongest => packed::MatchKind::LeftmostLongest,
+        MatchKind::LeftmostFirst => packed::MatchKind::LeftmostFirst,
+        _ => return None,
+    };
+    packed::Config::new()
+        .match_kind(kind)
+        .builder()
+        .extend(phrases)
+        .build()
+}
+
 /// The masking stage of one stream: replaces every phrase occurrence by [`MASK`].
 pub(crate) struct PhraseMasker {
     set: Arc<PhraseSet>,
@@ -163,12 +203,8 @@ impl PhraseMasker {
         loop {
             let (s, e, already_masked) = match carried.take() {
                 Some((s, e)) => (s, e, true),
-                None => match self.set.ac.find(Input::new(buf).span(cursor..buf.len())) {
-                    Some(m) => (
-                        m.start(),
-                        self.set.union_end(buf, m.start() + 1, m.end()),
-                        false,
-                    ),
+                None => match self.set.find(buf, cursor) {
+                    Some((start, end)) => (start, self.set.union_end(buf, start + 1, end), false),
                     None => break,
                 },
             };
@@ -330,8 +366,30 @@ mod tests {
         out
     }
 
+    /// `phrases` plus 70 that never occur in inputs of `a` and `b`: too many for Teddy, so the
+    /// set searches with the automaton.
+    fn with_fillers<'a>(phrases: &[&'a str], fillers: &'a [String]) -> Vec<&'a str> {
+        let mut all = phrases.to_vec();
+        all.extend(fillers.iter().map(String::as_str));
+        all
+    }
+
+    #[test]
+    fn few_phrases_search_with_teddy_and_many_with_the_automaton() {
+        let fillers: Vec<String> = (0..70).map(|i| format!("zz{i}")).collect();
+        let few = PhraseSet::per_job(["aba"]).unwrap().unwrap();
+        let many = PhraseSet::per_job(with_fillers(&["aba"], &fillers))
+            .unwrap()
+            .unwrap();
+        if cfg!(target_arch = "x86_64") && std::arch::is_x86_feature_detected!("ssse3") {
+            assert!(matches!(few.finder, Finder::Packed(_)));
+        }
+        assert!(matches!(many.finder, Finder::Automaton(_)));
+    }
+
     #[test]
     fn random_inputs_and_chunkings_match_reference() {
+        let fillers: Vec<String> = (0..70).map(|i| format!("zz{i}")).collect();
         let phrase_sets: &[&[&str]] = &[
             &["aba"],
             &["bb", "abab"],
@@ -345,13 +403,22 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             (seed >> 33) as usize
         };
-        for phrases in phrase_sets {
-            for _ in 0..300 {
-                let len = next() % 24;
+        // Each set as it is (Teddy where the CPU has it) and with fillers (the automaton).
+        let sets = phrase_sets
+            .iter()
+            .flat_map(|set| [set.to_vec(), with_fillers(set, &fillers)]);
+        for phrases in sets {
+            for round in 0..300 {
+                // Short inputs, and inputs long enough for Teddy's vector loop.
+                let len = if round % 2 == 0 {
+                    next() % 24
+                } else {
+                    next() % 300
+                };
                 let input: Vec<u8> = (0..len)
                     .map(|_| if next() % 2 == 0 { b'a' } else { b'b' })
                     .collect();
-                let want = reference(phrases, &input);
+                let want = reference(&phrases, &input);
                 let mut chunks = Vec::new();
                 let mut rest: &[u8] = &input;
                 while !rest.is_empty() {
@@ -360,7 +427,7 @@ mod tests {
                     chunks.push(a);
                     rest = b;
                 }
-                let got = run_chunks(phrases, &chunks);
+                let got = run_chunks(&phrases, &chunks);
                 assert_eq!(
                     got.as_bytes(),
                     &want[..],

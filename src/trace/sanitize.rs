@@ -4,8 +4,6 @@
 
 use std::sync::Arc;
 
-use aho_corasick::Input;
-
 use super::masker::{PhraseSet, MASK};
 use super::stage::{HoldBack, Stage};
 
@@ -205,10 +203,10 @@ impl TokenSanitizer {
             } else {
                 self.set.partial_start(buf, pos)
             };
-            match self.set.ac.find(Input::new(buf).span(pos..len)) {
-                Some(m) if m.start() < t => {
-                    out.extend_from_slice(&buf[pos..m.end()]);
-                    pos = m.end();
+            match self.set.find(buf, pos) {
+                Some((start, end)) if start < t => {
+                    out.extend_from_slice(&buf[pos..end]);
+                    pos = end;
                     self.in_token = true;
                 }
                 _ => {
