@@ -6,7 +6,8 @@
 //! masked as their union, so no byte of any occurrence reaches the trace. Only the bytes that could
 //! still become the start of a phrase are held back between writes (fewer than the longest phrase).
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use aho_corasick::{packed, AhoCorasick, AhoCorasickKind, BuildError, Input, MatchKind, Span};
 
@@ -15,11 +16,28 @@ use super::stage::{HoldBack, Stage};
 /// What replaces a secret.
 pub(crate) const MASK: &[u8] = b"[MASKED]";
 
+/// Bytes a job's own set searches with its automaton before it builds a Teddy searcher: most
+/// jobs print less, and a Teddy searcher held by each of 150 running jobs cost ≈ 5 KB of RSS
+/// each (`benches/docker_scale.rs`).
+const PACKED_AFTER: u64 = 1 << 20;
+
 /// A compiled set of non-empty byte strings plus what streaming matchers need to decide how many
 /// trailing bytes to hold back. Built once per job, shared by every stream (`Arc`).
+///
+/// It searches with aho-corasick's packed SIMD searcher (Teddy) where one can be built (x86-64
+/// with SSSE3, aarch64; at most 64 phrases), else with the automaton. Teddy looks for the
+/// phrases' first bytes as a group, so output full of one phrase's "rare" bytes (digits, say)
+/// does not stop it at every byte, as the automaton's rare-byte prefilter does.
 pub(crate) struct PhraseSet {
-    /// What searches for `phrases`.
-    finder: Finder,
+    /// The automaton over `phrases`, for searches before (or without) Teddy.
+    ac: AhoCorasick,
+    /// Teddy over `phrases`, built once `searched` reaches `packed_after` (`None` inside: none
+    /// can be built).
+    packed: OnceLock<Option<packed::Searcher>>,
+    packed_after: u64,
+    /// Bytes searched with the automaton so far (counted until Teddy is built).
+    searched: AtomicU64,
+    kind: MatchKind,
     phrases: Vec<Vec<u8>>,
     first_bytes: [bool; 256],
     max_len: usize,
@@ -27,20 +45,20 @@ pub(crate) struct PhraseSet {
 
 impl PhraseSet {
     /// Compiles `phrases` (empty ones and duplicates dropped); `None` when nothing is left.
-    /// Searches with Teddy where it can be built, else with the fastest automaton the crate
-    /// picks (a DFA for few phrases): for sets shared by every job.
+    /// Teddy is built at once; the automaton is the fastest the crate picks (a DFA for few
+    /// phrases): for sets shared by every job.
     pub(crate) fn new<I, P>(phrases: I, kind: MatchKind) -> Result<Option<PhraseSet>, BuildError>
     where
         I: IntoIterator<Item = P>,
         P: AsRef<[u8]>,
     {
-        PhraseSet::build(phrases, kind, None)
+        PhraseSet::build(phrases, kind, None, 0)
     }
 
-    /// As [`PhraseSet::new`] with leftmost-longest matching, where Teddy cannot be built
-    /// compiled into a compact automaton (a contiguous NFA): for one job's own phrases, built
-    /// for every job and held while it runs. A DFA took ≈ 8 KB of each running job's heap;
-    /// searches start at the prefilter's candidates either way.
+    /// As [`PhraseSet::new`] with leftmost-longest matching, compiled into a compact automaton
+    /// (a contiguous NFA), and Teddy only once the set has searched [`PACKED_AFTER`] bytes: for
+    /// one job's own phrases, built for every job and held while it runs. A DFA took ≈ 8 KB of
+    /// each running job's heap; searches start at the prefilter's candidates either way.
     pub(crate) fn per_job<I, P>(phrases: I) -> Result<Option<PhraseSet>, BuildError>
     where
         I: IntoIterator<Item = P>,
@@ -50,6 +68,7 @@ impl PhraseSet {
             phrases,
             MatchKind::LeftmostLongest,
             Some(AhoCorasickKind::ContiguousNFA),
+            PACKED_AFTER,
         )
     }
 
@@ -57,6 +76,7 @@ impl PhraseSet {
         phrases: I,
         kind: MatchKind,
         automaton: Option<AhoCorasickKind>,
+        packed_after: u64,
     ) -> Result<Option<PhraseSet>, BuildError>
     where
         I: IntoIterator<Item = P>,
@@ -72,22 +92,25 @@ impl PhraseSet {
         if list.is_empty() {
             return Ok(None);
         }
-        let finder = match packed_searcher(&list, kind) {
-            Some(searcher) => Finder::Packed(searcher),
-            None => Finder::Automaton(
-                AhoCorasick::builder()
-                    .match_kind(kind)
-                    .kind(automaton)
-                    .build(&list)?,
-            ),
-        };
+        let ac = AhoCorasick::builder()
+            .match_kind(kind)
+            .kind(automaton)
+            .build(&list)?;
+        let packed = OnceLock::new();
+        if packed_after == 0 {
+            let _ = packed.set(packed_searcher(&list, kind));
+        }
         let mut first_bytes = [false; 256];
         for p in &list {
             first_bytes[usize::from(p[0])] = true;
         }
         let max_len = list.iter().map(Vec::len).max().unwrap_or(1);
         Ok(Some(PhraseSet {
-            finder,
+            ac,
+            packed,
+            packed_after,
+            searched: AtomicU64::new(0),
+            kind,
             phrases: list,
             first_bytes,
             max_len,
@@ -97,11 +120,26 @@ impl PhraseSet {
     /// The leftmost occurrence (by the set's match kind) in `buf[from..]`, as `(start, end)`.
     pub(crate) fn find(&self, buf: &[u8], from: usize) -> Option<(usize, usize)> {
         let span = Span::from(from..buf.len());
-        let found = match &self.finder {
-            Finder::Packed(searcher) => searcher.find_in(buf, span).map(|m| m.span()),
-            Finder::Automaton(ac) => ac.find(Input::new(buf).span(span)).map(|m| m.span()),
+        let found = match self.packed_searcher(span.len()) {
+            Some(searcher) => searcher.find_in(buf, span).map(|m| m.span()),
+            None => self.ac.find(Input::new(buf).span(span)).map(|m| m.span()),
         };
         found.map(|span| (span.start, span.end))
+    }
+
+    /// Teddy, once built; counts `len` more bytes searched and builds it when they reach
+    /// `packed_after`.
+    fn packed_searcher(&self, len: usize) -> Option<&packed::Searcher> {
+        if let Some(built) = self.packed.get() {
+            return built.as_ref();
+        }
+        let searched = self.searched.fetch_add(len as u64, Ordering::Relaxed);
+        if searched < self.packed_after {
+            return None;
+        }
+        self.packed
+            .get_or_init(|| packed_searcher(&self.phrases, self.kind))
+            .as_ref()
     }
 
     /// The end of the union of an occurrence ending at `end` with every complete occurrence
@@ -142,17 +180,6 @@ impl PhraseSet {
         }
         len
     }
-}
-
-/// How a [`PhraseSet`] searches.
-enum Finder {
-    /// A SIMD searcher (Teddy), where the CPU has one and the phrases are few enough (≤ 64).
-    /// It looks for the phrases' first bytes as a group, so output full of one phrase's "rare"
-    /// bytes (digits, say) does not stop it at every byte, as the automaton's rare-byte
-    /// prefilter does; and it takes less memory than the automaton.
-    Packed(packed::Searcher),
-    /// An Aho-Corasick automaton, for every other case.
-    Automaton(AhoCorasick),
 }
 
 /// A Teddy searcher over `phrases` with `kind`'s semantics, where one can be built.
@@ -375,16 +402,31 @@ mod tests {
     }
 
     #[test]
-    fn few_phrases_search_with_teddy_and_many_with_the_automaton() {
+    fn a_jobs_set_builds_teddy_after_a_mebibyte_and_too_many_phrases_never_do() {
+        let teddy_here =
+            cfg!(target_arch = "x86_64") && std::arch::is_x86_feature_detected!("ssse3");
         let fillers: Vec<String> = (0..70).map(|i| format!("zz{i}")).collect();
-        let few = PhraseSet::per_job(["aba"]).unwrap().unwrap();
+        let shared = PhraseSet::new(["aba"], MatchKind::LeftmostLongest)
+            .unwrap()
+            .unwrap();
+        assert_eq!(shared.packed.get().unwrap().is_some(), teddy_here);
+        let job = PhraseSet::per_job(["aba"]).unwrap().unwrap();
         let many = PhraseSet::per_job(with_fillers(&["aba"], &fillers))
             .unwrap()
             .unwrap();
-        if cfg!(target_arch = "x86_64") && std::arch::is_x86_feature_detected!("ssse3") {
-            assert!(matches!(few.finder, Finder::Packed(_)));
+        let output = vec![b'b'; 64 * 1024];
+        for set in [&job, &many] {
+            for _ in 0..(PACKED_AFTER as usize / output.len()) {
+                assert_eq!(set.find(&output, 0), None);
+            }
+            assert!(set.packed.get().is_none(), "not before a mebibyte");
+            assert_eq!(set.find(b"xxabaxx", 0), Some((2, 5)));
         }
-        assert!(matches!(many.finder, Finder::Automaton(_)));
+        assert_eq!(job.packed.get().unwrap().is_some(), teddy_here);
+        assert!(
+            many.packed.get().unwrap().is_none(),
+            "70 phrases: the automaton"
+        );
     }
 
     #[test]
