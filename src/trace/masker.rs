@@ -17,24 +17,28 @@ use super::stage::{HoldBack, Stage};
 pub(crate) const MASK: &[u8] = b"[MASKED]";
 
 /// Bytes a job's own set searches with its automaton before it builds a Teddy searcher: most
-/// jobs print less, and a Teddy searcher held by each of 150 running jobs cost ≈ 5 KB of RSS
-/// each (`benches/docker_scale.rs`).
+/// jobs print less than this and never build one. Built for every job (and for the shared
+/// token-prefix set), Teddy searchers came with 99–108 KB of manager RSS per running job at 150
+/// jobs against 90–96 KB without (`benches/docker_scale.rs`), though heaptrack showed no larger
+/// live heap; built only this way, 95 KB.
 const PACKED_AFTER: u64 = 1 << 20;
 
 /// A compiled set of non-empty byte strings plus what streaming matchers need to decide how many
 /// trailing bytes to hold back. Built once per job, shared by every stream (`Arc`).
 ///
-/// It searches with aho-corasick's packed SIMD searcher (Teddy) where one can be built (x86-64
-/// with SSSE3, aarch64; at most 64 phrases), else with the automaton. Teddy looks for the
-/// phrases' first bytes as a group, so output full of one phrase's "rare" bytes (digits, say)
-/// does not stop it at every byte, as the automaton's rare-byte prefilter does.
+/// A job's own set searches with aho-corasick's packed SIMD searcher (Teddy) once it has
+/// searched [`PACKED_AFTER`] bytes, where one can be built (x86-64 with SSSE3, aarch64; at most
+/// 64 phrases), and with the automaton otherwise. Teddy looks for the phrases' first bytes as a
+/// group, so output full of one phrase's "rare" bytes (digits, say) does not stop it at every
+/// byte, as the automaton's rare-byte prefilter does.
 pub(crate) struct PhraseSet {
     /// The automaton over `phrases`, for searches before (or without) Teddy.
     ac: AhoCorasick,
     /// Teddy over `phrases`, built once `searched` reaches `packed_after` (`None` inside: none
     /// can be built).
     packed: OnceLock<Option<packed::Searcher>>,
-    packed_after: u64,
+    /// `None`: never build Teddy.
+    packed_after: Option<u64>,
     /// Bytes searched with the automaton so far (counted until Teddy is built).
     searched: AtomicU64,
     kind: MatchKind,
@@ -45,14 +49,14 @@ pub(crate) struct PhraseSet {
 
 impl PhraseSet {
     /// Compiles `phrases` (empty ones and duplicates dropped); `None` when nothing is left.
-    /// Teddy is built at once; the automaton is the fastest the crate picks (a DFA for few
-    /// phrases): for sets shared by every job.
+    /// The automaton is the fastest the crate picks (a DFA for few phrases), and no Teddy: for
+    /// sets shared by every job (token prefixes, whose first bytes its prefilter looks for).
     pub(crate) fn new<I, P>(phrases: I, kind: MatchKind) -> Result<Option<PhraseSet>, BuildError>
     where
         I: IntoIterator<Item = P>,
         P: AsRef<[u8]>,
     {
-        PhraseSet::build(phrases, kind, None, 0)
+        PhraseSet::build(phrases, kind, None, None)
     }
 
     /// As [`PhraseSet::new`] with leftmost-longest matching, compiled into a compact automaton
@@ -68,7 +72,7 @@ impl PhraseSet {
             phrases,
             MatchKind::LeftmostLongest,
             Some(AhoCorasickKind::ContiguousNFA),
-            PACKED_AFTER,
+            Some(PACKED_AFTER),
         )
     }
 
@@ -76,7 +80,7 @@ impl PhraseSet {
         phrases: I,
         kind: MatchKind,
         automaton: Option<AhoCorasickKind>,
-        packed_after: u64,
+        packed_after: Option<u64>,
     ) -> Result<Option<PhraseSet>, BuildError>
     where
         I: IntoIterator<Item = P>,
@@ -97,7 +101,7 @@ impl PhraseSet {
             .kind(automaton)
             .build(&list)?;
         let packed = OnceLock::new();
-        if packed_after == 0 {
+        if packed_after == Some(0) {
             let _ = packed.set(packed_searcher(&list, kind));
         }
         let mut first_bytes = [false; 256];
@@ -133,8 +137,8 @@ impl PhraseSet {
         if let Some(built) = self.packed.get() {
             return built.as_ref();
         }
-        let searched = self.searched.fetch_add(len as u64, Ordering::Relaxed);
-        if searched < self.packed_after {
+        let after = self.packed_after?;
+        if self.searched.fetch_add(len as u64, Ordering::Relaxed) < after {
             return None;
         }
         self.packed
@@ -286,7 +290,10 @@ mod tests {
     }
 
     fn run_chunks(phrases: &[&str], chunks: &[&[u8]]) -> String {
-        let mut m = masker(phrases);
+        run_chunks_through(masker(phrases), chunks)
+    }
+
+    fn run_chunks_through(mut m: PhraseMasker, chunks: &[&[u8]]) -> String {
         let mut out = Vec::new();
         for c in chunks {
             m.process(c, &mut out);
@@ -393,35 +400,46 @@ mod tests {
         out
     }
 
-    /// `phrases` plus 70 that never occur in inputs of `a` and `b`: too many for Teddy, so the
-    /// set searches with the automaton.
+    /// `phrases` plus 70 that never occur in inputs of `a` and `b`: too many for Teddy.
     fn with_fillers<'a>(phrases: &[&'a str], fillers: &'a [String]) -> Vec<&'a str> {
         let mut all = phrases.to_vec();
         all.extend(fillers.iter().map(String::as_str));
         all
     }
 
+    /// A job's set that builds Teddy (where it can) at its first search.
+    fn teddy_at_once(phrases: &[&str]) -> PhraseSet {
+        PhraseSet::build(
+            phrases,
+            MatchKind::LeftmostLongest,
+            Some(AhoCorasickKind::ContiguousNFA),
+            Some(0),
+        )
+        .expect("build")
+        .expect("non-empty")
+    }
+
     #[test]
-    fn a_jobs_set_builds_teddy_after_a_mebibyte_and_too_many_phrases_never_do() {
+    fn a_jobs_set_builds_teddy_after_a_mebibyte_and_others_never_do() {
         let teddy_here =
             cfg!(target_arch = "x86_64") && std::arch::is_x86_feature_detected!("ssse3");
         let fillers: Vec<String> = (0..70).map(|i| format!("zz{i}")).collect();
         let shared = PhraseSet::new(["aba"], MatchKind::LeftmostLongest)
             .unwrap()
             .unwrap();
-        assert_eq!(shared.packed.get().unwrap().is_some(), teddy_here);
         let job = PhraseSet::per_job(["aba"]).unwrap().unwrap();
         let many = PhraseSet::per_job(with_fillers(&["aba"], &fillers))
             .unwrap()
             .unwrap();
         let output = vec![b'b'; 64 * 1024];
-        for set in [&job, &many] {
+        for set in [&shared, &job, &many] {
             for _ in 0..(PACKED_AFTER as usize / output.len()) {
                 assert_eq!(set.find(&output, 0), None);
             }
             assert!(set.packed.get().is_none(), "not before a mebibyte");
             assert_eq!(set.find(b"xxabaxx", 0), Some((2, 5)));
         }
+        assert!(shared.packed.get().is_none(), "a shared set: never");
         assert_eq!(job.packed.get().unwrap().is_some(), teddy_here);
         assert!(
             many.packed.get().unwrap().is_none(),
@@ -431,7 +449,6 @@ mod tests {
 
     #[test]
     fn random_inputs_and_chunkings_match_reference() {
-        let fillers: Vec<String> = (0..70).map(|i| format!("zz{i}")).collect();
         let phrase_sets: &[&[&str]] = &[
             &["aba"],
             &["bb", "abab"],
@@ -445,12 +462,8 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             (seed >> 33) as usize
         };
-        // Each set as it is (Teddy where the CPU has it) and with fillers (the automaton).
-        let sets = phrase_sets
-            .iter()
-            .flat_map(|set| [set.to_vec(), with_fillers(set, &fillers)]);
-        for phrases in sets {
-            for round in 0..300 {
+        for phrases in phrase_sets {
+            for round in 0..600 {
                 // Short inputs, and inputs long enough for Teddy's vector loop.
                 let len = if round % 2 == 0 {
                     next() % 24
@@ -460,7 +473,7 @@ mod tests {
                 let input: Vec<u8> = (0..len)
                     .map(|_| if next() % 2 == 0 { b'a' } else { b'b' })
                     .collect();
-                let want = reference(&phrases, &input);
+                let want = reference(phrases, &input);
                 let mut chunks = Vec::new();
                 let mut rest: &[u8] = &input;
                 while !rest.is_empty() {
@@ -469,7 +482,13 @@ mod tests {
                     chunks.push(a);
                     rest = b;
                 }
-                let got = run_chunks(&phrases, &chunks);
+                // Every other round through Teddy (where the CPU has it), else the automaton.
+                let masker = if round % 4 < 2 {
+                    PhraseMasker::new(Arc::new(teddy_at_once(phrases)))
+                } else {
+                    masker(phrases)
+                };
+                let got = run_chunks_through(masker, &chunks);
                 assert_eq!(
                     got.as_bytes(),
                     &want[..],
