@@ -1,11 +1,11 @@
 //! How many build and helper container starts the manager has in flight on one shared Docker
 //! engine (the `docker` executor's local or configured host): at most [`STARTS_IN_FLIGHT`], the
 //! others wait their turn in the manager (`container::run_script` takes a slot; service
-//! containers, a few per job at most, do not). A burst of jobs otherwise sends every start at once; dockerd answers them
-//! one after another all the same (on a 2-core engine 150 starts took 15 s either way), while
-//! each waiting start holds an HTTP connection with its buffers (≈ 35 KB): 150 at once were a
-//! tenth of the manager's memory with 150 jobs running. A docker+machine VM runs one job and is
-//! not bounded. GitLab Runner has no such bound.
+//! containers, a few per job at most, do not). A burst of jobs otherwise sends every start at
+//! once; dockerd answers them one after another all the same (on a 2-core engine 150 starts
+//! took 15 s either way), while each waiting start holds an HTTP connection with its buffers
+//! (≈ 35 KB): 150 at once were a tenth of the manager's memory with 150 jobs running. A
+//! docker+machine VM runs one job and is not bounded. GitLab Runner has no such bound.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};

@@ -100,10 +100,6 @@ impl PhraseSet {
             .match_kind(kind)
             .kind(automaton)
             .build(&list)?;
-        let packed = OnceLock::new();
-        if packed_after == Some(0) {
-            let _ = packed.set(packed_searcher(&list, kind));
-        }
         let mut first_bytes = [false; 256];
         for p in &list {
             first_bytes[usize::from(p[0])] = true;
@@ -111,7 +107,7 @@ impl PhraseSet {
         let max_len = list.iter().map(Vec::len).max().unwrap_or(1);
         Ok(Some(PhraseSet {
             ac,
-            packed,
+            packed: OnceLock::new(),
             packed_after,
             searched: AtomicU64::new(0),
             kind,
@@ -407,7 +403,8 @@ mod tests {
         all
     }
 
-    /// A job's set that builds Teddy (where it can) at its first search.
+    /// A job's set that builds Teddy (where it can) at its first search (0 bytes to search
+    /// first).
     fn teddy_at_once(phrases: &[&str]) -> PhraseSet {
         PhraseSet::build(
             phrases,
