@@ -7,6 +7,11 @@ use flotilla::logging::{Level, Overrides};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// jemalloc, not glibc's malloc: a round of short jobs left glibc's per-thread arenas ≈ 2 KB
+/// a job bigger, where jemalloc gives freed pages back (BENCHMARKS.md, "jemalloc").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Exit code for a configuration that cannot be used (EX_USAGE... sysexits' EX_DATAERR family).
 const EXIT_BAD_CONFIG: u8 = 64;
 

@@ -19,7 +19,7 @@ use jobs_file::JobsFile;
 use serde::{Deserialize, Serialize};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use write::{remove, write_atomically, write_atomically_from};
 
@@ -181,6 +181,7 @@ impl StateDir {
             id: job.id,
             url: job.url.clone(),
             fate: AtomicU8::new(ARMED),
+            trace_kept: AtomicBool::new(false),
         };
         let written = self.add_job(job).await;
         (record, written)
@@ -213,6 +214,20 @@ impl StateDir {
             .await?;
         let trace = self.kept_trace_path(id, url);
         blocking(move || remove(&trace)).await
+    }
+
+    /// Forgets a job whose final state was delivered and that never had a kept trace (no file
+    /// to look for), without waiting: the change reaches `jobs.json` with the next write, at
+    /// most [`jobs_file::SOON`] later. A crash before then leaves the job listed, and the next
+    /// start's attempt to fail it is refused by the coordinator (the job is over): harmless.
+    fn forget_job_soon(&self, id: i64, url: &str) {
+        self.jobs
+            .change_soon(|jobs| jobs.retain(|j| !(j.id == id && j.url == url)));
+    }
+
+    /// Writes what [`StateDir::forget_job_soon`] left unwritten, and waits: for an orderly stop.
+    pub async fn flush(&self) -> Result<(), StateError> {
+        self.jobs.flush().await
     }
 
     /// Where the trace of a job kept with its final state is stored:
@@ -322,6 +337,8 @@ pub struct JobRecord {
     url: String,
     /// [`ARMED`], [`KEPT`] or [`DONE`].
     fate: AtomicU8,
+    /// [`JobRecord::keep_pending`] began writing the job's trace file (so its end looks for it).
+    trace_kept: AtomicBool,
 }
 
 impl JobRecord {
@@ -344,6 +361,7 @@ impl JobRecord {
         state: FinalState,
         trace: &JobTrace,
     ) -> Result<(), StateError> {
+        self.trace_kept.store(true, Ordering::SeqCst);
         self.state
             .keep_pending(self.id, &self.url, state, trace)
             .await?;
@@ -351,11 +369,17 @@ impl JobRecord {
         Ok(())
     }
 
-    /// The final state was delivered (or the coordinator no longer wants it): forgets the job
-    /// and its kept trace now.
+    /// The final state was delivered (or the coordinator no longer wants it): forgets the job,
+    /// and its kept trace now if it had one (then waiting for `jobs.json`; otherwise the entry
+    /// goes with the next write, within [`jobs_file::SOON`]).
     pub async fn delivered(&self) -> Result<(), StateError> {
         self.fate.store(DONE, Ordering::SeqCst);
-        self.state.remove_job(self.id, &self.url).await
+        if self.trace_kept.load(Ordering::SeqCst) {
+            self.state.remove_job(self.id, &self.url).await
+        } else {
+            self.state.forget_job_soon(self.id, &self.url);
+            Ok(())
+        }
     }
 }
 

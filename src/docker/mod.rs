@@ -11,6 +11,7 @@ mod transport;
 pub use tls::{DockerCa, TlsError, VmTlsMaterial};
 
 use bollard::{Docker, API_DEFAULT_VERSION};
+use std::sync::Mutex;
 
 /// Seconds bollard waits for the response headers of one request. Long streams (wait, attach,
 /// pull) answer their headers at once, so this bounds only an unresponsive engine.
@@ -51,6 +52,45 @@ pub async fn connect(host: Option<&str>) -> Result<Docker, ConnectError> {
     docker.negotiate_version().await.map_err(fail)
 }
 
+/// One runner's client for its engine (the `docker` executor), connected at the first job and
+/// shared by every later one: bollard's client is a cheap handle whose requests each open their
+/// own connection, so sharing it costs no job anything, and the engine's API version is
+/// negotiated once instead of with a `GET /version` per job.
+#[derive(Default)]
+pub struct SharedEngine {
+    /// The host the client was made for (`None`: the local defaults), and the client.
+    client: Mutex<Option<(Option<String>, Docker)>>,
+}
+
+impl SharedEngine {
+    /// The client for `host`: the one made before, or a new one ([`connect`]) when there is none
+    /// yet or a reload changed `host`. The lock is not held while connecting, so an engine that
+    /// does not answer delays each job by one connection attempt, not by everyone's in turn.
+    pub async fn client(&self, host: Option<&str>) -> Result<Docker, ConnectError> {
+        if let Some((made_for, docker)) = self.lock().as_ref() {
+            if made_for.as_deref() == host {
+                return Ok(docker.clone());
+            }
+        }
+        let docker = connect(host).await?;
+        *self.lock() = Some((host.map(str::to_string), docker.clone()));
+        Ok(docker)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Option<String>, Docker)>> {
+        self.client.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl std::fmt::Debug for SharedEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let host = self.lock().as_ref().map(|(host, _)| host.clone());
+        f.debug_struct("SharedEngine")
+            .field("connected_to", &host)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::connect;
@@ -60,6 +100,22 @@ mod tests {
         let err = connect(Some("ssh://somewhere")).await.unwrap_err();
         assert_eq!(err.endpoint, "ssh://somewhere");
         assert!(err.to_string().contains("ssh://somewhere"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_shared_engine_keeps_no_client_when_connecting_fails() {
+        let engine = super::SharedEngine::default();
+        for _ in 0..2 {
+            let err = engine
+                .client(Some("unix:///nonexistent/docker.sock"))
+                .await
+                .unwrap_err();
+            assert_eq!(err.endpoint, "unix:///nonexistent/docker.sock");
+        }
+        assert!(
+            format!("{engine:?}").contains("connected_to: None"),
+            "{engine:?}"
+        );
     }
 
     #[tokio::test]

@@ -27,6 +27,8 @@ pub(super) struct JobTask {
     pub runner: Arc<RunnerConfig>,
     /// The runner's cache signer (made once per runner, not per job).
     pub cache: Arc<crate::cache::RunnerCache>,
+    /// The runner's engine client (`docker` executor; unused by docker+machine).
+    pub engine: Arc<crate::docker::SharedEngine>,
     pub endpoint: RunnerEndpoint,
     /// The runner's VM pool (docker+machine only).
     pub fleet: Option<FleetHandle>,
@@ -392,7 +394,10 @@ impl JobTask {
         coordinator_abort: &CancellationToken,
     ) -> Result<(bollard::Docker, String), HostError> {
         let Some(fleet) = &self.fleet else {
-            let docker = crate::docker::connect(self.runner.docker.host.as_deref()).await?;
+            let docker = self
+                .engine
+                .client(self.runner.docker.host.as_deref())
+                .await?;
             return Ok((docker, String::new()));
         };
         if self.lease.is_none() {

@@ -252,6 +252,9 @@ pub async fn run_reloadable(
     };
     let deadline = supervisor.supervise(&mut controls).await;
     supervisor.delete_every_vm(&mut controls, deadline).await;
+    if let Err(e) = shared.state.flush().await {
+        tracing::error!(error = %e, "cannot update the state directory's job list");
+    }
     admin.stop().await;
     tracing::info!("flotilla stopped");
     match supervisor.conflict {

@@ -11,6 +11,7 @@ use super::{job_task, Shared};
 use crate::cache::RunnerCache;
 use crate::config::{IdleCountPolicy, RunnerConfig};
 use crate::coordinator::{PollState, RequestOutcome, RunnerEndpoint, HELD_POLL};
+use crate::docker::SharedEngine;
 use crate::fleet::{FleetHandle, Lease};
 use crate::job::JobInfo;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -28,6 +29,9 @@ pub(super) struct RunnerState {
     /// The runner's cache signer and client, made once and replaced when a reload changes
     /// `[runners.cache]` (std `RwLock`: read once per job).
     cache: RwLock<Arc<RunnerCache>>,
+    /// The `docker` executor's engine client, made at the first job and shared by the rest
+    /// (remade when a reload changes `[runners.docker] host`).
+    engine: Arc<SharedEngine>,
     /// The runner's `limit` slots (unbounded for `limit = 0`).
     limit: Arc<Slots>,
     /// Consecutive unhealthy answers.
@@ -64,6 +68,7 @@ pub(super) fn start(
         requesters: Mutex::new(0),
         token_gate: tokio::sync::RwLock::new(()),
         cache: RwLock::new(Arc::new(RunnerCache::new(&runner.cache))),
+        engine: Arc::default(),
         runner: RwLock::new(runner),
     });
     let runner = state.runner();
@@ -223,6 +228,7 @@ async fn requester(shared: Arc<Shared>, state: Arc<RunnerState>) {
                     shared: shared.clone(),
                     runner,
                     cache: state.cache(),
+                    engine: state.engine.clone(),
                     endpoint,
                     fleet: state.fleet.clone(),
                     lease,

@@ -6,7 +6,9 @@
 //! the next (group commit): with many jobs starting and ending at once the file is written a
 //! few times a second, not three times per job. Only one write runs at a time, so an older
 //! snapshot never replaces a newer one. A caller that needs its change on disk waits for its
-//! version ([`JobsFile::durable`]).
+//! version ([`JobsFile::durable`]). A change that may wait ([`JobsFile::change_soon`]: a job
+//! that ended) rides with the next write, or starts one of its own after [`SOON`]; so a job
+//! costs one write, not two, when jobs come one after another.
 
 use super::error::StateError;
 use super::write::write_atomically;
@@ -14,7 +16,12 @@ use super::RunningJob;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::watch;
+
+/// How long a change made with [`JobsFile::change_soon`] waits for another write to carry it
+/// before a write starts for it alone.
+pub(super) const SOON: Duration = Duration::from_secs(1);
 
 /// The in-memory list and its writer's state.
 pub(super) struct JobsFile {
@@ -37,6 +44,8 @@ struct Inner {
     attempted: u64,
     /// A writer is running (it picks up every change made before it stops).
     writing: bool,
+    /// A write is due [`SOON`] for a change made with [`JobsFile::change_soon`].
+    write_due: bool,
 }
 
 /// The writer's progress.
@@ -60,6 +69,7 @@ impl JobsFile {
                 version: 0,
                 attempted: 0,
                 writing: false,
+                write_due: false,
             }),
             status: watch::Sender::new(Status::default()),
             writes: AtomicU64::new(0),
@@ -82,6 +92,54 @@ impl JobsFile {
     /// is written (for what a crash may lose without harm).
     pub(super) fn change_lazily(&self, change: impl FnOnce(&mut Vec<RunningJob>)) {
         change(&mut self.lock().list);
+    }
+
+    /// Changes the list and makes sure a write carries it within [`SOON`]: the next write
+    /// started for another change, or one of its own (for what a crash may lose without harm,
+    /// but an orderly stop must not: see [`JobsFile::flush`]).
+    pub(super) fn change_soon(self: &Arc<Self>, change: impl FnOnce(&mut Vec<RunningJob>)) {
+        let schedule = {
+            let mut inner = self.lock();
+            change(&mut inner.list);
+            inner.version += 1;
+            let schedule = !inner.writing && !inner.write_due;
+            inner.write_due |= schedule;
+            schedule
+        };
+        if !schedule {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let file = self.clone();
+                drop(runtime.spawn(async move {
+                    tokio::time::sleep(SOON).await;
+                    file.write_unwritten();
+                }));
+            }
+            Err(_) => self.write_unwritten(),
+        }
+    }
+
+    /// Writes the changes no write has carried yet, if any, and waits for that write.
+    pub(super) async fn flush(self: &Arc<Self>) -> Result<(), StateError> {
+        let version = self.lock().version;
+        self.write_unwritten();
+        self.durable(version).await
+    }
+
+    /// Starts a write if a change was made since the last one began and none runs now.
+    fn write_unwritten(self: &Arc<Self>) {
+        let start = {
+            let mut inner = self.lock();
+            inner.write_due = false;
+            let start = !inner.writing && inner.version > inner.attempted;
+            inner.writing |= start;
+            start
+        };
+        if start {
+            self.start_writer();
+        }
     }
 
     /// Changes the list and makes sure a write will carry it; the version to wait for with

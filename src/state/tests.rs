@@ -233,3 +233,58 @@ fn writes_of_a_long_list_are_spaced_and_a_short_one_is_written_at_once() {
         Duration::from_millis(250)
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_delivered_job_rides_the_next_write_or_goes_soon_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateDir::open(dir.path()).unwrap();
+    let on_disk = || -> Vec<i64> {
+        StateDir::open(dir.path())
+            .unwrap()
+            .leftover_jobs()
+            .iter()
+            .map(|j| j.id)
+            .collect()
+    };
+    let (first, written) = state.record_job(job(1)).await;
+    written.unwrap();
+    let writes = state.jobs_file_writes();
+    first.delivered().await.unwrap();
+    drop(first);
+    assert_eq!(on_disk(), [1], "the end of a job waits for the next write");
+    // The next job's receipt carries it: one write for both changes.
+    let (second, written) = state.record_job(job(2)).await;
+    written.unwrap();
+    assert_eq!(on_disk(), [2]);
+    assert_eq!(state.jobs_file_writes(), writes + 1);
+    // With no other write, the end of a job is written within SOON.
+    second.delivered().await.unwrap();
+    drop(second);
+    tokio::time::sleep(jobs_file::SOON).await;
+    // Paused time does not run ahead while the writer's blocking task runs.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !on_disk().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "never written");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(state.jobs_file_writes(), writes + 2);
+}
+
+#[tokio::test]
+async fn a_flush_writes_what_waits_to_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateDir::open(dir.path()).unwrap();
+    let (record, written) = state.record_job(job(7)).await;
+    written.unwrap();
+    record.delivered().await.unwrap();
+    drop(record);
+    state.flush().await.unwrap();
+    assert!(StateDir::open(dir.path())
+        .unwrap()
+        .leftover_jobs()
+        .is_empty());
+    // Nothing left to write: a flush writes nothing.
+    let writes = state.jobs_file_writes();
+    state.flush().await.unwrap();
+    assert_eq!(state.jobs_file_writes(), writes);
+}
