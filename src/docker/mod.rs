@@ -1,8 +1,9 @@
 //! Reaching a Docker engine: the local socket or `[runners.docker] host` (`unix://…`, or
 //! `tcp://host:port` in plain HTTP), with the API version negotiated (engines here speak 1.41,
 //! bollard defaults newer), or a VM's dockerd over mutual TLS verified by VM name (`tls`, with
-//! `certs` for the per-process CA and `transport` for the connector). Owns nothing else: what
-//! runs on the engine is the executor's business.
+//! `certs` for the per-process CA and `transport` for the connector); [`SharedEngine`] keeps one
+//! runner's client for every job. Owns nothing else: what runs on the engine is the executor's
+//! business.
 
 mod certs;
 pub mod tls;
