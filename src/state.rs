@@ -225,7 +225,7 @@ impl StateDir {
             .change_soon(|jobs| jobs.retain(|j| !(j.id == id && j.url == url)));
     }
 
-    /// Writes what [`StateDir::forget_job_soon`] left unwritten, and waits: for an orderly stop.
+    /// Writes what a delivered job's removal left unwritten, and waits: for an orderly stop.
     pub async fn flush(&self) -> Result<(), StateError> {
         self.jobs.flush().await
     }
@@ -371,7 +371,7 @@ impl JobRecord {
 
     /// The final state was delivered (or the coordinator no longer wants it): forgets the job,
     /// and its kept trace now if it had one (then waiting for `jobs.json`; otherwise the entry
-    /// goes with the next write, within [`jobs_file::SOON`]).
+    /// goes with the next write, within a second).
     pub async fn delivered(&self) -> Result<(), StateError> {
         self.fate.store(DONE, Ordering::SeqCst);
         if self.trace_kept.load(Ordering::SeqCst) {
