@@ -83,6 +83,12 @@ impl JobsFile {
         self.lock().list.clone()
     }
 
+    /// Whether a writer is running now (tests wait for it to stop).
+    #[cfg(test)]
+    pub(super) fn writing(&self) -> bool {
+        self.lock().writing
+    }
+
     /// How many times the file was written.
     pub(super) fn writes(&self) -> u64 {
         self.writes.load(Ordering::Relaxed)
