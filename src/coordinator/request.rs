@@ -4,7 +4,7 @@
 
 use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE};
 use reqwest::Method;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::client::{api_base, endpoint_url, Call, Coordinator, RunnerEndpoint};
@@ -219,7 +219,8 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// The payload and its id/token, or `None` when the body is not a JSON job.
 fn decode_job(bytes: &[u8]) -> Option<(JobHandle, serde_json::Value)> {
     let payload: serde_json::Value = serde_json::from_slice(bytes).ok()?;
-    let handle: JobHandle = serde_json::from_value(payload.clone()).ok()?;
+    // Read from the tree in place: a clone of the whole payload would cost a job its size again.
+    let handle = JobHandle::deserialize(&payload).ok()?;
     Some((handle, payload))
 }
 

@@ -11,12 +11,16 @@ mod transport;
 
 pub use tls::{DockerCa, TlsError, VmTlsMaterial};
 
-use bollard::{Docker, API_DEFAULT_VERSION};
+use bollard::Docker;
+use hyper_util::client::legacy::connect::HttpConnector;
 use std::sync::Mutex;
+
+/// The engine reached when neither `host` nor `DOCKER_HOST` says otherwise.
+const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
 
 /// Seconds bollard waits for the response headers of one request. Long streams (wait, attach,
 /// pull) answer their headers at once, so this bounds only an unresponsive engine.
-const REQUEST_TIMEOUT_SECS: u64 = 120;
+pub(crate) const REQUEST_TIMEOUT_SECS: u64 = 120;
 
 /// Why a Docker engine could not be reached.
 #[derive(Debug, thiserror::Error)]
@@ -29,25 +33,39 @@ pub struct ConnectError {
     pub source: bollard::errors::Error,
 }
 
-/// Connects to `host` (`unix:///path`, `tcp://host:port`, `http://host:port`), or to the local
-/// defaults (`DOCKER_HOST`, else `/var/run/docker.sock`) when `None`, and negotiates the API
-/// version with the engine. The engine is contacted once (`GET /version`), so an unreachable
-/// engine fails here.
+/// Connects to `host` (`unix:///path`, `tcp://host:port`, `http://host:port`), or, when `None`,
+/// to `DOCKER_HOST` if it names a `unix://` socket, else `unix:///var/run/docker.sock` (as
+/// bollard's local defaults, less their Podman probing), and negotiates the API version with
+/// the engine. The engine is contacted once
+/// (`GET /version`), so an unreachable engine fails here. Requests reuse kept-alive
+/// connections ([`transport::pooled_docker`]).
 pub async fn connect(host: Option<&str>) -> Result<Docker, ConnectError> {
-    let endpoint = host.unwrap_or("local defaults").to_string();
+    let from_env = std::env::var("DOCKER_HOST")
+        .ok()
+        .filter(|h| h.starts_with("unix://"));
+    let host = host.or(from_env.as_deref()).unwrap_or(DEFAULT_SOCKET);
     let fail = |source| ConnectError {
-        endpoint: endpoint.clone(),
+        endpoint: host.to_string(),
         source,
     };
-    let docker = match host {
-        None => Docker::connect_with_local_defaults(),
-        Some(h) if h.starts_with("unix://") => {
-            Docker::connect_with_unix(h, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
+    let docker = if let Some(path) = host.strip_prefix("unix://") {
+        // As bollard: a socket that is not there fails before any request.
+        if !std::path::Path::new(path).exists() {
+            return Err(fail(bollard::errors::Error::SocketNotFoundError(
+                path.to_string(),
+            )));
         }
-        Some(h) if h.starts_with("tcp://") || h.starts_with("http://") => {
-            Docker::connect_with_http(h, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
-        }
-        Some(h) => Err(bollard::errors::Error::UnsupportedURISchemeError { uri: h.to_string() }),
+        let dialer = transport::UnixDialer { path: path.into() };
+        transport::pooled_docker(dialer, "http://localhost".into())
+    } else if let Some(addr) = host
+        .strip_prefix("tcp://")
+        .or_else(|| host.strip_prefix("http://"))
+    {
+        transport::pooled_docker(HttpConnector::new(), format!("http://{addr}"))
+    } else {
+        Err(bollard::errors::Error::UnsupportedURISchemeError {
+            uri: host.to_string(),
+        })
     }
     .map_err(fail)?;
     docker.negotiate_version().await.map_err(fail)
@@ -117,6 +135,22 @@ mod tests {
             format!("{engine:?}").contains("connected_to: None"),
             "{engine:?}"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_in_a_row_reuse_one_connection_to_the_engine() {
+        let engine = testkit::FakeDocker::start(testkit::FakeDockerOptions::default())
+            .await
+            .unwrap();
+        let docker = connect(Some(&engine.host())).await.unwrap();
+        for _ in 0..20 {
+            docker.ping().await.unwrap();
+        }
+        // The version negotiation and 20 pings: bollard's own client dials 21 times. Pooled,
+        // it is one connection, or a few when a call comes before hyper has put the previous
+        // one's connection back (it does so on another task).
+        let connections = engine.stats().connections;
+        assert!(connections <= 5, "{connections} connections for 21 calls");
     }
 
     #[tokio::test]

@@ -7,17 +7,14 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use bollard::{BollardRequest, Docker, API_DEFAULT_VERSION};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use bollard::Docker;
 use rustls::client::Resumption;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 
 use super::certs::{self, Issuer};
-use super::transport::VmTlsDialer;
+use super::transport::{pooled_docker, VmTlsDialer};
 
 /// Metadata key of the CA certificate (PEM) a VM's dockerd trusts for clients.
 pub const META_CA: &str = "flotilla-docker-ca";
@@ -37,15 +34,6 @@ pub const STARTUP_SCRIPT: &str = include_str!("../../scripts/vm-startup.sh");
 /// the readiness check's has closed) skip both certificate signatures. rustls keeps 256 by
 /// default, which a fleet of thousands of VMs would cycle through in seconds.
 const RESUMED_SESSIONS: usize = 4096;
-/// Seconds bollard waits for the response headers of one request (as for the local engine).
-const REQUEST_TIMEOUT_SECS: u64 = 120;
-/// How long an idle pooled connection to a VM is kept. Short: while a job's script runs, the
-/// job holds its attach stream and makes no other call, so the connection its earlier calls used
-/// would idle for the whole job, holding its TLS state and hyper's buffers (≈ 30 KB a VM, most
-/// of a running job's cost at 2,000 at once: BENCHMARKS.md). Calls made in a row (a job's
-/// preparation, its end) still share one connection.
-const POOL_IDLE: Duration = Duration::from_secs(5);
-
 /// Why certificates could not be made or a VM's dockerd could not be reached.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -192,31 +180,13 @@ impl DockerCa {
             name: server_name(vm_name)?,
             tls: tokio_rustls::TlsConnector::from(self.client.clone()),
         };
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE)
-            .build(connector);
-        let transport = move |req: BollardRequest| {
-            let client = client.clone();
-            async move {
-                client
-                    .request(req)
-                    .await
-                    .map_err(bollard::errors::Error::from)
-            }
-        };
         // The URI only feeds the Host header; the connector decides where bytes go.
-        let uri = format!("https://{vm_name}:{}", addr.port());
-        Docker::connect_with_custom_transport(
-            transport,
-            Some(uri),
-            REQUEST_TIMEOUT_SECS,
-            API_DEFAULT_VERSION,
-        )
-        .map_err(|source| TlsError::Connect {
-            vm: vm_name.to_owned(),
-            addr,
-            source,
+        pooled_docker(connector, format!("https://{vm_name}:{}", addr.port())).map_err(|source| {
+            TlsError::Connect {
+                vm: vm_name.to_owned(),
+                addr,
+                source,
+            }
         })
     }
 

@@ -1,26 +1,94 @@
-//! The byte pipe under a VM's Docker client: a hyper-util connector that dials the VM's address
-//! and runs a TLS handshake verifying the server as the VM's *name* (its certificate cannot know
-//! the address), and the stream type hyper drives over it. Owns dialing and the handshake; the
-//! certificates and the bollard client are `tls`'s business.
+//! The byte pipes under Flotilla's Docker clients and the pooled hyper client over them: a VM's
+//! (a hyper-util connector that dials the VM's address and runs a TLS handshake verifying the
+//! server as the VM's *name*, since its certificate cannot know the address) and the local
+//! engine's unix socket. Owns dialing, the handshake and connection reuse ([`pooled_docker`]);
+//! the certificates are `tls`'s business, which engine to reach is `mod.rs`'s.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bollard::{BollardRequest, Docker, API_DEFAULT_VERSION};
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper::Uri;
-use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::TokioIo;
+use hyper_util::client::legacy::connect::{Connect, Connected, Connection};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 /// How long dialing plus the TLS handshake may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long an idle pooled connection is kept. Short: while a job's script runs, the job holds
+/// its attach stream and makes no other call, so the connection its earlier calls used would
+/// idle for the whole job, holding hyper's buffers (and toward a VM its TLS state: ≈ 30 KB a
+/// VM, most of a running job's cost at 2,000 at once: BENCHMARKS.md). Calls made in a row (a
+/// job's preparation, its end) still share one connection.
+const POOL_IDLE: Duration = Duration::from_secs(5);
+/// Idle connections kept per engine at most. Toward the local engine, every job of the runner
+/// shares the pool: a few connections serve a steady stream of calls, and a burst of jobs
+/// starting at once does not leave hundreds open for [`POOL_IDLE`].
+const POOL_MAX_IDLE: usize = 16;
+
+/// A bollard client whose requests go through `connector` over a pool of kept-alive
+/// connections, instead of bollard's own clients, which turn pooling off and so dial (and
+/// toward a VM, handshake) once per request: a short job makes about a dozen engine calls. The
+/// engine answers HTTP/1.1 keep-alive (dockerd sets no idle timeout); an attach takes its
+/// connection out of the pool for good (an upgrade). `uri` names the engine in the requests
+/// (their `Host` header): the connector decides where the bytes go.
+pub(crate) fn pooled_docker<C>(connector: C, uri: String) -> Result<Docker, bollard::errors::Error>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+{
+    let client = Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(POOL_IDLE)
+        .pool_max_idle_per_host(POOL_MAX_IDLE)
+        .build(connector);
+    let transport = move |req: BollardRequest| {
+        let client = client.clone();
+        async move {
+            client
+                .request(req)
+                .await
+                .map_err(bollard::errors::Error::from)
+        }
+    };
+    Docker::connect_with_custom_transport(
+        transport,
+        Some(uri),
+        super::REQUEST_TIMEOUT_SECS,
+        API_DEFAULT_VERSION,
+    )
+}
+
+/// Dials the local engine's unix socket at `path`, whatever the request URI names.
+#[derive(Clone, Debug)]
+pub(crate) struct UnixDialer {
+    pub(crate) path: PathBuf,
+}
+
+impl tower_service::Service<Uri> for UnixDialer {
+    type Response = Stream<UnixStream>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Stream<UnixStream>>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _dst: Uri) -> Self::Future {
+        let path = self.path.clone();
+        Box::pin(async move { Ok(Stream(TokioIo::new(UnixStream::connect(path).await?))) })
+    }
+}
 
 /// Dials one VM: every connection goes to `addr`, whatever host the request URI names, and the
 /// server must prove to be `name`.
@@ -42,12 +110,12 @@ impl std::fmt::Debug for VmTlsDialer {
 
 impl VmTlsDialer {
     /// TCP to the address, then the TLS handshake as the VM name, within [`CONNECT_TIMEOUT`].
-    async fn dial(self) -> io::Result<VmStream> {
+    async fn dial(self) -> io::Result<Stream<TlsStream<TcpStream>>> {
         let work = async {
             let tcp = TcpStream::connect(self.addr).await?;
             tcp.set_nodelay(true)?;
             let tls = self.tls.connect(self.name.clone(), tcp).await?;
-            Ok(VmStream(TokioIo::new(tls)))
+            Ok(Stream(TokioIo::new(tls)))
         };
         tokio::time::timeout(CONNECT_TIMEOUT, work)
             .await
@@ -64,9 +132,9 @@ impl VmTlsDialer {
 }
 
 impl tower_service::Service<Uri> for VmTlsDialer {
-    type Response = VmStream;
+    type Response = Stream<TlsStream<TcpStream>>;
     type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<VmStream>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
@@ -77,11 +145,12 @@ impl tower_service::Service<Uri> for VmTlsDialer {
     }
 }
 
-/// A TLS connection to a VM's dockerd, as hyper reads and writes it.
+/// A connection to an engine (TLS to a VM's dockerd, or the local unix socket), as hyper reads
+/// and writes it.
 #[derive(Debug)]
-pub(crate) struct VmStream(TokioIo<TlsStream<TcpStream>>);
+pub(crate) struct Stream<S>(TokioIo<S>);
 
-impl Read for VmStream {
+impl<S: AsyncRead + AsyncWrite + Unpin> Read for Stream<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -91,7 +160,7 @@ impl Read for VmStream {
     }
 }
 
-impl Write for VmStream {
+impl<S: AsyncRead + AsyncWrite + Unpin> Write for Stream<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -121,7 +190,7 @@ impl Write for VmStream {
     }
 }
 
-impl Connection for VmStream {
+impl<S> Connection for Stream<S> {
     fn connected(&self) -> Connected {
         Connected::new()
     }

@@ -151,17 +151,14 @@ impl JobsFile {
     /// Changes the list and makes sure a write will carry it; the version to wait for with
     /// [`JobsFile::durable`].
     pub(super) fn change(self: &Arc<Self>, change: impl FnOnce(&mut Vec<RunningJob>)) -> u64 {
-        let (version, start) = {
+        let version = {
             let mut inner = self.lock();
             change(&mut inner.list);
             inner.version += 1;
-            let start = !inner.writing;
-            inner.writing = true;
-            (inner.version, start)
+            inner.version
         };
-        if start {
-            self.start_writer();
-        }
+        // A change waiting for [`SOON`] rides along; its timer then finds nothing to write.
+        self.write_unwritten();
         version
     }
 

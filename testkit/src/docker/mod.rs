@@ -18,7 +18,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::Ordering;
+
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 use tokio_util::sync::CancellationToken;
 
 use state::Engine;
@@ -83,6 +86,8 @@ pub struct DockerStats {
     pub output_bytes: u64,
     /// Most container starts being answered at once.
     pub peak_starts_in_flight: u64,
+    /// Connections accepted on the socket (a client that reuses connections makes few).
+    pub connections: u64,
 }
 
 /// A running fake Docker Engine on a Unix socket in its own temporary directory. Dropping it
@@ -109,6 +114,10 @@ impl FakeDocker {
         let stop = CancellationToken::new();
         let app = routes::router(engine.clone());
         let server_stop = stop.clone();
+        let counted = engine.clone();
+        let listener = listener.tap_io(move |_| {
+            counted.connections.fetch_add(1, Ordering::Relaxed);
+        });
         tokio::spawn(async move {
             let server =
                 axum::serve(listener, app).with_graceful_shutdown(server_stop.cancelled_owned());

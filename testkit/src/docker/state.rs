@@ -127,6 +127,7 @@ pub(crate) struct Engine {
     pub output_bytes: AtomicU64,
     pub starts_in_flight: AtomicU64,
     pub peak_starts_in_flight: AtomicU64,
+    pub connections: AtomicU64,
 }
 
 /// A 64-hex-digit id, as the engine makes them.
@@ -175,6 +176,7 @@ impl Engine {
             output_bytes: AtomicU64::new(0),
             starts_in_flight: AtomicU64::new(0),
             peak_starts_in_flight: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
         }
     }
 
@@ -214,6 +216,7 @@ impl Engine {
             networks: inner.networks.len() as u64,
             output_bytes: self.output_bytes.load(Ordering::Relaxed),
             peak_starts_in_flight: self.peak_starts_in_flight.load(Ordering::Relaxed),
+            connections: self.connections.load(Ordering::Relaxed),
         }
     }
 
