@@ -6,7 +6,7 @@
 //! it, `BENCH_SOAK_CONCURRENT` (20) at a time; every 1,000 jobs the manager's RSS, anonymous
 //! RSS, open descriptors and alive tokio tasks (`flotilla_tokio_alive_tasks`) are sampled, and
 //! a least-squares slope of each over the job count is printed (target: RSS ≤ 100 bytes per
-//! job). The first sample is the warm-up (allocator arenas, pools) and is left out of the fit.
+//! job), and the connections the manager opened to the engine per job. The first sample is the warm-up (allocator arenas, pools) and is left out of the fit.
 //! `BENCH_JOB_SECS` gives each job a run time (one line a second), e.g. to hold `concurrent`
 //! jobs at once under a heap profiler.
 //! `benches/scale.rs -- --soak` is the same with docker+machine (a VM per job on the fake GCE).
@@ -185,6 +185,13 @@ pull_policy = ["if-not-present"]
         base.rss_kb as f64 / 1024.0,
         end.rss_kb as f64 / 1024.0,
         end.hwm_kb as f64 / 1024.0
+    );
+    let engine = docker.stats();
+    println!(
+        "engine connections: {} for {} containers ({:.2} per job)",
+        engine.connections,
+        engine.created,
+        engine.connections as f64 / finished.max(1) as f64
     );
     println!(
         "slope by least squares over samples 2..{}: RSS {rss:.1} bytes/job (anon {anon:.1}), fds {:.4}/1000 jobs, tasks {:.4}/1000 jobs",
