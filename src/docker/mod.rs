@@ -36,9 +36,8 @@ pub struct ConnectError {
 /// Connects to `host` (`unix:///path`, `tcp://host:port`, `http://host:port`), or, when `None`,
 /// to `DOCKER_HOST` if it names a `unix://` socket, else `unix:///var/run/docker.sock` (as
 /// bollard's local defaults, less their Podman probing), and negotiates the API version with
-/// the engine. The engine is contacted once
-/// (`GET /version`), so an unreachable engine fails here. Requests reuse kept-alive
-/// connections ([`transport::pooled_docker`]).
+/// the engine. The engine is contacted once (`GET /version`), so an unreachable engine fails
+/// here. Requests reuse kept-alive connections (`transport::pooled_docker`).
 pub async fn connect(host: Option<&str>) -> Result<Docker, ConnectError> {
     let from_env = std::env::var("DOCKER_HOST")
         .ok()

@@ -76,9 +76,9 @@ pub(crate) struct UnixDialer {
 }
 
 impl tower_service::Service<Uri> for UnixDialer {
-    type Response = Stream<UnixStream>;
+    type Response = EngineStream<UnixStream>;
     type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<Stream<UnixStream>>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = io::Result<EngineStream<UnixStream>>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
@@ -86,7 +86,7 @@ impl tower_service::Service<Uri> for UnixDialer {
 
     fn call(&mut self, _dst: Uri) -> Self::Future {
         let path = self.path.clone();
-        Box::pin(async move { Ok(Stream(TokioIo::new(UnixStream::connect(path).await?))) })
+        Box::pin(async move { Ok(EngineStream(TokioIo::new(UnixStream::connect(path).await?))) })
     }
 }
 
@@ -110,12 +110,12 @@ impl std::fmt::Debug for VmTlsDialer {
 
 impl VmTlsDialer {
     /// TCP to the address, then the TLS handshake as the VM name, within [`CONNECT_TIMEOUT`].
-    async fn dial(self) -> io::Result<Stream<TlsStream<TcpStream>>> {
+    async fn dial(self) -> io::Result<EngineStream<TlsStream<TcpStream>>> {
         let work = async {
             let tcp = TcpStream::connect(self.addr).await?;
             tcp.set_nodelay(true)?;
             let tls = self.tls.connect(self.name.clone(), tcp).await?;
-            Ok(Stream(TokioIo::new(tls)))
+            Ok(EngineStream(TokioIo::new(tls)))
         };
         tokio::time::timeout(CONNECT_TIMEOUT, work)
             .await
@@ -132,7 +132,7 @@ impl VmTlsDialer {
 }
 
 impl tower_service::Service<Uri> for VmTlsDialer {
-    type Response = Stream<TlsStream<TcpStream>>;
+    type Response = EngineStream<TlsStream<TcpStream>>;
     type Error = io::Error;
     type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
 
@@ -148,9 +148,9 @@ impl tower_service::Service<Uri> for VmTlsDialer {
 /// A connection to an engine (TLS to a VM's dockerd, or the local unix socket), as hyper reads
 /// and writes it.
 #[derive(Debug)]
-pub(crate) struct Stream<S>(TokioIo<S>);
+pub(crate) struct EngineStream<S>(TokioIo<S>);
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Read for Stream<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> Read for EngineStream<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -160,7 +160,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Read for Stream<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Write for Stream<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> Write for EngineStream<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -190,7 +190,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Write for Stream<S> {
     }
 }
 
-impl<S> Connection for Stream<S> {
+impl<S> Connection for EngineStream<S> {
     fn connected(&self) -> Connected {
         Connected::new()
     }
