@@ -71,8 +71,8 @@ pub async fn connect(host: Option<&str>) -> Result<Docker, ConnectError> {
 }
 
 /// One runner's client for its engine (the `docker` executor), connected at the first job and
-/// shared by every later one: bollard's client is a cheap handle whose requests each open their
-/// own connection, so sharing it costs no job anything, and the engine's API version is
+/// shared by every later one: bollard's client is a cheap handle over one pool of kept-alive
+/// connections, so every job's calls share that pool, and the engine's API version is
 /// negotiated once instead of with a `GET /version` per job.
 #[derive(Default)]
 pub struct SharedEngine {
