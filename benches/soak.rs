@@ -6,7 +6,8 @@
 //! it, `BENCH_SOAK_CONCURRENT` (20) at a time; every 1,000 jobs the manager's RSS, anonymous
 //! RSS, open descriptors and alive tokio tasks (`flotilla_tokio_alive_tasks`) are sampled, and
 //! a least-squares slope of each over the job count is printed (target: RSS ≤ 100 bytes per
-//! job), and the connections the manager opened to the engine per job. The first sample is the warm-up (allocator arenas, pools) and is left out of the fit.
+//! job), and the connections the manager opened to the engine per job. The first sample is
+//! the warm-up (allocator arenas, pools) and is left out of the fit.
 //! `BENCH_JOB_SECS` gives each job a run time (one line a second), e.g. to hold `concurrent`
 //! jobs at once under a heap profiler.
 //! `benches/scale.rs -- --soak` is the same with docker+machine (a VM per job on the fake GCE).

@@ -18,10 +18,6 @@ use std::sync::Mutex;
 /// The engine reached when neither `host` nor `DOCKER_HOST` says otherwise.
 const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
 
-/// Seconds bollard waits for the response headers of one request. Long streams (wait, attach,
-/// pull) answer their headers at once, so this bounds only an unresponsive engine.
-pub(crate) const REQUEST_TIMEOUT_SECS: u64 = 120;
-
 /// Why a Docker engine could not be reached.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot reach the Docker engine at {endpoint}: {source}")]

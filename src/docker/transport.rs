@@ -24,6 +24,9 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+/// Seconds bollard waits for the response headers of one request. Long streams (wait, attach,
+/// pull) answer their headers at once, so this bounds only an unresponsive engine.
+const REQUEST_TIMEOUT_SECS: u64 = 120;
 /// How long dialing plus the TLS handshake may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long an idle pooled connection is kept. Short: while a job's script runs, the job holds
@@ -64,7 +67,7 @@ where
     Docker::connect_with_custom_transport(
         transport,
         Some(uri),
-        super::REQUEST_TIMEOUT_SECS,
+        REQUEST_TIMEOUT_SECS,
         API_DEFAULT_VERSION,
     )
 }
@@ -78,7 +81,7 @@ pub(crate) struct UnixDialer {
 impl tower_service::Service<Uri> for UnixDialer {
     type Response = EngineStream<UnixStream>;
     type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<EngineStream<UnixStream>>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))

@@ -249,15 +249,7 @@ async fn a_delivered_job_rides_the_next_write_or_goes_soon_after() {
     let (first, written) = state.record_job(job(1)).await;
     written.unwrap();
     // A writer still in its loop would carry the next change itself: wait until it stopped.
-    // Paused time does not run ahead while the writer's blocking task runs.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while state.jobs.writing() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the writer never stopped"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-    }
+    wait_until("the writer never stopped", || !state.jobs.writing()).await;
     let writes = state.jobs_file_writes();
     first.delivered().await.unwrap();
     drop(first);
@@ -271,12 +263,18 @@ async fn a_delivered_job_rides_the_next_write_or_goes_soon_after() {
     second.delivered().await.unwrap();
     drop(second);
     tokio::time::sleep(jobs_file::SOON).await;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !on_disk().is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "never written");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    wait_until("never written", || on_disk().is_empty()).await;
     assert_eq!(state.jobs_file_writes(), writes + 2);
+}
+
+/// Polls `done` until it holds, failing with `what` after 10 s (of paused time, which does not
+/// run ahead while the writer's blocking task runs).
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
 }
 
 #[tokio::test]

@@ -15,10 +15,9 @@ mod state;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-
-use std::sync::atomic::Ordering;
 
 use anyhow::Context as _;
 use axum::serve::ListenerExt as _;
